@@ -1,0 +1,192 @@
+"""The wire contracts between the control plane, the agents and the routers.
+
+These Pydantic models are the only types the three processes share. The agent
+and the router import this module and the API client, never control-plane code,
+so that one host's data plane keeps working when the control plane is down and
+so that each side can be tested alone against canned JSON.
+
+Every document here is *declarative and versioned*: the control plane publishes
+the whole desired state (not a diff), with a monotonically increasing
+``version``; consumers long-poll with ``after=<version they hold>`` and apply
+the whole document atomically. Nothing is lost when a poll is missed.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+API_PREFIX = "/api/v1"
+
+#: The header that pins a request to one release of an environment (for testing
+#: a canary by hand). The value is the release number.
+PIN_HEADER = "X-Conveyor-Release"
+#: The cookie with the same meaning as :data:`PIN_HEADER`.
+PIN_COOKIE = "conveyor-release"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=False)
+
+
+# ---------------------------------------------------------------------------
+# Routing: control plane -> router
+# ---------------------------------------------------------------------------
+
+
+class RouteInstance(_Wire):
+    """One ready instance the router may send requests to."""
+
+    id: str
+    address: str = Field(description="host:port reachable from the router, e.g. 127.0.0.1:41234")
+
+
+class RouteRelease(_Wire):
+    """A release of an environment and its share of the environment's traffic.
+
+    ``weight`` is relative to the other releases of the same environment that
+    have at least one instance (weights 95/5 mean 95% and 5%). A release with
+    weight 0 gets no unpinned traffic but can still be reached by pinning.
+    """
+
+    release: int
+    weight: int = Field(ge=0, le=100_000)
+    instances: list[RouteInstance] = Field(default_factory=list)
+
+
+class RouteEnvironment(_Wire):
+    """An environment of an app as the router sees it: hostnames and releases."""
+
+    app: str
+    env: str
+    hosts: list[str] = Field(description="lower-case Host header values, without port")
+    releases: list[RouteRelease] = Field(default_factory=list)
+    sticky: bool = Field(
+        default=False,
+        description="keep a client on one release for the whole rollout (cookie based)",
+    )
+
+
+class RoutingTable(_Wire):
+    """The whole routing table. Applied atomically by every router."""
+
+    version: int = 0
+    environments: list[RouteEnvironment] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------
+# Desired state: control plane -> agent
+# ---------------------------------------------------------------------------
+
+
+class HealthCheck(_Wire):
+    path: str = "/"
+    timeout_s: float = 2.0
+    interval_s: float = 1.0
+
+
+class DesiredInstance(_Wire):
+    """One process the agent must keep running.
+
+    The agent picks the port, sets ``PORT`` (and ``HOST=127.0.0.1`` or the
+    host's address) in the environment, runs ``command`` through the shell in
+    the unpacked image, and reports readiness from ``health``.
+    """
+
+    id: str
+    app: str
+    env: str
+    release: int
+    image: str = Field(description="image digest, sha256:<64 hex>")
+    command: str
+    environment: dict[str, str] = Field(default_factory=dict)
+    health: HealthCheck = Field(default_factory=HealthCheck)
+
+
+class DesiredState(_Wire):
+    """Everything one host should run. Instances absent here must be stopped."""
+
+    version: int = 0
+    host: str
+    instances: list[DesiredInstance] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------
+# Actual state: agent -> control plane
+# ---------------------------------------------------------------------------
+
+
+class InstanceState(StrEnum):
+    PENDING = "pending"  # known, not started yet (image being fetched)
+    STARTING = "starting"  # process running, readiness not passed yet
+    READY = "ready"  # readiness passed; routable
+    UNHEALTHY = "unhealthy"  # was ready, liveness failing now
+    CRASHED = "crashed"  # exited; will be restarted after a backoff
+    CRASHLOOP = "crashloop"  # restarted too often in a short time; still retried, slowly
+    FAILED = "failed"  # cannot run at all (bad image, fetch failed)
+    STOPPING = "stopping"  # being stopped because it is no longer desired
+
+
+class InstanceStatus(_Wire):
+    id: str
+    state: InstanceState
+    port: int | None = None
+    pid: int | None = None
+    restarts: int = 0
+    exit_code: int | None = None
+    message: str = ""
+    started_at: float | None = None
+    ready_at: float | None = None
+
+
+class AgentStatus(_Wire):
+    """The report an agent sends after every change and at least every few seconds."""
+
+    host: str
+    address: str = Field(description="IP the routers use to reach this host's instances")
+    desired_version: int = Field(description="version of the DesiredState this report reflects")
+    instances: list[InstanceStatus] = Field(default_factory=list)
+    agent_version: str = ""
+
+
+class LogChunk(_Wire):
+    """Output of one instance, shipped by the agent (at-least-once, deduplicated by offset)."""
+
+    instance: str
+    offset: int = Field(ge=0, description="byte offset of ``data`` in the instance's log")
+    data: str
+
+
+class LogBatch(_Wire):
+    host: str
+    chunks: list[LogChunk] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------
+# Images: control plane (artifact store) -> agent
+# ---------------------------------------------------------------------------
+
+
+class LayerRef(_Wire):
+    digest: str = Field(description="sha256:<hex> of the layer archive (tar.gz) bytes")
+    size: int
+    role: str = Field(description="'deps' (third-party dependencies) or 'app' (the app's files)")
+
+
+class ImageConfig(_Wire):
+    processes: dict[str, str] = Field(default_factory=dict, description="process type -> command, e.g. web")
+    python: str | None = Field(default=None, description="'3.11' when the image carries Python deps")
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class ImageManifest(_Wire):
+    """An image: an ordered list of layers and how to run it.
+
+    The image's digest is the sha256 of this manifest's canonical JSON
+    (``canonical_json``), so equal content gives an equal digest.
+    """
+
+    schema_version: int = 1
+    layers: list[LayerRef]
+    config: ImageConfig = Field(default_factory=ImageConfig)
