@@ -1,0 +1,290 @@
+"""Detection quality of the canary judges on simulated rollouts (issue 4, "Measured").
+
+Simulates per-second canary and baseline traffic (Poisson request counts,
+binomial errors, log-normal latencies binned into Conveyor's histogram
+buckets), seeded, for A/A runs (the canary is as good as the baseline) and
+for injected regressions: error rate x1.5, x2, x5 over a 1 % base, latency
++10/+50/+100 % at p50 (every request slower) and at p99 only (only the
+slowest 2 % of requests slower). For each judge it reports the false-rollback
+rate over the A/A runs, and per regression the detection rate and the median
+time to detect, in seconds and in canary requests.
+
+The judges are the library's own array code (``conveyor.analysis.sequential``
+and ``conveyor.analysis.mannwhitney``), run over all simulated runs at once:
+
+* ``sequential``  - the anytime-valid judge, read after every second;
+* ``threshold``   - the default absolute limits, read after every second;
+* ``mannwhitney_fixed`` - Kayenta's judge run once at the end of a fixed
+  interval; its ``by_interval_s`` table gives the detection rate for each
+  interval length, hence the canary requests it needs to detect;
+* ``mannwhitney_repeated`` - the same judge re-run every second during the
+  step, failing as soon as one run fails (its samples only change when a
+  sample period completes, so it is evaluated at those instants).
+
+Prints one JSON object. ``--runs`` scales every scenario (default 1000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from conveyor.analysis import AnalysisConfig  # noqa: E402
+from conveyor.analysis import mannwhitney as mw  # noqa: E402
+from conveyor.analysis import sequential as seq  # noqa: E402
+from conveyor.analysis.series import column_value, quantile_column  # noqa: E402
+from conveyor.domain.histogram import GAMMA  # noqa: E402
+
+LOG_GAMMA = math.log(GAMMA)
+MEDIAN_S = 0.05
+SIGMA = 0.5
+BASE_ERROR = 0.01
+LO = math.ceil(math.log(0.002) / LOG_GAMMA)  # 2 ms
+HI = math.ceil(math.log(5.0) / LOG_GAMMA)  # 5 s
+WIDTH = HI - LO + 1
+
+SCENARIOS: dict[str, dict[str, float]] = {
+    "aa": {},
+    "errors_x1.5": {"error_factor": 1.5},
+    "errors_x2": {"error_factor": 2.0},
+    "errors_x5": {"error_factor": 5.0},
+    "latency_p50_+10%": {"scale": 1.1},
+    "latency_p50_+50%": {"scale": 1.5},
+    "latency_p50_+100%": {"scale": 2.0},
+    "latency_p99_+10%": {"tail": 1.1},
+    "latency_p99_+50%": {"tail": 1.5},
+    "latency_p99_+100%": {"tail": 2.0},
+}
+
+
+def simulate(rng: np.random.Generator, runs: int, seconds: int, rps: float, error_rate: float, scale: float = 1.0, tail: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """requests (R, T), errors (R, T), dense latency histograms (R, T, WIDTH) for one side."""
+    n = rng.poisson(rps, (runs, seconds))
+    errors = rng.binomial(n, min(error_rate, 1.0))
+    lat = rng.lognormal(math.log(MEDIAN_S), SIGMA, int(n.sum())) * scale
+    if tail != 1.0:
+        # Stretch only the slowest 2 %: p98 and everything below unchanged, p99 x tail.
+        q98 = MEDIAN_S * math.exp(SIGMA * stats.norm.ppf(0.98))
+        q99 = MEDIAN_S * math.exp(SIGMA * stats.norm.ppf(0.99))
+        stretch = (tail * q99 - q98) / (q99 - q98)
+        lat = np.where(lat > q98, q98 + (lat - q98) * stretch, lat)
+    col = np.clip(np.ceil(np.log(lat) / LOG_GAMMA).astype(np.int64) - LO, 0, WIDTH - 1)
+    cell = np.repeat(np.arange(runs * seconds), n.ravel())
+    hist = np.bincount(cell * WIDTH + col, minlength=runs * seconds * WIDTH).reshape(runs, seconds, WIDTH)
+    return n, errors, hist.astype(np.int32)
+
+
+def first_true(mask: np.ndarray) -> np.ndarray:
+    """Index of the first True along the last axis, -1 when none."""
+    any_ = mask.any(axis=-1)
+    return np.where(any_, np.argmax(mask, axis=-1), -1)
+
+
+def sequential_detect(cfg: AnalysisConfig, c: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> np.ndarray:
+    s = cfg.sequential
+    level = seq.log_level(cfg)
+    hit = np.zeros(c[0].shape, dtype=bool)
+    if s.errors:
+        hit |= seq.error_evidence(c[0], c[1], b[0], b[1], s.error_tolerance) >= level
+    shift = seq.tolerance_buckets(s.latency_tolerance)
+    for q in s.latency_quantiles:
+        hit |= seq.latency_evidence(seq.latency_counts(c[2], b[2], q, shift)) >= level
+    return first_true(hit)
+
+
+def threshold_detect(cfg: AnalysisConfig, c: tuple[np.ndarray, ...]) -> np.ndarray:
+    th = cfg.threshold
+    req = np.cumsum(c[0], axis=-1)
+    err = np.cumsum(c[1], axis=-1)
+    hit = np.zeros(req.shape, dtype=bool)
+    ok = req >= th.min_requests
+    if th.max_error_rate is not None:
+        hit |= ok & (err > th.max_error_rate * np.maximum(req, 1))
+    cum = np.cumsum(c[2], axis=-2)
+    for q, limit in ((0.5, th.max_p50), (0.95, th.max_p95), (0.99, th.max_p99)):
+        if limit is not None:
+            hit |= ok & (column_value(quantile_column(cum, q), LO) > limit)
+    return first_true(hit)
+
+
+def mannwhitney_looks(cfg: AnalysisConfig, c: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...], seconds: int) -> tuple[list[int], np.ndarray]:
+    """Scores (R, looks) of Kayenta's judge on the first L seconds, for every complete sample period L."""
+    m = cfg.mannwhitney
+    names = [x.name for x in m.metrics]
+    cs = mw.sample_metrics(c[0], c[1], c[2], LO, m.sample_period_s, names)
+    bs = mw.sample_metrics(b[0], b[1], b[2], LO, m.sample_period_s, names)
+    looks = list(range(m.sample_period_s, seconds + 1, m.sample_period_s))
+    runs = c[0].shape[0]
+    scores = np.zeros((runs, len(looks)))
+    for j, length in enumerate(looks):
+        k = length // m.sample_period_s
+        classes = []
+        for metric in m.metrics:
+            r = mw.classify_batch(
+                cs[metric.name][:, :k],
+                bs[metric.name][:, :k],
+                confidence=m.confidence,
+                tolerance=m.tolerance,
+                direction=metric.direction,
+                allowed_increase=metric.allowed_increase,
+                allowed_decrease=metric.allowed_decrease,
+            )
+            classes.append(r.classification)
+        cls = np.stack(classes, axis=1)
+        judged = (cls != mw.NODATA).sum(axis=1)
+        passed = (cls == mw.PASS).sum(axis=1)
+        crit = np.array([x.critical for x in m.metrics])
+        critical_fail = ((cls == mw.HIGH) | (cls == mw.LOW))[:, crit].any(axis=1)
+        sc = np.where(judged > 0, 100.0 * passed / np.maximum(judged, 1), np.nan)
+        scores[:, j] = np.where(critical_fail, 0.0, sc)
+    return looks, scores
+
+
+def summarize(ttd: np.ndarray, canary_requests: np.ndarray) -> dict[str, Any]:
+    detected = ttd >= 0
+    out: dict[str, Any] = {"runs": int(ttd.size), "detection_rate": round(float(detected.mean()), 4)}
+    if detected.any():
+        rows = np.flatnonzero(detected)
+        reqs = np.cumsum(canary_requests[rows], axis=1)[np.arange(rows.size), ttd[rows]]
+        out["median_ttd_s"] = float(np.median(ttd[rows] + 1))
+        out["median_ttd_canary_requests"] = float(np.median(reqs))
+    else:
+        out["median_ttd_s"] = None
+        out["median_ttd_canary_requests"] = None
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=1000, help="simulated rollouts per scenario (A/A and each regression)")
+    ap.add_argument("--seconds", type=int, default=300, help="length of the analysed step")
+    ap.add_argument("--canary-rps", type=float, default=10.0, help="canary requests/s (5%% of 200 rps)")
+    ap.add_argument("--baseline-rps", type=float, default=10.0, help="baseline requests/s (same share as the canary)")
+    ap.add_argument("--seed", type=int, default=20261127)
+    ap.add_argument("--chunk", type=int, default=200, help="runs simulated at once (memory)")
+    args = ap.parse_args(argv)
+    if args.runs < 1 or args.seconds < 10 or args.chunk < 1:
+        ap.error("--runs and --chunk must be >= 1 and --seconds >= 10")
+
+    started = time.perf_counter()
+    cfg = AnalysisConfig()  # the defaults: sequential + generous thresholds
+    period = cfg.mannwhitney.sample_period_s
+    rng = np.random.default_rng(args.seed)
+    results: dict[str, dict[str, Any]] = {}
+    looks: list[int] = []
+    for name, spec in SCENARIOS.items():
+        acc: dict[str, list[np.ndarray]] = {"seq": [], "thr": [], "mw": [], "req": []}
+        for start in range(0, args.runs, args.chunk):
+            runs = min(args.chunk, args.runs - start)
+            canary = simulate(
+                rng, runs, args.seconds, args.canary_rps, BASE_ERROR * spec.get("error_factor", 1.0),
+                spec.get("scale", 1.0), spec.get("tail", 1.0),
+            )
+            baseline = simulate(rng, runs, args.seconds, args.baseline_rps, BASE_ERROR)
+            acc["seq"].append(sequential_detect(cfg, canary, baseline))
+            acc["thr"].append(threshold_detect(cfg, canary))
+            looks, scores = mannwhitney_looks(cfg, canary, baseline, args.seconds)
+            acc["mw"].append(scores)
+            acc["req"].append(canary[0])
+        results[name] = {k: np.concatenate(v) for k, v in acc.items()}
+
+    def mw_fail(scores: np.ndarray, threshold: float) -> np.ndarray:
+        return np.nan_to_num(scores, nan=100.0) < threshold
+
+    out_judges: dict[str, Any] = {}
+    pass_t, marg_t = cfg.mannwhitney.pass_threshold, cfg.mannwhitney.marginal_threshold
+    for judge in ("sequential", "threshold", "mannwhitney_fixed", "mannwhitney_repeated"):
+        per: dict[str, Any] = {}
+        for name, r in results.items():
+            if judge == "sequential":
+                ttd = r["seq"]
+            elif judge == "threshold":
+                ttd = r["thr"]
+            elif judge == "mannwhitney_fixed":
+                fail = mw_fail(r["mw"][:, -1], pass_t)
+                ttd = np.where(fail, looks[-1] - 1, -1)
+            else:
+                first = first_true(mw_fail(r["mw"], marg_t))
+                ttd = np.where(first >= 0, np.asarray(looks)[np.maximum(first, 0)] - 1, -1)
+            per[name] = summarize(ttd, r["req"])
+        aa = per.pop("aa")
+        out_judges[judge] = {
+            "false_rollback_rate": aa["detection_rate"],
+            "false_rollbacks": int(round(aa["detection_rate"] * aa["runs"])),
+            "aa_runs": aa["runs"],
+            "regressions": per,
+        }
+
+    by_interval: dict[str, Any] = {}
+    for j, length in enumerate(looks):
+        row = {name: round(float(mw_fail(r["mw"][:, j], pass_t).mean()), 4) for name, r in results.items()}
+        by_interval[str(length)] = {"aa_false_rollback_rate": row.pop("aa"), "detection_rate": row}
+    out_judges["mannwhitney_fixed"]["by_interval_s"] = by_interval
+
+    def requests_for(name: str, rate: float) -> tuple[int | None, float | None]:
+        reqs = results[name]["req"]
+        for j, length in enumerate(looks):
+            if mw_fail(results[name]["mw"][:, j], pass_t).mean() >= rate:
+                return length, float(np.median(reqs[:, :length].sum(axis=1)))
+        return None, None
+
+    x5_seq = out_judges["sequential"]["regressions"]["errors_x5"]
+    mw_len, mw_reqs = requests_for("errors_x5", 0.5)
+    mw_len90, mw_reqs90 = requests_for("errors_x5", 0.9)
+    seq_reqs = x5_seq["median_ttd_canary_requests"]
+    fixed_aa = out_judges["mannwhitney_fixed"]["false_rollback_rate"]
+    repeated_aa = out_judges["mannwhitney_repeated"]["false_rollback_rate"]
+    report = {
+        "benchmark": "detection",
+        "params": {
+            "runs_per_scenario": args.runs,
+            "step_seconds": args.seconds,
+            "canary_rps": args.canary_rps,
+            "baseline_rps": args.baseline_rps,
+            "base_error_rate": BASE_ERROR,
+            "latency": f"log-normal, median {MEDIAN_S * 1000:g} ms, sigma {SIGMA}",
+            "seed": args.seed,
+            "alpha": cfg.alpha,
+            "mannwhitney": {"confidence": cfg.mannwhitney.confidence, "tolerance": cfg.mannwhitney.tolerance, "sample_period_s": period},
+        },
+        "judges": out_judges,
+        "goals": {
+            "sequential_false_rollbacks_le_alpha": {
+                "rate": out_judges["sequential"]["false_rollback_rate"],
+                "alpha": cfg.alpha,
+                "met": out_judges["sequential"]["false_rollback_rate"] <= cfg.alpha,
+            },
+            "errors_x5_requests": {
+                "sequential_median_canary_requests": seq_reqs,
+                "sequential_detection_rate": x5_seq["detection_rate"],
+                "mannwhitney_fixed_interval_s_for_50pct_detection": mw_len,
+                "mannwhitney_fixed_canary_requests_for_50pct_detection": mw_reqs,
+                "mannwhitney_fixed_interval_s_for_90pct_detection": mw_len90,
+                "mannwhitney_fixed_canary_requests_for_90pct_detection": mw_reqs90,
+                "ratio": round(seq_reqs / mw_reqs, 3) if seq_reqs and mw_reqs else None,
+                "met": bool(seq_reqs is not None and (mw_reqs is None or seq_reqs < 0.5 * mw_reqs)),
+            },
+            "repeated_mannwhitney_inflates_false_rollbacks": {
+                "fixed_once_at_end": fixed_aa,
+                "rerun_every_second": repeated_aa,
+                "met": repeated_aa > fixed_aa,
+            },
+        },
+        "elapsed_s": round(time.perf_counter() - started, 2),
+    }
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""``conveyor agent``: parse the command line, build an :class:`Agent`, run it until SIGTERM/SIGINT.
+
+No logic lives here beyond turning flags into an :class:`AgentConfig` and an
+image provider; errors in the flags are reported with what to fix and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from conveyor.agent.agent import Agent, AgentConfig
+from conveyor.agent.images import DirectoryImageProvider, ImageCacheProvider, ImageError, ImageProvider
+
+log = logging.getLogger("conveyor.agent")
+
+
+def _default_data_dir() -> Path:
+    try:
+        from platformdirs import user_data_dir
+
+        return Path(user_data_dir("conveyor")) / "agent"
+    except Exception:  # noqa: BLE001 - platformdirs is a nicety
+        return Path.home() / ".local" / "share" / "conveyor" / "agent"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="conveyor agent", description="Run the Conveyor host agent (one per host).")
+    p.add_argument("--control-plane", required=True, metavar="URL", help="control plane base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--token", default=None, help="API token (default: $CONVEYOR_TOKEN)")
+    p.add_argument("--host", default=None, metavar="NAME", help="this host's name (default: the hostname)")
+    p.add_argument("--address", default="127.0.0.1", metavar="IP", help="IP the routers use to reach this host's instances")
+    p.add_argument("--data-dir", type=Path, default=None, metavar="DIR", help="logs, image cache and agent-state.json")
+    p.add_argument("--stop-grace", type=float, default=10.0, metavar="SECONDS", help="SIGTERM-to-SIGKILL grace when stopping an instance")
+    p.add_argument(
+        "--image-map",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="run images from local directories instead of fetching them: JSON {digest: directory} (tests, local dev)",
+    )
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> AgentConfig:
+    token = args.token or os.environ.get("CONVEYOR_TOKEN") or None
+    if not token:
+        parser.error("no API token: pass --token TOKEN or set CONVEYOR_TOKEN")
+    if not args.control_plane.startswith(("http://", "https://")):
+        parser.error(f"--control-plane must be an http:// or https:// URL, got {args.control_plane!r}")
+    if args.stop_grace < 0:
+        parser.error(f"--stop-grace must be >= 0 seconds, got {args.stop_grace}")
+    try:
+        socket.inet_aton(args.address)
+    except OSError:
+        parser.error(f"--address must be an IPv4 address, got {args.address!r}")
+    return AgentConfig(
+        control_plane=args.control_plane,
+        token=token,
+        host=args.host or socket.gethostname(),
+        data_dir=(args.data_dir or _default_data_dir()).resolve(),
+        address=args.address,
+        stop_grace=args.stop_grace,
+    )
+
+
+async def _run(agent: Agent) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.request_stop)
+    agent.load()
+    print(
+        f"conveyor agent: host {agent.config.host} address {agent.config.address} "
+        f"control plane {agent.config.control_plane} data {agent.config.data_dir} "
+        f"(adopted {agent.adopted} running instance(s))",
+        flush=True,
+    )
+    await agent.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    config = config_from_args(args, parser)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s agent %(levelname)s %(message)s", stream=sys.stderr)
+    images: ImageProvider
+    if args.image_map is not None:
+        try:
+            images = DirectoryImageProvider.from_file(args.image_map)
+        except ImageError as exc:
+            parser.error(str(exc))
+    else:
+        images = ImageCacheProvider(config.control_plane, config.token, config.data_dir / "images")
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(_run(Agent(config, images)))
+    close = getattr(images, "close", None)
+    if callable(close):
+        close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

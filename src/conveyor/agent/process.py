@@ -1,0 +1,248 @@
+"""Instance processes: environment, spawn, identity, termination.
+
+Every instance runs as ``/bin/sh -c <command>`` in a session of its own, so
+that (a) a signal to its process group reaches everything it started and
+(b) it survives the agent being killed: a restarted agent finds it again by
+pid *and* start time (``/proc/<pid>/stat`` field 22), which is what stops a
+recycled pid from being mistaken for the instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from conveyor.domain.wire import DesiredInstance
+
+#: Directories searched after the image's own ``bin``: the Python the agent was
+#: installed with (its base interpreter, not a virtual environment, so the
+#: instance does not see Conveyor's packages), then the usual system ones.
+_SYSTEM_PATH = ("/usr/local/bin", "/usr/bin", "/bin")
+
+
+def base_python_dir() -> str:
+    """The ``bin`` directory of the interpreter behind the agent's Python (venv-free)."""
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    return str(Path(base).parent)
+
+
+def build_env(
+    spec: DesiredInstance,
+    *,
+    image_root: Path,
+    image_env: Mapping[str, str],
+    port: int,
+    address: str,
+    home: str,
+) -> dict[str, str]:
+    """The whole environment of an instance process (nothing is inherited).
+
+    Later sources win: defaults, then the image's env, then the desired
+    ``environment``; ``PORT``, ``HOST`` and the ``CONVEYOR_*`` identity are the
+    agent's and cannot be overridden. The image's ``bin`` is always first on
+    ``PATH``, even when the image sets its own ``PATH``.
+    """
+    search = [str(image_root / "bin"), base_python_dir(), *_SYSTEM_PATH]
+    env: dict[str, str] = {
+        "HOME": home,
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(image_env)
+    env.update(spec.environment)
+    tail = env.get("PATH")
+    path_parts = [search[0], *(tail.split(":") if tail else search[1:])]
+    seen: set[str] = set()
+    env["PATH"] = ":".join(p for p in path_parts if p and not (p in seen or seen.add(p)))  # type: ignore[func-returns-value]
+    env.update(
+        {
+            "PORT": str(port),
+            "HOST": address,
+            "CONVEYOR_APP": spec.app,
+            "CONVEYOR_ENV": spec.env,
+            "CONVEYOR_RELEASE": str(spec.release),
+            "CONVEYOR_INSTANCE": spec.id,
+        }
+    )
+    return env
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``address`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------
+# Identity of a live process
+# ---------------------------------------------------------------------------
+
+
+def proc_stat(pid: int) -> tuple[str, int] | None:
+    """``(state letter, start time in clock ticks since boot)`` of ``pid``, or ``None`` if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError, OSError):
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces.
+    rest = raw[raw.rfind(")") + 2 :].split()
+    try:
+        return rest[0], int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is ``pgid``.
+
+    The instance's shell is the group leader, but the app is often its child
+    (dash does not ``exec`` the last command), so "stopped" means the whole
+    group is gone, not just the leader.
+    """
+    members: list[int] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return members
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        rest = raw[raw.rfind(")") + 2 :].split()
+        try:
+            if int(rest[2]) == pgid and rest[0] not in ("Z", "X"):
+                members.append(int(entry))
+        except (IndexError, ValueError):
+            continue
+    return members
+
+
+def same_process_alive(pid: int, start_ticks: int) -> bool:
+    """Whether ``pid`` is still the process that started at ``start_ticks`` and not a zombie."""
+    info = proc_stat(pid)
+    return info is not None and info[1] == start_ticks and info[0] not in ("Z", "X")
+
+
+@dataclass
+class Process:
+    """A running instance process: a child of this agent, or adopted from an earlier one.
+
+    For a child, the exit code is known; for an adopted process (whose parent
+    died) only that it is gone.
+    """
+
+    pid: int
+    start_ticks: int
+    child: subprocess.Popen[bytes] | None = None
+
+    def poll(self) -> tuple[bool, int | None]:
+        """``(alive, exit_code)``; the exit code is ``None`` when unknown or still running."""
+        if self.child is not None:
+            code = self.child.poll()
+            return (code is None, code)
+        return (same_process_alive(self.pid, self.start_ticks), None)
+
+    def signal_group(self, sig: int) -> None:
+        """Send ``sig`` to the process group (the instance's session); ignore it being gone."""
+        if self.child is None and not same_process_alive(self.pid, self.start_ticks) and not group_members(self.pid):
+            # Nothing of an adopted instance is left; its pid may have been recycled: never signal it.
+            return
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def spawn(
+    command: str,
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log_path: Path,
+    banner: str = "",
+) -> Process:
+    """Start ``command`` through ``/bin/sh -c`` in a new session, output appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        if banner:
+            log.write(banner.encode("utf-8", "replace"))
+            log.flush()
+        child = subprocess.Popen(  # noqa: S603 - running the app's command is the point
+            ["/bin/sh", "-c", command],
+            cwd=str(cwd),
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    info = proc_stat(child.pid)
+    return Process(pid=child.pid, start_ticks=info[1] if info else 0, child=child)
+
+
+def describe_exit(code: int | None) -> str:
+    """A human phrase for an exit code (negative: killed by a signal)."""
+    if code is None:
+        return "exited (exit code unknown: the process was adopted from an earlier agent)"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return f"exited with code {code}"
+
+
+def tail_lines(path: Path, lines: int = 8, max_bytes: int = 2048) -> str:
+    """The last ``lines`` lines of a log (at most ``max_bytes``), for status messages."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", "replace")
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+async def terminate(process: Process, grace: float, *, poll_every: float = 0.05) -> int | None:
+    """SIGTERM the process group, wait up to ``grace`` seconds, then SIGKILL it.
+
+    Returns the exit code when known. Stragglers left in the group after the
+    leader exits are killed too, so the instance's port is free afterwards.
+    """
+    def running() -> bool:
+        nonlocal code
+        alive, exit_code = process.poll()
+        if exit_code is not None:
+            code = exit_code
+        return alive or bool(group_members(process.pid))
+
+    code: int | None = None
+    process.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + max(0.0, grace)
+    while running() and time.monotonic() < deadline:
+        await asyncio.sleep(poll_every)
+    if running():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        kill_deadline = time.monotonic() + 10.0  # a process stuck in the kernel: give up waiting
+        while running() and time.monotonic() < kill_deadline:
+            await asyncio.sleep(poll_every)
+    return code

@@ -1,0 +1,110 @@
+"""The control plane's ASGI app: the API under /api/v1, the web UI at /.
+
+Errors are mapped in one place so every endpoint answers the same way:
+``{"detail": "<what is wrong and what to do>"}`` with 404 for unknown things,
+409 for requests that contradict the current state, 422 for bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from conveyor import __version__
+from conveyor.api import apps, dataplane, deployments, logs
+from conveyor.api.state import ControlPlane
+from conveyor.config import ServerSettings
+from conveyor.deploy.orchestrator import Orchestrator
+from conveyor.domain.deploy_machine import IllegalTransition
+from conveyor.domain.manifest import ManifestError
+from conveyor.domain.wire import API_PREFIX
+from conveyor.store.db import make_engine, migrate
+from conveyor.store.repo import Conflict, NotFound
+
+log = logging.getLogger("conveyor.server")
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    for d in (settings.data_dir, settings.logs_dir, settings.uploads_dir, settings.cache_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    cp = ControlPlane(settings=settings, engine=engine)
+    from conveyor.build.store import ArtifactStore
+
+    cp.artifacts = ArtifactStore(settings.images_dir)  # type: ignore[attr-defined]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cp.notifier.bind(asyncio.get_running_loop())
+        cp.orchestrator = Orchestrator(engine, cp.notifier)
+        cp.tasks.append(asyncio.create_task(cp.orchestrator.run(), name="orchestrator"))
+        for starter in _extensions:
+            await starter(cp)
+        log.info("control plane ready (database %s)", engine.url.render_as_string(hide_password=True))
+        try:
+            yield
+        finally:
+            for task in cp.tasks:
+                task.cancel()
+            await asyncio.gather(*cp.tasks, return_exceptions=True)
+            engine.dispose()
+
+    app = FastAPI(
+        title="Conveyor",
+        version=__version__,
+        description="Self-service continuous delivery: build images, deploy progressively, roll back automatically.",
+        lifespan=lifespan,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.cp = cp
+    for module in (apps, deployments, dataplane, logs):
+        app.include_router(module.router, prefix=API_PREFIX)
+    for module in _optional_routers():
+        app.include_router(module.router, prefix=API_PREFIX)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(IllegalTransition)
+    async def _illegal(_: Request, exc: IllegalTransition) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(ManifestError)
+    async def _manifest(_: Request, exc: ManifestError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(ValueError)
+    async def _bad_value(_: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    return app
+
+
+#: Start-up hooks of optional subsystems (builds, metrics scraping, web UI), each ``async (cp) -> None``.
+_extensions: list = []  # type: ignore[type-arg]
+
+
+def _optional_routers() -> list:  # type: ignore[type-arg]
+    """Routers of subsystems that register themselves (imported here to keep the core import-light)."""
+    from conveyor.api import builds
+
+    _extensions.clear()
+    _extensions.append(builds.start)
+    return [builds]

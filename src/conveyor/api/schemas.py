@@ -1,0 +1,118 @@
+"""Request and response bodies of the user-facing API (they make the OpenAPI contract)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AppCreate(_Body):
+    name: str = Field(description="1-40 lower-case letters, digits and '-', starting with a letter", examples=["hello"])
+
+
+class App(BaseModel):
+    name: str
+    created_at: float
+    created_by: str = ""
+    environments: list[str] = Field(default_factory=list)
+
+
+class DeployRequest(_Body):
+    env: str = Field("production", description="target environment; created on first deploy")
+    image: str | None = Field(None, description="image digest or a unique prefix (≥ 7 hex digits)")
+    from_env: str | None = Field(
+        None, description="promote: deploy the image that this environment currently runs (no rebuild)"
+    )
+    strategy: Literal["bluegreen", "rolling", "canary"] | None = Field(
+        None, description="override the manifest's strategy for this deployment"
+    )
+
+
+class RollbackRequest(_Body):
+    env: str = "production"
+    release: int | None = Field(None, description="target release; default: the previous live release")
+
+
+class Deployment(BaseModel):
+    id: int
+    app: str
+    env: str
+    kind: Literal["deploy", "rollback"]
+    strategy: str
+    state: str
+    from_release: int | None
+    release: int | None
+    image: str | None
+    reason: str
+    progress: dict[str, Any]
+    params: dict[str, Any]
+    queue_position: int | None = Field(None, description="deployments ahead of this one (queued only)")
+    created_by: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    verdicts: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class InstanceView(BaseModel):
+    id: str
+    release: int
+    role: str
+    host: str
+    state: str
+    port: int | None = None
+    address: str | None = None
+    restarts: int = 0
+    message: str = ""
+
+
+class EnvironmentStatus(BaseModel):
+    name: str
+    release: int | None
+    image: str | None
+    commit: dict[str, Any] | None = None
+    routes: dict[str, int]
+    url: str | None = None
+    instances: list[InstanceView]
+    deploying: Deployment | None = None
+
+
+class AppStatus(BaseModel):
+    app: str
+    environments: list[EnvironmentStatus]
+
+
+class Release(BaseModel):
+    env: str
+    number: int
+    image: str
+    status: str
+    created_by: str
+    created_at: float
+    live_at: float | None
+    retired_at: float | None
+    commit: dict[str, Any] | None = None
+    config: dict[str, Any]
+
+
+class EventView(BaseModel):
+    id: int
+    at: float
+    app: str | None
+    env: str | None
+    kind: str
+    actor: str
+    origin: str
+    message: str
+    data: dict[str, Any]
+
+
+class Problem(BaseModel):
+    """Every error: ``detail`` says what is wrong and what to do about it."""
+
+    detail: str

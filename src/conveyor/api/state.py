@@ -1,0 +1,61 @@
+"""The control plane's process-wide state: database, notifier, background loops.
+
+One instance per ``conveyor server`` process, created by the app factory and
+reached from request handlers through ``request.app.state.cp``. It holds no
+deployment state of its own: everything that matters is in SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from conveyor.config import ServerSettings
+from conveyor.deploy.notify import Notifier
+from conveyor.deploy.orchestrator import Orchestrator
+
+log = logging.getLogger("conveyor.server")
+
+
+@dataclass
+class RouterInfo:
+    """A router that long-polls us: where to scrape it and what table it holds."""
+
+    id: str
+    admin_url: str | None
+    version: int
+    last_seen: float
+
+
+@dataclass
+class ControlPlane:
+    settings: ServerSettings
+    engine: Engine
+    notifier: Notifier = field(default_factory=Notifier)
+    routers: dict[str, RouterInfo] = field(default_factory=dict)
+    sessions: dict[str, str] = field(default_factory=dict)  # web session id -> token
+    viewer_tokens: set[str] = field(default_factory=set)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    orchestrator: Orchestrator | None = None
+    builds: object | None = None  # conveyor.api.builds.BuildService, set at start-up
+
+    def role_of(self, token: str) -> str | None:
+        if hmac.compare_digest(token.encode(), self.settings.admin_token.encode()):
+            return "admin"
+        if any(hmac.compare_digest(token.encode(), t.encode()) for t in self.viewer_tokens):
+            return "viewer"
+        return None
+
+    def saw_router(self, router_id: str, admin_url: str | None, version: int) -> None:
+        info = self.routers.get(router_id)
+        if info is None:
+            self.routers[router_id] = RouterInfo(router_id, admin_url, version, time.time())
+        else:
+            info.admin_url = admin_url or info.admin_url
+            info.version = version
+            info.last_seen = time.time()

@@ -1,0 +1,258 @@
+"""``conveyor``: the command line. Thin over the HTTP API; every command has --json.
+
+Exit codes: 0 success · 1 the operation failed (deployment failed or rolled
+back, build or tests failed) · 2 bad usage or input · 3 not found ·
+4 conflicts with the current state · 5 control plane unreachable or
+credentials refused.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from conveyor.cli import output as o
+from conveyor.cli.client import Api, CliError, ExitCode
+
+HELP = """Conveyor: build, deploy, canary and roll back your apps on your own servers.
+
+Start the platform on this machine with `conveyor up`, then:
+
+  conveyor apps create hello
+  conveyor deploy hello --source examples/hello --wait
+  conveyor status hello
+  conveyor rollback hello --wait
+
+Exit codes: 0 ok, 1 operation failed, 2 bad input, 3 not found, 4 conflict,
+5 control plane unreachable. CONVEYOR_URL and CONVEYOR_TOKEN select the
+control plane; `conveyor up` saves them for this machine.
+"""
+
+app = typer.Typer(help=HELP, no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False)
+apps_app = typer.Typer(help="Create and list apps.", no_args_is_help=True)
+deployments_app = typer.Typer(help="List, inspect and cancel deployments.", no_args_is_help=True)
+app.add_typer(apps_app, name="apps")
+app.add_typer(deployments_app, name="deployments")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+EnvOpt = Annotated[str, typer.Option("--env", "-e", help="Environment (production, staging, ...).")]
+
+
+def run(fn: Any) -> Any:
+    """Run a command body, turning CliError into its message and exit code."""
+    try:
+        return fn()
+    except CliError as exc:
+        o.err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(int(exc.code)) from None
+
+
+# --- apps --------------------------------------------------------------------
+
+
+@apps_app.command("create")
+def apps_create(name: Annotated[str, typer.Argument(help="lower-case letters, digits and '-'")], json: JsonOpt = False) -> None:
+    """Create an app. Environments are created on their first deploy."""
+
+    def body() -> None:
+        with Api() as api:
+            created = api.post("/apps", json={"name": name})
+        if json:
+            o.emit_json(created)
+        else:
+            o.out.print(f"Created app [bold]{name}[/bold]. Deploy it with `conveyor deploy {name} --source DIR --wait`.")
+
+    run(body)
+
+
+@apps_app.command("list")
+def apps_list(json: JsonOpt = False) -> None:
+    """List apps and their environments."""
+
+    def body() -> None:
+        with Api() as api:
+            apps = api.get("/apps")
+        if json:
+            o.emit_json(apps)
+            return
+        if not apps:
+            o.out.print("No apps yet. Create one with `conveyor apps create NAME`.")
+            return
+        o.table(None, ["APP", "ENVIRONMENTS", "CREATED"], [[a["name"], ", ".join(a["environments"]) or "-", o.ago(a["created_at"])] for a in apps])
+
+    run(body)
+
+
+# --- status and history ---------------------------------------------------
+
+
+@app.command()
+def status(app_name: Annotated[str, typer.Argument(metavar="APP")], json: JsonOpt = False) -> None:
+    """Each environment's release, image, URL and instances with their health."""
+
+    def body() -> None:
+        with Api() as api:
+            st = api.get(f"/apps/{app_name}")
+        if json:
+            o.emit_json(st)
+            return
+        if not st["environments"]:
+            o.out.print(f"{app_name} has no environments yet: deploy it with `conveyor deploy {app_name} --source DIR`.")
+        for env in st["environments"]:
+            routes = ", ".join(f"r{k}: {v}%" for k, v in env["routes"].items()) or "none"
+            commit = (env.get("commit") or {}).get("sha", "")[:10]
+            o.out.print(
+                f"[bold]{env['name']}[/bold]  release [bold]{env['release'] or '-'}[/bold]  "
+                f"image {o.short(env['image'])}  {('commit ' + commit) if commit else ''}  traffic: {routes}"
+                + (f"  {env['url']}" if env.get("url") else "")
+            )
+            if env.get("deploying"):
+                d = env["deploying"]
+                o.out.print(f"  deploying: #{d['id']} release {d['release']} ({d['strategy']}) {o.styled(d['state'])}")
+            rows = [
+                [i["id"], i["release"], i["role"], o.styled(i["state"]), f"{i['address']}:{i['port']}" if i["port"] else "",
+                 i["restarts"], i["host"]]
+                for i in env["instances"]
+            ]
+            if rows:
+                o.table(None, ["INSTANCE", "RELEASE", "ROLE", "STATE", "ADDRESS", "RESTARTS", "HOST"], rows)
+
+    run(body)
+
+
+@app.command()
+def releases(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """The release history, newest first."""
+
+    def body() -> None:
+        with Api() as api:
+            rels = api.get(f"/apps/{app_name}/releases", params={"env": env} if env else {})
+        if json:
+            o.emit_json(rels)
+            return
+        o.table(
+            f"Releases of {app_name}",
+            ["ENV", "RELEASE", "STATUS", "IMAGE", "COMMIT", "BY", "CREATED"],
+            [[r["env"], r["number"], o.styled(r["status"]), o.short(r["image"]), ((r.get("commit") or {}).get("sha") or "")[:10],
+              r["created_by"], o.ago(r["created_at"])] for r in rels],
+        )
+
+    run(body)
+
+
+@app.command()
+def logs(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming new output.")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines of history per instance.")] = 100,
+    grep: Annotated[str | None, typer.Option("--grep", help="Only lines containing this text.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Instance output (stdout and stderr), prefixed by instance."""
+
+    def body() -> None:
+        params: dict[str, Any] = {"lines": lines, "follow": follow}
+        if env:
+            params["env"] = env
+        if grep:
+            params["grep"] = grep
+        with Api() as api:
+            for line in api.stream_lines(f"/apps/{app_name}/logs", **params):
+                if json:  # one JSON object per line, for jq and log shippers
+                    inst, _, text = line.partition("| ")
+                    sys.stdout.write(jsonlib.dumps({"instance": inst, "line": text}) + "\n")
+                else:
+                    sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+
+    try:
+        run(body)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+# --- deployments -----------------------------------------------------------
+
+
+@deployments_app.command("list")
+def deployments_list(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    env: Annotated[str | None, typer.Option("--env", "-e")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Deployments of an app, newest first."""
+
+    def body() -> None:
+        with Api() as api:
+            deps = api.get(f"/apps/{app_name}/deployments", params={"env": env} if env else {})
+        if json:
+            o.emit_json(deps)
+            return
+        o.table(
+            f"Deployments of {app_name}",
+            ["ID", "ENV", "KIND", "STRATEGY", "RELEASE", "STATE", "BY", "CREATED", "REASON"],
+            [[d["id"], d["env"], d["kind"], d["strategy"], f"{d['from_release'] or '-'} → {d['release']}", o.styled(d["state"]),
+              d["created_by"], o.ago(d["created_at"]), d["reason"][:60]] for d in deps],
+        )
+
+    run(body)
+
+
+@deployments_app.command("show")
+def deployments_show(dep_id: Annotated[int, typer.Argument(metavar="ID")], json: JsonOpt = False) -> None:
+    """One deployment: state, steps, weights and every analysis verdict with its numbers."""
+    from conveyor.cli.deploy import print_deployment
+
+    def body() -> None:
+        with Api() as api:
+            d = api.get(f"/deployments/{dep_id}")
+        if json:
+            o.emit_json(d)
+        else:
+            print_deployment(d)
+
+    run(body)
+
+
+@deployments_app.command("cancel")
+def deployments_cancel(dep_id: Annotated[int, typer.Argument(metavar="ID")], json: JsonOpt = False) -> None:
+    """Cancel a queued deployment (one in progress is aborted with `conveyor abort`)."""
+
+    def body() -> None:
+        with Api() as api:
+            d = api.post(f"/deployments/{dep_id}/cancel")
+        o.emit_json(d) if json else o.out.print(f"Deployment {dep_id} {o.styled(d['state'])}.")
+
+    run(body)
+
+
+def _register() -> None:
+    from conveyor.cli import deploy, up
+
+    deploy.register(app)
+    up.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["app", "main", "ExitCode"]

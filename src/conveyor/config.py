@@ -1,0 +1,109 @@
+"""Where things live on disk, and the local client configuration.
+
+``conveyor up`` writes ``client.json`` (URL + admin token) in the user's config
+directory so that the CLI on the same machine needs no configuration; the
+environment variables ``CONVEYOR_URL`` and ``CONVEYOR_TOKEN`` take precedence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+DEFAULT_API_PORT = 7700
+DEFAULT_ROUTER_PORT = 7780
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("CONVEYOR_DATA_DIR") or platformdirs.user_data_dir("conveyor"))
+
+
+def client_config_path() -> Path:
+    return Path(os.environ.get("CONVEYOR_CONFIG") or Path(platformdirs.user_config_dir("conveyor")) / "client.json")
+
+
+@dataclass
+class ServerSettings:
+    """Everything ``conveyor server`` needs. Paths are derived from ``data_dir``."""
+
+    data_dir: Path
+    admin_token: str
+    database_url: str | None = None
+    domain: str = "localhost"
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_API_PORT
+    build_workers: int = 2
+    router_url: str | None = None  # shown to users ("open http://hello.localhost:7780")
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'conveyor.db'}"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+
+def load_or_create_token(data_dir: Path, given: str | None) -> str:
+    """The admin token: the one given, else the one saved in the data dir, else a new one."""
+    path = data_dir / "admin-token"
+    if given:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(given)
+        path.chmod(0o600)
+        return given
+    if path.exists():
+        return path.read_text().strip()
+    token = "cvy_" + secrets.token_urlsafe(24)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(token)
+    path.chmod(0o600)
+    return token
+
+
+@dataclass
+class ClientConfig:
+    url: str
+    token: str | None
+    router_url: str | None = None
+
+
+def save_client_config(url: str, token: str, router_url: str | None) -> Path:
+    path = client_config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"url": url, "token": token, "router_url": router_url}, indent=2))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return path
+
+
+def load_client_config() -> ClientConfig:
+    saved: dict[str, str | None] = {}
+    path = client_config_path()
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            saved = {}
+    url = os.environ.get("CONVEYOR_URL") or saved.get("url") or f"http://127.0.0.1:{DEFAULT_API_PORT}"
+    token = os.environ.get("CONVEYOR_TOKEN") or saved.get("token")
+    return ClientConfig(url=url.rstrip("/"), token=token, router_url=saved.get("router_url"))

@@ -1,0 +1,268 @@
+"""The orchestrator: a level-triggered loop that drives deployments.
+
+Each tick reads, per environment, the deployments, the desired instances and
+what agents report; asks the pure state machine (``domain.deploy_machine``) what
+to do; and applies the answer in one transaction. Kill it at any line and the
+next tick (in this process or another replica) computes the same actions from
+the same rows. Nothing is remembered in memory between ticks.
+
+Ticks happen every ``interval`` seconds and whenever something pokes the
+``orchestrator`` topic (an agent report, a new deployment), so readiness turns
+into a traffic switch within milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, insert, select, update
+
+from conveyor.domain import deploy_machine as dm
+from conveyor.domain.wire import InstanceState
+from conveyor.deploy.notify import Notifier
+from conveyor.deploy.service import _as_machine
+from conveyor.store import repo
+from conveyor.store.tables import deployments, environments, instances, releases
+
+log = logging.getLogger("conveyor.orchestrator")
+
+#: Hook for analysis: (connection, deployment row, now) → verdict dict or None.
+VerdictSource = Callable[[Connection, dict[str, Any], float], dict[str, Any] | None]
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        engine: Engine,
+        notifier: Notifier,
+        *,
+        interval: float = 0.25,
+        clock: Callable[[], float] = time.time,
+        verdicts: VerdictSource | None = None,
+    ) -> None:
+        self.engine = engine
+        self.notifier = notifier
+        self.interval = interval
+        self.clock = clock
+        self.verdicts = verdicts
+        self.ticks = 0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                touched = await asyncio.to_thread(self.tick)
+                if touched:
+                    self.notifier.poke(*touched)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad tick must not stop deployments everywhere
+                log.exception("orchestrator tick failed; retrying")
+            await self.notifier.wait("orchestrator", self.interval)
+
+    # -- one pass ---------------------------------------------------------------
+
+    def tick(self) -> set[str]:
+        """One reconcile pass over every environment. Returns the topics to poke."""
+        self.ticks += 1
+        touched: set[str] = set()
+        with self.engine.begin() as conn:
+            env_ids = [
+                r.env_id
+                for r in conn.execute(
+                    select(deployments.c.env_id).distinct().where(deployments.c.state.in_(["queued", *dm.ACTIVE]))
+                ).all()
+            ]
+            for env_id in env_ids:
+                touched |= self._drive(conn, env_id)
+            for env_id in [r.id for r in conn.execute(select(environments.c.id)).all()]:
+                touched |= self._retire(conn, env_id)
+        return touched
+
+    def _drive(self, conn: Connection, env_id: int) -> set[str]:
+        touched: set[str] = set()
+        for _ in range(5):  # a finished deployment lets the next queued one start in the same tick
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    select(deployments).where(
+                        deployments.c.env_id == env_id, deployments.c.state.in_(["queued", *dm.ACTIVE])
+                    )
+                ).mappings()
+            ]
+            machines = [_as_machine(r) for r in rows]
+            active = next((m for m in machines if m.state in dm.ACTIVE), None)
+            now = self.clock()
+            if active is None:
+                nxt = dm.next_to_start(machines)
+                if nxt is None:
+                    return touched
+                conn.execute(update(deployments).where(deployments.c.id == nxt.id).values(started_at=now))
+                touched |= self._apply(conn, env_id, nxt, dm.start(nxt, now))
+                continue
+            world = self._observe(conn, env_id, now)
+            if self.verdicts is not None and active.strategy == "canary":
+                row = next(r for r in rows if r["id"] == active.id)
+                world = dm.World(world.now, world.instances, world.hosts_alive, self.verdicts(conn, row, now))
+            result = dm.step(active, world)
+            touched |= self._apply(conn, env_id, active, result)
+            if not result.finished:
+                return touched
+        return touched
+
+    def _observe(self, conn: Connection, env_id: int, now: float) -> dm.World:
+        status = repo.instance_status_map(conn)
+        observed = []
+        for row in repo.env_instances(conn, env_id):
+            st = status.get(row["id"], ("", {}))[1]
+            observed.append(
+                dm.ObservedInstance(
+                    id=row["id"],
+                    release=row["release"],
+                    role=row["role"],
+                    state=InstanceState(st.get("state", "pending")),
+                    restarts=int(st.get("restarts", 0)),
+                    message=str(st.get("message", ""))[-300:],
+                )
+            )
+        return dm.World(now=now, instances=tuple(observed), hosts_alive=len(repo.alive_hosts(conn)))
+
+    # -- applying actions -----------------------------------------------------
+
+    def _apply(self, conn: Connection, env_id: int, dep: dm.Deployment, result: dm.Step) -> set[str]:
+        touched: set[str] = {"deployments"}
+        now = self.clock()
+        values: dict[str, Any] = {"state": result.state, "progress": result.progress}
+        if result.reason is not None:
+            values["reason"] = result.reason
+        if result.finished:
+            values["finished_at"] = now
+        changed = conn.execute(
+            update(deployments).where(deployments.c.id == dep.id, deployments.c.state == dep.state).values(**values)
+        ).rowcount
+        if not changed:  # another replica moved it first: its actions win
+            return set()
+        app, env = repo.app_env_names(conn, env_id)
+        for action in result.actions:
+            match action:
+                case dm.EnsureInstances(release=rel, count=count, role=role):
+                    if self._ensure(conn, env_id, app, env, rel, count, role):
+                        touched.add("desired")
+                case dm.RemoveInstances(release=rel, role=role):
+                    cond = (instances.c.env_id == env_id) & (instances.c.release == rel)
+                    if role is not None:
+                        cond &= instances.c.role == role
+                    if conn.execute(delete(instances).where(cond)).rowcount:
+                        repo.bump_counter(conn, "desired")
+                        touched |= {"desired", "routing"}
+                case dm.SetRoutes(weights=weights):
+                    conn.execute(
+                        update(environments)
+                        .where(environments.c.id == env_id)
+                        .values(routes={str(k): v for k, v in weights.items()})
+                    )
+                    touched.add("routing")
+                case dm.MakeCurrent(release=rel, previous=prev):
+                    conn.execute(update(environments).where(environments.c.id == env_id).values(current_release=rel))
+                    conn.execute(
+                        update(releases)
+                        .where(releases.c.env_id == env_id, releases.c.number == rel)
+                        .values(status="live", live_at=now, retired_at=None)
+                    )
+                    if prev is not None and prev != rel:
+                        conn.execute(
+                            update(releases)
+                            .where(releases.c.env_id == env_id, releases.c.number == prev)
+                            .values(status="rolled_back" if dep.kind == "rollback" else "superseded", retired_at=now)
+                        )
+                case dm.Event(kind=kind, message=message, data=data):
+                    repo.record_event(
+                        conn, kind, message, app=app, env=env, actor="conveyor",
+                        data={"deployment": dep.id, **data},
+                    )
+        if result.state in ("failed", "rolled_back") and dep.kind == "deploy":
+            conn.execute(
+                update(releases)
+                .where(releases.c.env_id == env_id, releases.c.number == dep.to_release)
+                .values(status="failed" if result.state == "failed" else "rolled_back", retired_at=now)
+            )
+        return touched
+
+    def _ensure(self, conn: Connection, env_id: int, app: str, env: str, release: int, count: int, role: str) -> bool:
+        rows = list(
+            conn.execute(
+                select(instances.c.id).where(
+                    instances.c.env_id == env_id, instances.c.release == release, instances.c.role == role
+                ).order_by(instances.c.created_at.desc())
+            ).all()
+        )
+        if len(rows) == count:
+            return False
+        if len(rows) > count:
+            extra = [r.id for r in rows[: len(rows) - count]]
+            conn.execute(delete(instances).where(instances.c.id.in_(extra)))
+        else:
+            hosts = [h["name"] for h in repo.alive_hosts(conn)]
+            if not hosts:
+                return False  # nothing can run it yet; the deployment's ready timeout reports that
+            load = dict.fromkeys(hosts, 0)
+            for r in conn.execute(select(instances.c.host)).all():
+                if r.host in load:
+                    load[r.host] += 1
+            now = self.clock()
+            for _ in range(count - len(rows)):
+                host = min(hosts, key=lambda h: (load[h], h))
+                load[host] += 1
+                iid = f"{app}-{env}-r{release}-{secrets.token_hex(3)}"
+                conn.execute(
+                    insert(instances).values(
+                        id=iid, env_id=env_id, release=release, host=host, role=role, created_at=now
+                    )
+                )
+        repo.bump_counter(conn, "desired")
+        return True
+
+    def _retire(self, conn: Connection, env_id: int) -> set[str]:
+        """Stop instances of releases that no longer need to run (after drain / bake)."""
+        running = {
+            r.release
+            for r in conn.execute(select(instances.c.release).distinct().where(instances.c.env_id == env_id)).all()
+        }
+        if not running:
+            return set()
+        env = repo.env_by_id(conn, env_id)
+        busy: set[int] = set()
+        for d in conn.execute(
+            select(deployments.c.from_release, deployments.c.to_release).where(
+                deployments.c.env_id == env_id, deployments.c.state.in_(["queued", *dm.ACTIVE])
+            )
+        ).all():
+            busy |= {r for r in (d.from_release, d.to_release) if r is not None}
+        infos = [
+            dm.ReleaseInfo(
+                number=r.number,
+                status=r.status,
+                retired_at=r.retired_at,
+                bake=float((r.config or {}).get("bake", 120.0)),
+                drain=float((r.config or {}).get("drain", 10.0)),
+            )
+            for r in conn.execute(select(releases).where(releases.c.env_id == env_id, releases.c.number.in_(running)))
+        ]
+        stop = dm.releases_to_stop(
+            env["current_release"], set(repo.routes_of(env)), busy, infos, running, self.clock()
+        )
+        if not stop:
+            return set()
+        conn.execute(delete(instances).where(instances.c.env_id == env_id, instances.c.release.in_(stop)))
+        repo.bump_counter(conn, "desired")
+        app, env_name = repo.app_env_names(conn, env_id)
+        for number in stop:
+            repo.record_event(
+                conn, "instances_stopped", f"stopped the instances of release {number} (no longer needed)",
+                app=app, env=env_name, actor="conveyor", data={"release": number},
+            )
+        return {"desired"}

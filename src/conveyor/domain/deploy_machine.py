@@ -1,0 +1,315 @@
+"""The deployment state machine: pure data in, actions out.
+
+Why pure: the orchestrator may be killed at any line and several control-plane
+replicas may take turns driving one deployment. If ``step`` only *reads* a
+snapshot (the deployment row, what the agents report, the clock) and *returns*
+what should change, then running it twice, or after a crash, gives the same
+answer, and every rule is tested by direct calls with no processes at all.
+
+States (``STATES`` below is the table; ``step`` dispatches on it)::
+
+    queued ──▶ starting ──▶ (bluegreen)  switch ──▶ succeeded
+                   │        (canary)     canary step 1..n ──▶ promote ──▶ baking ──▶ succeeded
+                   │        (rolling)    batch 1..n ───────────────────▶ succeeded
+                   ├──▶ failed        new instances never ready / crash loop (nothing was routed)
+                   └──▶ rolled_back   analysis failed or aborted after traffic moved
+    queued ──▶ cancelled
+
+A rollback deployment whose target release is still warm is one routing change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from conveyor.domain.wire import InstanceState
+
+TERMINAL = frozenset({"succeeded", "failed", "rolled_back", "cancelled"})
+ACTIVE = frozenset({"starting", "canary", "rolling", "baking", "paused"})
+STATES = ("queued", *sorted(ACTIVE), *sorted(TERMINAL))
+#: How long instances may stay FAILED (image could not be fetched or unpacked) before the deploy fails.
+FAILED_GRACE = 10.0
+
+
+class IllegalTransition(ValueError):
+    """A command that the deployment's current state does not allow (the caller's mistake)."""
+
+
+# ---------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObservedInstance:
+    id: str
+    release: int
+    role: str  # main | canary | baseline
+    state: InstanceState
+    restarts: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: int
+    kind: Literal["deploy", "rollback"]
+    strategy: str
+    state: str
+    from_release: int | None
+    to_release: int
+    params: dict[str, Any]
+    progress: dict[str, Any]
+    created_at: float
+    started_at: float | None = None
+
+
+@dataclass(frozen=True)
+class World:
+    """What is true of the environment right now."""
+
+    now: float
+    instances: tuple[ObservedInstance, ...]
+    hosts_alive: int = 1
+    #: the analysis verdict for the current step, computed by the caller (canary only)
+    verdict: dict[str, Any] | None = None
+
+    def of(self, release: int, role: str | None = None) -> list[ObservedInstance]:
+        return [i for i in self.instances if i.release == release and (role is None or i.role == role)]
+
+    def ready(self, release: int, role: str | None = None) -> int:
+        return sum(1 for i in self.of(release, role) if i.state == InstanceState.READY)
+
+    def crashlooping(self, release: int) -> list[ObservedInstance]:
+        return [i for i in self.of(release) if i.state in (InstanceState.CRASHLOOP, InstanceState.FAILED)]
+
+
+# ---------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnsureInstances:
+    """Make exactly ``count`` desired instances of ``release`` with ``role`` exist."""
+
+    release: int
+    count: int
+    role: str = "main"
+
+
+@dataclass(frozen=True)
+class RemoveInstances:
+    release: int
+    role: str | None = None  # None = every role
+
+
+@dataclass(frozen=True)
+class SetRoutes:
+    """Replace the environment's routing weights atomically: {release: weight}."""
+
+    weights: dict[int, int]
+
+
+@dataclass(frozen=True)
+class MakeCurrent:
+    """``release`` is now the one the environment serves; ``previous`` retires (kept warm)."""
+
+    release: int
+    previous: int | None
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+Action = EnsureInstances | RemoveInstances | SetRoutes | MakeCurrent | Event
+
+
+@dataclass
+class Step:
+    """The result of one evaluation: the new state and progress, and what to do."""
+
+    state: str
+    progress: dict[str, Any]
+    actions: list[Action] = field(default_factory=list)
+    reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+
+# ---------------------------------------------------------------------------
+# The machine
+# ---------------------------------------------------------------------------
+
+
+def start(dep: Deployment, now: float) -> Step:
+    """queued → starting: bring up the new release's instances (nothing routed yet)."""
+    if dep.state != "queued":
+        raise IllegalTransition(f"deployment {dep.id}: cannot start from state {dep.state!r}")
+    progress = {**dep.progress, "phase_started": now}
+    if dep.kind == "rollback":
+        return Step("starting", progress, [Event("rollback_started", _rollback_msg(dep))])
+    return Step(
+        "starting",
+        progress,
+        [
+            EnsureInstances(dep.to_release, _instances(dep)),
+            Event("deploy_started", f"deploying release {dep.to_release} ({dep.strategy})"),
+        ],
+    )
+
+
+def step(dep: Deployment, world: World) -> Step:
+    """Advance an active deployment by one evaluation. Idempotent for the same inputs."""
+    handler = _HANDLERS.get(dep.state)
+    if handler is None:
+        return Step(dep.state, dict(dep.progress))
+    return handler(dep, world)
+
+
+def _starting(dep: Deployment, world: World) -> Step:
+    want = _instances(dep)
+    progress = dict(dep.progress)
+    if dep.kind == "rollback" and world.ready(dep.to_release) >= max(1, want) and want > 0:
+        # The previous release is still warm: a rollback is just a routing change.
+        return _switch(dep, progress, instant=True)
+    actions: list[Action] = [EnsureInstances(dep.to_release, want)]
+    broken = world.crashlooping(dep.to_release)
+    if broken:
+        # A crash loop is final; FAILED (image fetch/unpack) may be transient, so it gets a grace period.
+        since = float(progress.setdefault("broken_since", world.now))
+        looping = any(i.state == InstanceState.CRASHLOOP for i in broken)
+        if not looping and world.now - since < FAILED_GRACE:
+            return Step("starting", progress, actions)
+        first = broken[0]
+        reason = (
+            f"instance {first.id} of release {dep.to_release} is {first.state.value} "
+            f"after {first.restarts} restarts: {first.message or 'no output'}"
+        )
+        return _fail(dep, progress, reason)
+    progress.pop("broken_since", None)
+    if world.ready(dep.to_release) >= want:
+        return _switch(dep, progress, instant=False)
+    waited = world.now - float(progress.get("phase_started", world.now))
+    timeout = float(dep.params.get("ready_timeout", 60.0))
+    if waited > timeout:
+        ready = world.ready(dep.to_release)
+        if world.hosts_alive == 0:
+            why = "no agent is connected to run its instances"
+        else:
+            states = ", ".join(sorted({i.state.value for i in world.of(dep.to_release)})) or "not started"
+            why = f"{ready}/{want} instances ready ({states})"
+        return _fail(dep, progress, f"release {dep.to_release} did not become ready within {timeout:g}s: {why}")
+    return Step("starting", progress, actions)
+
+
+def _switch(dep: Deployment, progress: dict[str, Any], *, instant: bool) -> Step:
+    """All new instances ready: move all traffic at once (blue/green)."""
+    verb = "rolled back" if dep.kind == "rollback" else "switched"
+    msg = f"{verb} traffic from release {dep.from_release} to {dep.to_release}"
+    if instant:
+        msg += " (warm instances: routing change only)"
+    progress = {**progress, "switched": True}
+    return Step(
+        "succeeded",
+        progress,
+        [
+            SetRoutes({dep.to_release: 100}),
+            MakeCurrent(dep.to_release, dep.from_release),
+            Event("rollback" if dep.kind == "rollback" else "deployed", msg, {"release": dep.to_release}),
+        ],
+    )
+
+
+def _fail(dep: Deployment, progress: dict[str, Any], reason: str) -> Step:
+    actions: list[Action] = [Event("deploy_failed", reason, {"release": dep.to_release})]
+    if dep.kind == "deploy":
+        actions.insert(0, RemoveInstances(dep.to_release))
+    return Step("failed", progress, actions, reason)
+
+
+def cancel(dep: Deployment) -> Step:
+    """Cancel a queued deployment (nothing has happened yet)."""
+    if dep.state != "queued":
+        raise IllegalTransition(
+            f"deployment {dep.id} is {dep.state}: only a queued deployment can be cancelled; "
+            "use abort to roll back one in progress"
+        )
+    return Step("cancelled", dict(dep.progress), [Event("deploy_cancelled", f"deployment {dep.id} cancelled")])
+
+
+def _instances(dep: Deployment) -> int:
+    return int(dep.params.get("instances", 1))
+
+
+def _rollback_msg(dep: Deployment) -> str:
+    return f"rolling back from release {dep.from_release} to {dep.to_release}"
+
+
+_HANDLERS = {"starting": _starting}
+
+
+# ---------------------------------------------------------------------------
+# Queue and warm-instance retention (also pure)
+# ---------------------------------------------------------------------------
+
+
+def next_to_start(deployments: list[Deployment]) -> Deployment | None:
+    """The oldest queued deployment of an environment, if none is active (Etsy's push queue)."""
+    if any(d.state in ACTIVE for d in deployments):
+        return None
+    queued = sorted((d for d in deployments if d.state == "queued"), key=lambda d: (d.created_at, d.id))
+    return queued[0] if queued else None
+
+
+@dataclass(frozen=True)
+class ReleaseInfo:
+    number: int
+    status: str
+    retired_at: float | None
+    bake: float
+    drain: float
+
+
+def releases_to_stop(
+    current: int | None,
+    routed: set[int],
+    busy: set[int],
+    releases: list[ReleaseInfo],
+    running: set[int],
+    now: float,
+) -> list[int]:
+    """Releases whose instances can be stopped now.
+
+    Kept: the current release, every routed release, releases an active
+    deployment uses (``busy``), and the most recently retired release until its
+    bake period ends (the instant-rollback target). Everything else stops once
+    its drain period has passed since it left the routing table.
+    """
+    keep = {r for r in routed | busy}
+    if current is not None:
+        keep.add(current)
+    retired = sorted(
+        (r for r in releases if r.retired_at is not None and r.number in running and r.number not in keep),
+        key=lambda r: r.retired_at or 0.0,
+        reverse=True,
+    )
+    out: list[int] = []
+    for idx, rel in enumerate(retired):
+        assert rel.retired_at is not None
+        hold = max(rel.bake, rel.drain) if idx == 0 and rel.status == "superseded" else rel.drain
+        if now - rel.retired_at >= hold:
+            out.append(rel.number)
+    # Instances of releases never routed and not busy (e.g. a failed deploy): stop now.
+    known = {r.number for r in releases}
+    for number in sorted(running - keep - {r.number for r in retired}):
+        if number in known or number not in keep:
+            out.append(number)
+    return sorted(set(out))

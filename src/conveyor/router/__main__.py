@@ -1,0 +1,5 @@
+"""``python -m conveyor.router``."""
+
+from conveyor.router.main import main
+
+raise SystemExit(main())

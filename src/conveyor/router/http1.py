@@ -1,0 +1,278 @@
+"""HTTP/1.1 message rules for a proxy: validation, hop-by-hop filtering, heads.
+
+Pure functions over parsed header lists (``[(name, value), ...]`` as bytes, as
+httptools hands them over). The protocol modules do the I/O and call these.
+
+Why the router re-checks what llhttp already refuses: the parser rejects
+Content-Length together with Transfer-Encoding, duplicate or invalid
+Content-Length, obsolete line folding and bare LF, but it accepts a coding list
+such as ``gzip, chunked`` and ``Transfer-Encoding`` on HTTP/1.0, which an
+upstream may frame differently. A proxy only stays out of smuggling trouble if
+it forwards messages whose framing has exactly one reading, so anything else is
+a 400 and the connection is closed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+#: Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+    }
+)
+#: Request headers the router sets itself (or answers itself: Expect).
+_REPLACED = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"expect", b"content-length", b"x-forwarded-for"})
+
+_MAX_REQUEST_ID = 200
+
+
+class BadRequest(Exception):
+    """The client's request cannot be forwarded safely: status and a reason for a human."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class RequestInfo:
+    """What the proxy needs to know about a request head, and the head to send upstream."""
+
+    host: str = ""
+    content_length: int | None = None
+    chunked: bool = False
+    expect_continue: bool = False
+    upgrade: bytes | None = None
+    keep_alive: bool = True
+    pin: str | None = None
+    cookie: str | None = None
+    request_id: bytes = b""
+    forwarded_lines: list[bytes] = field(default_factory=list)
+
+
+def _tokens(value: bytes) -> set[bytes]:
+    return {t.strip().lower() for t in value.split(b",") if t.strip()}
+
+
+def inspect_request(
+    method: str,
+    url: bytes,
+    http_version: str,
+    headers: list[tuple[bytes, bytes]],
+    peer_ip: str,
+    keep_alive: bool,
+) -> RequestInfo:
+    """Validate a request head and prepare its upstream form; raises :class:`BadRequest`."""
+    info = RequestInfo(keep_alive=keep_alive)
+    kept: list[tuple[bytes, bytes]] = []
+    conn_tokens: set[bytes] = set()
+    host: bytes | None = None
+    te: bytes | None = None
+    xff: bytes | None = None
+    cl_seen = 0
+    for name, value in headers:
+        low = name.lower()
+        if low == b"host":
+            if host is not None:
+                raise BadRequest(400, "more than one Host header")
+            host = value
+            kept.append((name, value))
+        elif low == b"content-length":
+            cl_seen += 1
+            if cl_seen > 1 or not value.isdigit() or len(value) > 18:
+                raise BadRequest(400, "invalid or duplicate Content-Length")
+            info.content_length = int(value)
+        elif low == b"transfer-encoding":
+            if te is not None:
+                raise BadRequest(400, "more than one Transfer-Encoding header")
+            te = value.strip().lower()
+        elif low == b"connection":
+            conn_tokens |= _tokens(value)
+        elif low == b"upgrade":
+            info.upgrade = value
+        elif low == b"expect":
+            if value.strip().lower() != b"100-continue":
+                raise BadRequest(417, "the only supported Expect is 100-continue")
+            info.expect_continue = True
+        elif low == b"x-forwarded-for":
+            xff = value if xff is None else xff + b", " + value
+        elif low == b"x-request-id":
+            if value and len(value) <= _MAX_REQUEST_ID and all(33 <= c < 127 for c in value):
+                info.request_id = value
+        elif low == b"x-conveyor-release":
+            info.pin = value.decode("latin-1")
+            kept.append((name, value))
+        elif low == b"cookie":
+            c = value.decode("latin-1")
+            info.cookie = c if info.cookie is None else info.cookie + "; " + c
+            kept.append((name, value))
+        elif low in HOP_BY_HOP or low in _REPLACED:
+            continue
+        else:
+            kept.append((name, value))
+    if te is not None:
+        if te != b"chunked":
+            raise BadRequest(400, "unsupported Transfer-Encoding (only 'chunked' is accepted)")
+        if http_version != "1.1":
+            raise BadRequest(400, "Transfer-Encoding is not allowed in HTTP/1.0")
+        if cl_seen:
+            raise BadRequest(400, "both Content-Length and Transfer-Encoding")
+        info.chunked = True
+    if host is None:
+        if http_version == "1.1":
+            raise BadRequest(400, "HTTP/1.1 request without a Host header")
+        host = b""
+    info.host = host.decode("latin-1")
+    if b"close" in conn_tokens:
+        info.keep_alive = False
+    if info.upgrade is not None and b"upgrade" not in conn_tokens:
+        info.upgrade = None
+    if method == "CONNECT":
+        raise BadRequest(405, "CONNECT is not supported by this router")
+    if not info.request_id:
+        info.request_id = os.urandom(12).hex().encode()
+    # Build the head to send upstream.
+    lines = [method.encode(), b" ", url, b" HTTP/1.1\r\n"]
+    for name, value in kept:
+        if conn_tokens and name.lower() in conn_tokens:
+            continue
+        lines += (name, b": ", value, b"\r\n")
+    ip = peer_ip.encode()
+    lines += (b"X-Forwarded-For: ", (xff + b", " + ip) if xff else ip, b"\r\n")
+    lines += (b"X-Forwarded-Proto: http\r\nX-Forwarded-Host: ", host, b"\r\nX-Request-Id: ", info.request_id, b"\r\n")
+    if info.upgrade is not None:
+        lines += (b"Connection: Upgrade\r\nUpgrade: ", info.upgrade, b"\r\n")
+    if info.chunked:
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    elif info.content_length is not None:
+        lines += (b"Content-Length: ", str(info.content_length).encode(), b"\r\n")
+    lines.append(b"\r\n")
+    info.forwarded_lines = lines
+    return info
+
+
+@dataclass
+class ResponseInfo:
+    head: bytes
+    content_length: int | None
+    chunked_in: bool  # upstream sends chunked
+    chunked_out: bool  # we send chunked to the client
+    no_body: bool
+    close_client: bool  # the client connection closes after this response
+    close_delimited: bool  # upstream body ends when the upstream closes
+
+
+def response_head(
+    status: int,
+    reason: bytes,
+    headers: list[tuple[bytes, bytes]],
+    head_request: bool,
+    client_http11: bool,
+    client_keep_alive: bool,
+    request_id: bytes,
+    extra: list[bytes] | None = None,
+) -> ResponseInfo:
+    """The head the client gets for an upstream response, and how its body is framed."""
+    conn_tokens: set[bytes] = set()
+    cl: int | None = None
+    te: bytes | None = None
+    kept: list[bytes] = []
+    for name, value in headers:
+        low = name.lower()
+        if low == b"content-length":
+            if value.isdigit():
+                cl = int(value)
+            continue
+        if low == b"transfer-encoding":
+            te = value.strip().lower()
+            continue
+        if low == b"connection":
+            conn_tokens |= _tokens(value)
+            continue
+        if low in HOP_BY_HOP or low == b"x-request-id":
+            continue
+        kept += (name, b": ", value, b"\r\n")
+    if conn_tokens:
+        filtered: list[bytes] = []
+        for i in range(0, len(kept), 4):
+            if kept[i].lower() not in conn_tokens:
+                filtered += kept[i : i + 4]
+        kept = filtered
+    no_body = head_request or status in (204, 304) or 100 <= status < 200
+    chunked_in = te is not None and te.endswith(b"chunked")
+    close_delimited = not no_body and not chunked_in and cl is None
+    close_client = not client_keep_alive
+    chunked_out = False
+    framing: list[bytes] = []
+    if not no_body or head_request:
+        if cl is not None and not chunked_in:
+            framing = [b"Content-Length: ", str(cl).encode(), b"\r\n"]
+        elif head_request:
+            pass
+        elif client_http11:
+            chunked_out = True
+            framing = [b"Transfer-Encoding: chunked\r\n"]
+        else:
+            close_client = True  # HTTP/1.0 client: the body ends when we close
+    if close_client:
+        framing.append(b"Connection: close\r\n")
+    elif not client_http11:
+        framing.append(b"Connection: keep-alive\r\n")
+    if reason:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+    else:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, _reason(status))
+    parts = [line, *kept, *framing, b"X-Request-Id: ", request_id, b"\r\n"]
+    if extra:
+        parts += extra
+    parts.append(b"\r\n")
+    return ResponseInfo(b"".join(parts), cl, chunked_in, chunked_out, no_body, close_client, close_delimited)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Unknown"
+
+
+def simple_response(status: int, text: str, close: bool, request_id: bytes = b"", extra: list[bytes] | None = None) -> bytes:
+    """A complete plain-text response generated by the router itself."""
+    body = text.encode()
+    parts = [
+        b"HTTP/1.1 %d %s\r\n" % (status, _reason(status)),
+        b"Content-Type: text/plain; charset=utf-8\r\n",
+        b"Content-Length: %d\r\n" % len(body),
+    ]
+    if request_id:
+        parts += (b"X-Request-Id: ", request_id, b"\r\n")
+    if close:
+        parts.append(b"Connection: close\r\n")
+    if extra:
+        parts += extra
+    parts += (b"\r\n", body)
+    return b"".join(parts)
+
+
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def chunk(data: bytes) -> list[bytes]:
+    """One chunk of a chunked body."""
+    return [b"%x\r\n" % len(data), data, b"\r\n"]
+
+
+LAST_CHUNK = b"0\r\n\r\n"

@@ -1,0 +1,164 @@
+"""One keep-alive connection from the router to an instance (the pool's unit).
+
+Why a Protocol and not streams: the proxy moves every byte through here, and
+asyncio streams would add a task switch and a buffer copy per chunk. The
+connection parses the response with httptools and hands events to the
+:class:`~conveyor.router.proxy.Exchange` it currently serves; between exchanges
+it sits in its target's ``idle`` list. A fresh parser per exchange keeps a HEAD
+response (whose Content-Length announces a body that never comes) from
+confusing the next one.
+
+Reentrancy rule: nothing that could start a new exchange on this connection
+runs inside parser callbacks; completion is noticed in the callbacks and acted
+on after ``feed_data`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+if TYPE_CHECKING:
+    from conveyor.router.proxy import ClientConnection, Exchange
+    from conveyor.router.table import Target
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "target",
+        "transport",
+        "parser",
+        "ex",
+        "headers",
+        "reason",
+        "done",
+        "interim",
+        "reused",
+        "got_bytes",
+        "closed",
+        "idle_since",
+        "tunnel",
+        "status",
+    )
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.transport: Any = None
+        self.parser: Any = None
+        self.ex: Exchange | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reason = b""
+        self.done = False
+        self.interim = False
+        self.reused = False
+        self.got_bytes = False
+        self.closed = False
+        self.idle_since = 0.0
+        self.tunnel: ClientConnection | None = None
+        self.status = 0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def start(self, ex: Exchange) -> None:
+        """Begin serving ``ex``: a fresh response parser and state."""
+        self.ex = ex
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers = []
+        self.reason = b""
+        self.done = False
+        self.interim = False
+        self.got_bytes = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        idle = self.target.idle
+        if self.ex is None and self in idle:
+            idle.remove(self)
+        if self.tunnel is not None:
+            self.tunnel.transport.close()
+            return
+        ex = self.ex
+        if ex is not None:
+            self.ex = None
+            ex.upstream_lost(self)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    # -- flow control ------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        client = self.tunnel if self.tunnel is not None else (self.ex.client if self.ex is not None else None)
+        if client is not None:
+            client.pause(2)
+
+    def resume_writing(self) -> None:
+        client = self.tunnel if self.tunnel is not None else (self.ex.client if self.ex is not None else None)
+        if client is not None:
+            client.resume(2)
+
+    # -- data --------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.transport.write(data)
+            return
+        ex = self.ex
+        if ex is None:  # unsolicited bytes on an idle connection: it is not reusable
+            self.close()
+            return
+        self.got_bytes = True
+        ex.upstream_deadline = ex.state.now + ex.state.config.upstream_timeout
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            ex.upgraded(self, data[e.args[0] :])
+            return
+        except httptools.HttpParserError as e:
+            if self.ex is ex:
+                ex.upstream_failed(self, f"malformed response from instance: {e}")
+            return
+        if self.done and self.ex is ex:
+            ex.response_complete(self)
+
+    # httptools callbacks
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        self.status = status
+        if 100 <= status < 200 and status != 101:
+            self.interim = True  # 100 Continue & co: the router answered Expect itself
+            return
+        if status == 101:
+            return  # the upgrade is handled when feed_data raises HttpParserUpgrade
+        ex = self.ex
+        if ex is not None and ex.response_head(self, status):
+            self.done = True  # no body (HEAD, 204, 304)
+
+    def on_body(self, body: bytes) -> None:
+        if not self.done and self.ex is not None:
+            self.ex.response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            self.headers = []
+            self.reason = b""
+            return
+        self.done = True

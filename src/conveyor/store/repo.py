@@ -1,0 +1,198 @@
+"""Small, explicit queries over the schema, shared by the API and the orchestrator.
+
+Every function takes a Connection inside a transaction the caller owns, so a
+command that touches several tables (a deployment and its release, an event)
+commits or rolls back as one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, func, insert, select, update
+
+from conveyor.store.tables import apps, counters, environments, events, hosts, images, instances, releases
+
+
+class NotFound(LookupError):
+    """The named thing does not exist. The message says what and how to find valid names."""
+
+
+class Conflict(ValueError):
+    """The request contradicts the current state (e.g. the app already exists)."""
+
+
+def now() -> float:
+    return time.time()
+
+
+# --- counters (monotonic versions for long-polls) ---------------------------
+
+
+def counter(conn: Connection, name: str) -> tuple[int, str]:
+    row = conn.execute(select(counters.c.value, counters.c.note).where(counters.c.name == name)).first()
+    return (int(row.value), str(row.note)) if row else (0, "")
+
+
+def bump_counter(conn: Connection, name: str, note: str = "") -> int:
+    value, _ = counter(conn, name)
+    if value == 0 and not conn.execute(select(counters.c.name).where(counters.c.name == name)).first():
+        conn.execute(insert(counters).values(name=name, value=1, note=note))
+        return 1
+    conn.execute(update(counters).where(counters.c.name == name).values(value=value + 1, note=note))
+    return value + 1
+
+
+# --- apps and environments --------------------------------------------------
+
+
+def get_app(conn: Connection, name: str) -> RowMapping:
+    row = conn.execute(select(apps).where(apps.c.name == name)).mappings().first()
+    if row is None:
+        known = [r.name for r in conn.execute(select(apps.c.name).order_by(apps.c.name)).all()]
+        hint = f"known apps: {', '.join(known)}" if known else "no app exists yet"
+        raise NotFound(f"app {name!r} not found ({hint}); create it with `conveyor apps create {name}`")
+    return row
+
+
+def get_env(conn: Connection, app_id: int, name: str, *, create: bool = False) -> RowMapping:
+    row = (
+        conn.execute(select(environments).where(environments.c.app_id == app_id, environments.c.name == name))
+        .mappings()
+        .first()
+    )
+    if row is None and create:
+        conn.execute(insert(environments).values(app_id=app_id, name=name, routes={}, sticky=False, created_at=now()))
+        return get_env(conn, app_id, name)
+    if row is None:
+        known = [
+            r.name
+            for r in conn.execute(
+                select(environments.c.name).where(environments.c.app_id == app_id).order_by(environments.c.name)
+            )
+        ]
+        hint = f"environments: {', '.join(known)}" if known else "nothing has been deployed yet"
+        raise NotFound(f"environment {name!r} not found ({hint})")
+    return row
+
+
+def env_by_id(conn: Connection, env_id: int) -> RowMapping:
+    row = conn.execute(select(environments).where(environments.c.id == env_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"environment {env_id} not found")
+    return row
+
+
+def app_env_names(conn: Connection, env_id: int) -> tuple[str, str]:
+    row = conn.execute(
+        select(apps.c.name.label("app"), environments.c.name.label("env"))
+        .select_from(environments.join(apps, apps.c.id == environments.c.app_id))
+        .where(environments.c.id == env_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"environment {env_id} not found")
+    return str(row.app), str(row.env)
+
+
+def routes_of(env: RowMapping) -> dict[int, int]:
+    return {int(k): int(v) for k, v in (env["routes"] or {}).items()}
+
+
+# --- images and releases ----------------------------------------------------
+
+
+def get_image(conn: Connection, app_id: int, ref: str) -> RowMapping:
+    """An image by full digest, by hex prefix (≥ 7 chars), of this app."""
+    digest = ref if ref.startswith("sha256:") else f"sha256:{ref}"
+    rows = (
+        conn.execute(select(images).where(images.c.app_id == app_id, images.c.digest.startswith(digest)))
+        .mappings()
+        .all()
+    )
+    if len(ref.removeprefix("sha256:")) < 7:
+        raise NotFound(f"image reference {ref!r} is too short: give at least 7 hex digits of the digest")
+    if not rows:
+        raise NotFound(f"image {ref!r} not found for this app; list images with `conveyor images APP`")
+    if len(rows) > 1:
+        raise NotFound(f"image reference {ref!r} is ambiguous ({len(rows)} images match); give more digits")
+    return rows[0]
+
+
+def get_release(conn: Connection, env_id: int, number: int) -> RowMapping:
+    row = (
+        conn.execute(select(releases).where(releases.c.env_id == env_id, releases.c.number == number))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise NotFound(f"release {number} not found in this environment")
+    return row
+
+
+def next_release_number(conn: Connection, env_id: int) -> int:
+    top = conn.execute(select(func.max(releases.c.number)).where(releases.c.env_id == env_id)).scalar()
+    return int(top or 0) + 1
+
+
+def rollback_target(conn: Connection, env_id: int, current: int | None) -> int | None:
+    """The release that was live before the current one (skipping failed and rolled-back ones)."""
+    if current is None:
+        return None
+    row = conn.execute(
+        select(releases.c.number)
+        .where(
+            releases.c.env_id == env_id,
+            releases.c.number < current,
+            releases.c.live_at.is_not(None),
+            releases.c.status.in_(["superseded", "live"]),
+        )
+        .order_by(releases.c.number.desc())
+        .limit(1)
+    ).first()
+    return int(row.number) if row else None
+
+
+# --- hosts and instances ----------------------------------------------------
+
+
+def alive_hosts(conn: Connection, within: float = 30.0) -> list[RowMapping]:
+    return list(
+        conn.execute(select(hosts).where(hosts.c.last_seen >= now() - within).order_by(hosts.c.name)).mappings().all()
+    )
+
+
+def instance_status_map(conn: Connection) -> dict[str, tuple[str, dict[str, Any]]]:
+    """instance id → (host address, last reported InstanceStatus dict), from every host's last report."""
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for row in conn.execute(select(hosts.c.address, hosts.c.status)).all():
+        for inst in (row.status or {}).get("instances", []):
+            out[inst["id"]] = (row.address, inst)
+    return out
+
+
+def env_instances(conn: Connection, env_id: int) -> list[RowMapping]:
+    return list(
+        conn.execute(select(instances).where(instances.c.env_id == env_id).order_by(instances.c.id)).mappings().all()
+    )
+
+
+# --- events -----------------------------------------------------------------
+
+
+def record_event(
+    conn: Connection,
+    kind: str,
+    message: str,
+    *,
+    app: str | None = None,
+    env: str | None = None,
+    actor: str = "",
+    origin: str = "",
+    data: dict[str, Any] | None = None,
+) -> None:
+    conn.execute(
+        insert(events).values(
+            at=now(), app=app, env=env, kind=kind, actor=actor, origin=origin, message=message, data=data or {}
+        )
+    )

@@ -1,0 +1,198 @@
+"""The SQL schema (SQLAlchemy Core). Alembic migrations in ``migrations/`` create it.
+
+Portable by construction: only types both SQLite and PostgreSQL have (JSON is
+SQLAlchemy's JSON type; times are UTC epoch seconds as floats, so no timezone
+handling differs between backends). Every change to this file needs a migration.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+apps = Table(
+    "apps",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(40), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(100), nullable=False, default=""),
+)
+
+environments = Table(
+    "environments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(40), nullable=False),
+    # The release the environment serves (None before the first deploy).
+    Column("current_release", Integer, nullable=True),
+    # Routing weights: {"<release>": weight}. Routed = releases listed here.
+    Column("routes", JSON, nullable=False, default=dict),
+    Column("sticky", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("app_id", "name", name="uq_environments_app_name"),
+)
+
+images = Table(
+    "images",
+    metadata,
+    Column("digest", String(80), primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("manifest", JSON, nullable=False),  # wire.ImageManifest
+    Column("app_manifest", JSON, nullable=False),  # the validated conveyor.toml
+    Column("size", Integer, nullable=False, default=0),
+    Column("test_status", String(16), nullable=False, default="none"),  # passed|failed|none
+    Column("commit", JSON, nullable=True),  # {sha, author, message, time, dirty}
+    Column("build_id", Integer, nullable=True),
+    Column("created_at", Float, nullable=False),
+)
+
+builds = Table(
+    "builds",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("state", String(16), nullable=False),  # queued|running|succeeded|failed
+    Column("source", JSON, nullable=False),  # how it was obtained: {"kind": "upload"} / {"kind": "git", ...}
+    Column("image_digest", String(80), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created_by", String(100), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+)
+
+releases = Table(
+    "releases",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("env_id", Integer, ForeignKey("environments.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("image_digest", String(80), nullable=False),
+    # How instances of this release run: command, environment, health, instances.
+    Column("config", JSON, nullable=False),
+    # pending (being deployed) | live | superseded | failed | rolled_back
+    Column("status", String(16), nullable=False),
+    Column("created_by", String(100), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("live_at", Float, nullable=True),
+    # When it stopped taking traffic (superseded or rolled back): its instances
+    # are kept warm until retired_at + bake, for an instant rollback.
+    Column("retired_at", Float, nullable=True),
+    UniqueConstraint("env_id", "number", name="uq_releases_env_number"),
+)
+
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("env_id", Integer, ForeignKey("environments.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # deploy | rollback
+    Column("strategy", String(16), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("from_release", Integer, nullable=True),
+    Column("to_release", Integer, nullable=True),
+    Column("image_digest", String(80), nullable=True),
+    Column("params", JSON, nullable=False, default=dict),  # strategy settings, frozen at creation
+    Column("progress", JSON, nullable=False, default=dict),  # state-machine memory (step, timers)
+    Column("reason", Text, nullable=False, default=""),
+    Column("created_by", String(100), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    # Row lease for several control-plane replicas: who drives it, until when.
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", Float, nullable=True),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", String(120), primary_key=True),
+    Column("env_id", Integer, ForeignKey("environments.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("release", Integer, nullable=False),
+    Column("host", String(100), nullable=False, index=True),
+    Column("role", String(16), nullable=False, default="main"),  # main | canary | baseline
+    Column("created_at", Float, nullable=False),
+)
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("address", String(100), nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("desired_version", Integer, nullable=False, default=0),
+    Column("status", JSON, nullable=False),  # the last wire.AgentStatus
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", Float, nullable=False, index=True),
+    Column("app", String(40), nullable=True, index=True),
+    Column("env", String(40), nullable=True),
+    Column("kind", String(40), nullable=False),
+    Column("actor", String(100), nullable=False, default=""),
+    Column("origin", String(100), nullable=False, default=""),
+    Column("message", Text, nullable=False),
+    Column("data", JSON, nullable=False, default=dict),
+)
+
+verdicts = Table(
+    "verdicts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("deployment_id", Integer, ForeignKey("deployments.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("at", Float, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("judge", String(32), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("numbers", JSON, nullable=False, default=dict),
+)
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Integer, nullable=False),
+    Column("note", Text, nullable=False, default=""),
+)
+
+# Per-release request series scraped from the routers: 1 s points for the last
+# hour, 60 s points for 30 days (``resolution``). ``latency`` is a Histogram JSON.
+metric_points = Table(
+    "metric_points",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("env_id", Integer, ForeignKey("environments.id", ondelete="CASCADE"), nullable=False),
+    Column("release", Integer, nullable=False),
+    Column("resolution", Integer, nullable=False),
+    Column("t", Float, nullable=False),
+    Column("requests", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("latency", JSON, nullable=False),
+    UniqueConstraint("env_id", "release", "resolution", "t", name="uq_metric_points_key"),
+)
