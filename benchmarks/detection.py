@@ -21,6 +21,10 @@ and ``conveyor.analysis.mannwhitney``), run over all simulated runs at once:
   step, failing as soon as one run fails (its samples only change when a
   sample period completes, so it is evaluated at those instants).
 
+``sequential_vs_stable_release`` repeats A/A and three regressions for the
+sequential judge when there is no dedicated baseline and the canary is
+compared with the stable release serving the rest of the traffic.
+
 Prints one JSON object. ``--runs`` scales every scenario (default 1000).
 """
 
@@ -67,6 +71,9 @@ SCENARIOS: dict[str, dict[str, float]] = {
 }
 
 
+STABLE_SCENARIOS = ("aa", "errors_x2", "errors_x5", "latency_p50_+50%")
+
+
 def simulate(rng: np.random.Generator, runs: int, seconds: int, rps: float, error_rate: float, scale: float = 1.0, tail: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """requests (R, T), errors (R, T), dense latency histograms (R, T, WIDTH) for one side."""
     n = rng.poisson(rps, (runs, seconds))
@@ -92,13 +99,13 @@ def first_true(mask: np.ndarray) -> np.ndarray:
 
 def sequential_detect(cfg: AnalysisConfig, c: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> np.ndarray:
     s = cfg.sequential
-    level = seq.log_level(cfg)
+    err_level, lat_level = seq.log_levels(cfg)
     hit = np.zeros(c[0].shape, dtype=bool)
     if s.errors:
-        hit |= seq.error_evidence(c[0], c[1], b[0], b[1], s.error_tolerance) >= level
+        hit |= seq.error_evidence(c[0], c[1], b[0], b[1], s.error_tolerance) >= err_level
     shift = seq.tolerance_buckets(s.latency_tolerance)
     for q in s.latency_quantiles:
-        hit |= seq.latency_evidence(seq.latency_counts(c[2], b[2], q, shift)) >= level
+        hit |= seq.latency_evidence(seq.latency_counts(c[2], b[2], q, shift)) >= lat_level
     return first_true(hit)
 
 
@@ -117,8 +124,11 @@ def threshold_detect(cfg: AnalysisConfig, c: tuple[np.ndarray, ...]) -> np.ndarr
     return first_true(hit)
 
 
-def mannwhitney_looks(cfg: AnalysisConfig, c: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...], seconds: int) -> tuple[list[int], np.ndarray]:
-    """Scores (R, looks) of Kayenta's judge on the first L seconds, for every complete sample period L."""
+def mannwhitney_looks(
+    cfg: AnalysisConfig, c: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...], seconds: int
+) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Kayenta scores (R, looks) on the first L seconds for every complete sample period L,
+    and the raw Mann-Whitney p-values (R, looks, metrics)."""
     m = cfg.mannwhitney
     names = [x.name for x in m.metrics]
     cs = mw.sample_metrics(c[0], c[1], c[2], LO, m.sample_period_s, names)
@@ -126,10 +136,11 @@ def mannwhitney_looks(cfg: AnalysisConfig, c: tuple[np.ndarray, ...], b: tuple[n
     looks = list(range(m.sample_period_s, seconds + 1, m.sample_period_s))
     runs = c[0].shape[0]
     scores = np.zeros((runs, len(looks)))
+    pvalues = np.ones((runs, len(looks), len(m.metrics)))
     for j, length in enumerate(looks):
         k = length // m.sample_period_s
         classes = []
-        for metric in m.metrics:
+        for i, metric in enumerate(m.metrics):
             r = mw.classify_batch(
                 cs[metric.name][:, :k],
                 bs[metric.name][:, :k],
@@ -140,6 +151,7 @@ def mannwhitney_looks(cfg: AnalysisConfig, c: tuple[np.ndarray, ...], b: tuple[n
                 allowed_decrease=metric.allowed_decrease,
             )
             classes.append(r.classification)
+            pvalues[:, j, i] = np.nan_to_num(r.p_value, nan=1.0)
         cls = np.stack(classes, axis=1)
         judged = (cls != mw.NODATA).sum(axis=1)
         passed = (cls == mw.PASS).sum(axis=1)
@@ -147,7 +159,7 @@ def mannwhitney_looks(cfg: AnalysisConfig, c: tuple[np.ndarray, ...], b: tuple[n
         critical_fail = ((cls == mw.HIGH) | (cls == mw.LOW))[:, crit].any(axis=1)
         sc = np.where(judged > 0, 100.0 * passed / np.maximum(judged, 1), np.nan)
         scores[:, j] = np.where(critical_fail, 0.0, sc)
-    return looks, scores
+    return looks, scores, pvalues
 
 
 def summarize(ttd: np.ndarray, canary_requests: np.ndarray) -> dict[str, Any]:
@@ -170,6 +182,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seconds", type=int, default=300, help="length of the analysed step")
     ap.add_argument("--canary-rps", type=float, default=10.0, help="canary requests/s (5%% of 200 rps)")
     ap.add_argument("--baseline-rps", type=float, default=10.0, help="baseline requests/s (same share as the canary)")
+    ap.add_argument("--stable-rps", type=float, default=190.0, help="stable release requests/s, for the judge run without a baseline")
     ap.add_argument("--seed", type=int, default=20261127)
     ap.add_argument("--chunk", type=int, default=200, help="runs simulated at once (memory)")
     args = ap.parse_args(argv)
@@ -183,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     looks: list[int] = []
     for name, spec in SCENARIOS.items():
-        acc: dict[str, list[np.ndarray]] = {"seq": [], "thr": [], "mw": [], "req": []}
+        acc: dict[str, list[np.ndarray]] = {"seq": [], "thr": [], "mw": [], "p": [], "req": []}
         for start in range(0, args.runs, args.chunk):
             runs = min(args.chunk, args.runs - start)
             canary = simulate(
@@ -193,10 +206,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             baseline = simulate(rng, runs, args.seconds, args.baseline_rps, BASE_ERROR)
             acc["seq"].append(sequential_detect(cfg, canary, baseline))
             acc["thr"].append(threshold_detect(cfg, canary))
-            looks, scores = mannwhitney_looks(cfg, canary, baseline, args.seconds)
+            looks, scores, pvalues = mannwhitney_looks(cfg, canary, baseline, args.seconds)
             acc["mw"].append(scores)
+            acc["p"].append(pvalues)
             acc["req"].append(canary[0])
         results[name] = {k: np.concatenate(v) for k, v in acc.items()}
+
+    # Without a baseline, the canary is compared with the stable release (the rest of the traffic).
+    stable: dict[str, Any] = {}
+    for name in STABLE_SCENARIOS:
+        spec = SCENARIOS[name]
+        ttds, reqs = [], []
+        for start in range(0, args.runs, args.chunk):
+            runs = min(args.chunk, args.runs - start)
+            canary = simulate(
+                rng, runs, args.seconds, args.canary_rps, BASE_ERROR * spec.get("error_factor", 1.0),
+                spec.get("scale", 1.0), spec.get("tail", 1.0),
+            )
+            baseline = simulate(rng, runs, args.seconds, args.stable_rps, BASE_ERROR)
+            ttds.append(sequential_detect(cfg, canary, baseline))
+            reqs.append(canary[0])
+        stable[name] = summarize(np.concatenate(ttds), np.concatenate(reqs))
+    stable_aa = stable.pop("aa")
+    stable_report = {
+        "baseline_rps": args.stable_rps,
+        "false_rollback_rate": stable_aa["detection_rate"],
+        "aa_runs": stable_aa["runs"],
+        "regressions": stable,
+    }
 
     def mw_fail(scores: np.ndarray, threshold: float) -> np.ndarray:
         return np.nan_to_num(scores, nan=100.0) < threshold
@@ -242,8 +279,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mw_len, mw_reqs = requests_for("errors_x5", 0.5)
     mw_len90, mw_reqs90 = requests_for("errors_x5", 0.9)
     seq_reqs = x5_seq["median_ttd_canary_requests"]
+    rows = results["errors_x5"]
+    detected = rows["seq"] >= 0
+    seq_at = np.where(detected, np.cumsum(rows["req"], axis=1)[np.arange(rows["req"].shape[0]), np.maximum(rows["seq"], 0)], np.inf)
+    seq_p90 = float(np.percentile(seq_at, 90))
     fixed_aa = out_judges["mannwhitney_fixed"]["false_rollback_rate"]
     repeated_aa = out_judges["mannwhitney_repeated"]["false_rollback_rate"]
+    # The textbook effect without Kayenta's tolerance rule: the U test alone at 1 - confidence.
+    aa_p = results["aa"]["p"] < 1.0 - cfg.mannwhitney.confidence
+    raw = {
+        "test": f"two-sided Mann-Whitney U, p < {1.0 - cfg.mannwhitney.confidence:g}, on any of "
+        f"{[x.name for x in cfg.mannwhitney.metrics]} ({period} s samples), A/A runs",
+        "once_at_end": round(float(aa_p[:, -1, :].any(axis=-1).mean()), 4),
+        "rerun_every_second": round(float(aa_p.any(axis=(1, 2)).mean()), 4),
+        "looks": len(looks),
+    }
     report = {
         "benchmark": "detection",
         "params": {
@@ -258,6 +308,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "mannwhitney": {"confidence": cfg.mannwhitney.confidence, "tolerance": cfg.mannwhitney.tolerance, "sample_period_s": period},
         },
         "judges": out_judges,
+        "sequential_vs_stable_release": stable_report,
         "goals": {
             "sequential_false_rollbacks_le_alpha": {
                 "rate": out_judges["sequential"]["false_rollback_rate"],
@@ -265,19 +316,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "met": out_judges["sequential"]["false_rollback_rate"] <= cfg.alpha,
             },
             "errors_x5_requests": {
+                "definition": "a fixed-interval judge must choose its interval in advance; it 'needs' the "
+                "shortest interval at which it detects the regression in >= 90% of runs (the usual power)",
                 "sequential_median_canary_requests": seq_reqs,
+                "sequential_p90_canary_requests": seq_p90 if math.isfinite(seq_p90) else None,
                 "sequential_detection_rate": x5_seq["detection_rate"],
-                "mannwhitney_fixed_interval_s_for_50pct_detection": mw_len,
-                "mannwhitney_fixed_canary_requests_for_50pct_detection": mw_reqs,
                 "mannwhitney_fixed_interval_s_for_90pct_detection": mw_len90,
                 "mannwhitney_fixed_canary_requests_for_90pct_detection": mw_reqs90,
-                "ratio": round(seq_reqs / mw_reqs, 3) if seq_reqs and mw_reqs else None,
-                "met": bool(seq_reqs is not None and (mw_reqs is None or seq_reqs < 0.5 * mw_reqs)),
+                "mannwhitney_fixed_interval_s_for_50pct_detection": mw_len,
+                "mannwhitney_fixed_canary_requests_for_50pct_detection": mw_reqs,
+                "ratio_median_to_90pct_interval": round(seq_reqs / mw_reqs90, 3) if seq_reqs and mw_reqs90 else None,
+                "ratio_median_to_50pct_interval": round(seq_reqs / mw_reqs, 3) if seq_reqs and mw_reqs else None,
+                "met": bool(seq_reqs is not None and (mw_reqs90 is None or seq_reqs < 0.5 * mw_reqs90)),
             },
             "repeated_mannwhitney_inflates_false_rollbacks": {
-                "fixed_once_at_end": fixed_aa,
-                "rerun_every_second": repeated_aa,
-                "met": repeated_aa > fixed_aa,
+                "kayenta_judge_fixed_once_at_end": fixed_aa,
+                "kayenta_judge_rerun_every_second": repeated_aa,
+                "u_test_alone": raw,
+                "met": repeated_aa > fixed_aa and raw["rerun_every_second"] > raw["once_at_end"],
             },
         },
         "elapsed_s": round(time.perf_counter() - started, 2),

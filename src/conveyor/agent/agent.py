@@ -35,7 +35,7 @@ from conveyor.agent import statefile
 from conveyor.agent.client import ControlPlaneClient, ControlPlaneError
 from conveyor.agent.images import ImageProvider
 from conveyor.agent.logship import LogShipper
-from conveyor.agent.process import same_process_alive
+from conveyor.agent.process import Process, find_instances, same_process_alive, terminate
 from conveyor.agent.reconcile import Actual, Reject, Replace, Start, Stop, plan
 from conveyor.agent.supervisor import Supervisor, SupervisorContext
 from conveyor.domain.wire import AgentStatus, DesiredState, InstanceState, InstanceStatus
@@ -68,6 +68,17 @@ class AgentConfig:
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+
+async def _wait_event(event: asyncio.Event, timeout: float) -> None:
+    """Wait until ``event`` is set or ``timeout`` passes.
+
+    Not ``asyncio.wait_for``: in Python 3.11 it can swallow a cancellation
+    that arrives as the event fires, which left the loop running at shutdown.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
 
 
 class _Backoff:
@@ -103,7 +114,7 @@ class Agent:
         self.supervisors: dict[str, Supervisor] = {}
         self.rejected: dict[str, str] = {}
         self.adopted = 0
-        self._stopping: set[asyncio.Task[None]] = set()
+        self._stopping: set[asyncio.Task[object]] = set()
         self._wake = asyncio.Event()
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
@@ -111,6 +122,7 @@ class Agent:
         self._offsets_saved: dict[str, int] = {}
         self._probe_http: httpx.AsyncClient | None = None
         self._loaded = False
+        self._orphans: list[Process] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -136,7 +148,18 @@ class Agent:
                 log.info("adopted %s (pid %d, port %d)", instance_id, record.pid, record.port)
             else:
                 log.info("%s (pid %d) is gone; it will be started again if still desired", instance_id, record.pid)
+        self._orphans = self._find_orphans()
         self.save()
+
+    def _find_orphans(self) -> list[Process]:
+        """Instances of this data directory that the state file does not know (it was lost, or not yet written)."""
+        known = {s.process.pid for s in self.supervisors.values() if s.process is not None}
+        orphans = []
+        for pid, (instance_id, start_ticks) in find_instances(str(self.config.data_dir)).items():
+            if pid not in known:
+                log.warning("instance %s (pid %d) is not in %s: stopping it", instance_id or "?", pid, self.config.state_path.name)
+                orphans.append(Process(pid=pid, start_ticks=start_ticks))
+        return orphans
 
     async def run(self) -> None:
         """Run until :meth:`request_stop`; then stop every instance and return."""
@@ -147,6 +170,11 @@ class Agent:
         for sup in self.supervisors.values():
             if not sup.started:
                 sup.start()
+        for orphan in self._orphans:
+            task = asyncio.create_task(terminate(orphan, self.config.stop_grace), name=f"stop orphan {orphan.pid}")
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+        self._orphans = []
         loops = [
             asyncio.create_task(self._poll_loop(), name="poll"),
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
@@ -157,6 +185,7 @@ class Agent:
         ]
         try:
             await self._stop.wait()
+            log.info("stopping: %d instance(s) to stop", len(self.supervisors))
         finally:
             for task in loops:
                 task.cancel()
@@ -174,6 +203,7 @@ class Agent:
             self._probe_http = httpx.AsyncClient()
         return SupervisorContext(
             images=self.images,
+            agent_dir=str(self.config.data_dir),
             logs_dir=self.config.logs_dir,
             address=self.config.address,
             home=os.environ.get("HOME", "/"),
@@ -219,6 +249,7 @@ class Agent:
         rejected: dict[str, str] = {}
         for action in plan(self.desired.instances, actual):
             if isinstance(action, Start):
+                log.info("starting %s (release %d of %s/%s)", action.spec.id, action.spec.release, action.spec.app, action.spec.env)
                 sup = Supervisor(action.spec, self._context())
                 self.supervisors[action.spec.id] = sup
                 self._shipper.track([action.spec.id])
@@ -239,6 +270,7 @@ class Agent:
         sup = self.supervisors.get(instance_id)
         if sup is None:
             return
+        log.info("stopping %s", instance_id)
         try:
             await sup.stop(self.config.stop_grace)
         finally:
@@ -259,8 +291,7 @@ class Agent:
                 self.reconcile()
             except Exception:  # noqa: BLE001 - the loop must survive a bug in one pass
                 log.exception("reconcile failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.config.reconcile_every_s)
+            await _wait_event(self._wake, self.config.reconcile_every_s)
             self._wake.clear()
 
     # ------------------------------------------------------------------ control plane
@@ -287,8 +318,7 @@ class Agent:
     async def _status_loop(self) -> None:
         backoff = _Backoff(self.config.retry_max_s)
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), timeout=self.config.heartbeat_s)
+            await _wait_event(self._dirty, self.config.heartbeat_s)
             self._dirty.clear()
             try:
                 await self.client.put_status(self.status())
@@ -326,7 +356,8 @@ class Agent:
     async def _final_report(self) -> None:
         """Best effort on the way out: the last logs and a status without the stopped instances."""
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._ship_logs_once(), timeout=2.0)
+            async with asyncio.timeout(2.0):
+                await self._ship_logs_once()
         with contextlib.suppress(Exception):
             await self.client.put_status(self.status(), timeout=2.0)
         self.save()

@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = config_from_args(args, parser)
     logging.basicConfig(level=args.log_level, format="%(asctime)s agent %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe and poll is noise
     images: ImageProvider
     if args.image_map is not None:
         try:

@@ -27,6 +27,8 @@ from conveyor.domain.wire import DesiredInstance
 #: installed with (its base interpreter, not a virtual environment, so the
 #: instance does not see Conveyor's packages), then the usual system ones.
 _SYSTEM_PATH = ("/usr/local/bin", "/usr/bin", "/bin")
+#: Set in every instance's environment to the data directory of the agent that started it.
+AGENT_DIR_VAR = "CONVEYOR_AGENT_DATA"
 
 
 def base_python_dir() -> str:
@@ -43,13 +45,16 @@ def build_env(
     port: int,
     address: str,
     home: str,
+    agent_dir: str = "",
 ) -> dict[str, str]:
     """The whole environment of an instance process (nothing is inherited).
 
     Later sources win: defaults, then the image's env, then the desired
     ``environment``; ``PORT``, ``HOST`` and the ``CONVEYOR_*`` identity are the
     agent's and cannot be overridden. The image's ``bin`` is always first on
-    ``PATH``, even when the image sets its own ``PATH``.
+    ``PATH``, even when the image sets its own ``PATH``. ``CONVEYOR_AGENT_DATA``
+    (the agent's data directory) lets a restarted agent recognise its own
+    instances even without its state file (see :func:`find_instances`).
     """
     search = [str(image_root / "bin"), base_python_dir(), *_SYSTEM_PATH]
     env: dict[str, str] = {
@@ -73,6 +78,8 @@ def build_env(
             "CONVEYOR_INSTANCE": spec.id,
         }
     )
+    if agent_dir:
+        env[AGENT_DIR_VAR] = agent_dir
     return env
 
 
@@ -128,6 +135,40 @@ def group_members(pgid: int) -> list[int]:
         except (IndexError, ValueError):
             continue
     return members
+
+
+def find_instances(agent_dir: str) -> dict[int, tuple[str, int]]:
+    """Live instance session leaders started by the agent of ``agent_dir``: ``{pid: (instance id, start ticks)}``.
+
+    Found through ``/proc/<pid>/environ``, so this works even when the state
+    file is lost or was not written yet (an agent killed right after a spawn).
+    """
+    marker = f"{AGENT_DIR_VAR}={agent_dir}".encode()
+    found: dict[int, tuple[str, int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker not in environ:
+            continue
+        try:
+            if os.getpgid(pid) != pid:
+                continue  # not the session leader: its group is found through the leader
+        except OSError:
+            continue
+        info = proc_stat(pid)
+        instance = next((e[len(b"CONVEYOR_INSTANCE=") :].decode(errors="replace") for e in environ if e.startswith(b"CONVEYOR_INSTANCE=")), "")
+        if info is not None and info[0] not in ("Z", "X"):
+            found[pid] = (instance, info[1])
+    return found
 
 
 def same_process_alive(pid: int, start_ticks: int) -> bool:

@@ -47,6 +47,7 @@ class SupervisorContext:
     """What every supervisor of one agent shares."""
 
     images: ImageProvider
+    agent_dir: str
     logs_dir: Path
     address: str
     home: str
@@ -168,7 +169,15 @@ class Supervisor:
         except Exception as exc:  # noqa: BLE001 - a provider bug is reported, not fatal
             return f"cannot prepare image {self.spec.image}: {exc!r}"
         port = free_port(self._ctx.address if self._ctx.address not in ("", "0.0.0.0") else "127.0.0.1")  # noqa: S104
-        env = build_env(self.spec, image_root=root, image_env=image_env, port=port, address=self._ctx.address, home=self._ctx.home)
+        env = build_env(
+            self.spec,
+            image_root=root,
+            image_env=image_env,
+            port=port,
+            address=self._ctx.address,
+            home=self._ctx.home,
+            agent_dir=self._ctx.agent_dir,
+        )
         banner = f"--- conveyor agent: starting {self.spec.id} (release {self.spec.release}) on port {port}: {self.spec.command}\n"
         try:
             self.process = spawn(self.spec.command, cwd=root, env=env, log_path=self.log_path, banner=banner)

@@ -23,7 +23,8 @@ Deviations, all towards fewer false alarms, each said in the verdict: High/Low
 also need SciPy's p-value below ``1 - confidence`` (with many ties, as in
 small-canary error rates, the order-statistic interval alone is too narrow);
 a metric with too few samples for the test to ever reach ``confidence`` is
-Nodata rather than Pass; no data at all at the end of a step is
+Nodata rather than Pass; a *critical* metric with no data makes the step
+``inconclusive`` (Kayenta's ``mustHaveData`` fails it instead); no data at all at the end of a step is
 ``inconclusive``, not Kayenta's score of 0. Kayenta's IQR outlier removal is
 not applied: on error-rate samples it would discard exactly the bursts we look
 for.
@@ -266,6 +267,14 @@ def judge(
         )
     if not done:
         return Verdict(judge=NAME, outcome=Outcome.CONTINUE, reason=f"Score {sc:.0f} so far: {detail}.", numbers=numbers)
+    blind = [m.name for m, c in zip(mw.metrics, classes, strict=True) if m.critical and c == NODATA]
+    if blind:
+        return Verdict(
+            judge=NAME,
+            outcome=Outcome.INCONCLUSIVE,
+            reason=f"Score {sc:.0f} but the critical metric {', '.join(blind)} could not be compared: {detail}.",
+            numbers=numbers,
+        )
     if n_c < config.min_requests or n_b < config.min_requests:
         return Verdict(
             judge=NAME,

@@ -195,7 +195,7 @@ class SequentialConfig(_Config):
     """
 
     errors: bool = True
-    error_tolerance: float = Field(default=0.2, ge=0.0)
+    error_tolerance: float = Field(default=0.1, ge=0.0)
     latency_quantiles: list[float] = Field(default_factory=lambda: [0.5, 0.99])
     latency_tolerance: float = Field(default=0.1, ge=0.0, le=10.0)
 
@@ -206,6 +206,12 @@ class SequentialConfig(_Config):
             if not 0.0 < q < 1.0:
                 raise ValueError(f"latency quantiles must be between 0 and 1 exclusive, got {q}")
         return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _some_test(self) -> SequentialConfig:
+        if not self.errors and not self.latency_quantiles:
+            raise ValueError("enable the error test or give at least one latency quantile, or drop the judge")
+        return self
 
 
 class AnalysisConfig(_Config):

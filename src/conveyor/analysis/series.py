@@ -6,13 +6,15 @@ and the detection benchmark on a thousand simulated runs execute the same
 code. This module is the only place that turns :class:`Interval` objects
 into those arrays.
 
-Why align on time: the comparative judges compare canary and baseline second
-by second (the sequential judge conditions on each second's totals), so a
-second missing on one side must appear as zeros there, not shift the rest.
+Why align on whole seconds: the comparative judges compare canary and
+baseline second by second (the sequential judge conditions on each second's
+totals), so a second missing on one side must appear as zeros there, not shift
+the rest, and two scrapes a fraction of a second apart must meet in one second.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,8 +48,10 @@ class Aligned:
         return int(self.t.shape[0])
 
 
-def _key(t: float) -> float:
-    return round(float(t), 3)
+def _key(t: float) -> int:
+    # Whole seconds: canary and baseline scraped a few milliseconds (or half a
+    # second) apart still land in the same second instead of alternating.
+    return math.floor(float(t) + 1e-6)
 
 
 def align(canary: Sequence[Interval], baseline: Sequence[Interval]) -> Aligned:

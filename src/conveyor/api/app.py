@@ -69,6 +69,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX)
     for module in _optional_routers():
         app.include_router(module.router, prefix=API_PREFIX)
+    from conveyor import web
+
+    app.include_router(web.router)  # the web UI's pages, at /
 
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
@@ -103,8 +106,9 @@ _extensions: list = []  # type: ignore[type-arg]
 
 def _optional_routers() -> list:  # type: ignore[type-arg]
     """Routers of subsystems that register themselves (imported here to keep the core import-light)."""
-    from conveyor.api import builds
+    from conveyor.api import builds, dora
+    from conveyor.web import twins
 
     _extensions.clear()
     _extensions.append(builds.start)
-    return [builds]
+    return [builds, dora, twins]

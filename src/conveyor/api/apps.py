@@ -54,7 +54,11 @@ def status_of(cp: CP, app: str) -> AppStatus:  # type: ignore[valid-type]
                 rel = repo.get_release(conn, env["id"], env["current_release"])
             commit = None
             if rel is not None:
-                img = conn.execute(select(images.c.commit).where(images.c.digest == rel["image_digest"])).first()
+                img = conn.execute(
+                    select(images.c.commit).where(
+                        images.c.digest == rel["image_digest"], images.c.app_id == app_row["id"]
+                    )
+                ).first()
                 commit = img.commit if img else None
             inst_views = []
             for i in conn.execute(select(instances).where(instances.c.env_id == env["id"]).order_by(instances.c.id)):
@@ -104,7 +108,8 @@ def list_releases(app: str, cp: CP, _p: Reader, env: str | None = None, limit: i
             select(releases, environments.c.name.label("env_name"), images.c.commit)
             .select_from(
                 releases.join(environments, environments.c.id == releases.c.env_id).outerjoin(
-                    images, images.c.digest == releases.c.image_digest
+                    images,
+                    (images.c.digest == releases.c.image_digest) & (images.c.app_id == environments.c.app_id),
                 )
             )
             .where(environments.c.app_id == app_row["id"])

@@ -103,7 +103,8 @@ async def _finish(cp: ControlPlane, build_id: int, app_id: int, job: Any, upload
     manifest = result.manifest.model_dump(mode="json")
     app_manifest = await asyncio.to_thread(_app_manifest_from_layer, cp, manifest)
     with cp.engine.begin() as conn:
-        if not conn.execute(select(images.c.digest).where(images.c.digest == result.image)).first():
+        mine = (images.c.digest == result.image) & (images.c.app_id == app_id)
+        if not conn.execute(select(images.c.id).where(mine)).first():
             conn.execute(
                 insert(images).values(
                     digest=result.image, app_id=app_id, manifest=manifest, app_manifest=app_manifest,
@@ -112,7 +113,7 @@ async def _finish(cp: ControlPlane, build_id: int, app_id: int, job: Any, upload
                 )
             )
         else:  # the same source again: same image; keep the newest test result
-            conn.execute(update(images).where(images.c.digest == result.image).values(test_status=result.test_status))
+            conn.execute(update(images).where(mine).values(test_status=result.test_status))
         conn.execute(
             update(builds).where(builds.c.id == build_id)
             .values(state="succeeded", image_digest=result.image, finished_at=time.time())
@@ -216,7 +217,9 @@ def read_build(cp: ControlPlane, build_id: int) -> dict[str, Any]:
             raise HTTPException(404, f"build {build_id} not found")
         image = None
         if row["image_digest"]:
-            img = conn.execute(select(images).where(images.c.digest == row["image_digest"])).mappings().first()
+            img = conn.execute(
+                select(images).where(images.c.digest == row["image_digest"], images.c.app_id == row["app_id"])
+            ).mappings().first()
             image = _image_view(img) if img else None
     out = dict(row)
     out["image"] = image
@@ -256,8 +259,10 @@ def list_images(app: str, cp: CP, _p: Reader, limit: int = Query(50, ge=1, le=50
 def get_image(digest: str, cp: CP, _p: Reader, logs: bool = False) -> dict[str, Any]:
     with cp.engine.connect() as conn:
         ref = digest if digest.startswith("sha256:") else f"sha256:{digest}"
-        rows = conn.execute(select(images).where(images.c.digest.startswith(ref))).mappings().all()
-        if len(rows) != 1 or len(ref) < 14:
+        rows = conn.execute(
+            select(images).where(images.c.digest.startswith(ref)).order_by(images.c.created_at.desc())
+        ).mappings().all()
+        if len({r["digest"] for r in rows}) != 1 or len(ref) < 14:  # one digest (possibly in several apps)
             raise HTTPException(404, f"image {digest!r} not found (give at least 7 hex digits of a known digest)")
         out = _image_view(rows[0])
     if logs and out.get("build_id"):

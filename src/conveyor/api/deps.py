@@ -31,13 +31,35 @@ def get_cp(request: Request) -> ControlPlane:
     return request.app.state.cp  # type: ignore[no-any-return]
 
 
+SESSION_COOKIE = "conveyor_session"
+CSRF_HEADER = "x-csrf-token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def csrf_token_for(cp: ControlPlane, session_id: str) -> str:
+    """The CSRF token of a web session: an HMAC of its id, so nothing more is stored per session."""
+    return hmac.new(cp.settings.admin_token.encode(), b"csrf:" + session_id.encode(), "sha256").hexdigest()
+
+
 def _token_from(request: Request) -> str | None:
+    """The bearer token, else the token behind the web session cookie.
+
+    A cookie is sent by the browser on its own, so a cookie-authenticated request
+    that changes something must also carry the session's CSRF token in the
+    ``X-CSRF-Token`` header (the web UI's JavaScript sends it; other sites cannot read it).
+    """
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip()
-    return request.cookies.get("conveyor_session") and request.app.state.cp.sessions.get(
-        request.cookies["conveyor_session"]
-    )
+    sid = request.cookies.get(SESSION_COOKIE)
+    if not sid:
+        return None
+    token: str | None = request.app.state.cp.sessions.get(sid)
+    if token and request.method not in _SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not constant_time_equal(sent, csrf_token_for(request.app.state.cp, sid)):
+            raise HTTPException(403, "missing or wrong X-CSRF-Token header: reload the page and try again")
+    return token
 
 
 def principal(request: Request, cp: Annotated[ControlPlane, Depends(get_cp)]) -> Principal:

@@ -17,12 +17,27 @@ Importing this package is cheap and imports nothing from the control plane, so
 the agent can use the image cache.
 """
 
-from conveyor.build.archive import ArchiveError, ArchiveLimits, pack_directory, safe_extract
+from conveyor.build.archive import (
+    ArchiveError,
+    ArchiveLimits,
+    pack_directory,
+    safe_extract,
+)
 from conveyor.build.builder import BuildError, BuildResult, LayerResult, build_image
-from conveyor.build.digest import DigestError, DigestMismatchError, canonical_json, manifest_digest
+from conveyor.build.digest import (
+    DigestError,
+    DigestMismatchError,
+    canonical_json,
+    manifest_digest,
+)
 from conveyor.build.imagecache import ImageCache
 from conveyor.build.runtime import ImageError, PreparedImage
-from conveyor.build.sources import CommitInfo, GitSource, SourceError, describe_directory
+from conveyor.build.sources import (
+    CommitInfo,
+    GitSource,
+    SourceError,
+    describe_directory,
+)
 from conveyor.build.store import ArtifactStore, GcReport
 
 __all__ = [

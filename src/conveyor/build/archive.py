@@ -29,9 +29,10 @@ import tarfile
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO
 
 from conveyor.build.digest import sha256_file
 
@@ -77,6 +78,10 @@ class ArchiveLimits:
     max_total_bytes: int = 4 << 30
     max_file_bytes: int = 2 << 30
     max_path_length: int = 1024
+
+
+#: The default bounds (layers).
+DEFAULT_LIMITS = ArchiveLimits()
 
 
 @dataclass(frozen=True)
@@ -158,22 +163,24 @@ def write_tree_archive(
     """
     src = src.resolve()
     count = 0
-    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=_GZIP_LEVEL) as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for rel, path in iter_tree(src, excludes):
-                st = path.lstat()
-                if stat.S_ISLNK(st.st_mode):
-                    target = os.readlink(path)
-                    _check_link_target(rel, target, rule="link-escape")
-                    tar.addfile(_tarinfo(rel, tarfile.SYMTYPE, 0o777, linkname=target))
-                elif stat.S_ISDIR(st.st_mode):
-                    tar.addfile(_tarinfo(rel, tarfile.DIRTYPE, 0o755))
-                elif stat.S_ISREG(st.st_mode):
-                    with open(path, "rb") as f:
-                        tar.addfile(_tarinfo(rel, tarfile.REGTYPE, _normal_mode(st.st_mode), st.st_size), f)
-                else:
-                    raise ArchiveError(rel, "special-file", f"{path} is not a regular file, directory or symlink")
-                count += 1
+    with (
+        gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=_GZIP_LEVEL) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for rel, path in iter_tree(src, excludes):
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(path)
+                _check_link_target(rel, target, rule="link-escape")
+                tar.addfile(_tarinfo(rel, tarfile.SYMTYPE, 0o777, linkname=target))
+            elif stat.S_ISDIR(st.st_mode):
+                tar.addfile(_tarinfo(rel, tarfile.DIRTYPE, 0o755))
+            elif stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as f:
+                    tar.addfile(_tarinfo(rel, tarfile.REGTYPE, _normal_mode(st.st_mode), st.st_size), f)
+            else:
+                raise ArchiveError(rel, "special-file", f"{path} is not a regular file, directory or symlink")
+            count += 1
     return count
 
 
@@ -232,7 +239,7 @@ def _check_link_target(member: str, target: str, *, rule: str) -> str:
     if target.startswith("/"):
         raise ArchiveError(member, rule, f"link target {target!r} is absolute")
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(member), target))
-    if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
+    if resolved == ".." or resolved.startswith(("../", "/")):
         raise ArchiveError(member, rule, f"link target {target!r} points out of the tree")
     return resolved
 
@@ -246,7 +253,7 @@ def safe_extract(
     source: Path | BinaryIO,
     dest: Path,
     *,
-    limits: ArchiveLimits = ArchiveLimits(),
+    limits: ArchiveLimits = DEFAULT_LIMITS,
 ) -> ExtractReport:
     """Extract a tar (optionally gzip-compressed) into the new directory ``dest``, safely.
 
@@ -266,10 +273,62 @@ def safe_extract(
         raise
 
 
-def _open_tar(source: Path | BinaryIO) -> tarfile.TarFile:
-    if isinstance(source, Path):
-        return tarfile.open(source, mode="r:*")
-    return tarfile.open(fileobj=source, mode="r|*")
+class _Bounded(io.RawIOBase):
+    """The decompressed archive stream, refusing to yield more than ``budget`` bytes.
+
+    Member sizes are checked one by one, but tar has other places to hide bulk
+    (huge PAX headers, padding); this caps everything read, whatever it is.
+    """
+
+    def __init__(self, inner: IO[bytes], budget: int) -> None:
+        self._inner = inner
+        self._left = budget
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self._inner.read(len(b))
+        self._left -= len(data)
+        if self._left < 0:
+            raise ArchiveError("<archive>", "too-large", "the decompressed archive is larger than the limits allow")
+        b[: len(data)] = data
+        return len(data)
+
+
+@contextmanager
+def _open_tar(source: Path | BinaryIO, limits: ArchiveLimits) -> Iterator[tarfile.TarFile]:
+    """A streaming TarFile over the (gunzipped if need be) archive, bounded in bytes read."""
+    with ExitStack() as stack:
+        raw: IO[bytes] = stack.enter_context(open(source, "rb")) if isinstance(source, Path) else source
+        magic = raw.read(2)
+        head: IO[bytes] = _Prefixed(magic, raw)
+        if magic == b"\x1f\x8b":
+            head = stack.enter_context(gzip.GzipFile(fileobj=head, mode="rb"))
+        budget = limits.max_total_bytes + limits.max_members * 4 * 512 + (64 << 10)
+        bounded = io.BufferedReader(_Bounded(head, budget), buffer_size=1 << 16)
+        yield stack.enter_context(tarfile.open(fileobj=bounded, mode="r|"))
+
+
+class _Prefixed(io.RawIOBase):
+    """``prefix`` then the rest of ``inner`` (to put back the bytes read to sniff gzip)."""
+
+    def __init__(self, prefix: bytes, inner: IO[bytes]) -> None:
+        self._prefix = prefix
+        self._inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._prefix:
+            n = min(len(b), len(self._prefix))
+            b[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._inner.read(len(b))
+        b[: len(data)] = data
+        return len(data)
 
 
 def _extract_into(source: Path | BinaryIO, root: Path, limits: ArchiveLimits) -> ExtractReport:
@@ -279,7 +338,7 @@ def _extract_into(source: Path | BinaryIO, root: Path, limits: ArchiveLimits) ->
     links: list[str] = []
     current = "<archive>"
     try:
-        with _open_tar(source) as tar:
+        with _open_tar(source, limits) as tar:
             for info in tar:
                 current = info.name
                 members += 1
@@ -325,7 +384,9 @@ def _extract_into(source: Path | BinaryIO, root: Path, limits: ArchiveLimits) ->
                         raise ArchiveError(info.name, "link-escape", f"hard link target: {exc.detail}") from None
                     src_kind = seen.get(link_src)
                     if src_kind != "f":
-                        raise ArchiveError(info.name, "link-escape", f"hard link to {info.linkname!r}, which is not a file extracted earlier")
+                        raise ArchiveError(
+                            info.name, "link-escape", f"hard link to {info.linkname!r}, which is not a file extracted earlier"
+                        )
                     src_path = root / link_src
                     if not _inside(root_real, str(src_path)):
                         raise ArchiveError(info.name, "link-escape", f"hard link to {info.linkname!r} leads out of the tree")
@@ -355,7 +416,7 @@ def _extract_into(source: Path | BinaryIO, root: Path, limits: ArchiveLimits) ->
     return ExtractReport(members=members, files=files, bytes=total)
 
 
-def _write_file(target: Path, stream: BinaryIO, mode: int, size: int, member: str) -> None:
+def _write_file(target: Path, stream: IO[bytes], mode: int, size: int, member: str) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(target, flags, mode)

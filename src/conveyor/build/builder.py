@@ -34,11 +34,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from conveyor.build.archive import DEFAULT_EXCLUDES, iter_tree, safe_extract, write_tree_archive_file
+from conveyor.build.archive import (
+    DEFAULT_EXCLUDES,
+    iter_tree,
+    safe_extract,
+    write_tree_archive_file,
+)
 from conveyor.build.deps import DepsCache, DepsError, detect_deps, install_deps
 from conveyor.build.digest import manifest_digest, sha256_file
 from conveyor.build.proc import StepTimeout, free_port, run_streaming
-from conveyor.build.runtime import clean_environ, make_venv, python_version, unpack_image
+from conveyor.build.runtime import (
+    clean_environ,
+    make_venv,
+    python_version,
+    unpack_image,
+)
 from conveyor.build.sources import CommitInfo, describe_directory
 from conveyor.build.store import ArtifactStore
 from conveyor.domain.wire import ImageConfig, ImageManifest, LayerRef
@@ -244,7 +254,9 @@ def build_image(
             app=app.name,
             manifest=manifest,
             layers=[
-                LayerResult(digest=r.digest, size=r.size, role=r.role, reused=reused[r.digest], cached=cached.get(r.digest, False))
+                LayerResult(
+                    digest=r.digest, size=r.size, role=r.role, reused=reused[r.digest], cached=cached.get(r.digest, False)
+                )
                 for r in layers
             ],
             commit=commit,

@@ -189,7 +189,25 @@ class DepsCache:
 
     def lookup(self, key: str) -> Path | None:
         p = self.path(key)
-        return p if p.is_file() else None
+        if not p.is_file():
+            return None
+        try:
+            os.utime(p)  # recently used: :meth:`prune` keeps it
+        except FileNotFoundError:
+            return None
+        return p
+
+    def prune(self, keep: int = 20) -> list[Path]:
+        """Delete all but the ``keep`` most recently used layers; return what was deleted.
+
+        A layer deleted here is only rebuilt (by pip) when next needed; images
+        that use it keep their own copy in the artifact store.
+        """
+        layers = sorted(self.root.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime, reverse=True)
+        removed = layers[keep:]
+        for p in removed:
+            p.unlink(missing_ok=True)
+        return removed
 
 
 def install_deps(

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conveyor.build.archive import ArchiveLimits
+from conveyor.build.archive import DEFAULT_LIMITS, ArchiveLimits
 from conveyor.build.digest import DigestError, check_digest, digest_hex, parse_manifest
 from conveyor.build.runtime import PreparedImage, prepared, unpack_image
 from conveyor.build.store import ArtifactStore
@@ -48,7 +48,7 @@ def _arity(fn: Callable[..., object]) -> int:
 class ImageCache:
     """Unpacked images on one host, keyed by image digest."""
 
-    def __init__(self, root: Path, *, limits: ArchiveLimits = ArchiveLimits()) -> None:
+    def __init__(self, root: Path, *, limits: ArchiveLimits = DEFAULT_LIMITS) -> None:
         self.root = Path(root)
         self.blobs = ArtifactStore(self.root / "blobs")
         self._images = self.root / "images"

@@ -47,13 +47,13 @@ class BuildRequest:
         if len(given) != 1:
             raise ValueError("a build request needs exactly one of source_dir, git_url or tarball")
         if self.source_dir is not None:
-            args = ["--dir", str(self.source_dir)]
+            args = ["--dir", str(Path(self.source_dir).resolve())]  # the worker may run elsewhere
         elif self.git_url is not None:
             if not self.git_ref:
                 raise ValueError("a git build request needs git_ref (a branch, tag or commit sha)")
             args = ["--git", self.git_url, "--ref", self.git_ref]
         else:
-            args = ["--tarball", str(self.tarball)]
+            args = ["--tarball", str(Path(self.tarball).resolve())]
             if self.commit is not None:
                 args += ["--commit", json.dumps(self.commit.to_dict())]
         if not self.run_tests:
@@ -90,6 +90,7 @@ class BuildJob:
     _done: asyncio.Future[BuildResult] | None = field(default=None, repr=False)
     _proc: asyncio.subprocess.Process | None = field(default=None, repr=False)
     _cancelled: bool = field(default=False, repr=False)
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def finished(self) -> bool:
@@ -110,8 +111,11 @@ class BuildJob:
         else:
             self._subscribers.add(q)
         try:
-            while (line := await q.get()) is not None:
-                yield line
+            while True:
+                item = await q.get()
+                if item is None:
+                    break
+                yield item
         finally:
             self._subscribers.discard(q)
 
@@ -138,9 +142,9 @@ class BuildQueue:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
         self.max_workers = max_workers
-        self.store_root = Path(store_root)
-        self.cache_dir = Path(cache_dir)
-        self.log_dir = Path(log_dir)
+        self.store_root = Path(store_root).resolve()
+        self.cache_dir = Path(cache_dir).resolve()
+        self.log_dir = Path(log_dir).resolve()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.python = python
         self.timeout_s = timeout_s
@@ -158,6 +162,7 @@ class BuildQueue:
         job._done = asyncio.get_running_loop().create_future()
         self._jobs[build_id] = job
         task = asyncio.create_task(self._run(job), name=f"build-{build_id}")
+        job._task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return job
@@ -179,7 +184,12 @@ class BuildQueue:
             return False
         job._cancelled = True
         if job._proc is not None:
-            _killpg(job._proc.pid, signal.SIGTERM)
+            proc = job._proc
+            _killpg(proc.pid, signal.SIGTERM)
+            # A worker that ignores SIGTERM gets SIGKILL a little later.
+            asyncio.get_running_loop().call_later(10.0, lambda: proc.returncode is None and _killpg(proc.pid, signal.SIGKILL))
+        elif job.state == "queued" and job._task is not None:
+            job._task.cancel()  # still waiting for a slot: end it now
         return True
 
     async def close(self) -> None:
@@ -207,13 +217,19 @@ class BuildQueue:
             job.state = "cancelled" if job._cancelled else "failed"
             job.error = str(exc)
             job._done.set_exception(exc)
-        except BaseException as exc:  # the queue itself is being torn down
+        except asyncio.CancelledError:
+            cancelled_by_us = job._cancelled and job._proc is None
+            job.state = "cancelled" if job._cancelled else "failed"
+            job.error = "cancelled" if job._cancelled else "the build queue was shut down"
+            if not job._done.done():
+                job._done.set_exception(BuildFailed(job.id, "cancelled", job.error, job.log_path))
+            if not cancelled_by_us:
+                raise
+        except Exception as exc:  # a bug or an OS error in the queue itself
             job.state = "failed"
             job.error = repr(exc)
             if not job._done.done():
                 job._done.set_exception(BuildFailed(job.id, "queue", repr(exc), job.log_path))
-            if isinstance(exc, asyncio.CancelledError):
-                raise
         finally:
             job.finished_at = time.time()
             job._emit(None)
@@ -237,9 +253,11 @@ class BuildQueue:
             limit=1 << 20,
         )
         job._proc = proc
+        if job._cancelled:  # cancel() came while the process was being spawned
+            _killpg(proc.pid, signal.SIGTERM)
         assert proc.stdout is not None
         try:
-            with open(job.log_path, "a", encoding="utf-8") as log:
+            with open(job.log_path, "a", encoding="utf-8") as log:  # noqa: ASYNC230 - local appends of one line
                 async with asyncio.timeout(self.timeout_s):
                     while raw := await proc.stdout.readline():
                         line = raw.decode("utf-8", "replace").rstrip("\r\n")
@@ -263,7 +281,9 @@ class BuildQueue:
             doc = json.loads(result_path.read_text())
         except (FileNotFoundError, ValueError):
             tail = " | ".join(job.lines[-5:])
-            raise BuildFailed(job.id, "worker", f"worker exited with code {code} and no result; last output: {tail}", job.log_path) from None
+            raise BuildFailed(
+                job.id, "worker", f"worker exited with code {code} and no result; last output: {tail}", job.log_path
+            ) from None
         if not doc.get("ok"):
             raise BuildFailed(job.id, str(doc.get("step", "unknown")), str(doc.get("error", "")), job.log_path)
         return BuildResult.from_dict(doc["result"])

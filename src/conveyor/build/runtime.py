@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conveyor.build.archive import ArchiveLimits, safe_extract
+from conveyor.build.archive import DEFAULT_LIMITS, ArchiveLimits, safe_extract
 from conveyor.build.digest import canonical_json
 from conveyor.domain.wire import ImageManifest
 
@@ -150,7 +150,7 @@ def unpack_image(
     blob_path: Callable[[str], Path],
     dest: Path,
     *,
-    limits: ArchiveLimits = ArchiveLimits(),
+    limits: ArchiveLimits = DEFAULT_LIMITS,
 ) -> PreparedImage:
     """Unpack an image's layers (already verified, found by ``blob_path``) into the new directory ``dest``.
 

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from conveyor.build.archive import safe_extract
+from conveyor.build.archive import is_excluded, safe_extract
 
 _GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
@@ -59,7 +59,20 @@ class CommitInfo:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CommitInfo:
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+        def opt_str(key: str) -> str | None:
+            v = d.get(key)
+            return None if v is None else str(v)
+
+        t = d.get("time")
+        return cls(
+            sha=opt_str("sha"),
+            author=opt_str("author"),
+            message=opt_str("message"),
+            time=None if t is None else float(t),
+            dirty=bool(d.get("dirty", False)),
+            ref=opt_str("ref"),
+            repository=opt_str("repository"),
+        )
 
 
 @dataclass(frozen=True)
@@ -110,8 +123,11 @@ def describe_directory(path: Path) -> CommitInfo:
     except SourceError:
         return CommitInfo()  # not a repository, or one without commits
     info = _commit_info(sha, cwd=path)
-    status = _git(["status", "--porcelain", "--untracked-files=normal", "--", "."], cwd=path)
-    return CommitInfo(sha=info.sha, author=info.author, message=info.message, time=info.time, dirty=bool(status.strip()))
+    status = _git(["status", "--porcelain", "--untracked-files=all", "--", "."], cwd=path)
+    # Changes only in files the image leaves out (__pycache__, .venv, ...) do not make it dirty.
+    changed = [line[3:].strip('"') for line in status.splitlines() if len(line) > 3]
+    dirty = any(not is_excluded(p.split(" -> ")[-1]) for p in changed)
+    return CommitInfo(sha=info.sha, author=info.author, message=info.message, time=info.time, dirty=dirty)
 
 
 def _mirror_name(url: str) -> str:

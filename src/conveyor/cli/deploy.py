@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from conveyor.cli import output as o
 from conveyor.cli.client import Api, CliError, ExitCode
@@ -27,12 +28,12 @@ def print_deployment(d: dict[str, Any]) -> None:
         f"release {d['from_release'] or '-'} → [bold]{d['release']}[/bold] ({d['strategy']}) {o.styled(d['state'])}"
     )
     if d.get("reason"):
-        o.out.print(f"  reason: {d['reason']}")
+        o.out.print(f"  reason: {escape(d['reason'])}")
     prog = d.get("progress") or {}
     if "weights" in prog:
         o.out.print("  traffic: " + ", ".join(f"r{k} {v}%" for k, v in prog["weights"].items()))
     for v in d.get("verdicts", []):
-        o.out.print(f"  step {v['step']} {v['judge']}: {o.styled(v['outcome'])} — {v['reason']}")
+        o.out.print(f"  step {v['step']} {v['judge']}: {o.styled(v['outcome'])} — {escape(v['reason'])}")
 
 
 def _upload_and_build(api: Api, app_name: str, source: Path, json_out: bool) -> dict[str, Any]:
@@ -41,6 +42,7 @@ def _upload_and_build(api: Api, app_name: str, source: Path, json_out: bool) -> 
 
     if not source.is_dir():
         raise CliError(f"--source {source}: not a directory", ExitCode.USAGE)
+    api.get(f"/apps/{app_name}")  # an unknown app is reported before anything is uploaded
     try:
         load_manifest(source)
     except ManifestError as exc:
@@ -81,7 +83,7 @@ def _follow(api: Api, dep: dict[str, Any], json_out: bool) -> dict[str, Any]:
     def show(d: dict[str, Any]) -> None:
         nonlocal seen_verdicts
         for v in d.get("verdicts", [])[seen_verdicts:]:
-            o.err.print(f"  analysis step {v['step']} {v['judge']}: {o.styled(v['outcome'])} — {v['reason']}")
+            o.err.print(f"  analysis step {v['step']} {v['judge']}: {o.styled(v['outcome'])} — {escape(v['reason'])}")
         seen_verdicts = len(d.get("verdicts", []))
         weights = (d.get("progress") or {}).get("weights")
         extra = (" traffic " + ", ".join(f"r{k} {w}%" for k, w in weights.items())) if weights else ""

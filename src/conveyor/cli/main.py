@@ -13,6 +13,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from conveyor.cli import output as o
 from conveyor.cli.client import Api, CliError, ExitCode
@@ -46,7 +47,7 @@ def run(fn: Any) -> Any:
     try:
         return fn()
     except CliError as exc:
-        o.err.print(f"[red]error:[/red] {exc}")
+        o.err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(int(exc.code)) from None
 
 
@@ -103,7 +104,7 @@ def status(app_name: Annotated[str, typer.Argument(metavar="APP")], json: JsonOp
             o.out.print(f"{app_name} has no environments yet: deploy it with `conveyor deploy {app_name} --source DIR`.")
         for env in st["environments"]:
             routes = ", ".join(f"r{k}: {v}%" for k, v in env["routes"].items()) or "none"
-            commit = (env.get("commit") or {}).get("sha", "")[:10]
+            commit = ((env.get("commit") or {}).get("sha") or "")[:10]
             o.out.print(
                 f"[bold]{env['name']}[/bold]  release [bold]{env['release'] or '-'}[/bold]  "
                 f"image {o.short(env['image'])}  {('commit ' + commit) if commit else ''}  traffic: {routes}"
@@ -239,6 +240,7 @@ def _register() -> None:
 
     deploy.register(app)
     up.register(app)
+    __import__("conveyor.cli.web_cmds", fromlist=["register"]).register(app)  # conveyor dora, conveyor ui
 
 
 _register()

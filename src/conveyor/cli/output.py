@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # messages are grep-able: never wrapped
 
 
 def emit_json(value: Any) -> None:

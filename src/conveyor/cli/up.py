@@ -202,7 +202,7 @@ def register(app: typer.Typer) -> None:
         app_ = create_app(settings)
         print(f"conveyor server listening on http://{host}:{port}", flush=True)
         uvicorn.run(app_, host=host, port=port, log_level="warning", loop="uvloop", http="httptools",
-                    timeout_graceful_shutdown=5)
+                    timeout_graceful_shutdown=1)  # long-polls end; clients re-poll
 
     ctx = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 

@@ -38,6 +38,17 @@ _REPLACED = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"expect", b"c
 _MAX_REQUEST_ID = 200
 
 
+_RID_PREFIX = os.urandom(6).hex().encode()
+_rid_counter = 0
+
+
+def new_request_id() -> bytes:
+    """A request id unique across processes (random per-process prefix + counter), cheap to make."""
+    global _rid_counter
+    _rid_counter += 1
+    return b"%s-%x" % (_RID_PREFIX, _rid_counter)
+
+
 class BadRequest(Exception):
     """The client's request cannot be forwarded safely: status and a reason for a human."""
 
@@ -143,7 +154,7 @@ def inspect_request(
     if method == "CONNECT":
         raise BadRequest(405, "CONNECT is not supported by this router")
     if not info.request_id:
-        info.request_id = os.urandom(12).hex().encode()
+        info.request_id = new_request_id()
     # Build the head to send upstream.
     lines = [method.encode(), b" ", url, b" HTTP/1.1\r\n"]
     for name, value in kept:
@@ -173,6 +184,7 @@ class ResponseInfo:
     no_body: bool
     close_client: bool  # the client connection closes after this response
     close_delimited: bool  # upstream body ends when the upstream closes
+    upstream_keep_alive: bool = True  # the upstream connection may serve another request
 
 
 def response_head(
@@ -184,6 +196,7 @@ def response_head(
     client_keep_alive: bool,
     request_id: bytes,
     extra: list[bytes] | None = None,
+    upstream_http11: bool = True,
 ) -> ResponseInfo:
     """The head the client gets for an upstream response, and how its body is framed."""
     conn_tokens: set[bytes] = set()
@@ -239,7 +252,10 @@ def response_head(
     if extra:
         parts += extra
     parts.append(b"\r\n")
-    return ResponseInfo(b"".join(parts), cl, chunked_in, chunked_out, no_body, close_client, close_delimited)
+    upstream_keep_alive = (b"keep-alive" in conn_tokens) if not upstream_http11 else (b"close" not in conn_tokens)
+    return ResponseInfo(
+        b"".join(parts), cl, chunked_in, chunked_out, no_body, close_client, close_delimited, upstream_keep_alive and not close_delimited
+    )
 
 
 def _reason(status: int) -> bytes:

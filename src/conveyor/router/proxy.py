@@ -197,6 +197,7 @@ class Exchange:
         "extra",
         "dispatched",
         "blame",
+        "out",
     )
 
     def __init__(self, client: ClientConnection) -> None:
@@ -227,6 +228,9 @@ class Exchange:
         self.extra: list[bytes] | None = None
         self.dispatched = False
         self.blame: Target | None = None  # the last instance tried, for per-instance counts
+        #: Response bytes gathered during one upstream read, written to the client in one
+        #: call after the parser returns (head and a small body in one segment).
+        self.out: list[bytes] | None = None
 
     # -- routing -----------------------------------------------------------
 
@@ -401,18 +405,31 @@ class Exchange:
             info.keep_alive and info.upgrade is None and client.state.accepting,
             info.request_id,
             self.extra,
+            conn.parser.get_http_version() == "1.1",
         )
         self.resp = resp
         self.status = status
-        client.transport.write(resp.head)
+        self.out = [resp.head]
         return resp.no_body
 
     def response_body(self, data: bytes) -> None:
         resp = self.resp
-        if resp is not None and resp.chunked_out:
+        out = self.out
+        if out is not None:
+            if resp is not None and resp.chunked_out:
+                out += chunk(data)
+            else:
+                out.append(data)
+        elif resp is not None and resp.chunked_out:
             self.client.transport.writelines(chunk(data))
         else:
             self.client.transport.write(data)
+
+    def flush(self) -> None:
+        out = self.out
+        if out is not None:
+            self.out = None
+            self.client.transport.write(b"".join(out) if len(out) > 1 else out[0])
 
     def response_complete(self, conn: UpstreamConnection) -> None:
         resp = self.resp
@@ -420,8 +437,8 @@ class Exchange:
             self.client.transport.write(LAST_CHUNK)
         reuse = (
             self.request_done
-            and conn.parser.should_keep_alive()
-            and not (resp and resp.close_delimited)
+            and resp is not None
+            and resp.upstream_keep_alive
             and (self.info is None or self.info.upgrade is None)
         )
         self.finish(self.status, reuse)
@@ -499,6 +516,7 @@ class Exchange:
 
     def abort(self, reason: str) -> None:
         """Cut both connections: the response cannot be completed."""
+        self.flush()
         log.info("aborting request %s: %s", self.info.request_id.decode() if self.info else "-", reason)
         self.client.close_after = True
         self.finish(self.status or 502, False)

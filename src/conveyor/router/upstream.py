@@ -125,9 +125,12 @@ class UpstreamConnection(asyncio.Protocol):
             ex.upgraded(self, data[e.args[0] :])
             return
         except httptools.HttpParserError as e:
+            ex.flush()
             if self.ex is ex:
                 ex.upstream_failed(self, f"malformed response from instance: {e}")
             return
+        if ex.out is not None:
+            ex.flush()
         if self.done and self.ex is ex:
             ex.response_complete(self)
 

@@ -54,10 +54,13 @@ environments = Table(
     UniqueConstraint("app_id", "name", name="uq_environments_app_name"),
 )
 
+# An image is content-addressed, so the same digest can belong to several apps
+# (or be built from several commits): the row is per (app, digest).
 images = Table(
     "images",
     metadata,
-    Column("digest", String(80), primary_key=True),
+    Column("id", Integer, primary_key=True),
+    Column("digest", String(80), nullable=False, index=True),
     Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("manifest", JSON, nullable=False),  # wire.ImageManifest
     Column("app_manifest", JSON, nullable=False),  # the validated conveyor.toml
@@ -66,6 +69,7 @@ images = Table(
     Column("commit", JSON, nullable=True),  # {sha, author, message, time, dirty}
     Column("build_id", Integer, nullable=True),
     Column("created_at", Float, nullable=False),
+    UniqueConstraint("app_id", "digest", name="uq_images_app_digest"),
 )
 
 builds = Table(

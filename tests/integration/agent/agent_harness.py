@@ -140,18 +140,20 @@ class World:
             health=kw.pop("health_check", None) or HealthCheck(path=health, timeout_s=2.0, interval_s=0.5),
         )
 
-    def start_agent(self, *extra: str, stop_grace: float = 2.0, cp_url: str | None = None) -> subprocess.Popen[bytes]:
+    def start_agent(
+        self, *extra: str, stop_grace: float = 2.0, token: str | None = None, use_image_map: bool = True
+    ) -> subprocess.Popen[bytes]:
         n = len(self.agents)
         out = open(self.tmp / f"agent-{n}.out", "wb")  # noqa: SIM115 - kept open for the process
         proc = subprocess.Popen(
             [
                 sys.executable, "-m", "conveyor.agent",
-                "--control-plane", cp_url or self.cp.url,
-                "--token", self.cp.token,
+                "--control-plane", self.cp.url,
+                "--token", token or self.cp.token,
                 "--host", self.cp.host,
                 "--data-dir", str(self.data_dir),
-                "--image-map", str(self.tmp / "images.json"),
                 "--stop-grace", str(stop_grace),
+                *(["--image-map", str(self.tmp / "images.json")] if use_image_map else []),
                 *extra,
             ],  # fmt: skip
             stdout=out,

@@ -8,7 +8,9 @@ with the time it arrived. It can be stopped and started again on the same port
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,11 +29,15 @@ class StubControlPlane:
         self.statuses: list[tuple[float, AgentStatus]] = []
         self.log_posts: list[LogBatch] = []
         self.fail_log_posts = 0
+        #: Serves images from this ``conveyor.build.store.ArtifactStore`` when set.
+        self.store: Any = None
+        self.corrupt_blobs = False
         self.unauthorized = 0
         self._cond = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._conns: set[socket.socket] = set()
 
     @property
     def url(self) -> str:
@@ -48,12 +54,25 @@ class StubControlPlane:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                with stub._cond:
+                    stub._conns.add(self.connection)
+
+            def finish(self) -> None:
+                with stub._cond:
+                    stub._conns.discard(self.connection)
+                super().finish()
+
             def _reply(self, status: int, body: bytes = b"{}") -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the agent gave up on a long poll (it stopped or restarted)
 
             def _authorized(self) -> bool:
                 if self.headers.get("Authorization") != f"Bearer {stub.token}":
@@ -66,6 +85,19 @@ class StubControlPlane:
                 if not self._authorized():
                     return
                 url = urlparse(self.path)
+                if url.path.startswith("/api/v1/images/") and url.path.endswith("/manifest") and stub.store is not None:
+                    digest = url.path[len("/api/v1/images/") : -len("/manifest")]
+                    if not stub.store.has_manifest(digest):
+                        self._reply(404, b'{"detail": "no such image"}')
+                        return
+                    self._reply(200, stub.store.manifest_bytes(digest))
+                    return
+                if url.path.startswith("/api/v1/blobs/") and stub.store is not None:
+                    digest = url.path[len("/api/v1/blobs/") :]
+                    with stub.store.open(digest) as f:
+                        data = f.read()
+                    self._reply(200, data[:-1] + b"x" if stub.corrupt_blobs else data)
+                    return
                 if url.path != f"/api/v1/agents/{stub.host}/desired":
                     self._reply(404)
                     return
@@ -127,6 +159,10 @@ class StubControlPlane:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._cond:  # kept-alive connections too: a real crash drops them
+            for conn in list(self._conns):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
 
     def set_instances(self, instances: list[DesiredInstance]) -> int:
         with self._cond:

@@ -37,6 +37,21 @@ def test_restarted_agent_adopts_running_instances_without_duplicates(world: Worl
     assert set(states_after) == {"ready"}  # no blip: it stayed routable
 
 
+def test_instances_missing_from_a_lost_state_file_are_not_duplicated(world: World) -> None:
+    world.cp.set_instances([world.spec("web-1")])
+    first = world.start_agent()
+    before = world.wait_state("web-1", "ready")
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    (world.data_dir / "agent-state.json").unlink()  # as if the agent died before writing it
+    seen = len(world.cp.statuses)
+    world.start_agent()
+    after = world.wait_state("web-1", "ready", since=seen)
+    assert after.pid != before.pid
+    assert b"is not in agent-state.json: stopping it" in world.agent_output()
+    wait_until(lambda: [p["pid"] for p in leaders(world, "web-1")] == [after.pid], 20, "the orphan to be stopped")
+
+
 def test_adopted_instance_that_dies_is_restarted(world: World) -> None:
     world.cp.set_instances([world.spec("web-1")])
     first = world.start_agent()
@@ -78,12 +93,14 @@ def test_control_plane_down_then_back(world: World) -> None:
     # Start with the control plane down: the agent waits and retries.
     world.cp.stop()
     agent = world.start_agent()
+    wait_until(lambda: b"fetching the desired state failed" in world.agent_output(), 20, "the agent to notice the outage")
     world.cp.set_instances([world.spec("web-1")])
     world.cp.start()  # same port
     up = world.wait_state("web-1", "ready", timeout=30)
     # Down again: the instance keeps serving, the agent keeps running.
+    seen = len(world.agent_output())
     world.cp.stop()
-    wait_until(lambda: b"failed" in world.agent_output(), 20, "the agent to notice the outage")
+    wait_until(lambda: b"reporting status failed" in world.agent_output()[seen:], 20, "the agent to notice the second outage")
     assert httpx.get(f"http://127.0.0.1:{up.port}/", timeout=5).status_code == 200
     assert agent.poll() is None
     # Back: a new control plane process on the same port, the same desired state.
@@ -99,7 +116,6 @@ def test_control_plane_down_then_back(world: World) -> None:
 
 def test_wrong_token_is_reported_and_harms_nothing(world: World) -> None:
     world.cp.set_instances([world.spec("web-1")])
-    world.cp.token = "other"
-    agent = world.start_agent()
+    agent = world.start_agent(token="wrong-token")
     wait_until(lambda: b"rejected the agent's token" in world.agent_output(), 20, "a clear token error")
     assert world.cp.statuses == [] and agent.poll() is None

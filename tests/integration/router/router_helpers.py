@@ -136,7 +136,7 @@ def make_table(version: int, releases: list[tuple[int, int, list[Backend]]], hos
 # -- small HTTP clients ----------------------------------------------------
 
 
-def http_get(port: int, path: str, host: str = "127.0.0.1", headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+def http_get(port: int, path: str, host: str = "hello.localhost", headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
     import http.client
 
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)

@@ -77,7 +77,7 @@ def test_imagecache_provider_fetches_with_token(monkeypatch: pytest.MonkeyPatch,
     root, env = provider.prepare(DIGEST)
     assert root == tmp_path / DIGEST and env == {"M": "manifest", "B": "blob"}
     assert calls == [DIGEST]
-    assert seen == [(f"/api/v1/images/{DIGEST}", "Bearer tok"), ("/api/v1/blobs/sha256:" + "e" * 64, "Bearer tok")]
+    assert seen == [(f"/api/v1/images/{DIGEST}/manifest", "Bearer tok"), ("/api/v1/blobs/sha256:" + "e" * 64, "Bearer tok")]
     provider.close()
 
 

@@ -14,6 +14,7 @@ from conveyor.agent.process import (
     Process,
     build_env,
     describe_exit,
+    find_instances,
     free_port,
     group_members,
     proc_stat,
@@ -54,6 +55,11 @@ def test_env_is_minimal_and_agent_identity_wins(tmp_path: Path) -> None:
         "HOME", "LANG", "PYTHONUNBUFFERED", "PATH", "PORT", "HOST", "GREETING", "PYTHONPATH",
         "CONVEYOR_APP", "CONVEYOR_ENV", "CONVEYOR_RELEASE", "CONVEYOR_INSTANCE",
     }  # fmt: skip
+
+
+def test_agent_dir_marker_is_set_when_given(tmp_path: Path) -> None:
+    env = build_env(spec(), image_root=tmp_path, image_env={}, port=1, address="127.0.0.1", home="/", agent_dir="/var/lib/agent")
+    assert env["CONVEYOR_AGENT_DATA"] == "/var/lib/agent"
 
 
 def test_image_path_keeps_image_bin_first(tmp_path: Path) -> None:
@@ -128,6 +134,19 @@ async def test_terminate_waits_for_a_graceful_exit(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
     assert code == -signal.SIGTERM
     assert process.poll() == (False, -signal.SIGTERM)
+
+
+def test_find_instances_by_agent_dir_marker(tmp_path: Path) -> None:
+    marker = str(tmp_path / "agent-data")
+    env = {"PATH": "/usr/bin:/bin", "CONVEYOR_AGENT_DATA": marker, "CONVEYOR_INSTANCE": "web-9"}
+    process = spawn("sleep 30", cwd=tmp_path, env=env, log_path=tmp_path / "l.log")
+    try:
+        found = find_instances(marker)
+        assert found == {process.pid: ("web-9", process.start_ticks)}  # the leader only, not its child
+        assert find_instances(marker + "-other") == {}
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.child.wait()  # type: ignore[union-attr]
 
 
 def test_adopted_process_poll_has_no_exit_code() -> None:

@@ -118,6 +118,16 @@ def _many(n: int) -> bytes:
     return _tar([_file(f"f{i}") for i in range(n)])
 
 
+def _huge_pax_header() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("small.txt")
+        info.pax_headers = {"comment": "x" * 300_000}
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    return buf.getvalue()
+
+
 def _corrupt_gzip() -> bytes:
     good = _tar([_file("a.txt", os.urandom(900))])
     return good[: len(good) // 2]
@@ -149,12 +159,17 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], str, str]] = {
     ),
     "hardlink out": (lambda: _tar([_link("passwd", "/etc/passwd", tarfile.LNKTYPE)]), "passwd", "link-escape"),
     "hardlink dot-dot": (lambda: _tar([_link("x", "../outside", tarfile.LNKTYPE)]), "x", "link-escape"),
-    "hardlink to nothing extracted": (lambda: _tar([_link("x", "later.txt", tarfile.LNKTYPE), _file("later.txt")]), "x", "link-escape"),
+    "hardlink to nothing extracted": (
+        lambda: _tar([_link("x", "later.txt", tarfile.LNKTYPE), _file("later.txt")]),
+        "x",
+        "link-escape",
+    ),
     "character device": (lambda: _tar([_file("ok"), _special("dev/null", tarfile.CHRTYPE)]), "dev/null", "special-file"),
     "block device": (lambda: _tar([_special("sda", tarfile.BLKTYPE)]), "sda", "special-file"),
     "fifo": (lambda: _tar([_special("pipe", tarfile.FIFOTYPE)]), "pipe", "special-file"),
     "too big": (lambda: _tar([_file("a", b"x" * 600), _file("b", b"y" * 600)]), "b", "too-large"),
     "too many members": (lambda: _many(30), "f20", "too-many-members"),
+    "huge pax header": (_huge_pax_header, "<archive>", "too-large"),
     "corrupt gzip": (_corrupt_gzip, "", "corrupt"),
     "not a tar": (_garbage, "", "corrupt"),
     "duplicate file": (lambda: _tar([_file("a"), _file("a")]), "a", "duplicate"),

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 17:41:41.891311
+Create Date: 2026-11-27 17:51:21.429208
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('app_id', 'name', name='uq_environments_app_name')
     )
     op.create_table('images',
+    sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('digest', sa.String(length=80), nullable=False),
     sa.Column('app_id', sa.Integer(), nullable=False),
     sa.Column('manifest', sa.JSON(), nullable=False),
@@ -96,10 +97,12 @@ def upgrade() -> None:
     sa.Column('build_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.Float(), nullable=False),
     sa.ForeignKeyConstraint(['app_id'], ['apps.id'], name=op.f('fk_images_app_id_apps'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('digest', name=op.f('pk_images'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_images')),
+    sa.UniqueConstraint('app_id', 'digest', name='uq_images_app_digest')
     )
     with op.batch_alter_table('images', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_images_app_id'), ['app_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_images_digest'), ['digest'], unique=False)
 
     op.create_table('deployments',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -203,6 +206,7 @@ def downgrade() -> None:
 
     op.drop_table('deployments')
     with op.batch_alter_table('images', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_images_digest'))
         batch_op.drop_index(batch_op.f('ix_images_app_id'))
 
     op.drop_table('images')

@@ -1,0 +1,300 @@
+"""Benchmark: Conveyor's router vs HAProxy, same machine, same backends, same wrk.
+
+Both proxies front the same two backends with a 70/30 weighted split and
+keep-alive on both sides; one router worker vs one HAProxy thread. Each proxy
+is measured with wrk for the same duration (``--rounds`` times, alternating,
+medians reported); the router is measured with metrics on and off, and its CPU
+time per request gives the CPU cost of the metrics. Prints one JSON object.
+
+    python benchmarks/router.py [--duration 10] [--connections 50] [--rounds 3]
+
+Needs /usr/sbin/haproxy and /usr/bin/wrk (Debian packages haproxy, wrk).
+The backend (``--serve-backend PORT``) is a minimal uvloop HTTP/1.1 server so
+that the proxies, not the backend, are the bottleneck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+# ---------------------------------------------------------------------------
+# The backend
+# ---------------------------------------------------------------------------
+
+
+def serve_backend(port: int, name: str) -> None:
+    import asyncio
+
+    import uvloop
+
+    body = f"hello from {name}\n".encode()
+    resp = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    class P(asyncio.Protocol):
+        def connection_made(self, t: Any) -> None:
+            self.t = t
+            self.buf = b""
+
+        def data_received(self, data: bytes) -> None:
+            buf = self.buf + data
+            n = buf.count(b"\r\n\r\n")
+            if n:
+                self.t.write(resp * n)
+                buf = buf[buf.rfind(b"\r\n\r\n") + 4 :]
+            self.buf = buf
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(P, "127.0.0.1", port, backlog=1024)
+        print(f"backend {name} listening on {srv.sockets[0].getsockname()[1]}", flush=True)
+        await srv.serve_forever()
+
+    uvloop.run(main())
+
+
+# ---------------------------------------------------------------------------
+# Harness
+# ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def _dur(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(f"cannot parse wrk duration {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    p50 = _dur(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _dur(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    return {"requests": total, "rps": rps, "p50_ms": p50 * 1e3, "p99_ms": p99 * 1e3, "errors": errors}
+
+
+def run_wrk(port: int, duration: float, connections: int, threads: int) -> dict[str, Any]:
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-H", "Host: hello.localhost", f"http://127.0.0.1:{port}/"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
+    return parse_wrk(out)
+
+
+class Stack:
+    """Processes started by the benchmark; all killed on exit."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, args: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p: subprocess.Popen[bytes]) -> None:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+
+def haproxy_config(port: int, backends: list[int], weights: list[int]) -> str:
+    servers = "\n".join(f"    server s{i} 127.0.0.1:{p} weight {w}" for i, (p, w) in enumerate(zip(backends, weights, strict=True)))
+    return f"""global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 3s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be
+backend be
+    balance roundrobin
+{servers}
+"""
+
+
+def router_table(backends: list[int], weights: list[int]) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "environments": [
+            {
+                "app": "hello",
+                "env": "production",
+                "hosts": ["hello.localhost"],
+                "releases": [
+                    {"release": i + 1, "weight": w, "instances": [{"id": f"b{i}", "address": f"127.0.0.1:{p}"}]}
+                    for i, (p, w) in enumerate(zip(backends, weights, strict=True))
+                ],
+            }
+        ],
+    }
+
+
+def measure(stack: Stack, kind: str, tmp: Path, backends: list[int], weights: list[int], args: argparse.Namespace) -> dict[str, Any]:
+    port = free_port()
+    if kind == "haproxy":
+        cfg = tmp / "haproxy.cfg"
+        cfg.write_text(haproxy_config(port, backends, weights))
+        p = stack.start([args.haproxy, "-f", str(cfg), "-db"])
+    else:
+        tfile = tmp / "table.json"
+        tfile.write_text(json.dumps(router_table(backends, weights)))
+        cmd = [PY, "-m", "conveyor.router", "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{free_port()}", "--table-file", str(tfile), "--workers", str(args.workers)]
+        if kind == "router_no_metrics":
+            cmd.append("--no-metrics")
+        p = stack.start(cmd)
+    try:
+        try:
+            wait_port(port)
+        except RuntimeError:
+            raise RuntimeError(f"{kind} did not start (exit code {p.poll()}); run it by hand to see why") from None
+        run_wrk(port, min(1.0, args.duration), args.connections, args.threads)  # warm-up
+        cpu0 = cpu_seconds(p.pid) if args.workers == 1 or kind == "haproxy" else 0.0
+        res = run_wrk(port, args.duration, args.connections, args.threads)
+        cpu1 = cpu_seconds(p.pid) if args.workers == 1 or kind == "haproxy" else 0.0
+        res["cpu_s"] = round(cpu1 - cpu0, 3)
+        res["cpu_us_per_request"] = round((cpu1 - cpu0) / max(1, res["requests"]) * 1e6, 2)
+        return res
+    finally:
+        stack.stop(p)
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k in runs[0]:
+        vals = [r[k] for r in runs]
+        out[k] = sum(vals) if k == "errors" else round(statistics.median(vals), 3)
+    out["runs"] = len(runs)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=1, help="wrk threads")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
+    ap.add_argument("--workers", type=int, default=1, help="router workers (HAProxy keeps one thread)")
+    ap.add_argument("--haproxy", default=shutil.which("haproxy") or "/usr/sbin/haproxy")
+    ap.add_argument("--serve-backend", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--name", default="b", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.serve_backend is not None:
+        serve_backend(args.serve_backend, args.name)
+        return 0
+    for tool in (args.haproxy, "wrk"):
+        if not shutil.which(tool):
+            print(json.dumps({"error": f"needs {tool} (apt-get install {Path(tool).name})"}))
+            return 2
+    stack = Stack()
+    weights = [70, 30]
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            backends = [free_port(), free_port()]
+            for i, bp in enumerate(backends):
+                stack.start([PY, __file__, "--serve-backend", str(bp), "--name", f"b{i}"])
+            for bp in backends:
+                wait_port(bp)
+            kinds = ["haproxy", "router", "router_no_metrics"]
+            runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+            for _ in range(args.rounds):
+                for k in kinds:
+                    runs[k].append(measure(stack, k, tmp, backends, weights, args))
+    finally:
+        stack.close()
+    res = {k: median_of(v) for k, v in runs.items()}
+    h, r, rn = res["haproxy"], res["router"], res["router_no_metrics"]
+    ratios = {
+        "throughput_router_vs_haproxy": round(r["rps"] / h["rps"], 3) if h["rps"] else None,
+        "p99_router_vs_haproxy": round(r["p99_ms"] / h["p99_ms"], 3) if h["p99_ms"] else None,
+        "throughput_no_metrics_vs_haproxy": round(rn["rps"] / h["rps"], 3) if h["rps"] else None,
+    }
+    out = {
+        "benchmark": "router_vs_haproxy",
+        "params": {"duration_s": args.duration, "connections": args.connections, "wrk_threads": args.threads, "rounds": args.rounds, "router_workers": args.workers, "weights": weights},
+        "haproxy": h,
+        "router": r,
+        "router_no_metrics": rn,
+        "ratios": ratios,
+        "metrics_cost": {
+            "cpu_us_per_request_on": r["cpu_us_per_request"],
+            "cpu_us_per_request_off": rn["cpu_us_per_request"],
+            "cpu_overhead_pct": round((r["cpu_us_per_request"] / rn["cpu_us_per_request"] - 1) * 100, 1) if rn["cpu_us_per_request"] else None,
+            "throughput_cost_pct": round((1 - r["rps"] / rn["rps"]) * 100, 1) if rn["rps"] else None,
+        },
+        "goal": {
+            "throughput_ratio_min": 0.6,
+            "p99_ratio_max": 2.5,
+            "met": bool(ratios["throughput_router_vs_haproxy"] and ratios["throughput_router_vs_haproxy"] >= 0.6 and ratios["p99_router_vs_haproxy"] is not None and ratios["p99_router_vs_haproxy"] <= 2.5 and r["errors"] == 0),
+        },
+    }
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

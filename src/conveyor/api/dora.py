@@ -1,0 +1,79 @@
+"""``GET /api/v1/dora``: the four DORA keys of one app or of every app.
+
+The numbers come from ``conveyor.domain.dora`` (pure); this module only reads
+the production deployment history, with each image's commit time, from SQL.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Query
+from sqlalchemy import Connection, select
+
+from conveyor.api.deps import CP, Reader
+from conveyor.domain import dora
+from conveyor.store import repo
+from conveyor.store.tables import apps, deployments, environments, images
+
+router = APIRouter(tags=["dora"])
+
+
+def load_history(conn: Connection, app: str | None = None, env: str = "production",
+                 since: float | None = None) -> list[dora.DeployRecord]:
+    """Production deployments (of ``app``, or all apps) created at or after ``since``, with commit info."""
+    q = (
+        select(deployments, apps.c.name.label("app_name"), images.c.commit)
+        .select_from(
+            deployments.join(environments, environments.c.id == deployments.c.env_id)
+            .join(apps, apps.c.id == environments.c.app_id)
+            .outerjoin(images, images.c.digest == deployments.c.image_digest)
+        )
+        .where(environments.c.name == env)
+        .order_by(deployments.c.created_at, deployments.c.id)
+    )
+    if app is not None:
+        repo.get_app(conn, app)  # 404 with a helpful message for an unknown app
+        q = q.where(apps.c.name == app)
+    if since is not None:
+        q = q.where(deployments.c.created_at >= since)
+    out = []
+    for r in conn.execute(q).mappings():
+        commit = r["commit"] or {}
+        ctime = commit.get("time")
+        out.append(dora.DeployRecord(
+            id=r["id"], app=r["app_name"], kind=r["kind"], state=r["state"], release=r["to_release"],
+            from_release=r["from_release"], created_at=r["created_at"], started_at=r["started_at"],
+            finished_at=r["finished_at"], commit_sha=commit.get("sha"),
+            commit_time=float(ctime) if ctime is not None else None, created_by=r["created_by"],
+        ))
+    return out
+
+
+def report(cp: Any, app: str | None, since: str, now: float | None = None) -> dict[str, Any]:
+    """The DORA report as JSON: ``{"app", "since", "until", "days", "keys": {...}, "failures": [...]}``."""
+    span = dora.parse_period(since)
+    until = now if now is not None else time.time()
+    start = until - span
+    with cp.engine.connect() as conn:
+        # Twice the span: the previous period is the trend's reference. Records that finished
+        # within the span but were created before it are included by the margin below.
+        history = load_history(conn, app, since=start - span - dora.DAY)
+    out = dora.compute(history, start, until, app=app).to_dict()
+    out["period"] = since
+    for name, key in out["keys"].items():
+        key["title"] = dora.TITLES[name]
+        key["text"] = dora.describe(key)
+        key["previous_text"] = dora.describe({"name": name, "value": key["previous"]})
+    return out
+
+
+@router.get("/dora", summary="The four DORA keys for a period, for one app or every app")
+def get_dora(
+    cp: CP,
+    _p: Reader,
+    app: str | None = Query(None, description="only this app (default: every app)"),
+    since: str = Query("30d", description="the period: e.g. 24h, 7d, 30d, 12w"),
+) -> dict[str, Any]:
+    return report(cp, app or None, since)

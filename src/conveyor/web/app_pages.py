@@ -1,0 +1,104 @@
+"""The app page and its three buttons: Deploy, Promote, Rollback.
+
+The buttons are plain HTML forms (CSRF token, admin only) whose handlers call
+the same service functions as the JSON API (``POST /apps/{app}/deployments``
+and ``/rollback``), then redirect to the live deployment page. A refused
+request re-renders the app page with the API's own sentence about what to fix.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from conveyor.api.deps import Principal
+from conveyor.deploy import service
+from conveyor.domain.deploy_machine import IllegalTransition
+from conveyor.domain.manifest import ManifestError
+from conveyor.store import repo
+from conveyor.store.repo import Conflict, NotFound
+from conveyor.web import views
+from conveyor.web.render import render
+from conveyor.web.session import FormWriter, PageUser
+
+router = APIRouter(include_in_schema=False)
+
+
+def not_found(request: Request, message: str) -> HTMLResponse:
+    return render(request, "error.html", status_code=404, heading="Not found", message=message)
+
+
+async def _app_page(request: Request, app: str, error: str = "", status_code: int = 200) -> HTMLResponse:
+    try:
+        data = await run_in_threadpool(views.app_page, request.app.state.cp, app)
+    except NotFound as exc:
+        return not_found(request, str(exc))
+    return render(request, "app.html", status_code=status_code, d=data, error=error)
+
+
+@router.get("/apps/{app}", response_class=HTMLResponse)
+async def app_page(request: Request, app: str, user: PageUser) -> HTMLResponse:
+    return await _app_page(request, app)
+
+
+async def _act(request: Request, app: str, user: Principal, fn) -> Response:  # type: ignore[no-untyped-def]
+    """Run one command; on success go to its deployment page, else show why on the app page."""
+    cp = request.app.state.cp
+
+    def run() -> int:
+        with cp.engine.begin() as conn:
+            return int(fn(conn)["id"])
+
+    try:
+        dep_id = await run_in_threadpool(run)
+    except NotFound as exc:
+        return await _app_page(request, app, str(exc), 404)
+    except (Conflict, IllegalTransition) as exc:
+        return await _app_page(request, app, str(exc), 409)
+    except (ValueError, ManifestError) as exc:
+        return await _app_page(request, app, str(exc), 422)
+    cp.notifier.poke("orchestrator", "deployments")
+    return RedirectResponse(f"/deployments/{dep_id}", status_code=303)
+
+
+@router.post("/apps/{app}/deploy")
+async def deploy(
+    request: Request, app: str, user: FormWriter,
+    image: Annotated[str, Form()] = "", env: Annotated[str, Form()] = "production",
+    strategy: Annotated[str, Form()] = "",
+) -> Response:
+    if not image:
+        return await _app_page(request, app, "choose an image to deploy", 422)
+    return await _act(request, app, user, lambda conn: service.queue_deploy(
+        conn, app, env.strip(), image, strategy=strategy or None, actor=user.name, origin=user.origin))
+
+
+@router.post("/apps/{app}/promote")
+async def promote(
+    request: Request, app: str, user: FormWriter,
+    from_env: Annotated[str, Form()] = "staging", env: Annotated[str, Form()] = "production",
+) -> Response:
+    def fn(conn):  # type: ignore[no-untyped-def]
+        app_row = repo.get_app(conn, app)
+        source = repo.get_env(conn, app_row["id"], from_env)
+        if source["current_release"] is None:
+            raise Conflict(f"environment {from_env!r} has no live release to promote")
+        image = repo.get_release(conn, source["id"], source["current_release"])["image_digest"]
+        return service.queue_deploy(conn, app, env, image, actor=user.name, origin=user.origin)
+
+    if from_env == env:
+        return await _app_page(request, app, f"promote from {from_env!r} to a different environment", 422)
+    return await _act(request, app, user, fn)
+
+
+@router.post("/apps/{app}/rollback")
+async def rollback(
+    request: Request, app: str, user: FormWriter, env: Annotated[str, Form()] = "production",
+    release: Annotated[str, Form()] = "",
+) -> Response:
+    target = int(release) if release.strip().isdigit() else None
+    return await _act(request, app, user, lambda conn: service.queue_rollback(
+        conn, app, env, to_release=target, actor=user.name, origin=user.origin))

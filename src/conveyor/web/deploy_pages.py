@@ -1,0 +1,165 @@
+"""The live deployment page, streamed over Server-Sent Events.
+
+Why SSE carrying server-rendered HTML: one template renders the deployment both
+for the first page load and for every update, so there is a single place that
+decides what a deployment looks like, and the browser only swaps a fragment.
+The stream sends a new fragment whenever the deployment, its instances or the
+routing change (the notifier's ``deployments``/``instances``/``routing``
+topics, re-checked every second for changes made by another replica), and ends
+with ``event: end`` when the deployment reaches a final state.
+
+Promote / Pause / Resume / Abort call ``POST /api/v1/deployments/{id}/{action}``.
+They are rendered only when the API has that route, and the page's JavaScript
+hides a button whose endpoint answers 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from conveyor.api.deployments import read_deployment
+from conveyor.domain import deploy_machine as dm
+from conveyor.store import repo
+from conveyor.store.repo import NotFound
+from conveyor.store.tables import events
+from conveyor.web import views
+from conveyor.web.app_pages import not_found
+from conveyor.web.render import ENV, render
+from conveyor.web.session import PageUser
+
+router = APIRouter(include_in_schema=False)
+
+ACTIONS = ("promote", "pause", "resume", "abort", "cancel")
+KEEPALIVE_S = 15.0
+
+
+def available_actions(request: Request) -> set[str]:
+    """Which ``POST /api/v1/deployments/{id}/<action>`` routes this control plane has (from its OpenAPI)."""
+    try:
+        paths = request.app.openapi().get("paths", {})
+    except Exception:  # noqa: BLE001 - an OpenAPI bug must not break the page; the JS hides 404s
+        return set(ACTIONS)
+    found = set()
+    for path, ops in paths.items():
+        if "post" in ops and path.startswith("/api/v1/deployments/{"):
+            tail = path.rsplit("/", 1)[-1]
+            if tail in ACTIONS:
+                found.add(tail)
+    return found
+
+
+def buttons_for(state: str, available: set[str]) -> list[str]:
+    """The controls that make sense in this state (and that the API offers)."""
+    wanted: list[str] = []
+    if state == "queued":
+        wanted = ["cancel"]
+    elif state == "paused":
+        wanted = ["resume", "promote", "abort"]
+    elif state in ("canary", "baking", "rolling"):
+        wanted = ["promote", "pause", "abort"]
+    elif state == "starting":
+        wanted = ["abort"]
+    return [b for b in wanted if b in available]
+
+
+def snapshot(cp: Any, dep_id: int) -> dict[str, Any]:
+    """Everything the live page shows: the deployment, its progress, instances, routes and events."""
+    dep = read_deployment(cp, dep_id).model_dump(mode="json")
+    with cp.engine.connect() as conn:
+        app_row = repo.get_app(conn, dep["app"])
+        env = repo.get_env(conn, app_row["id"], dep["env"])
+        status = repo.instance_status_map(conn)
+        insts = []
+        for i in repo.env_instances(conn, env["id"]):
+            addr, st = status.get(i["id"], (None, {}))
+            insts.append({"id": i["id"], "release": i["release"], "role": i["role"], "host": i["host"],
+                          "state": st.get("state", "pending"), "port": st.get("port"), "address": addr,
+                          "restarts": st.get("restarts", 0), "message": st.get("message", "")})
+        evs = [
+            dict(r) for r in conn.execute(
+                select(events).where(events.c.app == dep["app"], events.c.env == dep["env"],
+                                     events.c.at >= dep["created_at"] - 1).order_by(events.c.id).limit(500)
+            ).mappings()
+            if (r["data"] or {}).get("deployment") == dep_id
+        ]
+    ready_new = sum(1 for i in insts if i["release"] == dep["release"] and i["state"] == "ready")
+    steps = dep["params"].get("steps") or []
+    return {
+        "deployment": dep,
+        "progress_view": views.deployment_progress(dep, ready_new),
+        "routes": {str(k): v for k, v in (env["routes"] or {}).items()},
+        "current_release": env["current_release"],
+        "instances": [i for i in insts if i["release"] in (dep["release"], dep["from_release"])],
+        "events": evs,
+        "steps": steps,
+        "step": dep["progress"].get("step"),
+        "terminal": dep["state"] in dm.TERMINAL,
+        "time": time.time(),
+    }
+
+
+def fragment(snap: dict[str, Any], available: set[str], can_write: bool) -> str:
+    return ENV.get_template("_deployment_live.html").render(
+        s=snap, d=snap["deployment"], buttons=buttons_for(snap["deployment"]["state"], available),
+        can_write=can_write, now=time.time())
+
+
+def _fingerprint(snap: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in snap.items() if k != "time"}, sort_keys=True, default=str)
+
+
+@router.get("/deployments/{dep_id}", response_class=HTMLResponse)
+async def deployment_page(request: Request, dep_id: int, user: PageUser) -> HTMLResponse:
+    cp = request.app.state.cp
+    try:
+        snap = await run_in_threadpool(snapshot, cp, dep_id)
+    except NotFound as exc:
+        return not_found(request, str(exc))
+    html = fragment(snap, available_actions(request), user.can_write)
+    return render(request, "deployment.html", s=snap, d=snap["deployment"], live_html=html)
+
+
+@router.get("/deployments/{dep_id}/stream")
+async def deployment_stream(request: Request, dep_id: int, user: PageUser) -> StreamingResponse:
+    """``text/event-stream``: ``event: update`` with ``{"html", "state", "terminal"}``; ``event: end`` at the end."""
+    cp = request.app.state.cp
+    await run_in_threadpool(snapshot, cp, dep_id)  # 404 before the stream starts
+    available = available_actions(request)
+
+    async def stream() -> AsyncIterator[bytes]:
+        last = ""
+        idle_since = time.monotonic()
+        yield b"retry: 2000\n\n"
+        while True:
+            snap = await run_in_threadpool(snapshot, cp, dep_id)
+            fp = _fingerprint(snap)
+            if fp != last:
+                last = fp
+                idle_since = time.monotonic()
+                payload = {"html": fragment(snap, available, user.can_write),
+                           "state": snap["deployment"]["state"], "terminal": snap["terminal"]}
+                yield f"event: update\ndata: {json.dumps(payload)}\n\n".encode()
+            if snap["terminal"]:
+                yield b"event: end\ndata: {}\n\n"
+                return
+            if time.monotonic() - idle_since > KEEPALIVE_S:
+                idle_since = time.monotonic()
+                yield b": keep-alive\n\n"
+            if await request.is_disconnected():
+                return
+            waits = [asyncio.ensure_future(cp.notifier.wait(t, 1.0)) for t in ("deployments", "instances", "routing")]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

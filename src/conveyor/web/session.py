@@ -1,0 +1,175 @@
+"""Signing in to the web UI: token → session cookie, CSRF, one-time login links.
+
+Why a server-side session and not the token in a cookie: the cookie holds only
+a random id (HttpOnly, SameSite=Lax), so a leaked cookie is revoked by signing
+out and the token never sits in the browser. Every form carries the session's
+CSRF token (an HMAC of the session id, see ``conveyor.api.deps``), and the
+JavaScript sends it as ``X-CSRF-Token`` when it calls the JSON API.
+
+``conveyor ui`` asks the API for a one-time login code (valid 60 s, used once)
+and opens ``/login?code=...``; the code becomes a session and the browser is
+redirected, so the admin token never appears in a URL or the browser history.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+
+from conveyor.api.deps import SESSION_COOKIE, Principal, constant_time_equal, csrf_token_for
+from conveyor.api.state import ControlPlane
+from conveyor.web.render import render
+
+router = APIRouter(include_in_schema=False)
+
+PRELOGIN_COOKIE = "conveyor_prelogin"
+LOGIN_CODE_TTL = 60.0
+MAX_SESSIONS = 10_000
+
+
+@dataclass
+class WebState:
+    """The UI's own in-memory state, hung on the control plane (lost on restart: sign in again)."""
+
+    login_codes: dict[str, tuple[str, float]] = field(default_factory=dict)  # code -> (token, expires)
+    session_started: dict[str, float] = field(default_factory=dict)
+
+
+def web_state(cp: ControlPlane) -> WebState:
+    st = getattr(cp, "_web_state", None)
+    if st is None:
+        st = WebState()
+        cp._web_state = st  # type: ignore[attr-defined]
+    return st
+
+
+def _cp(request: Request) -> ControlPlane:
+    return request.app.state.cp  # type: ignore[no-any-return]
+
+
+def current_user(request: Request) -> Principal | None:
+    """The signed-in principal of this browser, or None. Also sets ``request.state.web_csrf``."""
+    cp = _cp(request)
+    sid = request.cookies.get(SESSION_COOKIE)
+    token = cp.sessions.get(sid) if sid else None
+    role = cp.role_of(token) if token else None
+    if sid is None or role is None:
+        return None
+    user = Principal(name="admin" if role == "admin" else "viewer", role=role,
+                     origin=request.client.host if request.client else "")
+    request.state.web_user = user
+    request.state.web_csrf = csrf_token_for(cp, sid)
+    return user
+
+
+def page_user(request: Request) -> Principal:
+    """Dependency of every page: the user, or a redirect to the sign-in page."""
+    user = current_user(request)
+    if user is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise HTTPException(303, "sign in first", headers={"Location": f"/login?next={quote(target, safe='')}"})
+    return user
+
+
+def form_writer(request: Request, user: Annotated[Principal, Depends(page_user)], csrf: Annotated[str, Form()] = "") -> Principal:
+    """Dependency of every form POST: a signed-in admin whose form carries the session's CSRF token."""
+    if not constant_time_equal(csrf, getattr(request.state, "web_csrf", "")):
+        raise HTTPException(403, "the form's CSRF token is missing or stale: reload the page and submit again")
+    if not user.can_write:
+        raise HTTPException(403, "you are signed in as a viewer: viewers can look but not deploy")
+    return user
+
+
+PageUser = Annotated[Principal, Depends(page_user)]
+FormWriter = Annotated[Principal, Depends(form_writer)]
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths: never redirect a sign-in to another host."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _start_session(request: Request, token: str, target: str) -> Response:
+    cp = _cp(request)
+    st = web_state(cp)
+    if len(cp.sessions) >= MAX_SESSIONS:  # forget the oldest sessions rather than grow without bound
+        for sid in sorted(st.session_started, key=st.session_started.__getitem__)[: MAX_SESSIONS // 10]:
+            cp.sessions.pop(sid, None)
+            st.session_started.pop(sid, None)
+    sid = secrets.token_urlsafe(32)
+    cp.sessions[sid] = token
+    st.session_started[sid] = time.time()
+    resp = RedirectResponse(_safe_next(target), status_code=303)
+    resp.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="lax", path="/",
+                    secure=request.url.scheme == "https")
+    resp.delete_cookie(PRELOGIN_COOKIE, path="/")
+    return resp
+
+
+def _login_form(request: Request, target: str, error: str = "", status_code: int = 200) -> Response:
+    pre = request.cookies.get(PRELOGIN_COOKIE) or secrets.token_urlsafe(16)
+    resp = render(request, "login.html", status_code=status_code, next=_safe_next(target), error=error,
+                  csrf=csrf_token_for(_cp(request), "pre:" + pre), user=None)
+    resp.set_cookie(PRELOGIN_COOKIE, pre, httponly=True, samesite="lax", path="/", max_age=3600)
+    return resp
+
+
+@router.get("/login")
+def login_page(request: Request, next: str = "/", code: str | None = None) -> Response:
+    if code is not None:
+        st = web_state(_cp(request))
+        now = time.time()
+        for c, (_, exp) in list(st.login_codes.items()):
+            if exp < now:
+                del st.login_codes[c]
+        entry = st.login_codes.pop(code, None)
+        if entry is None:
+            return _login_form(request, next, "that sign-in link has expired or was already used: "
+                               "run `conveyor ui` again, or paste a token below", 400)
+        return _start_session(request, entry[0], next)
+    if current_user(request) is not None:
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return _login_form(request, next)
+
+
+@router.post("/login")
+def login_submit(request: Request, token: Annotated[str, Form()] = "", csrf: Annotated[str, Form()] = "",
+                 next: Annotated[str, Form()] = "/") -> Response:
+    cp = _cp(request)
+    pre = request.cookies.get(PRELOGIN_COOKIE, "")
+    if not pre or not constant_time_equal(csrf, csrf_token_for(cp, "pre:" + pre)):
+        return _login_form(request, next, "the sign-in form expired: try again", 400)
+    token = token.strip()
+    if not token:
+        return _login_form(request, next, "paste a token: the admin token `conveyor up` printed, or a viewer token", 422)
+    if cp.role_of(token) is None:
+        return _login_form(request, next, "that token is not valid here: check for a typo, or ask an admin", 401)
+    return _start_session(request, token, next)
+
+
+@router.post("/logout")
+def logout(request: Request, user: PageUser, csrf: Annotated[str, Form()] = "") -> Response:
+    if not constant_time_equal(csrf, getattr(request.state, "web_csrf", "")):
+        raise HTTPException(403, "the form's CSRF token is missing or stale: reload the page and sign out again")
+    cp = _cp(request)
+    sid = request.cookies.get(SESSION_COOKIE, "")
+    cp.sessions.pop(sid, None)
+    web_state(cp).session_started.pop(sid, None)
+    resp = RedirectResponse("/login", status_code=303)
+    resp.delete_cookie(SESSION_COOKIE, path="/")
+    return resp
+
+
+def issue_login_code(cp: ControlPlane, token: str) -> str:
+    """A one-time code that signs a browser in as the holder of ``token`` (used by ``conveyor ui``)."""
+    code = secrets.token_urlsafe(24)
+    web_state(cp).login_codes[code] = (token, time.time() + LOGIN_CODE_TTL)
+    return code

@@ -1,0 +1,203 @@
+// Conveyor charts: request rate, error rate and latency per release, as SVG, with deploy markers.
+// Reads GET /api/v1/apps/{app}/metrics?env=&window= ; without that endpoint it still draws the
+// deploy and rollback markers from the audit log (GET /api/v1/events), with no series.
+"use strict";
+(function () {
+  const NS = "http://www.w3.org/2000/svg";
+  const W = 640, H = 230, ML = 56, MR = 14, MT = 34, MB = 26;
+  const COLORS = ["#1d6fd6", "#e07b00", "#6b4fbb", "#138a72", "#c2185b", "#5d6878"];
+  const MARKER_KINDS = { deployed: "deployed", rollback: "rolled back to", rolled_back: "auto rollback", deploy_failed: "deploy failed" };
+  const KINDS = {
+    rate: { title: "Request rate", unit: "req/s", fmt: (v) => v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2),
+            value: (p, res) => p.requests / res },
+    errors: { title: "Error rate", unit: "%", fmt: (v) => v.toFixed(v >= 10 ? 0 : 1),
+              value: (p) => p.requests > 0 ? 100 * p.errors / p.requests : null },
+    p50: { title: "Latency p50", unit: "ms", fmt: (v) => v >= 100 ? v.toFixed(0) : v.toFixed(1), value: (p) => p.p50 == null ? null : p.p50 * 1000 },
+    p99: { title: "Latency p99", unit: "ms", fmt: (v) => v >= 100 ? v.toFixed(0) : v.toFixed(1), value: (p) => p.p99 == null ? null : p.p99 * 1000 },
+  };
+
+  function el(name, attrs, text) {
+    const e = document.createElementNS(NS, name);
+    for (const k in attrs || {}) e.setAttribute(k, attrs[k]);
+    if (text != null) e.textContent = text;
+    return e;
+  }
+  function niceMax(v) {
+    if (!(v > 0)) return 1;
+    const p = Math.pow(10, Math.floor(Math.log10(v)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+    return 10 * p;
+  }
+  function timeLabel(t, span) {
+    const d = new Date(t * 1000);
+    const hm = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    if (span <= 86400) return hm;
+    return d.toLocaleDateString([], { month: "short", day: "numeric" }) + (span <= 3 * 86400 ? " " + hm : "");
+  }
+
+  // Merge points into at most ~maxPts buckets: sums for counts; p50 weighted by requests; p99 the max.
+  function downsample(points, res, lo, hi, maxPts) {
+    const step = Math.max(res, Math.ceil((hi - lo) / maxPts / res) * res);
+    const out = new Map();
+    for (const p of points) {
+      const k = Math.floor(p.t / step) * step;
+      let b = out.get(k);
+      if (!b) { b = { t: k, requests: 0, errors: 0, p50w: 0, p50n: 0, p99: null }; out.set(k, b); }
+      b.requests += p.requests; b.errors += p.errors;
+      if (p.p50 != null) { const w = Math.max(1, p.requests); b.p50w += p.p50 * w; b.p50n += w; }
+      if (p.p99 != null) b.p99 = b.p99 == null ? p.p99 : Math.max(b.p99, p.p99);
+    }
+    return { step, points: [...out.values()].sort((a, b) => a.t - b.t).map((b) => ({ t: b.t, requests: b.requests, errors: b.errors, p50: b.p50n ? b.p50w / b.p50n : null, p99: b.p99 })) };
+  }
+
+  function draw(container, kind, data, lo, hi, onlyReleases) {
+    const spec = KINDS[kind];
+    const releases = Object.keys(data.series || {}).filter((r) => !onlyReleases || onlyReleases.includes(r)).sort((a, b) => b - a);
+    const series = releases.map((r, i) => {
+      const ds = downsample(data.series[r], data.resolution || 1, lo, hi, 320);
+      const pts = ds.points.map((p) => ({ t: p.t, v: spec.value(p, ds.step) })).filter((p) => p.v != null && p.t >= lo - ds.step && p.t <= hi);
+      return { release: r, color: COLORS[i % COLORS.length], pts };
+    });
+    const maxV = niceMax(Math.max(0, ...series.flatMap((s) => s.pts.map((p) => p.v))));
+    const x = (t) => ML + (W - ML - MR) * (t - lo) / (hi - lo);
+    const y = (v) => H - MB - (H - MT - MB) * v / maxV;
+
+    const box = document.createElement("div");
+    box.className = "chart";
+    box.dataset.kind = kind;
+    const h = document.createElement("h3");
+    h.textContent = spec.title + " (" + spec.unit + ")";
+    box.appendChild(h);
+    const svg = el("svg", { viewBox: "0 0 " + W + " " + H, role: "img", tabindex: "0",
+      "aria-label": spec.title + " per release, " + (data.markers || []).length + " deploy markers" });
+    for (let i = 0; i <= 4; i++) {
+      const v = maxV * i / 4, yy = y(v);
+      svg.appendChild(el("line", { class: "grid-line", x1: ML, x2: W - MR, y1: yy, y2: yy }));
+      svg.appendChild(el("text", { class: "axis", x: ML - 6, y: yy + 4, "text-anchor": "end" }, spec.fmt(v) + (i === 4 ? " " + spec.unit : "")));
+    }
+    const span = hi - lo;
+    for (let i = 0; i <= 4; i++) {
+      const t = lo + span * i / 4;
+      svg.appendChild(el("text", { class: "axis", x: x(t), y: H - 6, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, timeLabel(t, span)));
+    }
+    // deploy and rollback markers, labels staggered on two rows so neighbours do not overlap
+    let lastX = -1e9, row = 0;
+    for (const m of (data.markers || []).filter((m) => m.t >= lo && m.t <= hi).sort((a, b) => a.t - b.t)) {
+      const mx = x(m.t);
+      row = mx - lastX < 90 ? (row + 1) % 2 : 0;
+      lastX = mx;
+      const g = el("g", { class: "marker-group" });
+      const line = el("line", { class: "marker " + m.kind, x1: mx, x2: mx, y1: MT - 4 - row * 13 + 4, y2: H - MB, "data-release": m.release });
+      line.appendChild(el("title", {}, (MARKER_KINDS[m.kind] || m.kind) + " r" + m.release + " by " + (m.actor || "?") + " at " + new Date(m.t * 1000).toLocaleString() + (m.message ? ": " + m.message : "")));
+      g.appendChild(line);
+      const label = (m.kind === "deployed" ? "▲ " : "↶ ") + "r" + m.release + " · " + (m.actor || "?");
+      g.appendChild(el("text", { class: "marker-label", x: mx + 3, y: MT - 8 - row * 13, "text-anchor": mx > W - 90 ? "end" : "start" }, label));
+      svg.appendChild(g);
+    }
+    for (const s of series) {
+      if (!s.pts.length) continue;
+      const d = s.pts.map((p, i) => (i ? "L" : "M") + x(p.t).toFixed(1) + " " + y(p.v).toFixed(1)).join(" ");
+      svg.appendChild(el("path", { class: "series", d, stroke: s.color, "data-release": s.release }));
+    }
+    if (!series.some((s) => s.pts.length)) {
+      svg.appendChild(el("text", { class: "empty", x: (ML + W - MR) / 2, y: (MT + H - MB) / 2, "text-anchor": "middle" }, "no requests in this window"));
+    }
+    const hover = el("line", { class: "hover-line", y1: MT, y2: H - MB, visibility: "hidden" });
+    svg.appendChild(hover);
+    const overlay = el("rect", { x: ML, y: MT, width: W - ML - MR, height: H - MT - MB, fill: "transparent" });
+    svg.appendChild(overlay);
+    box.appendChild(svg);
+    const tip = document.createElement("div");
+    tip.className = "tip"; tip.hidden = true;
+    box.appendChild(tip);
+
+    function showAt(t) {
+      const rows = [];
+      for (const s of series) {
+        let best = null;
+        for (const p of s.pts) if (!best || Math.abs(p.t - t) < Math.abs(best.t - t)) best = p;
+        if (best) rows.push("r" + s.release + ": " + spec.fmt(best.v) + " " + spec.unit);
+      }
+      const near = (data.markers || []).filter((m) => Math.abs(m.t - t) <= span / 80).map((m) => (MARKER_KINDS[m.kind] || m.kind) + " r" + m.release + " by " + (m.actor || "?"));
+      hover.setAttribute("x1", x(t)); hover.setAttribute("x2", x(t)); hover.setAttribute("visibility", "visible");
+      tip.textContent = "";
+      const head = document.createElement("strong");
+      head.textContent = new Date(t * 1000).toLocaleString();
+      tip.appendChild(head);
+      for (const r of rows.concat(near).concat(rows.length ? [] : ["no data"])) { tip.appendChild(document.createElement("br")); tip.appendChild(document.createTextNode(r)); }
+      tip.hidden = false;
+      const px = (x(t) / W) * svg.clientWidth;
+      tip.style.left = Math.min(Math.max(0, px + 12), svg.clientWidth - 180) + "px";
+      tip.style.top = "2.2rem";
+    }
+    let kbT = hi;
+    svg.addEventListener("mousemove", (ev) => {
+      const r = svg.getBoundingClientRect();
+      const vx = (ev.clientX - r.left) * W / r.width;
+      if (vx < ML || vx > W - MR) return;
+      kbT = lo + (vx - ML) / (W - ML - MR) * span;
+      showAt(kbT);
+    });
+    svg.addEventListener("mouseleave", () => { tip.hidden = true; hover.setAttribute("visibility", "hidden"); });
+    svg.addEventListener("keydown", (ev) => {
+      if (ev.key !== "ArrowLeft" && ev.key !== "ArrowRight") return;
+      ev.preventDefault();
+      kbT = Math.min(hi, Math.max(lo, kbT + (ev.key === "ArrowRight" ? 1 : -1) * span / 40));
+      showAt(kbT);
+    });
+    svg.addEventListener("focus", () => showAt(kbT));
+    svg.addEventListener("blur", () => { tip.hidden = true; hover.setAttribute("visibility", "hidden"); });
+
+    const legend = document.createElement("div");
+    legend.className = "legend";
+    for (const s of series) {
+      const span2 = document.createElement("span");
+      const sw = document.createElement("i"); sw.style.background = s.color;
+      span2.appendChild(sw); span2.appendChild(document.createTextNode("release " + s.release));
+      legend.appendChild(span2);
+    }
+    const mk = document.createElement("span");
+    mk.textContent = "┆ green: deploy · red: rollback or failure";
+    legend.appendChild(mk);
+    box.appendChild(legend);
+    return box;
+  }
+
+  async function fetchJson(url) {
+    const resp = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    return { status: resp.status, body: resp.ok ? await resp.json() : null };
+  }
+
+  async function load(set) {
+    const status = document.getElementById("charts-status");
+    const app = set.dataset.metricsApp, env = set.dataset.metricsEnv;
+    const now = Date.now() / 1000;
+    const hi = set.dataset.until ? parseFloat(set.dataset.until) + 60 : now;
+    const lo = set.dataset.since ? parseFloat(set.dataset.since) : hi - parseFloat(set.dataset.window || "3600");
+    const windowS = Math.max(60, Math.ceil(now - lo));
+    let r = await fetchJson("/api/v1/apps/" + encodeURIComponent(app) + "/metrics?env=" + encodeURIComponent(env) + "&window=" + windowS);
+    let data = r.body, note = "";
+    if (!data) {
+      // No metrics endpoint (or no data for this environment): still show when deploys happened.
+      const ev = await fetchJson("/api/v1/events?limit=500&app=" + encodeURIComponent(app) + "&env=" + encodeURIComponent(env) + "&since=" + lo);
+      const markers = (ev.body || []).filter((e) => e.kind in MARKER_KINDS).map((e) => ({
+        t: e.at, kind: e.kind, release: (e.data || {}).release, actor: e.data && e.data.actor || e.actor, message: e.message }));
+      data = { series: {}, markers, resolution: 60 };
+      note = r.status === 404 ? "Request metrics are not available from this control plane yet; deploy markers come from the audit log." : "Could not load metrics (HTTP " + r.status + ").";
+    }
+    const only = set.dataset.releases ? set.dataset.releases.split(",") : null;
+    set.textContent = "";
+    for (const kind of (set.dataset.charts || "rate,errors,p50,p99").split(",")) set.appendChild(draw(set, kind, data, lo, hi, only));
+    set.dataset.loaded = "true";
+    if (status) status.textContent = note || ("Updated " + new Date().toLocaleTimeString() + ". Resolution " + (data.resolution || 1) + " s.");
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    document.querySelectorAll(".chart-set[data-metrics-app]").forEach((set) => {
+      load(set);
+      const every = parseFloat(set.dataset.refresh || "0");
+      if (every > 0) setInterval(() => { if (!document.hidden) load(set); }, every * 1000);
+    });
+  });
+  window.conveyorCharts = { downsample, niceMax };
+})();

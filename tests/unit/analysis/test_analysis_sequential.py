@@ -1,0 +1,155 @@
+"""The sequential judge: the e-process arithmetic on fixed data, the latency counts, and the judge."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from analysis_simdata import intervals
+
+from conveyor.analysis import AnalysisConfig, Interval, Outcome, sequential_judge
+from conveyor.analysis import sequential as seq
+from conveyor.domain.histogram import Histogram
+
+CFG = AnalysisConfig.model_validate({"judges": ["sequential"], "min_requests": 100})
+
+
+def test_one_step_e_value_is_the_mixture_of_likelihood_ratios() -> None:
+    # One canary error, none on the baseline, equal exposure, r0 = 1:
+    # the likelihood ratio for ratio r is theta(r)/theta(1) = (r/(r+1)) / (1/2).
+    path = seq.log_e_process(np.array([1]), np.array([0]), np.array([10]), np.array([10]), 1.0)
+    expected = np.mean([2 * r / (r + 1) for r in seq.GRID])
+    assert math.exp(path[0]) == pytest.approx(expected)
+
+
+def test_baseline_errors_are_evidence_for_the_canary() -> None:
+    path = seq.log_e_process(np.array([0]), np.array([3]), np.array([10]), np.array([10]), 1.0)
+    expected = np.mean([(2 / (r + 1)) ** 3 for r in seq.GRID])
+    assert math.exp(path[0]) == pytest.approx(expected)
+    assert path[0] < 0
+
+
+def test_seconds_without_traffic_on_one_side_carry_no_evidence() -> None:
+    x = np.array([0, 5, 0, 0])
+    y = np.array([0, 0, 4, 0])
+    a = np.array([0, 10, 0, 0])
+    b = np.array([0, 0, 10, 0])
+    assert np.allclose(seq.log_e_process(x, y, a, b, 1.1), 0.0)
+
+
+def test_the_path_is_causal_so_reading_it_every_second_changes_nothing() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.poisson(10, 200)
+    b = rng.poisson(10, 200)
+    x = rng.binomial(a, 0.03)
+    y = rng.binomial(b, 0.01)
+    full = seq.log_e_process(x, y, a, b, 1.1)
+    for t in (1, 17, 99, 200):
+        assert np.allclose(seq.log_e_process(x[:t], y[:t], a[:t], b[:t], 1.1), full[:t])
+
+
+def test_the_evidence_is_a_test_martingale_under_the_null() -> None:
+    # Under r = r0 the expected e-value is 1 at every time (Poisson counts); check the mean over runs.
+    rng = np.random.default_rng(11)
+    a = np.full((20_000, 30), 10)
+    b = np.full((20_000, 30), 10)
+    x = rng.poisson(a * 0.02)
+    y = rng.poisson(b * 0.02)
+    e = np.exp(seq.log_e_process(x, y, a, b, 1.0)[:, -1])
+    assert 0.8 < e.mean() < 1.2
+
+
+def test_alpha_is_split_between_the_tests() -> None:
+    assert seq.alpha_shares(AnalysisConfig()) == pytest.approx((0.005, 0.0025))
+    only_errors = AnalysisConfig.model_validate({"sequential": {"latency_quantiles": []}})
+    assert seq.alpha_shares(only_errors) == (0.01, 0.0)
+    assert seq.log_levels(only_errors)[0] == pytest.approx(math.log(100))
+    assert seq.tolerance_buckets(0.0) == 0
+    assert seq.tolerance_buckets(0.1) == 1
+    assert seq.tolerance_buckets(0.21) == 2
+
+
+def test_latency_counts_use_only_earlier_baseline_seconds_for_the_threshold() -> None:
+    # Baseline: 20 requests per second all in column 5; canary: all in column 7.
+    base = np.zeros((3, 10), dtype=int)
+    base[:, 5] = 20
+    can = np.zeros((3, 10), dtype=int)
+    can[:, 7] = 20
+    c = seq.latency_counts(can, base, 0.5, shift=1)
+    assert c.threshold_col.tolist() == [-1, 5, 5]  # nothing known before the first second
+    assert c.canary_slow.tolist() == [0, 20, 20]  # column 7 > 5 + 1
+    assert c.baseline_slow.tolist() == [0, 0, 0]
+    assert c.canary_total.tolist() == [0, 20, 20]
+    c2 = seq.latency_counts(can, base, 0.5, shift=2)
+    assert c2.canary_slow.tolist() == [0, 0, 0]  # column 7 is within the 2-bucket tolerance
+
+
+def test_a_broken_canary_fails_within_seconds_and_says_why() -> None:
+    rng = np.random.default_rng(1)
+    canary = intervals(rng, 60, 10, 1.0)
+    baseline = intervals(rng, 60, 190, 0.001)  # the stable release as the baseline
+    v = sequential_judge(CFG, canary, baseline, step_elapsed_s=60, step_duration_s=60)
+    assert v.outcome == Outcome.FAIL
+    assert v.reason.startswith("Regression in error rate after")
+    assert v.numbers["detected_after_s"] is not None and v.numbers["detected_after_s"] <= 3
+    assert v.numbers["error_e_value"] >= 200
+
+
+def test_a_slow_canary_fails_on_latency() -> None:
+    rng = np.random.default_rng(2)
+    canary = intervals(rng, 120, 10, 0.01, latency_scale=2.0)
+    baseline = intervals(rng, 120, 10, 0.01)
+    v = sequential_judge(CFG, canary, baseline, step_elapsed_s=120, step_duration_s=120)
+    assert v.outcome == Outcome.FAIL
+    assert "p50 latency" in v.reason
+    assert v.numbers["canary_p50_ms"] > 1.7 * v.numbers["baseline_p50_ms"]
+
+
+def test_the_verdict_mid_step_matches_the_crossing_seen_at_the_end() -> None:
+    rng = np.random.default_rng(4)
+    canary = intervals(rng, 120, 10, 0.08)
+    baseline = intervals(rng, 120, 10, 0.01)
+    final = sequential_judge(CFG, canary, baseline, step_elapsed_s=120, step_duration_s=300)
+    assert final.outcome == Outcome.FAIL
+    crossed = int(final.numbers["detected_after_s"])  # type: ignore[arg-type]
+    for s in range(1, 121):
+        v = sequential_judge(CFG, canary[:s], baseline[:s], step_elapsed_s=s, step_duration_s=300)
+        assert v.outcome == (Outcome.FAIL if s >= crossed else Outcome.CONTINUE), s
+
+
+def test_a_good_canary_passes_at_the_end_of_the_step() -> None:
+    rng = np.random.default_rng(5)
+    canary = intervals(rng, 60, 10, 0.01)
+    baseline = intervals(rng, 60, 10, 0.01)
+    assert sequential_judge(CFG, canary, baseline, step_elapsed_s=30, step_duration_s=60).outcome == Outcome.CONTINUE
+    v = sequential_judge(CFG, canary, baseline, step_elapsed_s=60, step_duration_s=60)
+    assert v.outcome == Outcome.PASS
+    assert v.reason.startswith("No evidence of regression after 60 s")
+
+
+def test_little_traffic_at_the_end_is_inconclusive() -> None:
+    rng = np.random.default_rng(6)
+    v = sequential_judge(CFG, intervals(rng, 30, 1, 0.0), intervals(rng, 30, 1, 0.0), step_elapsed_s=30, step_duration_s=30)
+    assert v.outcome == Outcome.INCONCLUSIVE
+    assert "at least 100 each" in v.reason
+    v = sequential_judge(CFG, [], [], step_elapsed_s=30, step_duration_s=30)
+    assert v.outcome == Outcome.INCONCLUSIVE
+
+
+def test_a_small_latency_difference_within_tolerance_does_not_fail() -> None:
+    # Canary requests all one bucket (10 %) slower than the baseline's: inside the 10 % tolerance.
+    canary = [Interval(t=float(i), requests=50, errors=0, latency=Histogram({-30: 25, -29: 25})) for i in range(200)]
+    baseline = [Interval(t=float(i), requests=50, errors=0, latency=Histogram({-31: 25, -30: 25})) for i in range(200)]
+    v = sequential_judge(CFG, canary, baseline, step_elapsed_s=200, step_duration_s=200)
+    assert v.outcome == Outcome.PASS
+    strict = AnalysisConfig.model_validate({"sequential": {"latency_tolerance": 0}})
+    assert sequential_judge(strict, canary, baseline, step_elapsed_s=200, step_duration_s=200).outcome == Outcome.FAIL
+
+
+def test_sides_scraped_half_a_second_apart_are_still_compared() -> None:
+    rng = np.random.default_rng(8)
+    canary = [Interval(t=i.t + 0.5, requests=i.requests, errors=i.errors, latency=i.latency) for i in intervals(rng, 60, 10, 0.5)]
+    baseline = intervals(rng, 60, 10, 0.01)
+    v = sequential_judge(CFG, canary, baseline, step_elapsed_s=60, step_duration_s=60)
+    assert v.outcome == Outcome.FAIL
