@@ -50,8 +50,9 @@ def _pip_warmup(src: Path, work: Path) -> None:
 def _plain(src: Path, dest: Path) -> float:
     """Fresh venv + pip install -r + copy the code; seconds."""
     t = time.perf_counter()
-    subprocess.run([base_python(), "-m", "venv", str(dest / "venv")], check=True, env=clean_environ())
     req = src / "requirements.txt"
+    with_pip = [] if req.is_file() else ["--without-pip"]  # no requirements: no pip needed either
+    subprocess.run([base_python(), "-m", "venv", *with_pip, str(dest / "venv")], check=True, env=clean_environ())
     if req.is_file():
         subprocess.run(
             [str(dest / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(req)],

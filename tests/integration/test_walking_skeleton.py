@@ -137,26 +137,21 @@ def test_zero_downtime_across_five_deploys_and_a_rollback(shared_platform: Platf
     if not p.api.get("/apps").json() or "zd" not in [a["name"] for a in p.api.get("/apps").json()]:
         p.cli("apps", "create", "zd", check=True)
     _deployed(p, "zd", "v1")
-    switches = []
     with TrafficLoop(p, "zd.localhost") as loop:
         for n in range(2, 7):
             out = _deployed(p, "zd", f"v{n}")
             assert out["release"] == n
             # the switch is visible to the client right after the deployment ends
             wait_for(lambda n=n: loop.served() and loop.served()[-1] == f"hello from v{n}", 5, 0.02, f"v{n} served")
-            switches.append(time.monotonic())
-        t0 = time.monotonic()
         rb = p.cli_json("rollback", "zd", "--wait")
         assert rb["state"] == "succeeded" and rb["release"] == 5
         wait_for(lambda: loop.served()[-1] == "hello from v5", 5, 0.01, "rollback to v5 served")
-        rollback_seconds = time.monotonic() - t0
     assert loop.failures == [], f"{len(loop.failures)} failed requests, first: {loop.failures[:3]}"
     served = loop.served()
     assert len(served) > 100
     # versions only move forward in order, then back once: no flapping between releases
     order = [v for i, v in enumerate(served) if i == 0 or served[i - 1] != v]
     assert order == [f"hello from v{n}" for n in (1, 2, 3, 4, 5, 6, 5)], order
-    assert rollback_seconds < 3.0  # includes two CLI process start-ups; the switch itself is measured below
 
 
 def test_rollback_to_warm_release_is_a_routing_change(shared_platform: Platform) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 
 from conveyor.agent import statefile
-from conveyor.agent.client import ControlPlaneClient, ControlPlaneError
+from conveyor.agent.client import ControlPlaneClient
 from conveyor.agent.images import ImageProvider
 from conveyor.agent.logship import LogShipper
 from conveyor.agent.process import Process, find_instances, same_process_alive, terminate
@@ -164,7 +164,7 @@ class Agent:
     async def run(self) -> None:
         """Run until :meth:`request_stop`; then stop every instance and return."""
         if self._probe_http is None:
-            self._probe_http = httpx.AsyncClient()
+            self._probe_http = httpx.AsyncClient(trust_env=False)  # probes never go through a proxy
         if not self._loaded:
             self.load()
         for sup in self.supervisors.values():
@@ -200,7 +200,7 @@ class Agent:
 
     def _context(self) -> SupervisorContext:
         if self._probe_http is None:
-            self._probe_http = httpx.AsyncClient()
+            self._probe_http = httpx.AsyncClient(trust_env=False)  # probes never go through a proxy
         return SupervisorContext(
             images=self.images,
             agent_dir=str(self.config.data_dir),
@@ -301,7 +301,7 @@ class Agent:
         while True:
             try:
                 desired = await self.client.desired(after=self.desired.version, wait=self.config.poll_wait)
-            except (ControlPlaneError, Exception) as exc:  # noqa: BLE001 - never crash on the control plane
+            except Exception as exc:  # noqa: BLE001 - ControlPlaneError or a bug: never crash on the control plane
                 await asyncio.sleep(backoff.fail("fetching the desired state", exc))
                 continue
             backoff.ok("fetching the desired state")

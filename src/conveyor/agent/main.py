@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import logging
 import os
 import signal
@@ -99,12 +100,45 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
     else:
         images = ImageCacheProvider(config.control_plane, config.token, config.data_dir / "images")
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(_run(Agent(config, images)))
-    close = getattr(images, "close", None)
-    if callable(close):
-        close()
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = _lock_data_dir(config.data_dir)
+    except OSError as exc:
+        print(f"conveyor agent: cannot use data directory {config.data_dir}: {exc}", file=sys.stderr)
+        return 2
+    if lock is None:
+        print(
+            f"conveyor agent: another agent is already running with data directory {config.data_dir}; "
+            "stop it or pass another --data-dir",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        asyncio.run(_run(Agent(config, images)))
+    finally:
+        close = getattr(images, "close", None)
+        if callable(close):
+            close()
+        os.close(lock)
     return 0
+
+
+def _lock_data_dir(data_dir: Path) -> int | None:
+    """Hold an exclusive lock on ``data_dir/agent.lock`` for the agent's life; ``None`` if taken.
+
+    Two agents on one data directory would each adopt and stop the other's
+    instances. The kernel drops the lock when the agent dies, even by SIGKILL;
+    instances do not inherit it (their file descriptors are closed at spawn).
+    """
+    fd = os.open(data_dir / "agent.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 if __name__ == "__main__":

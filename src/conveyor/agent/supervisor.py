@@ -168,7 +168,10 @@ class Supervisor:
             return str(exc)
         except Exception as exc:  # noqa: BLE001 - a provider bug is reported, not fatal
             return f"cannot prepare image {self.spec.image}: {exc!r}"
-        port = free_port(self._ctx.address if self._ctx.address not in ("", "0.0.0.0") else "127.0.0.1")  # noqa: S104
+        try:
+            port = free_port(probe_host(self._ctx.address))
+        except OSError as exc:
+            return f"cannot get a port on {self._ctx.address} (is --address an IP of this host?): {exc}"
         env = build_env(
             self.spec,
             image_root=root,

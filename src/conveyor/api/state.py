@@ -12,6 +12,7 @@ import hmac
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -42,7 +43,9 @@ class ControlPlane:
     viewer_tokens: set[str] = field(default_factory=set)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     orchestrator: Orchestrator | None = None
-    builds: object | None = None  # conveyor.api.builds.BuildService, set at start-up
+    builds: object | None = None  # conveyor.build.queue.BuildQueue, set at start-up
+    scraper: object | None = None  # conveyor.deploy.scraper.Scraper, set at start-up
+    artifacts: Any = None  # conveyor.build.store.ArtifactStore
 
     def role_of(self, token: str) -> str | None:
         if hmac.compare_digest(token.encode(), self.settings.admin_token.encode()):

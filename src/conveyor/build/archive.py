@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from conveyor.build.digest import sha256_file
 
@@ -302,9 +302,11 @@ def _open_tar(source: Path | BinaryIO, limits: ArchiveLimits) -> Iterator[tarfil
     with ExitStack() as stack:
         raw: IO[bytes] = stack.enter_context(open(source, "rb")) if isinstance(source, Path) else source
         magic = raw.read(2)
-        head: IO[bytes] = _Prefixed(magic, raw)
+        head: IO[bytes] = io.BufferedReader(_Prefixed(magic, raw))
         if magic == b"\x1f\x8b":
-            head = stack.enter_context(gzip.GzipFile(fileobj=head, mode="rb"))
+            gz = gzip.GzipFile(fileobj=head, mode="rb")
+            stack.callback(gz.close)
+            head = cast(IO[bytes], gz)
         budget = limits.max_total_bytes + limits.max_members * 4 * 512 + (64 << 10)
         bounded = io.BufferedReader(_Bounded(head, budget), buffer_size=1 << 16)
         yield stack.enter_context(tarfile.open(fileobj=bounded, mode="r|"))

@@ -52,7 +52,7 @@ class BuildRequest:
             if not self.git_ref:
                 raise ValueError("a git build request needs git_ref (a branch, tag or commit sha)")
             args = ["--git", self.git_url, "--ref", self.git_ref]
-        else:
+        elif self.tarball is not None:
             args = ["--tarball", str(Path(self.tarball).resolve())]
             if self.commit is not None:
                 args += ["--commit", json.dumps(self.commit.to_dict())]
@@ -187,7 +187,7 @@ class BuildQueue:
             proc = job._proc
             _killpg(proc.pid, signal.SIGTERM)
             # A worker that ignores SIGTERM gets SIGKILL a little later.
-            asyncio.get_running_loop().call_later(10.0, lambda: proc.returncode is None and _killpg(proc.pid, signal.SIGKILL))
+            asyncio.get_running_loop().call_later(10.0, _kill_if_running, proc)
         elif job.state == "queued" and job._task is not None:
             job._task.cancel()  # still waiting for a slot: end it now
         return True
@@ -225,7 +225,7 @@ class BuildQueue:
                 job._done.set_exception(BuildFailed(job.id, "cancelled", job.error, job.log_path))
             if not cancelled_by_us:
                 raise
-        except Exception as exc:  # a bug or an OS error in the queue itself
+        except Exception as exc:  # noqa: BLE001 - a bug or an OS error in the queue itself fails the build, not the queue
             job.state = "failed"
             job.error = repr(exc)
             if not job._done.done():
@@ -287,6 +287,11 @@ class BuildQueue:
         if not doc.get("ok"):
             raise BuildFailed(job.id, str(doc.get("step", "unknown")), str(doc.get("error", "")), job.log_path)
         return BuildResult.from_dict(doc["result"])
+
+
+def _kill_if_running(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        _killpg(proc.pid, signal.SIGKILL)
 
 
 def _killpg(pid: int, sig: int) -> None:

@@ -173,7 +173,7 @@ class GitSource:
                 return mirror, "fetch"
             tmp = Path(tempfile.mkdtemp(prefix=".clone-", dir=self.cache_dir))
             try:
-                _git(["clone", "--mirror", "--quiet", url, str(tmp / "m.git")])
+                _git(["clone", "--mirror", "--quiet", "--", url, str(tmp / "m.git")])
                 os.rename(tmp / "m.git", mirror)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -181,7 +181,7 @@ class Orchestrator:
                         )
                 case dm.Event(kind=kind, message=message, data=data):
                     repo.record_event(
-                        conn, kind, message, app=app, env=env, actor="conveyor",
+                        conn, kind, message, app=app, env=env, actor=dep.created_by or "conveyor",
                         data={"deployment": dep.id, **data},
                     )
         if result.state in ("failed", "rolled_back") and dep.kind == "deploy":

@@ -219,6 +219,7 @@ def _as_machine(row: dict[str, Any]) -> dm.Deployment:
         progress=row["progress"] or {},
         created_at=row["created_at"],
         started_at=row["started_at"],
+        created_by=row["created_by"],
     )
 
 

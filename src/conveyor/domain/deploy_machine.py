@@ -63,6 +63,7 @@ class Deployment:
     progress: dict[str, Any]
     created_at: float
     started_at: float | None = None
+    created_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,8 @@ def _switch(dep: Deployment, progress: dict[str, Any], *, instant: bool) -> Step
     """All new instances ready: move all traffic at once (blue/green)."""
     verb = "rolled back" if dep.kind == "rollback" else "switched"
     msg = f"{verb} traffic from release {dep.from_release} to {dep.to_release}"
+    if dep.from_release is None:
+        msg = f"release {dep.to_release} is live (the first release of this environment)"
     if instant:
         msg += " (warm instances: routing change only)"
     progress = {**progress, "switched": True}

@@ -258,6 +258,41 @@ def response_head(
     )
 
 
+def passthrough_info(
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    head_request: bool,
+    client_http11: bool,
+    client_keep_alive: bool,
+    upstream_http11: bool,
+) -> ResponseInfo | None:
+    """The framing of a response that can be forwarded byte for byte, else None.
+
+    The common case (HTTP/1.1 both sides, keep-alive, Content-Length or chunked,
+    no hop-by-hop header to strip) needs no new head: the upstream's bytes are
+    already what the client must get, so the proxy copies them unparsed.
+    """
+    if not (client_http11 and client_keep_alive and upstream_http11):
+        return None
+    cl: int | None = None
+    chunked = False
+    for name, value in headers:
+        low = name.lower()
+        if low in HOP_BY_HOP:
+            if low == b"transfer-encoding" and value.lower() == b"chunked" and not chunked:
+                chunked = True
+                continue
+            return None
+        if low == b"content-length":
+            if cl is not None or not value.isdigit():
+                return None
+            cl = int(value)
+    no_body = head_request or status in (204, 304)
+    if cl is None and not chunked and not no_body:
+        return None
+    return ResponseInfo(b"", cl, chunked, False, no_body, False, False, True)
+
+
 def _reason(status: int) -> bytes:
     try:
         return HTTPStatus(status).phrase.encode()

@@ -38,6 +38,7 @@ from conveyor.router.http1 import (
     ResponseInfo,
     chunk,
     inspect_request,
+    passthrough_info,
     response_head,
     simple_response,
 )
@@ -198,6 +199,7 @@ class Exchange:
         "dispatched",
         "blame",
         "out",
+        "passthrough",
     )
 
     def __init__(self, client: ClientConnection) -> None:
@@ -231,6 +233,7 @@ class Exchange:
         #: Response bytes gathered during one upstream read, written to the client in one
         #: call after the parser returns (head and a small body in one segment).
         self.out: list[bytes] | None = None
+        self.passthrough = False  # the response is copied byte for byte (see http1.passthrough_info)
 
     # -- routing -----------------------------------------------------------
 
@@ -361,7 +364,8 @@ class Exchange:
         self.upstream_deadline = state.now + state.config.upstream_timeout
         if client.write_paused:
             tr.pause_reading()
-        client.resume(_P_BUFFER)
+        if client.paused:
+            client.resume(_P_BUFFER)
 
     # -- request body ------------------------------------------------------
 
@@ -396,6 +400,15 @@ class Exchange:
         info = self.info
         assert info is not None
         client = self.client
+        upstream_http11 = conn.parser.get_http_version() == "1.1"
+        if conn.raw is not None and self.extra is None and info.upgrade is None and client.state.accepting:
+            fast = passthrough_info(status, conn.headers, self.method == "HEAD", self.http11, info.keep_alive, upstream_http11)
+            if fast is not None:
+                self.resp = fast
+                self.status = status
+                self.passthrough = True
+                self.out = [conn.raw]
+                return fast.no_body
         resp = response_head(
             status,
             conn.reason,
@@ -405,7 +418,7 @@ class Exchange:
             info.keep_alive and info.upgrade is None and client.state.accepting,
             info.request_id,
             self.extra,
-            conn.parser.get_http_version() == "1.1",
+            upstream_http11,
         )
         self.resp = resp
         self.status = status
@@ -433,7 +446,7 @@ class Exchange:
 
     def response_complete(self, conn: UpstreamConnection) -> None:
         resp = self.resp
-        if resp is not None and resp.chunked_out:
+        if not self.passthrough and resp is not None and resp.chunked_out:
             self.client.transport.write(LAST_CHUNK)
         reuse = (
             self.request_done
@@ -795,7 +808,8 @@ class ClientConnection(asyncio.Protocol):
         if self.queue and self.queue[0] is ex:
             self.queue.popleft()
         self.active = None
-        self.resume(_P_UPSTREAM | _P_BUFFER)
+        if self.paused:
+            self.resume(_P_UPSTREAM | _P_BUFFER)
         resp = ex.resp
         request_over = ex.request_done or not ex.body_expected
         if self.close_after or not request_over or (resp is not None and resp.close_client) or not self.state.accepting:
@@ -812,7 +826,7 @@ class ClientConnection(asyncio.Protocol):
             nxt.activate()
         elif self.parsing is None:
             self.deadline = self.state.now + self.state.config.idle_timeout
-        if not self.queue or self.parsing is None:
+        if self.paused and (not self.queue or self.parsing is None):
             self.resume(_P_QUEUE)
 
     def close(self) -> None:

@@ -41,6 +41,8 @@ class UpstreamConnection(asyncio.Protocol):
         "idle_since",
         "tunnel",
         "status",
+        "raw",
+        "fresh",
     )
 
     def __init__(self, target: Target) -> None:
@@ -58,6 +60,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.tunnel: ClientConnection | None = None
         self.status = 0
+        self.raw: bytes | None = None  # the chunk being parsed, while it began this response
+        self.fresh = False  # no byte of the current response seen yet
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -67,7 +71,9 @@ class UpstreamConnection(asyncio.Protocol):
     def start(self, ex: Exchange) -> None:
         """Begin serving ``ex``: a fresh response parser and state."""
         self.ex = ex
-        self.parser = httptools.HttpResponseParser(self)
+        if self.parser is None:
+            self.parser = httptools.HttpResponseParser(self)
+        self.fresh = True
         self.headers = []
         self.reason = b""
         self.done = False
@@ -119,16 +125,26 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.got_bytes = True
         ex.upstream_deadline = ex.state.now + ex.state.config.upstream_timeout
+        if self.fresh:
+            self.fresh = False
+            self.raw = data
+        elif ex.passthrough:
+            ex.client.transport.write(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
+            self.raw = None
+            self.parser = None
             ex.upgraded(self, data[e.args[0] :])
             return
         except httptools.HttpParserError as e:
+            self.raw = None
+            self.parser = None
             ex.flush()
             if self.ex is ex:
                 ex.upstream_failed(self, f"malformed response from instance: {e}")
             return
+        self.raw = None
         if ex.out is not None:
             ex.flush()
         if self.done and self.ex is ex:
@@ -153,10 +169,13 @@ class UpstreamConnection(asyncio.Protocol):
         ex = self.ex
         if ex is not None and ex.response_head(self, status):
             self.done = True  # no body (HEAD, 204, 304)
+            if ex.method == "HEAD":
+                self.parser = None  # it would wait for the announced body: use a fresh one next time
 
     def on_body(self, body: bytes) -> None:
-        if not self.done and self.ex is not None:
-            self.ex.response_body(body)
+        ex = self.ex
+        if ex is not None and not ex.passthrough and not self.done:
+            ex.response_body(body)
 
     def on_message_complete(self) -> None:
         if self.interim:

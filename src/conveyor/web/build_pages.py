@@ -8,6 +8,7 @@ with ``fetch`` (the session cookie authenticates it) and appends lines as they a
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
@@ -83,5 +84,8 @@ async def logs_page(request: Request, app: str, user: PageUser, env: str | None 
                 select(environments.c.name).where(environments.c.app_id == app_row["id"]).order_by(environments.c.name))]
     except NotFound as exc:
         return not_found(request, str(exc))
-    return render(request, "logs.html", app=app, envs=envs, q={"env": env or "", "grep": grep or "",
-                                                                "release": release})
+    query = {"lines": "200", "follow": "true"} | {
+        k: str(v) for k, v in (("env", env), ("grep", grep), ("release", release)) if v not in (None, "")}
+    log_src = f"/api/v1/apps/{quote(app)}/logs?{urlencode(query)}"
+    return render(request, "logs.html", app=app, envs=envs, log_src=log_src,
+                  q={"env": env or "", "grep": grep or "", "release": release})

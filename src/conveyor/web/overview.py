@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import distinct, select
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from conveyor.api.apps import list_events
@@ -44,6 +44,6 @@ def audit_page(
     cp = request.app.state.cp
     rows = list_events(cp, user, app=app or None, env=env or None, kind=kind or None, since=None, limit=limit)
     with cp.engine.connect() as conn:
-        kinds = sorted(r[0] for r in conn.execute(select(distinct(events.c.kind))))
+        kinds = sorted(r[0] for r in conn.execute(select(events.c.kind).distinct()))
     return render(request, "audit.html", events=[e.model_dump() for e in rows], kinds=kinds, limit=limit,
                   q={"app": app, "env": env, "kind": kind})

@@ -102,11 +102,13 @@ def test_instance_environment_is_minimal(world: World) -> None:
 
 def test_readiness_is_reported_promptly(world: World) -> None:
     """From the probe passing (the agent's ready_at) to the status arriving at the control plane."""
-    world.cp.set_instances([world.spec("web-1")])
     world.start_agent()
+    wait_until(lambda: world.cp.statuses, 20, "a first report")
+    asked = time.time()
+    world.cp.set_instances([world.spec("web-1")])
     inst = world.wait_state("web-1", "ready")
     arrived = next(t for t, s in world.cp.statuses for i in s.instances if i.id == "web-1" and i.state.value == "ready")
     latency = arrived - inst.ready_at
-    print(f"readiness report latency: {latency * 1000:.1f} ms")
+    print(f"readiness report latency: {latency * 1000:.1f} ms; desired change to READY reported: {arrived - asked:.2f} s")
     assert latency < 1.0  # typically a few ms; loose for a loaded machine
-    assert time.time() - inst.started_at < 60
+    assert asked <= inst.started_at <= inst.ready_at <= arrived

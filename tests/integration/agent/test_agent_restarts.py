@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 
 import httpx
@@ -119,3 +121,18 @@ def test_wrong_token_is_reported_and_harms_nothing(world: World) -> None:
     agent = world.start_agent(token="wrong-token")
     wait_until(lambda: b"rejected the agent's token" in world.agent_output(), 20, "a clear token error")
     assert world.cp.statuses == [] and agent.poll() is None
+
+
+def test_second_agent_on_the_same_data_dir_is_refused(world: World) -> None:
+    world.cp.set_instances([world.spec("web-1")])
+    world.start_agent()
+    world.wait_state("web-1", "ready")
+    second = subprocess.run(
+        [sys.executable, "-m", "conveyor.agent", "--control-plane", world.cp.url, "--token", "t", "--data-dir", str(world.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 2
+    assert "another agent is already running" in second.stderr
+    assert len(leaders(world, "web-1")) == 1

@@ -17,6 +17,24 @@ from conveyor.build.store import ArtifactStore
 Log = tuple[list[str], Callable[[str], None]]
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(tmp_path / "store")
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "cache"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def log_lines() -> tuple[list[str], Callable[[str], None]]:
+    lines: list[str] = []
+    return lines, lines.append
+
+
 def _quiet(_: str) -> None:
     pass
 

@@ -5,7 +5,9 @@ The only tests that install from PyPI; they share one build cache for the sessio
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
@@ -81,7 +83,7 @@ def test_greeter_runs_isolated_and_serves_http(
                 time.sleep(0.05)
         assert body.startswith("hi from greeter v1, up for"), body
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)  # the shell and the app
         proc.wait(10)
         if proc.stdout:
             proc.stdout.close()

@@ -74,8 +74,11 @@ async def body_chunks(reader: asyncio.StreamReader, headers: list[tuple[str, str
             yield data
 
 
+CURRENT_RID = ""
+
+
 def head(status: int, headers: list[tuple[str, str]]) -> bytes:
-    lines = [f"HTTP/1.1 {status} X", f"X-Backend: {NAME}"] + [f"{k}: {v}" for k, v in headers]
+    lines = [f"HTTP/1.1 {status} X", f"X-Backend: {NAME}", f"X-Seen-Request-Id: {CURRENT_RID}"] + [f"{k}: {v}" for k, v in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -112,6 +115,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             if req is None:
                 return
             method, target, headers = req
+            global CURRENT_RID
+            CURRENT_RID = hget(headers, "x-request-id") or ""
             url = urlsplit(target)
             q = {k: v[0] for k, v in parse_qs(url.query).items()}
             path = url.path

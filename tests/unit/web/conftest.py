@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
+import warnings
+
+with warnings.catch_warnings():  # starlette warns that its TestClient will move from httpx to httpx2
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
 from sqlalchemy import insert, select, update
 
 from conveyor.api.app import create_app

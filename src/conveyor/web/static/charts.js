@@ -180,8 +180,10 @@
     if (!data) {
       // No metrics endpoint (or no data for this environment): still show when deploys happened.
       const ev = await fetchJson("/api/v1/events?limit=500&app=" + encodeURIComponent(app) + "&env=" + encodeURIComponent(env) + "&since=" + lo);
+      const who = {};  // deployment id -> the person who queued it (the marker events are the orchestrator's)
+      for (const e of ev.body || []) if (/_queued$/.test(e.kind) && e.data && e.data.deployment) who[e.data.deployment] = e.actor;
       const markers = (ev.body || []).filter((e) => e.kind in MARKER_KINDS).map((e) => ({
-        t: e.at, kind: e.kind, release: (e.data || {}).release, actor: e.data && e.data.actor || e.actor, message: e.message }));
+        t: e.at, kind: e.kind, release: (e.data || {}).release, actor: who[(e.data || {}).deployment] || e.actor, message: e.message }));
       data = { series: {}, markers, resolution: 60 };
       note = r.status === 404 ? "Request metrics are not available from this control plane yet; deploy markers come from the audit log." : "Could not load metrics (HTTP " + r.status + ").";
     }

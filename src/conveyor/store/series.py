@@ -1,0 +1,100 @@
+"""Per-release request series: writing scraped points, reading windows of them.
+
+A point is (environment, release, resolution, second) → requests, errors and a
+latency histogram. Points at the same key are *added*, so the scraper can
+write a second's delta in pieces and the 60 s roll-up is maintained on write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, insert, select, update
+
+from conveyor.domain.histogram import Histogram
+from conveyor.store.tables import metric_points
+
+
+@dataclass(frozen=True)
+class Point:
+    t: float
+    requests: int
+    errors: int
+    latency: Histogram
+
+
+def add_point(
+    conn: Connection, env_id: int, release: int, resolution: int, t: float, requests: int, errors: int, latency: Histogram
+) -> None:
+    key = (
+        (metric_points.c.env_id == env_id)
+        & (metric_points.c.release == release)
+        & (metric_points.c.resolution == resolution)
+        & (metric_points.c.t == t)
+    )
+    row = conn.execute(select(metric_points.c.id, metric_points.c.requests, metric_points.c.errors,
+                              metric_points.c.latency).where(key)).first()
+    if row is None:
+        conn.execute(
+            insert(metric_points).values(
+                env_id=env_id, release=release, resolution=resolution, t=t,
+                requests=requests, errors=errors, latency=latency.to_json(),
+            )
+        )
+        return
+    merged = Histogram.from_json(row.latency)
+    merged.merge(latency)
+    conn.execute(
+        update(metric_points)
+        .where(metric_points.c.id == row.id)
+        .values(requests=row.requests + requests, errors=row.errors + errors, latency=merged.to_json())
+    )
+
+
+def points(
+    conn: Connection, env_id: int, release: int, since: float, until: float | None = None, resolution: int = 1
+) -> list[Point]:
+    """The points of one release in [since, until), oldest first."""
+    q = select(metric_points).where(
+        metric_points.c.env_id == env_id,
+        metric_points.c.release == release,
+        metric_points.c.resolution == resolution,
+        metric_points.c.t >= since,
+    )
+    if until is not None:
+        q = q.where(metric_points.c.t < until)
+    return [  # (Row.t is SQLAlchemy's tuple accessor, hence mappings)
+        Point(r["t"], r["requests"], r["errors"], Histogram.from_json(r["latency"]))
+        for r in conn.execute(q.order_by(metric_points.c.t)).mappings()
+    ]
+
+
+def window(conn: Connection, env_id: int, since: float, *, resolution: int, bucket: float) -> dict[int, list[dict[str, float | int | None]]]:
+    """Every release's series since ``since``, merged into ``bucket``-second steps for charts."""
+    rows = conn.execute(
+        select(metric_points)
+        .where(metric_points.c.env_id == env_id, metric_points.c.resolution == resolution, metric_points.c.t >= since)
+        .order_by(metric_points.c.release, metric_points.c.t)
+    ).mappings()
+    merged: dict[int, dict[float, list]] = {}  # type: ignore[type-arg]
+    for r in rows:
+        t = r["t"] - (r["t"] % bucket)
+        acc = merged.setdefault(r["release"], {}).setdefault(t, [0, 0, Histogram()])
+        acc[0] += r["requests"]
+        acc[1] += r["errors"]
+        acc[2].merge(Histogram.from_json(r["latency"]))
+    out: dict[int, list[dict[str, float | int | None]]] = {}
+    for release, by_t in merged.items():
+        out[release] = [
+            {
+                "t": t,
+                "requests": req,
+                "errors": err,
+                "rps": req / bucket,
+                "error_rate": (err / req) if req else None,
+                "p50": hist.quantile(0.5),
+                "p99": hist.quantile(0.99),
+            }
+            for t, (req, err, hist) in sorted(by_t.items())
+        ]
+    return out
