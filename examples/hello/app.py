@@ -61,10 +61,10 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    port = int(os.environ["PORT"])
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ["PORT"])
+    server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
-    print(f"hello {VERSION} listening on 127.0.0.1:{port}", flush=True)
+    print(f"hello {VERSION} listening on {host}:{port}", flush=True)
     server.serve_forever()
 
 

@@ -1,5 +1,9 @@
 """A real ``conveyor up`` on free loopback ports and a real headless Chromium (Debian's package).
 
+Fixtures: ``platform`` (module-scoped ``conveyor up``), ``browser`` (Chromium, via
+Playwright with its executable path), ``hello`` (an app with two images, seeded
+through the API).
+
 Skips with the package to install when /usr/bin/chromium is missing, except
 under CI=true where a missing browser is a failure.
 """
@@ -41,6 +45,8 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float
             value = cond()
             if value:
                 return value
+        except AssertionError:
+            raise  # a definite failure (a process exited): no point in waiting longer
         except Exception as exc:  # noqa: BLE001 - keep polling; report the last error
             last = exc
         time.sleep(interval)
@@ -79,12 +85,44 @@ class Platform:
         path = self.root / "up.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         res = subprocess.run([sys.executable, "-m", "conveyor", *args], capture_output=True, text=True,
                              env=self.env, timeout=180, cwd=self.root)
-        if res.returncode != 0:
+        if check and res.returncode != 0:
             raise AssertionError(f"conveyor {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
         return res
+
+    def api(self, method: str, path: str, **kw: Any) -> Any:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.token}", **kw.pop("headers", {})}
+        resp = httpx.request(method, f"{self.url}/api/v1{path}", headers=headers, timeout=60, **kw)
+        assert resp.status_code < 400, f"{method} {path}: {resp.status_code} {resp.text}"
+        return resp.json()
+
+    def build(self, app: str, source: Path, committed_ago: float = 600.0) -> str:
+        """Upload a source (as a commit made ``committed_ago`` seconds ago), wait for its build, return the digest."""
+        import hashlib
+
+        from conveyor.build.archive import pack_directory
+
+        data = pack_directory(source)
+        commit = {"sha": hashlib.sha1(data).hexdigest(), "author": "E2E <e2e@example.com>",
+                  "message": f"{source.name}: a change", "time": time.time() - committed_ago, "dirty": False}
+        build = self.api("POST", f"/apps/{app}/builds", content=data, params={"commit": json.dumps(commit)},
+                         headers={"Content-Type": "application/gzip"})
+        done = wait_for(lambda: (b := self.api("GET", f"/builds/{build['id']}"))["state"] in ("succeeded", "failed")
+                        and b, 120, f"build {build['id']}", 0.1)
+        assert done["state"] == "succeeded", done
+        return str(done["image_digest"])
+
+    def deploy(self, app: str, image: str, env: str) -> dict[str, Any]:
+        """Deploy through the API and wait for the deployment to end."""
+        dep = self.api("POST", f"/apps/{app}/deployments", json={"env": env, "image": image})
+        final = wait_for(lambda: (d := self.api("GET", f"/deployments/{dep['id']}"))["state"]
+                         in ("succeeded", "failed", "rolled_back", "cancelled") and d, 120, f"deployment {dep['id']}", 0.1)
+        assert final["state"] == "succeeded", final
+        return dict(final)
 
     def stop(self) -> None:
         if self.proc is None:
@@ -127,7 +165,6 @@ def need_chromium() -> None:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    need_chromium()
     p = Platform(tmp_path_factory.mktemp("platform"))
     try:
         p.start()
@@ -138,6 +175,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
 @pytest.fixture(scope="module")
 def browser(platform: Platform) -> Iterator[Any]:
+    need_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -154,3 +192,12 @@ def app_source(root: Path, version: str) -> Path:
         shutil.copytree(REPO / "examples" / "hello", dest)
         (dest / "VERSION").write_text(version + "\n")
     return dest
+
+
+@pytest.fixture(scope="module")
+def hello(platform: Platform) -> str:
+    """hello/production runs v1 (r1); v2 is built and runs in staging, ready to be deployed from the UI."""
+    platform.cli("apps", "create", "hello")
+    platform.deploy("hello", platform.build("hello", app_source(platform.root, "v1")), "production")
+    platform.deploy("hello", platform.build("hello", app_source(platform.root, "v2")), "staging")
+    return "hello"

@@ -48,15 +48,6 @@ def watch_to_the_end(page: Any) -> str:
     return str(page.locator("#live [data-state]").get_attribute("data-state"))
 
 
-@pytest.fixture(scope="module")
-def hello(platform: Platform) -> str:
-    """hello/production runs v1 (r1); v2 is built and runs in staging, ready to be deployed from the UI."""
-    platform.cli("apps", "create", "hello")
-    platform.cli("deploy", "hello", "--source", str(app_source(platform.root, "v1")), "--wait")
-    platform.cli("deploy", "hello", "--source", str(app_source(platform.root, "v2")), "--env", "staging", "--wait")
-    return "hello"
-
-
 def test_deploy_watch_rollback_and_see_markers(platform: Platform, browser: Any, hello: str) -> None:
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -127,4 +118,134 @@ def test_a_wrong_token_is_refused_in_the_browser(platform: Platform, browser: An
     page.fill("#token", "not-a-token")
     page.click("form[action='/login'] button[type=submit]")
     assert "not valid" in page.locator(".flash.bad").inner_text()
+    page.close()
+
+
+def metrics_fixture(now: float) -> dict[str, Any]:
+    """The metrics API's shape: r1 serves the first 40 minutes, r2 (with more errors) the last 30."""
+    step = 12
+    series: dict[str, list[dict[str, Any]]] = {"1": [], "2": []}
+    for i in range(300):
+        t = now - 3600 + i * step
+        if t < now - 1200:
+            series["1"].append({"t": t, "requests": 120, "errors": 1, "p50": 0.020, "p99": 0.080})
+        if t >= now - 1800:
+            series["2"].append({"t": t, "requests": 240, "errors": 12, "p50": 0.025, "p99": 0.300})
+    markers = [{"t": now - 1800, "kind": "deployed", "release": 2, "actor": "grace", "message": "switched", "deployment": 77},
+               {"t": now - 600, "kind": "rollback", "release": 1, "actor": "linus", "message": "rolled back", "deployment": 78}]
+    return {"app": "hello", "env": "production", "window": 3600, "resolution": 1, "step": step,
+            "series": series, "markers": markers}
+
+
+def test_metrics_chart_draws_series_markers_and_hover_values(platform: Platform, browser: Any, hello: str) -> None:
+    import json
+    import time
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(platform.url + "/login")
+    page.fill("#token", platform.token)
+    page.click("form[action='/login'] button[type=submit]")
+    page.wait_for_url(platform.url + "/")
+    body = json.dumps(metrics_fixture(time.time()))
+    page.route("**/api/v1/apps/hello/metrics?*", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=body))
+    page.goto(platform.url + "/apps/hello/metrics?env=production&window=3600")
+    rate = page.locator(".chart[data-kind=rate]")
+    rate.locator("path.series").first.wait_for(state="attached")  # a flat line has no height: "hidden"
+    assert rate.locator("path.series[data-release='1']").count() == 1
+    assert rate.locator("path.series[data-release='2']").count() == 1
+    labels = rate.locator(".marker-label").all_text_contents()
+    assert "▲ r2 · grace" in labels and "↶ r1 · linus" in labels
+    axis = " ".join(rate.locator("text.axis").all_text_contents())
+    assert "req/s" in axis
+    assert "20 req/s" in axis or "20" in axis  # 240 requests per 12 s step = 20 req/s at the top
+    errors_axis = " ".join(page.locator(".chart[data-kind=errors] text.axis").all_text_contents())
+    assert "%" in errors_axis
+    # hover over the last quarter: both releases' values appear, with units
+    box = rate.locator("svg").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.6)
+    tip = rate.locator(".tip")
+    tip.wait_for(state="visible")
+    assert "r2: 20.0 req/s" in tip.inner_text()
+    p99 = page.locator(".chart[data-kind=p99]")
+    pbox = p99.locator("svg").bounding_box()
+    page.mouse.move(pbox["x"] + pbox["width"] * 0.75, pbox["y"] + pbox["height"] * 0.6)
+    assert "r2: 300 ms" in p99.locator(".tip").inner_text()
+    shot(page, "metrics-with-traffic-1280")
+    page.close()
+
+
+def test_canary_pause_and_abort_from_the_live_page(platform: Platform, browser: Any, hello: str) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(platform.url + "/login?next=/apps/hello")
+    page.fill("#token", platform.token)
+    page.click("form[action='/login'] button[type=submit]")
+    page.wait_for_url(re.compile(r"/apps/hello$"))
+    form = page.locator("form[action='/apps/hello/deploy']")
+    form.locator("select[name=strategy]").select_option("canary")
+    form.locator("button[type=submit]").click()
+    confirm(page, "strategy canary")
+    page.wait_for_url(re.compile(r"/deployments/\d+$"))
+    page.evaluate("window.__sameDocument = true")
+    page.wait_for_selector('#live [data-state="canary"]', timeout=60_000)
+    assert "10% of traffic" in page.locator("#live").inner_text()
+    page.click('#live button[data-action="pause"]')
+    confirm(page, "hold the current traffic split")
+    page.wait_for_selector('#live [data-state="paused"]', timeout=30_000)
+    page.click('#live button[data-action="abort"]')
+    confirm(page, "move all traffic back to release")
+    page.wait_for_selector('#live [data-state="rolled_back"]', timeout=60_000)
+    assert page.evaluate("window.__sameDocument === true")
+    text = page.locator("#live").inner_text()
+    assert "rolled back" in text and "Why:" in text
+    shot(page, "deployment-canary-aborted-1280")
+    assert errors == []
+    page.close()
+
+
+def test_metrics_page_draws_real_traffic_through_the_router(platform: Platform, browser: Any, hello: str) -> None:
+    import httpx
+
+    with httpx.Client(timeout=10) as client:
+        for _ in range(60):  # bounded: a little traffic to production through the real router
+            resp = client.get(f"http://127.0.0.1:{platform.router_port}/", headers={"Host": "hello.localhost"})
+            assert resp.status_code == 200
+    current = str(platform.api("GET", "/apps/hello")["environments"][0]["release"])
+
+    def scraped() -> bool:
+        series = platform.api("GET", "/apps/hello/metrics", params={"env": "production", "window": 900})["series"]
+        return sum(p["requests"] for p in series.get(current, [])) >= 60
+
+    wait_for(scraped, 60, "the scraper to record the requests")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(platform.url + "/login?next=/apps/hello/metrics%3Fwindow%3D900")
+    page.fill("#token", platform.token)
+    page.click("form[action='/login'] button[type=submit]")
+    rate = page.locator(".chart[data-kind=rate]")
+    rate.locator(f"path.series[data-release='{current}']").wait_for(state="attached")
+    assert "no requests in this window" not in rate.inner_text()
+    shot(page, "metrics-real-traffic-1280")
+    page.close()
+
+
+def test_logs_page_tails_new_output_live_and_filters(platform: Platform, browser: Any, hello: str) -> None:
+    import uuid
+
+    import httpx
+
+    marker = f"/tail-{uuid.uuid4().hex[:10]}"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(platform.url + "/login?next=" + "/apps/hello/logs%3Fenv%3Dproduction%26grep%3Dtail-")
+    page.fill("#token", platform.token)
+    page.click("form[action='/login'] button[type=submit]")
+    page.wait_for_url(re.compile(r"/apps/hello/logs"))
+    page.wait_for_function("document.getElementById('log-status').textContent.includes('following')")
+    page.evaluate("window.__sameDocument = true")
+    httpx.get(f"http://127.0.0.1:{platform.router_port}{marker}", headers={"Host": "hello.localhost"}, timeout=10)
+    page.wait_for_function(f"document.getElementById('log').textContent.includes({marker!r})", timeout=30_000)
+    text = page.locator("#log").inner_text()
+    assert "healthz" not in text  # the filter holds: only lines containing "tail-"
+    assert page.evaluate("window.__sameDocument === true")
     page.close()

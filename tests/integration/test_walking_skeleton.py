@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from conftest import Platform, wait_for
+from cvy_platform import Platform, wait_for
 
 pytestmark = pytest.mark.integration
 

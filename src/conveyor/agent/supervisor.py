@@ -126,6 +126,9 @@ class Supervisor:
 
     def _set(self, state: InstanceState, message: str | None = None) -> None:
         changed = state != self.status.state
+        if changed:
+            first_line = (message or "").split("\n", 1)[0]
+            log.info("%s: %s -> %s%s", self.spec.id, self.status.state.value, state.value, f" ({first_line})" if first_line else "")
         self.status.state = state
         if message is not None and message != self.status.message:
             self.status.message = message
@@ -220,10 +223,11 @@ class Supervisor:
         health = self.spec.health
         path = health.path if health.path.startswith("/") else "/" + health.path
         url = f"http://{probe_host(self._ctx.address)}:{self.status.port}{path}"
+        timeout = max(0.1, health.timeout_s)
         ready = self._ready_mono is not None
         failures = 0
         while not ready:
-            reason = await probe(self._ctx.http, url, health.timeout_s)
+            reason = await probe(self._ctx.http, url, timeout)
             if reason is None:
                 ready = True
                 self._ready_mono = time.monotonic()
@@ -235,7 +239,7 @@ class Supervisor:
             await asyncio.sleep(policy.READINESS_PERIOD_S)
         while True:
             await asyncio.sleep(max(0.05, health.interval_s))
-            reason = await probe(self._ctx.http, url, health.timeout_s)
+            reason = await probe(self._ctx.http, url, timeout)
             failures = 0 if reason is None else failures + 1
             state = policy.after_liveness(self.status.state, failures)
             if state == InstanceState.UNHEALTHY:

@@ -181,8 +181,8 @@ def judge(
     m = tests_count(config)
     n_c = int(al.canary_requests.sum())
     n_b = int(al.baseline_requests.sum())
-    rate_c = al.canary_errors.sum() / n_c if n_c else None
-    rate_b = al.baseline_errors.sum() / n_b if n_b else None
+    rate_c = float(al.canary_errors.sum() / n_c) if n_c else None
+    rate_b = float(al.baseline_errors.sum() / n_b) if n_b else None
     numbers: dict[str, float | int | None] = {
         "alpha": config.alpha,
         "tests": m,

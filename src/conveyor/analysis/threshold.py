@@ -6,6 +6,10 @@ simply has a service-level objective. Why it waits for ``min_requests``: an
 error rate over the first ten requests is noise, and a limit checked every
 second on noise would roll good releases back. The limits apply to the
 canary's totals over the step so far, so each new second only sharpens them.
+They are point estimates checked every second: set each limit well above the
+service's normal level (the defaults assume errors around 1 %), or noise near
+the limit will roll good releases back; the sequential judge handles subtle
+differences with a bounded false-alarm rate.
 """
 
 from __future__ import annotations

@@ -36,6 +36,8 @@ from conveyor.store.tables import builds, images
 log = logging.getLogger("conveyor.builds")
 router = APIRouter(tags=["builds and images"])
 MAX_UPLOAD = 256 << 20
+#: build id -> the task recording its outcome in SQL (awaited by log followers)
+_recording: dict[int, asyncio.Task[None]] = {}
 
 
 class GitBuild(BaseModel):
@@ -200,7 +202,9 @@ async def create_build(
     job = _queue(cp).submit(req, build_id=str(build_id))
     with cp.engine.begin() as conn:
         conn.execute(update(builds).where(builds.c.id == build_id).values(state="running"))
-    cp.tasks.append(asyncio.create_task(_finish(cp, build_id, app_row["id"], job, upload)))
+    task = asyncio.create_task(_finish(cp, build_id, app_row["id"], job, upload))
+    cp.tasks.append(task)
+    _recording[build_id] = task
     return read_build(cp, build_id)
 
 
@@ -239,6 +243,11 @@ async def build_log(build_id: int, cp: CP, _p: Reader, follow: bool = False):  #
         async def stream():  # type: ignore[no-untyped-def]
             async for line in job.subscribe():
                 yield (line + "\n").encode()
+            # End the stream only once the outcome is recorded, so a client that reads the
+            # build right after the log ends sees its final state.
+            recording = _recording.pop(build_id, None)
+            if recording is not None:
+                await asyncio.wait([recording], timeout=30)
 
         return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
     path = cp.settings.data_dir / "builds" / f"{build_id}.log"

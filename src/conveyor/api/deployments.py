@@ -15,7 +15,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from conveyor.api.deps import CP, Reader, Writer
-from conveyor.api.schemas import DeployRequest, Deployment, RollbackRequest
+from conveyor.api.schemas import CommandRequest, DeployRequest, Deployment, RollbackRequest
 from conveyor.deploy import service
 from conveyor.store import repo
 from conveyor.store.tables import deployments, environments, verdicts
@@ -105,3 +105,24 @@ def cancel_deployment(dep_id: int, cp: CP, p: Writer) -> Deployment:
         service.cancel(conn, dep_id, actor=p.name)
     cp.notifier.poke("orchestrator", "deployments")
     return read_deployment(cp, dep_id)
+
+
+def _command(action: str):  # type: ignore[no-untyped-def]
+    def handler(dep_id: int, cp: CP, p: Writer, body: CommandRequest | None = None) -> Deployment:
+        with cp.engine.begin() as conn:
+            service.command(conn, dep_id, action, full=bool(body and body.full), actor=p.name)
+        cp.notifier.poke("orchestrator", "deployments")
+        return read_deployment(cp, dep_id)
+
+    handler.__name__ = f"{action}_deployment"
+    return handler
+
+
+for _action, _summary in (
+    ("promote", "Promote a canary to its next step (full: to 100%)"),
+    ("pause", "Pause a canary at its current step"),
+    ("resume", "Resume a paused canary (its step's analysis starts afresh)"),
+    ("abort", "Abort: roll back an active deployment, or cancel a queued one"),
+):
+    router.add_api_route(f"/deployments/{{dep_id}}/{_action}", _command(_action), methods=["POST"],
+                         response_model=Deployment, summary=_summary)

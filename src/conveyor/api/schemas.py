@@ -33,6 +33,10 @@ class DeployRequest(_Body):
     )
 
 
+class CommandRequest(_Body):
+    full: bool = Field(False, description="promote: skip the remaining steps and go to 100%")
+
+
 class RollbackRequest(_Body):
     env: str = "production"
     release: int | None = Field(None, description="target release; default: the previous live release")
@@ -49,6 +53,7 @@ class Deployment(BaseModel):
     release: int | None
     image: str | None
     reason: str
+    command: dict[str, Any] | None = Field(None, description="a user's command waiting for the orchestrator")
     progress: dict[str, Any]
     params: dict[str, Any]
     queue_position: int | None = Field(None, description="deployments ahead of this one (queued only)")

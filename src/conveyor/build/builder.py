@@ -44,9 +44,9 @@ from conveyor.build.deps import DepsCache, DepsError, detect_deps, install_deps
 from conveyor.build.digest import manifest_digest, sha256_file
 from conveyor.build.proc import StepTimeout, free_port, run_streaming
 from conveyor.build.runtime import (
-    clean_environ,
     make_venv,
     python_version,
+    step_environ,
     unpack_image,
 )
 from conveyor.build.sources import CommitInfo, describe_directory
@@ -275,7 +275,7 @@ def _build_env(work: Path, deps_archive: Path | None) -> dict[str, str]:
         deps_dir = work / "build-deps"
         safe_extract(deps_archive, deps_dir)
     make_venv(work / "build-venv", deps_dir)
-    env = clean_environ()
+    env = step_environ()
     bin_dirs = [str(work / "build-venv" / "bin")] + ([str(deps_dir / "bin")] if deps_dir else [])
     env["PATH"] = os.pathsep.join([*bin_dirs, env.get("PATH", "")])
     env["VIRTUAL_ENV"] = str(work / "build-venv")
@@ -293,7 +293,7 @@ def _run_tests(
     log(f"==> test: {app.test_command}")
     prepared = unpack_image(image, manifest, layer_files.__getitem__, work / "image")
     port = free_port()
-    env = prepared.environ(PORT=str(port), HOST="127.0.0.1", CONVEYOR_TEST="1")
+    env = prepared.environ(step_environ(), PORT=str(port), HOST="127.0.0.1", CONVEYOR_TEST="1")
     timeout = float(getattr(getattr(app, "test", None), "timeout", 300.0) or 300.0)
     try:
         code = run_streaming(app.test_command, cwd=prepared.root, env=env, log=log, timeout_s=timeout, shell=True)

@@ -37,7 +37,7 @@ from pathlib import Path
 from conveyor.build.archive import ArchiveInfo, write_tree_archive_file
 from conveyor.build.digest import canonical_dumps, sha256_file
 from conveyor.build.proc import run_streaming
-from conveyor.build.runtime import clean_environ, python_version
+from conveyor.build.runtime import python_version, step_environ
 
 #: Bump when the layout or the install flags of the deps layer change.
 DEPS_FORMAT = 1
@@ -240,7 +240,7 @@ def install_deps(
             "--no-warn-script-location", "--progress-bar", "off",
             *spec.pip_args,
         ]  # fmt: skip
-        env = clean_environ()
+        env = step_environ(pip=True)
         env["PIP_NO_INPUT"] = "1"
         code = run_streaming(argv, cwd=source_dir, env=env, log=log, timeout_s=timeout_s)
         if code != 0:

@@ -77,6 +77,26 @@ def clean_environ(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+#: What a build step (pip, build command, test command) inherits from the
+#: process that runs the build. Nothing else: the control plane's own settings
+#: and secrets must not reach an app's build or test commands.
+_STEP_VARS = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "USER", "LOGNAME", "SHELL")
+_STEP_PREFIXES = ("LC_",)
+_PIP_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def step_environ(base: Mapping[str, str] | None = None, *, pip: bool = False) -> dict[str, str]:
+    """A minimal environment for a build step: locale, home, temp dir, ``PATH`` (cleaned).
+
+    With ``pip=True`` also pip's own settings (``PIP_*``), proxies and CA bundles.
+    """
+    src = dict(os.environ if base is None else base)
+    env = {k: v for k, v in src.items() if k in _STEP_VARS or k.startswith(_STEP_PREFIXES)}
+    if pip:
+        env.update({k: v for k, v in src.items() if k.startswith("PIP_") or k in _PIP_VARS})
+    return clean_environ(env)
+
+
 def _is_under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + os.sep)
 

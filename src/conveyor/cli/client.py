@@ -114,7 +114,7 @@ class Api:
             if fp != seen and on_change is not None:
                 on_change(dep)
             seen = fp
-            if dep["state"] in TERMINAL:
+            if dep["state"] in TERMINAL or dep["state"] == "paused":  # paused waits for a human: stop here
                 return dep  # type: ignore[no-any-return]
             if deadline is not None and time.monotonic() > deadline:
                 raise CliError(f"deployment {dep_id} still {dep['state']} after {timeout:g}s", ExitCode.FAILED)

@@ -98,6 +98,9 @@ def _finish(d: dict[str, Any], json_out: bool) -> None:
         o.emit_json(d)
     else:
         print_deployment(d)
+    if d["state"] == "paused" and not json_out:
+        o.err.print(f"Deployment #{d['id']} is paused: `conveyor resume {d['app']} --env {d['env']}`, "
+                    f"`conveyor promote {d['app']} --env {d['env']}` or `conveyor abort {d['app']} --env {d['env']}`.")
     if d["state"] not in FINAL_OK:
         raise typer.Exit(int(ExitCode.FAILED))
 
@@ -202,3 +205,34 @@ def register(app: typer.Typer) -> None:
             )
 
         run(body)
+
+    def _control(action: str, doc: str) -> None:
+        def command(
+            app_name: Annotated[str, typer.Argument(metavar="APP")],
+            env: EnvOpt = "production",
+            full: Annotated[bool, typer.Option("--full", help="Promote straight to 100% (skip remaining steps).")] = False,
+            json: JsonOpt = False,
+        ) -> None:
+            def body() -> None:
+                with Api() as api:
+                    st = api.get(f"/apps/{app_name}")
+                    env_st = next((e for e in st["environments"] if e["name"] == env), None)
+                    if env_st is None or not env_st.get("deploying"):
+                        raise CliError(f"{app_name}/{env} has no deployment in progress", ExitCode.CONFLICT)
+                    dep_id = env_st["deploying"]["id"]
+                    d = api.post(f"/deployments/{dep_id}/{action}", json={"full": full})
+                if json:
+                    o.emit_json(d)
+                else:
+                    o.out.print(f"Asked deployment #{dep_id} to {action}; it is {o.styled(d['state'])}. "
+                                f"Follow it with `conveyor deployments show {dep_id}`.")
+
+            run(body)
+
+        command.__doc__ = doc
+        app.command(action)(command)
+
+    _control("promote", "Promote the canary in progress to its next step (--full: straight to 100%).")
+    _control("pause", "Pause the canary in progress at its current step.")
+    _control("resume", "Resume a paused canary; its step's analysis starts afresh.")
+    _control("abort", "Abort the deployment in progress: traffic returns to the previous release.")

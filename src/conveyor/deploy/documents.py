@@ -45,7 +45,9 @@ def _compute_table(conn: Connection, domain: str) -> RoutingTable:
     ]
     status = repo.instance_status_map(conn)
     live: list[LiveInstance] = []
-    for row in conn.execute(select(instances.c.id, instances.c.env_id, instances.c.release)).all():
+    for row in conn.execute(
+        select(instances.c.id, instances.c.env_id, instances.c.release).where(instances.c.draining_since.is_(None))
+    ).all():
         addr, st = status.get(row.id, ("", {}))
         if not st:
             continue

@@ -31,8 +31,8 @@ from conveyor.store.tables import deployments, environments, instances, releases
 
 log = logging.getLogger("conveyor.orchestrator")
 
-#: Hook for analysis: (connection, deployment row, now) → verdict dict or None.
-VerdictSource = Callable[[Connection, dict[str, Any], float], dict[str, Any] | None]
+#: Hook for analysis: (connection, environment id, deployment, now) → verdict dict or None.
+VerdictSource = Callable[[Connection, int, dm.Deployment, float], dict[str, Any] | None]
 
 
 class Orchestrator:
@@ -49,6 +49,10 @@ class Orchestrator:
         self.notifier = notifier
         self.interval = interval
         self.clock = clock
+        if verdicts is None:
+            from conveyor.deploy.analysis_source import verdict_for
+
+            verdicts = verdict_for
         self.verdicts = verdicts
         self.ticks = 0
 
@@ -81,6 +85,7 @@ class Orchestrator:
                 touched |= self._drive(conn, env_id)
             for env_id in [r.id for r in conn.execute(select(environments.c.id)).all()]:
                 touched |= self._retire(conn, env_id)
+                touched |= self._reap_drained(conn, env_id)
         return touched
 
     def _drive(self, conn: Connection, env_id: int) -> set[str]:
@@ -105,9 +110,9 @@ class Orchestrator:
                 touched |= self._apply(conn, env_id, nxt, dm.start(nxt, now))
                 continue
             world = self._observe(conn, env_id, now)
-            if self.verdicts is not None and active.strategy == "canary":
-                row = next(r for r in rows if r["id"] == active.id)
-                world = dm.World(world.now, world.instances, world.hosts_alive, self.verdicts(conn, row, now))
+            verdict = self.verdicts(conn, env_id, active, now) if self.verdicts is not None else None
+            if verdict is not None:
+                world = dm.World(world.now, world.instances, world.hosts_alive, verdict)
             result = dm.step(active, world)
             touched |= self._apply(conn, env_id, active, result)
             if not result.finished:
@@ -118,6 +123,8 @@ class Orchestrator:
         status = repo.instance_status_map(conn)
         observed = []
         for row in repo.env_instances(conn, env_id):
+            if row["draining_since"] is not None:
+                continue  # on its way out: neither counted nor routed
             st = status.get(row["id"], ("", {}))[1]
             observed.append(
                 dm.ObservedInstance(
@@ -141,12 +148,16 @@ class Orchestrator:
             values["reason"] = result.reason
         if result.finished:
             values["finished_at"] = now
+        if result.consumed_command:
+            values["command"] = None
         changed = conn.execute(
             update(deployments).where(deployments.c.id == dep.id, deployments.c.state == dep.state).values(**values)
         ).rowcount
         if not changed:  # another replica moved it first: its actions win
             return set()
         app, env = repo.app_env_names(conn, env_id)
+        if result.actions:
+            touched.add("routing")  # instances or weights may have changed; the table is versioned by content
         for action in result.actions:
             match action:
                 case dm.EnsureInstances(release=rel, count=count, role=role):
@@ -156,8 +167,7 @@ class Orchestrator:
                     cond = (instances.c.env_id == env_id) & (instances.c.release == rel)
                     if role is not None:
                         cond &= instances.c.role == role
-                    if conn.execute(delete(instances).where(cond)).rowcount:
-                        repo.bump_counter(conn, "desired")
+                    if self._drain(conn, cond, now):
                         touched |= {"desired", "routing"}
                 case dm.SetRoutes(weights=weights):
                     conn.execute(
@@ -166,7 +176,7 @@ class Orchestrator:
                         .values(routes={str(k): v for k, v in weights.items()})
                     )
                     touched.add("routing")
-                case dm.MakeCurrent(release=rel, previous=prev):
+                case dm.MakeCurrent(release=rel, previous=prev, retire_as=retire_as):
                     conn.execute(update(environments).where(environments.c.id == env_id).values(current_release=rel))
                     conn.execute(
                         update(releases)
@@ -177,7 +187,7 @@ class Orchestrator:
                         conn.execute(
                             update(releases)
                             .where(releases.c.env_id == env_id, releases.c.number == prev)
-                            .values(status="rolled_back" if dep.kind == "rollback" else "superseded", retired_at=now)
+                            .values(status="rolled_back" if dep.kind == "rollback" else retire_as, retired_at=now)
                         )
                 case dm.Event(kind=kind, message=message, data=data):
                     repo.record_event(
@@ -196,7 +206,8 @@ class Orchestrator:
         rows = list(
             conn.execute(
                 select(instances.c.id).where(
-                    instances.c.env_id == env_id, instances.c.release == release, instances.c.role == role
+                    instances.c.env_id == env_id, instances.c.release == release, instances.c.role == role,
+                    instances.c.draining_since.is_(None),
                 ).order_by(instances.c.created_at.desc())
             ).all()
         )
@@ -204,7 +215,9 @@ class Orchestrator:
             return False
         if len(rows) > count:
             extra = [r.id for r in rows[: len(rows) - count]]
-            conn.execute(delete(instances).where(instances.c.id.in_(extra)))
+            self._drain(conn, instances.c.id.in_(extra), self.clock())
+            repo.bump_counter(conn, "desired")
+            return True
         else:
             hosts = [h["name"] for h in repo.alive_hosts(conn)]
             if not hosts:
@@ -225,6 +238,34 @@ class Orchestrator:
                 )
         repo.bump_counter(conn, "desired")
         return True
+
+    def _drain(self, conn: Connection, cond: Any, now: float) -> bool:
+        """Take instances out of the routing table now; their processes stop after the drain period."""
+        n = conn.execute(
+            update(instances).where(cond, instances.c.draining_since.is_(None)).values(draining_since=now)
+        ).rowcount
+        return bool(n)
+
+    def _reap_drained(self, conn: Connection, env_id: int) -> set[str]:
+        """Delete (so the agent stops) instances whose drain period is over."""
+        now = self.clock()
+        draining = conn.execute(
+            select(instances.c.id, instances.c.release, instances.c.draining_since).where(
+                instances.c.env_id == env_id, instances.c.draining_since.is_not(None)
+            )
+        ).all()
+        if not draining:
+            return set()
+        drains = {
+            r.number: float((r.config or {}).get("drain", 10.0))
+            for r in conn.execute(select(releases.c.number, releases.c.config).where(releases.c.env_id == env_id))
+        }
+        done = [r.id for r in draining if now - r.draining_since >= drains.get(r.release, 10.0)]
+        if not done:
+            return set()
+        conn.execute(delete(instances).where(instances.c.id.in_(done)))
+        repo.bump_counter(conn, "desired")
+        return {"desired"}
 
     def _retire(self, conn: Connection, env_id: int) -> set[str]:
         """Stop instances of releases that no longer need to run (after drain / bake)."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from conveyor.analysis import AnalysisConfigError, parse_analysis_config
 from conveyor.domain import deploy_machine as dm
 from conveyor.domain.manifest import APP_NAME_RE, ENV_NAME_RE, AppManifest, parse_manifest
 from conveyor.store import repo
@@ -95,6 +96,10 @@ def queue_deploy(
         )
     )
     params = deploy_params(manifest, env_name, strategy)
+    try:
+        parse_analysis_config(params.get("analysis") or {}, source=f"[env.{env_name}] analysis")
+    except AnalysisConfigError as exc:
+        raise ValueError(str(exc)) from None
     result = conn.execute(
         insert(deployments).values(
             env_id=env["id"],
@@ -200,6 +205,39 @@ def cancel(conn: Connection, dep_id: int, actor: str = "") -> dict[str, Any]:
     return get_deployment(conn, dep_id)
 
 
+COMMANDS = {
+    # action: states in which it means something
+    "promote": {"canary", "paused"},
+    "pause": {"canary"},
+    "resume": {"paused"},
+    "abort": {"starting", "canary", "paused", "baking", "rolling"},
+}
+
+
+def command(conn: Connection, dep_id: int, action: str, *, full: bool = False, actor: str = "") -> dict[str, Any]:
+    """Ask the orchestrator to promote, pause, resume or abort an active deployment.
+
+    Recorded in the deployment's ``command`` column (not acted on here), so the
+    orchestrator stays the only writer of the deployment's progress.
+    """
+    if action not in COMMANDS:
+        raise ValueError(f"unknown action {action!r}: use one of {', '.join(COMMANDS)}")
+    row = _deployment_row(conn, dep_id)
+    if row["state"] == "queued" and action == "abort":
+        return cancel(conn, dep_id, actor)
+    if row["state"] not in COMMANDS[action]:
+        allowed = ", ".join(sorted(COMMANDS[action]))
+        raise Conflict(f"deployment {dep_id} is {row['state']}: {action} applies only while it is {allowed}")
+    conn.execute(
+        update(deployments).where(deployments.c.id == dep_id)
+        .values(command={"action": action, "full": full, "by": actor or "someone"})
+    )
+    app, env = repo.app_env_names(conn, row["env_id"])
+    repo.record_event(conn, f"deploy_{action}_requested", f"{action}{' (full)' if full else ''} of deployment {dep_id} "
+                      f"requested by {actor or 'someone'}", app=app, env=env, actor=actor, data={"deployment": dep_id})
+    return get_deployment(conn, dep_id)
+
+
 def _deployment_row(conn: Connection, dep_id: int) -> dict[str, Any]:
     row = conn.execute(select(deployments).where(deployments.c.id == dep_id)).mappings().first()
     if row is None:
@@ -220,6 +258,7 @@ def _as_machine(row: dict[str, Any]) -> dm.Deployment:
         created_at=row["created_at"],
         started_at=row["started_at"],
         created_by=row["created_by"],
+        command=row.get("command"),
     )
 
 
@@ -248,6 +287,7 @@ def get_deployment(conn: Connection, dep_id: int) -> dict[str, Any]:
         "release": row["to_release"],
         "image": row["image_digest"],
         "reason": row["reason"],
+        "command": row["command"],
         "progress": row["progress"],
         "params": row["params"],
         "queue_position": position,

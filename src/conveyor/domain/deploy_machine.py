@@ -64,6 +64,8 @@ class Deployment:
     created_at: float
     started_at: float | None = None
     created_by: str = ""
+    #: a user's pending command: {"action": "promote"|"pause"|"resume"|"abort", "full": bool, "by": str}
+    command: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class MakeCurrent:
 
     release: int
     previous: int | None
+    retire_as: str = "superseded"  # or "rolled_back"
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ class Step:
     progress: dict[str, Any]
     actions: list[Action] = field(default_factory=list)
     reason: str | None = None
+    #: the deployment's pending command was handled (the orchestrator clears it)
+    consumed_command: bool = False
 
     @property
     def finished(self) -> bool:
@@ -157,14 +162,32 @@ def start(dep: Deployment, now: float) -> Step:
     progress = {**dep.progress, "phase_started": now}
     if dep.kind == "rollback":
         return Step("starting", progress, [Event("rollback_started", _rollback_msg(dep))])
-    return Step(
-        "starting",
-        progress,
-        [
-            EnsureInstances(dep.to_release, _instances(dep)),
-            Event("deploy_started", f"deploying release {dep.to_release} ({dep.strategy})"),
-        ],
-    )
+    started = Event("deploy_started", f"deploying release {dep.to_release} ({strategy_of(dep)})")
+    if strategy_of(dep) == "rolling":
+        return Step("rolling", {**progress, "new": 0, "batch_started": now}, [started])
+    return Step("starting", progress, [EnsureInstances(dep.to_release, _first_size(dep)), started])
+
+
+def strategy_of(dep: Deployment) -> str:
+    """The strategy in effect: the first release of an environment has nothing to compare with or
+    roll back to, so canary and rolling deploy it blue/green."""
+    if dep.from_release is None or dep.kind == "rollback":
+        return "bluegreen"
+    return dep.strategy
+
+
+def _first_size(dep: Deployment) -> int:
+    """How many new instances to start first: all (blue/green) or the canary's size."""
+    if strategy_of(dep) == "canary":
+        return canary_size(dep)
+    return _instances(dep)
+
+
+def canary_size(dep: Deployment) -> int:
+    """Enough instances for the canary's largest step weight (at least one)."""
+    steps = dep.params.get("steps") or []
+    top = max((int(s.get("weight", 0)) for s in steps), default=10)
+    return max(1, min(_instances(dep), -(-_instances(dep) * top // 100)))
 
 
 def step(dep: Deployment, world: World) -> Step:
@@ -176,8 +199,10 @@ def step(dep: Deployment, world: World) -> Step:
 
 
 def _starting(dep: Deployment, world: World) -> Step:
-    want = _instances(dep)
+    want = _first_size(dep)
     progress = dict(dep.progress)
+    if dep.command and dep.command.get("action") == "abort":
+        return _abort_before_traffic(dep, progress)
     if dep.kind == "rollback" and world.ready(dep.to_release) >= max(1, want) and want > 0:
         # The previous release is still warm: a rollback is just a routing change.
         return _switch(dep, progress, instant=True)
@@ -197,6 +222,10 @@ def _starting(dep: Deployment, world: World) -> Step:
         return _fail(dep, progress, reason)
     progress.pop("broken_since", None)
     if world.ready(dep.to_release) >= want:
+        if strategy_of(dep) == "canary":
+            from conveyor.domain.strategies import enter_canary_step
+
+            return enter_canary_step(dep, progress, 0, world.now)
         return _switch(dep, progress, instant=False)
     waited = world.now - float(progress.get("phase_started", world.now))
     timeout = float(dep.params.get("ready_timeout", 60.0))
@@ -231,6 +260,29 @@ def _switch(dep: Deployment, progress: dict[str, Any], *, instant: bool) -> Step
     )
 
 
+def _abort_before_traffic(dep: Deployment, progress: dict[str, Any]) -> Step:
+    by = (dep.command or {}).get("by") or "someone"
+    step = _fail(dep, progress, f"aborted by {by} before any traffic moved")
+    step.consumed_command = True
+    return step
+
+
+def roll_back(dep: Deployment, progress: dict[str, Any], reason: str, *, was_current: bool) -> Step:
+    """Traffic back to the previous release first (one table change), then the new release's
+    instances drain and stop. ``was_current``: the new release had already been made current."""
+    assert dep.from_release is not None
+    actions: list[Action] = [SetRoutes({dep.from_release: 100})]
+    if was_current:
+        actions.append(MakeCurrent(dep.from_release, dep.to_release, retire_as="rolled_back"))
+    actions += [
+        EnsureInstances(dep.from_release, _instances(dep)),
+        RemoveInstances(dep.to_release),
+        Event("rolled_back", f"release {dep.to_release} rolled back to {dep.from_release}: {reason}",
+              {"release": dep.from_release, "from_release": dep.to_release}),
+    ]
+    return Step("rolled_back", {**progress, "weights": {str(dep.from_release): 100}}, actions, reason)
+
+
 def _fail(dep: Deployment, progress: dict[str, Any], reason: str) -> Step:
     actions: list[Action] = [Event("deploy_failed", reason, {"release": dep.to_release})]
     if dep.kind == "deploy":
@@ -256,7 +308,7 @@ def _rollback_msg(dep: Deployment) -> str:
     return f"rolling back from release {dep.from_release} to {dep.to_release}"
 
 
-_HANDLERS = {"starting": _starting}
+_HANDLERS: dict[str, Any] = {"starting": _starting}  # the strategies module adds its states
 
 
 # ---------------------------------------------------------------------------
@@ -316,3 +368,8 @@ def releases_to_stop(
         if number in known or number not in keep:
             out.append(number)
     return sorted(set(out))
+
+
+from conveyor.domain import strategies as _strategies  # noqa: E402  (registers canary, rolling, baking, paused)
+
+_HANDLERS.update(_strategies.HANDLERS)

@@ -33,11 +33,13 @@ def choose_release(env: EnvRoute, point: float, pin: int | None = None) -> Relea
         r = env.by_number.get(pin)
         if r is not None and r.targets:
             return r
+    split = env.split
+    if len(split) == 1:
+        return split[0]
     total = env.total_weight
     if total <= 0:
         return None
     i = bisect_right(env.cumulative, point * total)
-    split = env.split
     return split[i] if i < len(split) else split[-1]
 
 
@@ -90,7 +92,7 @@ def cookie_value(cookie_header: str | None, name: str) -> str | None:
         return None
     for part in cookie_header.split(";"):
         k, sep, v = part.strip().partition("=")
-        if sep and k == name:
+        if sep and k.strip() == name:
             return v.strip().strip('"')
     return None
 

@@ -15,7 +15,8 @@ a 400 and the connection is closed.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from http import HTTPStatus
 
 #: Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
@@ -71,11 +72,30 @@ class RequestInfo:
     pin: str | None = None
     cookie: str | None = None
     request_id: bytes = b""
-    forwarded_lines: list[bytes] = field(default_factory=list)
+    forwarded_head: bytes = b""
 
 
 def _tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
+
+
+# What inspect_request does with each request header (by lower-case name); the
+# rest are forwarded as they are. One dict lookup per header on the hot path.
+_HOST, _CL, _TE, _CONN, _UPGRADE, _EXPECT, _XFF, _RID, _PIN, _COOKIE, _DROP = range(11)
+_SPECIAL: dict[bytes, int] = {
+    b"host": _HOST,
+    b"content-length": _CL,
+    b"transfer-encoding": _TE,
+    b"connection": _CONN,
+    b"upgrade": _UPGRADE,
+    b"expect": _EXPECT,
+    b"x-forwarded-for": _XFF,
+    b"x-request-id": _RID,
+    b"x-conveyor-release": _PIN,
+    b"cookie": _COOKIE,
+}
+for _h in HOP_BY_HOP | _REPLACED:
+    _SPECIAL.setdefault(_h, _DROP)
 
 
 def inspect_request(
@@ -88,52 +108,58 @@ def inspect_request(
 ) -> RequestInfo:
     """Validate a request head and prepare its upstream form; raises :class:`BadRequest`."""
     info = RequestInfo(keep_alive=keep_alive)
-    kept: list[tuple[bytes, bytes]] = []
-    conn_tokens: set[bytes] = set()
+    kept: list[bytes] = []
+    kept_names: list[bytes] = []
+    conn_tokens: set[bytes] | None = None
     host: bytes | None = None
     te: bytes | None = None
     xff: bytes | None = None
     cl_seen = 0
+    special = _SPECIAL
     for name, value in headers:
         low = name.lower()
-        if low == b"host":
+        kind = special.get(low)
+        if kind is None:
+            kept.append(b"%s: %s\r\n" % (name, value))
+            kept_names.append(low)
+        elif kind == _HOST:
             if host is not None:
                 raise BadRequest(400, "more than one Host header")
             host = value
-            kept.append((name, value))
-        elif low == b"content-length":
+            kept.append(b"%s: %s\r\n" % (name, value))
+            kept_names.append(low)
+        elif kind == _CL:
             cl_seen += 1
             if cl_seen > 1 or not value.isdigit() or len(value) > 18:
                 raise BadRequest(400, "invalid or duplicate Content-Length")
             info.content_length = int(value)
-        elif low == b"transfer-encoding":
+        elif kind == _TE:
             if te is not None:
                 raise BadRequest(400, "more than one Transfer-Encoding header")
             te = value.strip().lower()
-        elif low == b"connection":
-            conn_tokens |= _tokens(value)
-        elif low == b"upgrade":
+        elif kind == _CONN:
+            conn_tokens = _tokens(value) if conn_tokens is None else conn_tokens | _tokens(value)
+        elif kind == _UPGRADE:
             info.upgrade = value
-        elif low == b"expect":
+        elif kind == _EXPECT:
             if value.strip().lower() != b"100-continue":
                 raise BadRequest(417, "the only supported Expect is 100-continue")
             info.expect_continue = True
-        elif low == b"x-forwarded-for":
+        elif kind == _XFF:
             xff = value if xff is None else xff + b", " + value
-        elif low == b"x-request-id":
+        elif kind == _RID:
             if value and len(value) <= _MAX_REQUEST_ID and all(33 <= c < 127 for c in value):
                 info.request_id = value
-        elif low == b"x-conveyor-release":
+        elif kind == _PIN:
             info.pin = value.decode("latin-1")
-            kept.append((name, value))
-        elif low == b"cookie":
+            kept.append(b"%s: %s\r\n" % (name, value))
+            kept_names.append(low)
+        elif kind == _COOKIE:
             c = value.decode("latin-1")
             info.cookie = c if info.cookie is None else info.cookie + "; " + c
-            kept.append((name, value))
-        elif low in HOP_BY_HOP or low in _REPLACED:
-            continue
-        else:
-            kept.append((name, value))
+            kept.append(b"%s: %s\r\n" % (name, value))
+            kept_names.append(low)
+        # else: _DROP (hop-by-hop, or set by the router)
     if te is not None:
         if te != b"chunked":
             raise BadRequest(400, "unsupported Transfer-Encoding (only 'chunked' is accepted)")
@@ -147,31 +173,32 @@ def inspect_request(
             raise BadRequest(400, "HTTP/1.1 request without a Host header")
         host = b""
     info.host = host.decode("latin-1")
-    if b"close" in conn_tokens:
-        info.keep_alive = False
-    if info.upgrade is not None and b"upgrade" not in conn_tokens:
+    if conn_tokens:
+        if b"close" in conn_tokens:
+            info.keep_alive = False
+        named = conn_tokens - {b"close", b"keep-alive", b"upgrade"}
+        if named:  # headers the client declared hop-by-hop
+            kept = [line for line, low in zip(kept, kept_names, strict=True) if low not in named]
+    if info.upgrade is not None and (conn_tokens is None or b"upgrade" not in conn_tokens):
         info.upgrade = None
     if method == "CONNECT":
         raise BadRequest(405, "CONNECT is not supported by this router")
     if not info.request_id:
         info.request_id = new_request_id()
-    # Build the head to send upstream.
-    lines = [method.encode(), b" ", url, b" HTTP/1.1\r\n"]
-    for name, value in kept:
-        if conn_tokens and name.lower() in conn_tokens:
-            continue
-        lines += (name, b": ", value, b"\r\n")
+    # The head to send upstream.
     ip = peer_ip.encode()
-    lines += (b"X-Forwarded-For: ", (xff + b", " + ip) if xff else ip, b"\r\n")
-    lines += (b"X-Forwarded-Proto: http\r\nX-Forwarded-Host: ", host, b"\r\nX-Request-Id: ", info.request_id, b"\r\n")
+    tail = b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: %s\r\nX-Request-Id: %s\r\n" % (
+        (xff + b", " + ip) if xff else ip,
+        host,
+        info.request_id,
+    )
     if info.upgrade is not None:
-        lines += (b"Connection: Upgrade\r\nUpgrade: ", info.upgrade, b"\r\n")
+        tail += b"Connection: Upgrade\r\nUpgrade: %s\r\n" % info.upgrade
     if info.chunked:
-        lines.append(b"Transfer-Encoding: chunked\r\n")
+        tail += b"Transfer-Encoding: chunked\r\n"
     elif info.content_length is not None:
-        lines += (b"Content-Length: ", str(info.content_length).encode(), b"\r\n")
-    lines.append(b"\r\n")
-    info.forwarded_lines = lines
+        tail += b"Content-Length: %d\r\n" % info.content_length
+    info.forwarded_head = b"%s %s HTTP/1.1\r\n%s%s\r\n" % (method.encode(), url, b"".join(kept), tail)
     return info
 
 
@@ -256,6 +283,50 @@ def response_head(
     return ResponseInfo(
         b"".join(parts), cl, chunked_in, chunked_out, no_body, close_client, close_delimited, upstream_keep_alive and not close_delimited
     )
+
+
+_UNSAFE_RE = re.compile(
+    rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|upgrade|proxy-authenticate|proxy-authorization)[ \t]*:", re.I
+)
+_CL_RE = re.compile(rb"\r\ncontent-length[ \t]*:", re.I)
+_TE_RE = re.compile(rb"\r\ntransfer-encoding[ \t]*:[ \t]*([^\r]*)", re.I)
+
+
+def split_head(head: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """(reason phrase, headers) of a response head already validated by llhttp."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    reason = parts[2] if len(parts) > 2 else b""
+    headers = []
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(b":")
+            headers.append((name, value.strip(b" \t")))
+    return reason, headers
+
+
+def raw_passthrough(
+    head: bytes,
+    status: int,
+    head_request: bool,
+    client_http11: bool,
+    client_keep_alive: bool,
+    upstream_http11: bool,
+) -> ResponseInfo | None:
+    """Like :func:`passthrough_info`, from the raw head bytes (a few regex scans, no per-header work)."""
+    if not (client_http11 and client_keep_alive and upstream_http11) or _UNSAFE_RE.search(head):
+        return None
+    cls = _CL_RE.findall(head)
+    tes = _TE_RE.findall(head)
+    if len(cls) > 1 or len(tes) > 1 or (cls and tes):
+        return None
+    chunked = bool(tes)
+    if chunked and tes[0].strip().lower() != b"chunked":
+        return None
+    no_body = head_request or status in (204, 304)
+    if not cls and not chunked and not no_body:
+        return None
+    return ResponseInfo(b"", None, chunked, False, no_body, False, False, True)
 
 
 def passthrough_info(

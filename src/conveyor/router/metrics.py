@@ -25,10 +25,11 @@ STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 class InstanceStats:
     """Counters of one instance (by id) of one release."""
 
-    __slots__ = ("id", "requests", "errors_5xx", "upstream_errors", "in_flight")
+    __slots__ = ("id", "release", "requests", "errors_5xx", "upstream_errors", "in_flight")
 
-    def __init__(self, id: str) -> None:  # noqa: A002
+    def __init__(self, id: str, release: ReleaseStats | None = None) -> None:  # noqa: A002
         self.id = id
+        self.release = release
         self.requests = 0
         self.errors_5xx = 0
         self.upstream_errors = 0
@@ -62,7 +63,7 @@ class ReleaseStats:
     def instance(self, id: str) -> InstanceStats:  # noqa: A002
         s = self.instances.get(id)
         if s is None:
-            s = self.instances[id] = InstanceStats(id)
+            s = self.instances[id] = InstanceStats(id, self)
         return s
 
     def to_json(self) -> dict[str, Any]:
@@ -104,8 +105,23 @@ class Metrics:
     def count_unrouted(self, status: int) -> None:
         self.unrouted[status] = self.unrouted.get(status, 0) + 1
 
-    def snapshot(self, router_id: str, table_version: int) -> dict[str, Any]:
-        """The ``/metrics.json`` document (shape in docs/ARCHITECTURE.md)."""
+    def snapshot(self, router_id: str, table_version: int, targets: Iterable[Any] = ()) -> dict[str, Any]:
+        """The ``/metrics.json`` document (shape in docs/ARCHITECTURE.md).
+
+        In-flight gauges are not counted on the request path: they are read here
+        from the balancer's own ``outstanding`` count of each target (``targets``:
+        the table's and the draining ones), which the proxy keeps anyway.
+        """
+        for rs in self.releases.values():
+            rs.in_flight = 0
+            for ist in rs.instances.values():
+                ist.in_flight = 0
+        for t in targets:
+            st = t.stats
+            if st is not None and t.outstanding:
+                st.in_flight += t.outstanding
+                if st.release is not None:
+                    st.release.in_flight += t.outstanding
         return {
             "router": router_id,
             "started_at": self.started_at,

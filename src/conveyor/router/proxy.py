@@ -38,8 +38,9 @@ from conveyor.router.http1 import (
     ResponseInfo,
     chunk,
     inspect_request,
-    passthrough_info,
+    raw_passthrough,
     response_head,
+    split_head,
     simple_response,
 )
 from conveyor.router.metrics import Metrics, ReleaseStats
@@ -68,8 +69,24 @@ class Proxy:
         self.clients: set[ClientConnection] = set()
         self.draining: list[Target] = []
         self.now = self.loop.time()
+        # Hot-path copies of settings, and deadlines precomputed once per tick.
+        self.max_head = config.max_head_bytes
+        self.max_headers = config.max_headers
+        self.max_body = config.max_body_bytes
+        self.head_deadline = self.idle_deadline = self.upstream_deadline = 0.0
+        self._refresh_deadlines()
         self._ticker: asyncio.Task[None] | None = None
         self.accepting = True
+        #: Host header as sent -> environment, for the table in force (cleared on apply).
+        self.host_cache: dict[str, EnvRoute] = {}
+
+    def lookup_host(self, raw_host: str) -> EnvRoute | None:
+        env = self.table.hosts.get(normalise_host(raw_host))
+        if env is not None:
+            if len(self.host_cache) > 4096:  # random Host headers must not grow it forever
+                self.host_cache.clear()
+            self.host_cache[raw_host] = env
+        return env
 
     # -- table -------------------------------------------------------------
 
@@ -81,6 +98,7 @@ class Proxy:
         else:
             compiled, removed = compile_table(table, self.table)
         self.table = compiled
+        self.host_cache = {}
         deadline = self.loop.time() + self.config.drain_timeout
         for t in removed:
             t.draining = True
@@ -108,9 +126,17 @@ class Proxy:
             except Exception:  # noqa: BLE001 - a timeout sweep must never stop
                 log.exception("router ticker failed")
 
+    def _refresh_deadlines(self) -> None:
+        now = self.now
+        cfg = self.config
+        self.head_deadline = now + cfg.head_timeout
+        self.idle_deadline = now + cfg.idle_timeout
+        self.upstream_deadline = now + cfg.upstream_timeout
+
     def tick(self) -> None:
         """Enforce timeouts, expire idle upstream connections, finish draining."""
         now = self.now = self.loop.time()
+        self._refresh_deadlines()
         cfg = self.config
         for c in list(self.clients):
             if c.deadline and now > c.deadline and c.active is None:
@@ -132,6 +158,10 @@ class Proxy:
                 if t.outstanding > 0 and now <= t.drain_deadline:
                     keep.append(t)
             self.draining = keep
+
+    def metrics_snapshot(self, router_id: str) -> dict[str, Any]:
+        """The metrics document, with in-flight gauges read from the targets."""
+        return self.metrics.snapshot(router_id, self.table.version, [*self.table.targets.values(), *self.draining])
 
     def in_flight(self) -> int:
         return sum(1 for c in self.clients if c.active is not None)
@@ -196,7 +226,6 @@ class Exchange:
         "upstream_deadline",
         "upgrade_buf",
         "extra",
-        "dispatched",
         "blame",
         "out",
         "passthrough",
@@ -228,7 +257,6 @@ class Exchange:
         self.upstream_deadline = 0.0
         self.upgrade_buf: list[bytes] | None = None
         self.extra: list[bytes] | None = None
-        self.dispatched = False
         self.blame: Target | None = None  # the last instance tried, for per-instance counts
         #: Response bytes gathered during one upstream read, written to the client in one
         #: call after the parser returns (head and a small body in one segment).
@@ -245,11 +273,12 @@ class Exchange:
             return
         info = self.info
         assert info is not None
-        host = normalise_host(info.host)
-        env = state.table.hosts.get(host)
+        env = state.host_cache.get(info.host)
         if env is None:
-            self.respond(404, state.unknown_host_text(host), close=False)
-            return
+            env = state.lookup_host(info.host)
+            if env is None:
+                self.respond(404, state.unknown_host_text(normalise_host(info.host)), close=False)
+                return
         pin = balancer.parse_pin(info.pin, info.cookie) if (info.pin or info.cookie) else None
         point = self._sticky_point(env, info) if env.sticky and pin is None else random.random()
         rel = balancer.choose_release(env, point, pin)
@@ -262,15 +291,12 @@ class Exchange:
         if target is None:
             self.respond(503, f"conveyor router: release {rel.release} of {env.app}/{env.env} has no ready instance\n", close=False)
             return
-        limit = state.config.max_body_bytes
+        limit = state.max_body
         if limit and info.content_length is not None and info.content_length > limit:
             self.respond(413, f"request body larger than {limit} bytes\n", close=True)
             return
         if info.expect_continue and not self.request_done:
             self.client.transport.write(CONTINUE_100)
-        self.dispatched = True
-        if state.metrics.enabled and rel.stats is not None:
-            rel.stats.in_flight += 1
         self.dispatch(target, allow_idle=True)
 
     def _sticky_point(self, env: EnvRoute, info: RequestInfo) -> float:
@@ -283,9 +309,6 @@ class Exchange:
     def dispatch(self, target: Target, allow_idle: bool) -> None:
         self.target = self.blame = target
         target.outstanding += 1
-        st = target.stats
-        if st is not None and self.state.metrics.enabled:
-            st.in_flight += 1
         if allow_idle:
             idle = target.idle
             while idle:
@@ -300,8 +323,6 @@ class Exchange:
         t = self.target
         if t is not None:
             t.outstanding -= 1
-            if t.stats is not None and self.state.metrics.enabled:
-                t.stats.in_flight -= 1
             self.target = None
 
     async def _connect(self, target: Target) -> None:
@@ -357,11 +378,11 @@ class Exchange:
         buf = self.body_buf
         self.body_buf = None
         if buf:
-            tr.write(b"".join(info.forwarded_lines))
+            tr.write(info.forwarded_head)
             tr.writelines(buf)
         else:
-            tr.write(b"".join(info.forwarded_lines))
-        self.upstream_deadline = state.now + state.config.upstream_timeout
+            tr.write(info.forwarded_head)
+        self.upstream_deadline = state.upstream_deadline
         if client.write_paused:
             tr.pause_reading()
         if client.paused:
@@ -371,14 +392,14 @@ class Exchange:
 
     def request_body(self, data: bytes) -> None:
         self.body_bytes += len(data)
-        limit = self.state.config.max_body_bytes
+        limit = self.state.max_body
         if limit and self.body_bytes > limit:
             raise BadRequest(413, f"request body larger than {limit} bytes")
         framed = chunk(data) if self.info is not None and self.info.chunked else [data]
         conn = self.conn
         if conn is not None and not conn.closed:
             conn.transport.writelines(framed)
-            self.upstream_deadline = self.state.now + self.state.config.upstream_timeout
+            self.upstream_deadline = self.state.upstream_deadline
         elif self.body_buf is not None:
             self.body_buf += framed
             self.buffered += len(data)
@@ -401,18 +422,21 @@ class Exchange:
         assert info is not None
         client = self.client
         upstream_http11 = conn.parser.get_http_version() == "1.1"
+        head = conn.head_bytes()
+        conn.pre = None
         if conn.raw is not None and self.extra is None and info.upgrade is None and client.state.accepting:
-            fast = passthrough_info(status, conn.headers, self.method == "HEAD", self.http11, info.keep_alive, upstream_http11)
+            fast = raw_passthrough(head, status, self.method == "HEAD", self.http11, info.keep_alive, upstream_http11)
             if fast is not None:
                 self.resp = fast
                 self.status = status
                 self.passthrough = True
                 self.out = [conn.raw]
                 return fast.no_body
+        reason, headers = split_head(head)
         resp = response_head(
             status,
-            conn.reason,
-            conn.headers,
+            reason,
+            headers,
             self.method == "HEAD",
             self.http11,
             info.keep_alive and info.upgrade is None and client.state.accepting,
@@ -563,9 +587,6 @@ class Exchange:
         rs.requests += 1
         rs.status[status // 100 if 100 <= status < 600 else 5] += 1
         rs.latency.record(_perf() - self.t0)
-        if self.dispatched:
-            rs.in_flight -= 1
-            self.dispatched = False
         t = self.target or self.blame
         if t is not None and t.stats is not None:
             ist = t.stats
@@ -620,7 +641,7 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else ""
         self.state.clients.add(self)
-        self.deadline = self.state.now + self.state.config.head_timeout
+        self.deadline = self.state.head_deadline
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.clients.discard(self)
@@ -683,7 +704,8 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as e:
             ex = self.queue[-1] if self.queue else None
             if ex is None or ex.info is None or ex.info.upgrade is None or ex.finished:
-                self._bad(BadRequest(400, "unexpected protocol upgrade"))
+                # Answered already (404, 503...): the bytes that follow are not HTTP; hang up.
+                self.close()
                 return
             ex.upgrade_buf = [data[e.args[0] :]] if e.args[0] < len(data) else []
             self.pause(_P_UPGRADE)
@@ -698,8 +720,8 @@ class ClientConnection(asyncio.Protocol):
             return
         if was_head and self.in_head:
             self.head_bytes += len(data)
-            if self.head_bytes > self.state.config.max_head_bytes:
-                self._bad(BadRequest(431, f"request head larger than {self.state.config.max_head_bytes} bytes"))
+            if self.head_bytes > self.state.max_head:
+                self._bad(BadRequest(431, f"request head larger than {self.state.max_head} bytes"))
 
     def _bad(self, err: BadRequest) -> None:
         """Refuse the request being parsed and stop reading: the framing can no longer be trusted."""
@@ -734,7 +756,7 @@ class ClientConnection(asyncio.Protocol):
         ex = Exchange(self)
         self.parsing = ex
         self.in_head = True
-        self.deadline = self.state.now + self.state.config.head_timeout
+        self.deadline = self.state.head_deadline
         if self.active is not None:
             self.pause(_P_QUEUE)
 
@@ -743,21 +765,22 @@ class ClientConnection(asyncio.Protocol):
         assert ex is not None
         ex.url += url
         ex.head_size += len(url)
-        if ex.head_size > self.state.config.max_head_bytes:
-            self.cb_error = BadRequest(414, f"request target longer than {self.state.config.max_head_bytes} bytes")
+        if ex.head_size > self.state.max_head:
+            self.cb_error = BadRequest(414, f"request target longer than {self.state.max_head} bytes")
             raise self.cb_error
 
     def on_header(self, name: bytes, value: bytes) -> None:
         ex = self.parsing
         assert ex is not None
-        ex.headers.append((name, value))
-        ex.head_size += len(name) + len(value) + 4
-        cfg = self.state.config
-        if ex.head_size > cfg.max_head_bytes:
-            self.cb_error = BadRequest(431, f"request head larger than {cfg.max_head_bytes} bytes")
-            raise self.cb_error
-        if len(ex.headers) > cfg.max_headers:
-            self.cb_error = BadRequest(431, f"more than {cfg.max_headers} request headers")
+        headers = ex.headers
+        headers.append((name, value))
+        size = ex.head_size = ex.head_size + len(name) + len(value) + 4
+        state = self.state
+        if size > state.max_head or len(headers) > state.max_headers:
+            if size > state.max_head:
+                self.cb_error = BadRequest(431, f"request head larger than {state.max_head} bytes")
+            else:
+                self.cb_error = BadRequest(431, f"more than {state.max_headers} request headers")
             raise self.cb_error
 
     def on_headers_complete(self) -> None:
@@ -765,12 +788,13 @@ class ClientConnection(asyncio.Protocol):
         assert ex is not None
         p = self.parser
         ex.method = p.get_method().decode()
-        ex.http11 = p.get_http_version() == "1.1"
+        version = p.get_http_version()
+        ex.http11 = version == "1.1"
         self.in_head = False
         self.head_bytes = 0
         self.deadline = 0.0
         try:
-            info = inspect_request(ex.method, ex.url, p.get_http_version(), ex.headers, self.peer_ip, p.should_keep_alive())
+            info = inspect_request(ex.method, ex.url, version, ex.headers, self.peer_ip, p.should_keep_alive())
         except BadRequest as e:
             self.cb_error = e
             raise
@@ -800,7 +824,7 @@ class ClientConnection(asyncio.Protocol):
             if not ex.finished:
                 ex.request_end()
         if self.active is None and not self.close_after:
-            self.deadline = self.state.now + self.state.config.idle_timeout
+            self.deadline = self.state.idle_deadline
 
     # -- exchange completion ----------------------------------------------
 
@@ -825,7 +849,7 @@ class ClientConnection(asyncio.Protocol):
             self.active = nxt
             nxt.activate()
         elif self.parsing is None:
-            self.deadline = self.state.now + self.state.config.idle_timeout
+            self.deadline = self.state.idle_deadline
         if self.paused and (not self.queue or self.parsing is None):
             self.resume(_P_QUEUE)
 

@@ -110,7 +110,7 @@ class RouterProcess:
 
     async def _snapshot(self) -> dict[str, Any]:
         assert self.proxy is not None
-        return self.proxy.metrics.snapshot(self.config.router_id, self.proxy.table.version)
+        return self.proxy.metrics_snapshot(self.config.router_id)
 
     async def _table(self) -> dict[str, Any]:
         assert self.proxy is not None

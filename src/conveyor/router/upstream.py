@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from conveyor.router.http1 import split_head
+
 if TYPE_CHECKING:
     from conveyor.router.proxy import ClientConnection, Exchange
     from conveyor.router.table import Target
@@ -43,6 +45,7 @@ class UpstreamConnection(asyncio.Protocol):
         "status",
         "raw",
         "fresh",
+        "pre",
     )
 
     def __init__(self, target: Target) -> None:
@@ -62,6 +65,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = 0
         self.raw: bytes | None = None  # the chunk being parsed, while it began this response
         self.fresh = False  # no byte of the current response seen yet
+        self.pre: list[bytes] | None = None  # bytes of the current response until its head is parsed
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -74,6 +78,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.parser is None:
             self.parser = httptools.HttpResponseParser(self)
         self.fresh = True
+        self.pre = []
         self.headers = []
         self.reason = b""
         self.done = False
@@ -124,12 +129,15 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
-        ex.upstream_deadline = ex.state.now + ex.state.config.upstream_timeout
+        ex.upstream_deadline = ex.state.upstream_deadline
         if self.fresh:
             self.fresh = False
             self.raw = data
         elif ex.passthrough:
             ex.client.transport.write(data)
+        pre = self.pre
+        if pre is not None:
+            pre.append(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -150,13 +158,14 @@ class UpstreamConnection(asyncio.Protocol):
         if self.done and self.ex is ex:
             ex.response_complete(self)
 
-    # httptools callbacks
+    # httptools callbacks (no on_header: the head is read from the raw bytes, see head_bytes)
 
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+    def head_bytes(self) -> bytes:
+        """The current response's head (status line + headers + one CRLF), from the bytes seen."""
+        pre = self.pre or []
+        buf = pre[0] if len(pre) == 1 else b"".join(pre)
+        end = buf.find(b"\r\n\r\n")
+        return buf[: end + 2]
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -165,6 +174,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.interim = True  # 100 Continue & co: the router answered Expect itself
             return
         if status == 101:
+            self.reason, self.headers = split_head(self.head_bytes())
             return  # the upgrade is handled when feed_data raises HttpParserUpgrade
         ex = self.ex
         if ex is not None and ex.response_head(self, status):
@@ -179,8 +189,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self.interim:
+            # Drop the interim response's head from the bytes kept for the final head.
             self.interim = False
-            self.headers = []
-            self.reason = b""
+            self.raw = None
+            pre = self.pre or []
+            buf = b"".join(pre)
+            self.pre = [buf[buf.find(b"\r\n\r\n") + 4 :]]
             return
         self.done = True

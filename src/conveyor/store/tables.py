@@ -120,6 +120,10 @@ deployments = Table(
     Column("params", JSON, nullable=False, default=dict),  # strategy settings, frozen at creation
     Column("progress", JSON, nullable=False, default=dict),  # state-machine memory (step, timers)
     Column("reason", Text, nullable=False, default=""),
+    # A user's command (promote, pause, resume, abort) waiting for the orchestrator;
+    # only the API sets it and only the orchestrator clears it, so neither
+    # overwrites the other's writes to ``progress``.
+    Column("command", JSON, nullable=True),
     Column("created_by", String(100), nullable=False, default=""),
     Column("created_at", Float, nullable=False),
     Column("started_at", Float, nullable=True),
@@ -138,6 +142,10 @@ instances = Table(
     Column("host", String(100), nullable=False, index=True),
     Column("role", String(16), nullable=False, default="main"),  # main | canary | baseline
     Column("created_at", Float, nullable=False),
+    # Set when the instance is to go: it leaves the routing table at once (the
+    # router drains its in-flight requests) and the row, hence the process, is
+    # deleted only after the release's drain timeout.
+    Column("draining_since", Float, nullable=True),
 )
 
 hosts = Table(

@@ -58,17 +58,21 @@ def available_actions(request: Request) -> set[str]:
 
 
 def buttons_for(state: str, available: set[str]) -> list[str]:
-    """The controls that make sense in this state (and that the API offers)."""
+    """The controls that make sense in this state (and that the API offers).
+
+    ``promote`` moves a canary to its next step; ``promote-full`` is the same
+    endpoint with ``{"full": true}``: straight to 100 %.
+    """
     wanted: list[str] = []
     if state == "queued":
         wanted = ["cancel"]
     elif state == "paused":
-        wanted = ["resume", "promote", "abort"]
-    elif state in ("canary", "baking", "rolling"):
-        wanted = ["promote", "pause", "abort"]
-    elif state == "starting":
+        wanted = ["resume", "promote", "promote-full", "abort"]
+    elif state == "canary":
+        wanted = ["promote", "promote-full", "pause", "abort"]
+    elif state in ("baking", "rolling", "starting"):
         wanted = ["abort"]
-    return [b for b in wanted if b in available]
+    return [b for b in wanted if b.removesuffix("-full") in available]
 
 
 def snapshot(cp: Any, dep_id: int) -> dict[str, Any]:
@@ -92,9 +96,11 @@ def snapshot(cp: Any, dep_id: int) -> dict[str, Any]:
             if (r["data"] or {}).get("deployment") == dep_id
         ]
     ready_new = sum(1 for i in insts if i["release"] == dep["release"] and i["state"] == "ready")
-    steps = dep["params"].get("steps") or []
+    steps = views.canary_steps(dep)
+    shown = [views.verdict_view(v) for v in reversed(dep["verdicts"])]  # newest first
     return {
         "deployment": dep,
+        "verdicts": shown,
         "progress_view": views.deployment_progress(dep, ready_new),
         "routes": {str(k): v for k, v in (env["routes"] or {}).items()},
         "current_release": env["current_release"],

@@ -44,6 +44,40 @@ def env_health(release: int | None, instances: list[dict[str, Any]]) -> str:
     return "degraded" if ready else "down"
 
 
+#: The numbers a person looks at first in a canary verdict (any judge's prefix), in this order.
+HEADLINE_NUMBERS = ("canary_requests", "baseline_requests", "canary_error_rate", "baseline_error_rate",
+                    "canary_p99_ms", "baseline_p99_ms")
+
+
+def verdict_view(v: dict[str, Any]) -> dict[str, Any]:
+    """A verdict for people: its headline numbers, and every other number grouped by judge (no empty ones)."""
+    numbers = {k: x for k, x in (v.get("numbers") or {}).items() if x is not None and not k.endswith(".outcome")}
+    headline: dict[str, Any] = {}
+    for name in HEADLINE_NUMBERS:
+        for k, x in numbers.items():
+            if (k == name or k.endswith("." + name)) and name not in headline:
+                headline[name] = x
+    groups: dict[str, list[tuple[str, Any]]] = {}
+    for k, x in sorted(numbers.items()):
+        judge, _, key = k.rpartition(".")
+        groups.setdefault(judge or "analysis", []).append((key, x))
+    return {**v, "headline": list(headline.items()), "groups": groups}
+
+
+def canary_steps(dep: dict[str, Any]) -> list[dict[str, Any]]:
+    """A canary's steps as ``[{"weight": %, "for": s}]``: its own, else the strategy's defaults."""
+    if dep.get("strategy") != "canary":
+        return []
+    steps = (dep.get("params") or {}).get("steps")
+    if not steps:
+        try:
+            from conveyor.domain.strategies import DEFAULT_STEPS
+        except ImportError:  # an older control plane without canary support
+            return []
+        steps = DEFAULT_STEPS
+    return [{"weight": int(s["weight"]), "for": float(s.get("for", s.get("duration", 30.0)))} for s in steps]
+
+
 def deployment_progress(dep: dict[str, Any], ready_new: int = 0) -> dict[str, Any]:
     """How far a deployment has come: ``{"percent": 0-100, "label": "..."}``.
 
@@ -57,11 +91,13 @@ def deployment_progress(dep: dict[str, Any], ready_new: int = 0) -> dict[str, An
         pos = dep.get("queue_position")
         return {"percent": 0, "label": "queued" + (f" ({pos} ahead)" if pos else "")}
     params, progress = dep.get("params") or {}, dep.get("progress") or {}
-    steps = params.get("steps") or []
+    steps = canary_steps(dep) or params.get("steps") or []
     if steps and "step" in progress:
-        done = int(progress.get("step", 0))
-        pct = round(100 * done / (len(steps) + 1))
-        return {"percent": max(5, min(95, pct)), "label": f"step {done} of {len(steps)}"}
+        current = int(progress.get("step", 0))  # 0-based index of the step in progress
+        pct = round(100 * (current + 0.5) / (len(steps) + 1))
+        phase = progress.get("phase")
+        what = "baking" if state == "baking" else ("promoting" if phase == "promoting" else f"step {current + 1} of {len(steps)}")
+        return {"percent": max(5, min(95, pct)), "label": ("paused at " if state == "paused" else "") + what}
     want = max(1, int(params.get("instances", 1)))
     pct = round(90 * min(ready_new, want) / want)
     label = "paused" if state == "paused" else f"{min(ready_new, want)}/{want} new instances ready"

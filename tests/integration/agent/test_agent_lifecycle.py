@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from agent_harness import FLAKY, HELLO, LATE, NEVER_READY, REPO, World, marked_processes, wait_until
+from agent_harness import FLAKY, LATE, NEVER_READY, REPO, World, marked_processes, wait_until
 
 from conveyor.domain.wire import HealthCheck
 

@@ -145,3 +145,17 @@ def test_commit_info_and_dirty_flag(tmp_path: Path, store: ArtifactStore, cache_
     (src / "app.py").write_text("print('uncommitted')\n")
     dirty = build_image(src, store, cache_dir=cache_dir, log=_quiet)
     assert dirty.commit.dirty and dirty.commit.sha == clean.commit.sha and dirty.image != clean.image
+
+
+def test_build_and_test_steps_do_not_see_the_builders_secrets(
+    tmp_path: Path, store: ArtifactStore, cache_dir: Path, log_lines: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines, log = log_lines
+    monkeypatch.setenv("CONVEYOR_TOKEN", "s3cret-token")
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
+    show = "import os; print('token=' + os.environ.get('CONVEYOR_TOKEN', '-'), 'pp=' + os.environ.get('PYTHONPATH', '-'))"
+    src = write_app(tmp_path / "src", build="python show.py", test="python show.py", extra={"show.py": show + "\n"})
+    result = build_image(src, store, cache_dir=cache_dir, log=log)
+    assert result.test_status == "passed"
+    shown = [line for line in lines if line.startswith("token=")]
+    assert len(shown) == 2 and all("s3cret" not in line and "/somewhere" not in line for line in shown), shown

@@ -185,3 +185,31 @@ def test_websocket_echo_tunnel(backend: Callable[..., Backend], router: Callable
     finally:
         s.close()
     wait_until(lambda: r.release_metrics(1)["status"]["1xx"] == 1, what="101 counted")
+
+
+def test_upgrade_to_unknown_host_gets_404_then_close(router: Callable[..., Router]) -> None:
+    r = router(make_table(1, [(1, 100, [])]))
+    out = raw(r.port, b"GET /ws HTTP/1.1\r\nHost: nope\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x85abcdefghi")
+    assert out.startswith(b"HTTP/1.1 404 ") and out.count(b"HTTP/1.1 ") == 1, out
+
+
+def test_upgrade_refused_by_instance_is_relayed_and_closed(backend: Callable[..., Backend], router: Callable[..., Router]) -> None:
+    r = router(make_table(1, [(1, 100, [backend("b1")])]))
+    out = raw(r.port, b"GET /status?code=400 HTTP/1.1\r\nHost: hello.localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in out and out.endswith(b"b1\n"), out
+
+
+def test_client_gone_mid_response_frees_everything(backend: Callable[..., Backend], router: Callable[..., Router]) -> None:
+    r = router(make_table(1, [(1, 100, [backend("b1")])]))
+    s = socket.create_connection(("127.0.0.1", r.port), timeout=10)
+    s.sendall(b"GET /big?n=100000000 HTTP/1.1\r\nHost: hello.localhost\r\n\r\n")
+    assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    s.close()
+    wait_until(lambda: (m := r.release_metrics(1))["in_flight"] == 0 and m["requests"] == 1, what="exchange finished")
+    assert http_get(r.port, "/")[0] == 200
+
+
+def test_expect_100_with_body_over_limit_gets_413_without_100(backend: Callable[..., Backend], router: Callable[..., Router]) -> None:
+    r = router(make_table(1, [(1, 100, [backend("b1")])]), "--max-body-bytes", "100")
+    out = raw(r.port, b"POST /echo HTTP/1.1\r\nHost: hello.localhost\r\nContent-Length: 101\r\nExpect: 100-continue\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 413 "), out

@@ -90,3 +90,10 @@ def test_an_idle_canary_is_inconclusive_even_with_no_minimum() -> None:
 def test_bad_step_times_are_refused(bad: object) -> None:
     with pytest.raises(ValueError, match="finite number of seconds"):
         evaluate(AnalysisConfig(), [], [], step_elapsed_s=bad, step_duration_s=10)  # type: ignore[arg-type]
+
+
+def test_a_canary_without_any_baseline_data_is_inconclusive_not_passed() -> None:
+    c, _ = pair(8, 60, 0.01, 0.01)
+    v = evaluate(AnalysisConfig(), c, [], step_elapsed_s=60, step_duration_s=60)
+    assert v.outcome == Outcome.INCONCLUSIVE
+    assert "0 baseline requests" in v.reason

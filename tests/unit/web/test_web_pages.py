@@ -377,3 +377,46 @@ def test_pages_reference_nothing_off_site(web: Site) -> None:
         assert "default-src 'self'" in resp.headers["content-security-policy"]
         for ref in re.findall(r'(?:src|href)="([^"]+)"', resp.text):
             assert ref.startswith(("/", "#", "http://hello.", "http://staging.hello.")), (path, ref)
+
+
+def test_dora_api_reads_rollbacks_and_commit_times_from_the_database(web: Site) -> None:
+    now = time.time()
+    a = web.add_image("hello", "a", commit_time=now - 3 * 3600)
+    b = web.add_image("hello", "b", commit_time=now - 2 * 3600)
+    web.finish(web.deploy("hello", "production", a)["id"])
+    web.finish(web.deploy("hello", "production", b)["id"])
+    csrf = web.csrf("/apps/hello")
+    rollback = web.client.post("/apps/hello/rollback", data={"csrf": csrf, "env": "production"})
+    web.finish(int(rollback.headers["location"].rsplit("/", 1)[1]))
+    web.finish(web.deploy("hello", "staging", b)["id"])  # staging is not production: not counted
+    rep = web.client.get("/api/v1/dora?app=hello&since=1d").json()
+    keys = rep["keys"]
+    assert keys["deployment_frequency"]["samples"] == 2
+    assert keys["change_failure_rate"]["value"] == 0.5
+    assert [f["release"] for f in rep["failures"]] == [2] and rep["failures"][0]["how"] == "rolled back"
+    assert keys["time_to_restore"]["band"] == "elite"
+    assert keys["lead_time"]["samples"] == 2 and keys["lead_time"]["band"] == "high"
+    all_apps = web.client.get("/api/v1/dora").json()
+    assert all_apps["app"] is None and all_apps["period"] == "30d"
+
+
+def test_deployment_controls_follow_the_api_routes_and_the_state(web: Site) -> None:
+    from types import SimpleNamespace
+
+    from sqlalchemy import update
+
+    from conveyor.web.deploy_pages import available_actions
+
+    offered = available_actions(SimpleNamespace(app=web.app))  # type: ignore[arg-type]
+    assert offered == {"cancel", "promote", "pause", "resume", "abort"}
+    a = web.add_image("hello", "a")
+    dep = web.deploy("hello", "production", a)
+    with web.cp.engine.begin() as conn:
+        conn.execute(update(deployments).where(deployments.c.id == dep["id"]).values(state="canary"))
+    page = web.client.get(f"/deployments/{dep['id']}").text
+    for action in ("promote", "promote-full", "pause", "abort"):
+        assert f'data-action="{action}"' in page, action
+    assert 'data-action="resume"' not in page and "move all traffic back" in page
+    bare = SimpleNamespace(app=SimpleNamespace(openapi=lambda: {"paths": {
+        "/api/v1/deployments/{dep_id}/cancel": {"post": {}}}}))
+    assert available_actions(bare) == {"cancel"}  # type: ignore[arg-type]

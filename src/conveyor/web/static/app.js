@@ -63,11 +63,13 @@
   });
 
   // --- buttons that call the JSON API (deployment controls) ------------------
-  async function callApi(method, url) {
-    const resp = await fetch(url, { method, credentials: "same-origin", headers: { "X-CSRF-Token": csrf(), "Accept": "application/json" } });
-    let body = null;
-    try { body = await resp.json(); } catch (e) { body = null; }
-    return { status: resp.status, body };
+  async function callApi(method, url, body) {
+    const headers = { "X-CSRF-Token": csrf(), "Accept": "application/json" };
+    if (body) headers["Content-Type"] = "application/json";
+    const resp = await fetch(url, { method, credentials: "same-origin", headers, body: body || undefined });
+    let answer = null;
+    try { answer = await resp.json(); } catch (e) { answer = null; }
+    return { status: resp.status, body: answer };
   }
   function flash(text, tone) {
     const main = document.getElementById("main");
@@ -89,7 +91,7 @@
     const action = btn.dataset.action;
     confirmThen(btn.dataset.confirm || action + "?", "Yes: " + btn.textContent.trim(), async () => {
       btn.disabled = true;
-      const r = await callApi("POST", "/api/v1/deployments/" + id + "/" + action);
+      const r = await callApi("POST", "/api/v1/deployments/" + id + "/" + (btn.dataset.endpoint || action), btn.dataset.body);
       btn.disabled = false;
       if (r.status === 404) {
         unsupported.add(action); hideUnsupported();

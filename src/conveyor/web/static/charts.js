@@ -4,7 +4,7 @@
 "use strict";
 (function () {
   const NS = "http://www.w3.org/2000/svg";
-  const W = 640, H = 230, ML = 56, MR = 14, MT = 34, MB = 26;
+  const W = 640, H = 240, ML = 56, MR = 14, MT = 46, MB = 26;
   const COLORS = ["#1d6fd6", "#e07b00", "#6b4fbb", "#138a72", "#c2185b", "#5d6878"];
   const MARKER_KINDS = { deployed: "deployed", rollback: "rolled back to", rolled_back: "auto rollback", deploy_failed: "deploy failed" };
   const KINDS = {
@@ -25,7 +25,7 @@
   function niceMax(v) {
     if (!(v > 0)) return 1;
     const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+    for (const m of [1, 2, 4, 8, 10]) if (m * p >= v) return m * p;  // quarters stay round numbers
     return 10 * p;
   }
   function timeLabel(t, span) {
@@ -54,9 +54,9 @@
     const spec = KINDS[kind];
     const releases = Object.keys(data.series || {}).filter((r) => !onlyReleases || onlyReleases.includes(r)).sort((a, b) => b - a);
     const series = releases.map((r, i) => {
-      const ds = downsample(data.series[r], data.resolution || 1, lo, hi, 320);
+      const ds = downsample(data.series[r], data.step || data.resolution || 1, lo, hi, 320);
       const pts = ds.points.map((p) => ({ t: p.t, v: spec.value(p, ds.step) })).filter((p) => p.v != null && p.t >= lo - ds.step && p.t <= hi);
-      return { release: r, color: COLORS[i % COLORS.length], pts };
+      return { release: r, color: COLORS[i % COLORS.length], pts, step: ds.step };
     });
     const maxV = niceMax(Math.max(0, ...series.flatMap((s) => s.pts.map((p) => p.v))));
     const x = (t) => ML + (W - ML - MR) * (t - lo) / (hi - lo);
@@ -73,18 +73,18 @@
     for (let i = 0; i <= 4; i++) {
       const v = maxV * i / 4, yy = y(v);
       svg.appendChild(el("line", { class: "grid-line", x1: ML, x2: W - MR, y1: yy, y2: yy }));
-      svg.appendChild(el("text", { class: "axis", x: ML - 6, y: yy + 4, "text-anchor": "end" }, spec.fmt(v) + (i === 4 ? " " + spec.unit : "")));
+      svg.appendChild(el("text", { class: "axis", x: ML - 6, y: yy + 4, "text-anchor": "end" }, String(+v.toPrecision(3)) + (i === 4 ? " " + spec.unit : "")));
     }
     const span = hi - lo;
     for (let i = 0; i <= 4; i++) {
       const t = lo + span * i / 4;
       svg.appendChild(el("text", { class: "axis", x: x(t), y: H - 6, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, timeLabel(t, span)));
     }
-    // deploy and rollback markers, labels staggered on two rows so neighbours do not overlap
+    // deploy and rollback markers, labels staggered on three rows so neighbours do not overlap
     let lastX = -1e9, row = 0;
     for (const m of (data.markers || []).filter((m) => m.t >= lo && m.t <= hi).sort((a, b) => a.t - b.t)) {
       const mx = x(m.t);
-      row = mx - lastX < 90 ? (row + 1) % 2 : 0;
+      row = mx - lastX < 90 ? (row + 1) % 3 : 0;
       lastX = mx;
       const g = el("g", { class: "marker-group" });
       const line = el("line", { class: "marker " + m.kind, x1: mx, x2: mx, y1: MT - 4 - row * 13 + 4, y2: H - MB, "data-release": m.release });
@@ -96,8 +96,13 @@
     }
     for (const s of series) {
       if (!s.pts.length) continue;
-      const d = s.pts.map((p, i) => (i ? "L" : "M") + x(p.t).toFixed(1) + " " + y(p.v).toFixed(1)).join(" ");
+      // a gap in the data (no traffic to this release) is a gap in the line, not a slope across it
+      const d = s.pts.map((p, i) => (i && p.t - s.pts[i - 1].t <= 2.5 * s.step ? "L" : "M") + x(p.t).toFixed(1) + " " + y(p.v).toFixed(1)).join(" ");
       svg.appendChild(el("path", { class: "series", d, stroke: s.color, "data-release": s.release }));
+      s.pts.forEach((p, i) => {  // a point with no neighbour would be invisible as a line: draw it as a dot
+        const near = (j) => j >= 0 && j < s.pts.length && Math.abs(s.pts[j].t - p.t) <= 2.5 * s.step;
+        if (!near(i - 1) && !near(i + 1)) svg.appendChild(el("circle", { cx: x(p.t), cy: y(p.v), r: 2.5, fill: s.color }));
+      });
     }
     if (!series.some((s) => s.pts.length)) {
       svg.appendChild(el("text", { class: "empty", x: (ML + W - MR) / 2, y: (MT + H - MB) / 2, "text-anchor": "middle" }, "no requests in this window"));
@@ -116,7 +121,7 @@
       for (const s of series) {
         let best = null;
         for (const p of s.pts) if (!best || Math.abs(p.t - t) < Math.abs(best.t - t)) best = p;
-        if (best) rows.push("r" + s.release + ": " + spec.fmt(best.v) + " " + spec.unit);
+        if (best && Math.abs(best.t - t) <= Math.max(2 * s.step, span / 100)) rows.push("r" + s.release + ": " + spec.fmt(best.v) + " " + spec.unit);
       }
       const near = (data.markers || []).filter((m) => Math.abs(m.t - t) <= span / 80).map((m) => (MARKER_KINDS[m.kind] || m.kind) + " r" + m.release + " by " + (m.actor || "?"));
       hover.setAttribute("x1", x(t)); hover.setAttribute("x2", x(t)); hover.setAttribute("visibility", "visible");
@@ -174,24 +179,26 @@
     const now = Date.now() / 1000;
     const hi = set.dataset.until ? parseFloat(set.dataset.until) + 60 : now;
     const lo = set.dataset.since ? parseFloat(set.dataset.since) : hi - parseFloat(set.dataset.window || "3600");
-    const windowS = Math.max(60, Math.ceil(now - lo));
-    let r = await fetchJson("/api/v1/apps/" + encodeURIComponent(app) + "/metrics?env=" + encodeURIComponent(env) + "&window=" + windowS);
+    const windowS = Math.min(30 * 86400, Math.max(60, Math.ceil(now - lo)));
+    const r = await fetchJson("/api/v1/apps/" + encodeURIComponent(app) + "/metrics?env=" + encodeURIComponent(env) + "&window=" + windowS);
+    // The audit log says who asked for each deployment (marker events are written by the orchestrator).
+    const ev = await fetchJson("/api/v1/events?limit=1000&app=" + encodeURIComponent(app) + "&env=" + encodeURIComponent(env) + "&since=" + (now - windowS - 3600));
+    const who = {};
+    for (const e of ev.body || []) if (/_queued$/.test(e.kind) && e.data && e.data.deployment) who[e.data.deployment] = e.actor;
     let data = r.body, note = "";
     if (!data) {
       // No metrics endpoint (or no data for this environment): still show when deploys happened.
-      const ev = await fetchJson("/api/v1/events?limit=500&app=" + encodeURIComponent(app) + "&env=" + encodeURIComponent(env) + "&since=" + lo);
-      const who = {};  // deployment id -> the person who queued it (the marker events are the orchestrator's)
-      for (const e of ev.body || []) if (/_queued$/.test(e.kind) && e.data && e.data.deployment) who[e.data.deployment] = e.actor;
       const markers = (ev.body || []).filter((e) => e.kind in MARKER_KINDS).map((e) => ({
-        t: e.at, kind: e.kind, release: (e.data || {}).release, actor: who[(e.data || {}).deployment] || e.actor, message: e.message }));
+        t: e.at, kind: e.kind, release: (e.data || {}).release, actor: e.actor, message: e.message, deployment: (e.data || {}).deployment }));
       data = { series: {}, markers, resolution: 60 };
-      note = r.status === 404 ? "Request metrics are not available from this control plane yet; deploy markers come from the audit log." : "Could not load metrics (HTTP " + r.status + ").";
+      note = r.status === 404 ? "No request metrics for this environment yet; deploy markers come from the audit log." : "Could not load metrics (HTTP " + r.status + ").";
     }
+    for (const m of data.markers || []) if (m.deployment != null && who[m.deployment]) m.actor = who[m.deployment];
     const only = set.dataset.releases ? set.dataset.releases.split(",") : null;
     set.textContent = "";
     for (const kind of (set.dataset.charts || "rate,errors,p50,p99").split(",")) set.appendChild(draw(set, kind, data, lo, hi, only));
     set.dataset.loaded = "true";
-    if (status) status.textContent = note || ("Updated " + new Date().toLocaleTimeString() + ". Resolution " + (data.resolution || 1) + " s.");
+    if (status) status.textContent = note || ("Updated " + new Date().toLocaleTimeString() + ". One point per " + (data.step || data.resolution || 1) + " s.");
   }
 
   document.addEventListener("DOMContentLoaded", () => {

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 17:51:21.429208
+Create Date: 2026-11-27 18:00:15.935351
 """
 
 from __future__ import annotations
@@ -116,6 +116,7 @@ def upgrade() -> None:
     sa.Column('params', sa.JSON(), nullable=False),
     sa.Column('progress', sa.JSON(), nullable=False),
     sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('command', sa.JSON(), nullable=True),
     sa.Column('created_by', sa.String(length=100), nullable=False),
     sa.Column('created_at', sa.Float(), nullable=False),
     sa.Column('started_at', sa.Float(), nullable=True),
@@ -135,6 +136,7 @@ def upgrade() -> None:
     sa.Column('host', sa.String(length=100), nullable=False),
     sa.Column('role', sa.String(length=16), nullable=False),
     sa.Column('created_at', sa.Float(), nullable=False),
+    sa.Column('draining_since', sa.Float(), nullable=True),
     sa.ForeignKeyConstraint(['env_id'], ['environments.id'], name=op.f('fk_instances_env_id_environments'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_instances'))
     )

@@ -1,0 +1,54 @@
+"""Feeds the canary analysis: per-second series from SQL in, a stored verdict out.
+
+The orchestrator calls :func:`verdict_for` on every tick of a deployment that
+is in an analysed phase (a canary step or the bake). The judges are pure and
+recompute from the whole window each time, so a restarted control plane
+reaches the same verdict from the same stored points. Decisive verdicts are
+always stored; "continue" ones at most every few seconds, to show progress.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from conveyor.analysis import Interval, evaluate, parse_analysis_config
+from conveyor.domain import deploy_machine as dm
+from conveyor.domain.strategies import analysis_request
+from conveyor.store import series
+from conveyor.store.tables import verdicts
+
+PROGRESS_EVERY = 5.0
+
+
+def _intervals(conn: Connection, env_id: int, release: int, since: float) -> list[Interval]:
+    return [Interval(p.t, p.requests, min(p.errors, p.requests), p.latency) for p in series.points(conn, env_id, release, since)]
+
+
+def verdict_for(conn: Connection, env_id: int, dep: dm.Deployment, now: float) -> dict[str, Any] | None:
+    req = analysis_request(dep)
+    if req is None or dep.from_release is None:
+        return None
+    config = parse_analysis_config(dep.params.get("analysis") or {})
+    if req.phase == "bake":  # the previous release has no traffic now: absolute limits only
+        config = config.model_copy(update={"judges": ["threshold"]})
+    canary = _intervals(conn, env_id, dep.to_release, req.since)
+    baseline = _intervals(conn, env_id, dep.from_release, req.since) if req.phase == "step" else []
+    v = evaluate(config, canary, baseline, step_elapsed_s=max(0.0, now - req.since), step_duration_s=req.duration)
+    outcome = v.outcome.value if hasattr(v.outcome, "value") else str(v.outcome)
+    last = conn.execute(
+        select(verdicts.c.at, verdicts.c.outcome)
+        .where(verdicts.c.deployment_id == dep.id, verdicts.c.step == req.step)
+        .order_by(verdicts.c.id.desc())
+        .limit(1)
+    ).first()
+    if outcome != "continue" or last is None or now - last.at >= PROGRESS_EVERY:
+        conn.execute(
+            insert(verdicts).values(
+                deployment_id=dep.id, at=now, step=req.step, judge=v.judge if req.phase == "step" else "bake",
+                outcome=outcome, reason=v.reason,
+                numbers={**v.numbers, **{f"{p.judge}.outcome": str(getattr(p.outcome, "value", p.outcome)) for p in v.parts}},
+            )
+        )
+    return {"outcome": outcome, "reason": v.reason, "numbers": v.numbers}

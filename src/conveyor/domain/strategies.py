@@ -1,0 +1,268 @@
+"""Progressive strategies as states of the deployment machine: canary, rolling,
+bake, and a paused state, plus the users' commands (promote, pause, resume,
+abort). Pure like the rest of the machine: the orchestrator supplies the
+analysis verdict in ``World.verdict`` (computed for the window that
+:func:`analysis_request` names) and applies the returned actions.
+
+Canary:  starting (canary instances ready) → canary step 0..n-1, each with its
+weight and analysis → promoting (full size, then all traffic) → baking
+(monitoring continues, previous release warm) → succeeded. A failed verdict,
+a crash loop or an abort at any point rolls back: traffic first, then drain.
+
+Rolling: batches of ``max_surge`` new instances; when a batch is ready, the
+weights follow the instance counts and as many old instances drain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.domain.deploy_machine import (
+    Deployment,
+    EnsureInstances,
+    Event,
+    MakeCurrent,
+    SetRoutes,
+    Step,
+    World,
+    _fail,
+    _instances,
+    canary_size,
+    roll_back,
+)
+from conveyor.domain.wire import InstanceState
+
+DEFAULT_STEPS = [{"weight": 10, "for": 30.0}, {"weight": 50, "for": 30.0}]
+
+
+def steps_of(dep: Deployment) -> list[dict[str, Any]]:
+    steps = dep.params.get("steps") or DEFAULT_STEPS
+    return [{"weight": int(s["weight"]), "for": float(s.get("for", s.get("duration", 30.0)))} for s in steps]
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    """What the orchestrator should analyse for this deployment right now."""
+
+    phase: str  # "step" (canary vs stable) or "bake" (new release alone, absolute limits)
+    since: float
+    duration: float
+    step: int
+
+
+def analysis_request(dep: Deployment) -> AnalysisRequest | None:
+    p = dep.progress
+    if dep.state == "canary" and p.get("phase") == "step":
+        return AnalysisRequest("step", float(p["step_started"]), float(steps_of(dep)[p["step"]]["for"]), int(p["step"]))
+    if dep.state == "baking":
+        return AnalysisRequest("bake", float(p["bake_started"]), float(dep.params.get("bake", 0.0)), -1)
+    return None
+
+
+# --- canary --------------------------------------------------------------------
+
+
+def enter_canary_step(dep: Deployment, progress: dict[str, Any], index: int, now: float) -> Step:
+    assert dep.from_release is not None
+    weight = steps_of(dep)[index]["weight"]
+    weights = {dep.from_release: 100 - weight, dep.to_release: weight}
+    progress = {
+        **progress, "phase": "step", "step": index, "step_started": now, "steps": len(steps_of(dep)),
+        "weights": {str(k): v for k, v in weights.items()},
+    }
+    return Step(
+        "canary",
+        progress,
+        [SetRoutes(weights), Event("canary_step", f"canary step {index + 1}: {weight}% of traffic to release {dep.to_release}",
+                                   {"release": dep.to_release, "step": index, "weight": weight})],
+    )
+
+
+def _enter_promoting(dep: Deployment, progress: dict[str, Any], now: float, why: str) -> Step:
+    progress = {**progress, "phase": "promoting", "promote_started": now}
+    return Step("canary", progress, [EnsureInstances(dep.to_release, _instances(dep)),
+                                     Event("canary_promoting", f"promoting release {dep.to_release}: {why}")])
+
+
+def _canary(dep: Deployment, world: World) -> Step:
+    progress = dict(dep.progress)
+    cmd = dep.command or {}
+    action = cmd.get("action")
+    if action == "abort":
+        step = roll_back(dep, progress, f"aborted by {cmd.get('by') or 'someone'}", was_current=False)
+        step.consumed_command = True
+        return step
+    broken = [i for i in world.of(dep.to_release) if i.state == InstanceState.CRASHLOOP]
+    if broken:
+        return roll_back(dep, progress, f"instance {broken[0].id} is in a crash loop: {broken[0].message or 'no output'}",
+                         was_current=False)
+    if progress.get("phase") == "promoting":
+        return _promoting(dep, world, progress)
+    if action == "pause":
+        return _pause(dep, progress, world.now, f"paused by {cmd.get('by') or 'someone'}")
+    if action == "promote":
+        if cmd.get("full") or progress["step"] + 1 >= len(steps_of(dep)):
+            step = _enter_promoting(dep, progress, world.now, f"promoted by {cmd.get('by') or 'someone'}")
+        else:
+            step = enter_canary_step(dep, progress, progress["step"] + 1, world.now)
+        step.consumed_command = True
+        return step
+    verdict = world.verdict
+    if verdict is None:
+        return Step("canary", progress)
+    progress["last_verdict"] = {k: verdict.get(k) for k in ("outcome", "reason")}
+    outcome = verdict.get("outcome")
+    if outcome == "fail":
+        return roll_back(dep, progress, f"analysis failed at step {progress['step'] + 1}: {verdict.get('reason')}",
+                         was_current=False)
+    if outcome == "inconclusive":
+        return _pause(dep, progress, world.now, f"analysis inconclusive at step {progress['step'] + 1}: {verdict.get('reason')}")
+    if outcome == "pass":
+        if progress["step"] + 1 < len(steps_of(dep)):
+            return enter_canary_step(dep, progress, progress["step"] + 1, world.now)
+        return _enter_promoting(dep, progress, world.now, "every canary step passed its analysis")
+    return Step("canary", progress)
+
+
+def _promoting(dep: Deployment, world: World, progress: dict[str, Any]) -> Step:
+    want = _instances(dep)
+    if world.ready(dep.to_release) < want:
+        waited = world.now - float(progress.get("promote_started", world.now))
+        timeout = float(dep.params.get("ready_timeout", 60.0))
+        if waited > timeout:
+            return roll_back(dep, progress, f"release {dep.to_release} did not scale to {want} ready instances within {timeout:g}s",
+                             was_current=False)
+        return Step("canary", progress, [EnsureInstances(dep.to_release, want)])
+    return _go_live(dep, progress, world.now)
+
+
+def _go_live(dep: Deployment, progress: dict[str, Any], now: float) -> Step:
+    """All traffic to the new release; it becomes current; the bake begins (canary only: a rolling
+    deployment has no warm previous release to return to)."""
+    bake = float(dep.params.get("bake", 0.0)) if dep.strategy == "canary" else 0.0
+    progress = {**progress, "phase": "baking", "weights": {str(dep.to_release): 100}, "bake_started": now}
+    actions = [
+        SetRoutes({dep.to_release: 100}),
+        MakeCurrent(dep.to_release, dep.from_release),
+        Event("deployed", f"release {dep.to_release} takes all traffic ({strategy_label(dep)})",
+              {"release": dep.to_release}),
+    ]
+    if bake <= 0:
+        return Step("succeeded", progress, actions)
+    return Step("baking", progress, actions)
+
+
+def strategy_label(dep: Deployment) -> str:
+    return "canary promoted" if dep.strategy == "canary" else dep.strategy
+
+
+# --- bake ----------------------------------------------------------------------
+
+
+def _baking(dep: Deployment, world: World) -> Step:
+    progress = dict(dep.progress)
+    cmd = dep.command or {}
+    if cmd.get("action") == "abort":
+        step = roll_back(dep, progress, f"aborted during the bake by {cmd.get('by') or 'someone'}", was_current=True)
+        step.consumed_command = True
+        return step
+    broken = [i for i in world.of(dep.to_release) if i.state == InstanceState.CRASHLOOP]
+    if broken:
+        return roll_back(dep, progress, f"instance {broken[0].id} is in a crash loop during the bake", was_current=True)
+    verdict = world.verdict or {}
+    if verdict.get("outcome") == "fail":
+        return roll_back(dep, progress, f"regression during the bake: {verdict.get('reason')}", was_current=True)
+    if verdict:
+        progress["last_verdict"] = {k: verdict.get(k) for k in ("outcome", "reason")}
+    step = Step("baking", progress)
+    if cmd.get("action") in ("promote", "pause", "resume"):
+        step.consumed_command = True  # nothing to promote or pause once all traffic has moved
+    if world.now - float(progress["bake_started"]) >= float(dep.params.get("bake", 0.0)):
+        step.state = "succeeded"
+        step.actions.append(Event("baked", f"release {dep.to_release} baked without regression", {"release": dep.to_release}))
+    return step
+
+
+# --- pause ---------------------------------------------------------------------
+
+
+def _pause(dep: Deployment, progress: dict[str, Any], now: float, reason: str) -> Step:
+    progress = {**progress, "paused_from": "canary", "paused_at": now, "pause_reason": reason}
+    step = Step("paused", progress, [Event("deploy_paused", reason, {"release": dep.to_release})], reason)
+    step.consumed_command = bool(dep.command)
+    return step
+
+
+def _paused(dep: Deployment, world: World) -> Step:
+    progress = dict(dep.progress)
+    cmd = dep.command or {}
+    action = cmd.get("action")
+    by = cmd.get("by") or "someone"
+    step: Step
+    if action == "abort":
+        step = roll_back(dep, progress, f"aborted by {by} while paused", was_current=False)
+    elif action == "resume":
+        # The step's analysis window starts afresh: evidence from before the pause is not reused.
+        step = enter_canary_step(dep, progress, int(progress.get("step", 0)), world.now)
+        step.actions.append(Event("deploy_resumed", f"resumed by {by}", {"release": dep.to_release}))
+    elif action == "promote":
+        if cmd.get("full") or int(progress.get("step", 0)) + 1 >= len(steps_of(dep)):
+            step = _enter_promoting(dep, progress, world.now, f"promoted by {by}")
+        else:
+            step = enter_canary_step(dep, progress, int(progress.get("step", 0)) + 1, world.now)
+    else:
+        return Step("paused", progress, consumed_command=action == "pause")
+    step.consumed_command = True
+    return step
+
+
+# --- rolling -------------------------------------------------------------------
+
+
+def _rolling(dep: Deployment, world: World) -> Step:
+    assert dep.from_release is not None
+    progress = dict(dep.progress)
+    n = _instances(dep)
+    surge = max(1, int(dep.params.get("max_surge", 1) or 1))
+    done = int(progress.get("new", 0))
+    cmd = dep.command or {}
+    if cmd.get("action") == "abort":
+        step = roll_back(dep, progress, f"aborted by {cmd.get('by') or 'someone'}", was_current=False)
+        step.consumed_command = True
+        return step
+    broken = [i for i in world.of(dep.to_release) if i.state == InstanceState.CRASHLOOP]
+    if broken:
+        reason = f"instance {broken[0].id} is in a crash loop: {broken[0].message or 'no output'}"
+        return roll_back(dep, progress, reason, was_current=False) if done else _fail(dep, progress, reason)
+    target = min(n, done + surge)
+    ready = world.ready(dep.to_release)
+    if ready < target:
+        waited = world.now - float(progress.get("batch_started", world.now))
+        timeout = float(dep.params.get("ready_timeout", 60.0))
+        if waited > timeout:
+            reason = f"batch of release {dep.to_release} not ready within {timeout:g}s ({ready}/{target} ready)"
+            return roll_back(dep, progress, reason, was_current=False) if done else _fail(dep, progress, reason)
+        return Step("rolling", progress, [EnsureInstances(dep.to_release, target)])
+    done = target
+    old = n - done
+    progress.update(new=done, batch_started=world.now)
+    if old == 0:
+        return _go_live(dep, {**progress, "phase": "done"}, world.now)
+    weights = {dep.from_release: old, dep.to_release: done}
+    progress["weights"] = {str(k): v for k, v in weights.items()}
+    return Step(
+        "rolling",
+        progress,
+        [
+            EnsureInstances(dep.to_release, min(n, done + surge)),
+            SetRoutes(weights),
+            EnsureInstances(dep.from_release, old),  # the extra old instances drain, then stop
+            Event("rolling_batch", f"{done}/{n} instances of release {dep.to_release} serving", {"release": dep.to_release}),
+        ],
+    )
+
+
+HANDLERS = {"canary": _canary, "baking": _baking, "paused": _paused, "rolling": _rolling}
+
+__all__ = ["AnalysisRequest", "HANDLERS", "analysis_request", "canary_size", "enter_canary_step", "steps_of"]

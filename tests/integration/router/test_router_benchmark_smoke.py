@@ -1,0 +1,32 @@
+"""The benchmark runs end to end with tiny parameters (needs haproxy and wrk)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_benchmark_smoke() -> None:
+    for tool, pkg in (("haproxy", "haproxy"), ("wrk", "wrk")):
+        if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"needs {pkg} (apt-get install {pkg})")
+            pytest.skip(f"needs {pkg} (apt-get install {pkg})")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "router.py"), "--duration", "1", "--rounds", "1", "--connections", "4"],
+        capture_output=True, text=True, timeout=180, check=True,
+    ).stdout
+    res = json.loads(out)
+    for k in ("haproxy", "router", "router_no_metrics"):
+        assert res[k]["requests"] > 0 and res[k]["rps"] > 0, res
+        assert res[k]["errors"] == 0, res
+    assert res["ratios"]["throughput_router_vs_haproxy"] > 0
