@@ -11,7 +11,7 @@ time per request gives the CPU cost of the metrics. Prints one JSON object.
 Needs /usr/sbin/haproxy and /usr/bin/wrk (Debian packages haproxy, wrk).
 A minimal httptools/uvloop proxy is measured too, as the floor of what Python
 costs on this machine, and the router's request path is timed in-process
-(fake sockets, min of 30 runs) with metrics on and off, a number that holds
+(fake sockets, min of 60 runs) with metrics on and off, a number that holds
 still when other processes load the machine.
 The backend (``--serve-backend PORT``) is a minimal uvloop HTTP/1.1 server so
 that the proxies, not the backend, are the bottleneck.
@@ -141,7 +141,7 @@ def serve_minimal_proxy(port: int, upstreams: list[int], weights: list[int]) -> 
     uvloop.run(main())
 
 
-def micro_hot_path(metrics: bool, n: int = 2000, repeat: int = 30) -> float:
+def micro_hot_path(metrics: bool, n: int = 1000, repeat: int = 60) -> float:
     """Python CPU of one proxied request (µs), fake transports, min of ``repeat`` runs.
 
     Load on the machine only ever makes a run slower, so the minimum is a stable
@@ -371,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="wrk threads")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
     ap.add_argument("--workers", type=int, default=1, help="router workers (HAProxy keeps one thread)")
+    ap.add_argument("--micro-repeat", type=int, default=60, help="runs of the in-process hot-path timing (min is kept)")
     ap.add_argument("--haproxy", default=shutil.which("haproxy") or "/usr/sbin/haproxy")
     ap.add_argument("--serve-backend", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--name", default="b", help=argparse.SUPPRESS)
@@ -406,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.close()
     res = {k: median_of(v) for k, v in runs.items()}
     h, r, rn, mp = res["haproxy"], res["router"], res["router_no_metrics"], res["minimal_proxy"]
-    micro_on, micro_off = micro_hot_path(True), micro_hot_path(False)
+    micro_on, micro_off = micro_hot_path(True, repeat=args.micro_repeat), micro_hot_path(False, repeat=args.micro_repeat)
     ratios = {
         "throughput_router_vs_haproxy": round(r["rps"] / h["rps"], 3) if h["rps"] else None,
         "p99_router_vs_haproxy": round(r["p99_ms"] / h["p99_ms"], 3) if h["p99_ms"] else None,
@@ -430,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             "hot_path_python_us_on": round(micro_on, 2),
             "hot_path_python_us_off": round(micro_off, 2),
             "hot_path_metrics_us": round(micro_on - micro_off, 2),
-            "note": "cpu_* come from whole runs and move with machine load; hot_path_* are min-of-30 in-process timings of the request path with fake sockets",
+            "note": "cpu_* come from whole runs and move with machine load; hot_path_* are min-of-N in-process timings of the request path with fake sockets",
         },
         "goal": {
             "throughput_ratio_min": 0.6,

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from conftest import Platform
+from e2e_platform import Platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

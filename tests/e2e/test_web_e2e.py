@@ -12,8 +12,9 @@ import re
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
-from conftest import SCREENSHOTS, Platform, app_source, wait_for
+from e2e_platform import SCREENSHOTS, Platform, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 DONE = '#live [data-state="succeeded"], #live [data-state="failed"], #live [data-state="rolled_back"]'
@@ -101,7 +102,7 @@ def test_main_pages_at_desktop_and_phone_width(platform: Platform, browser: Any,
             page.goto(platform.url + path)
             assert page.locator("h1").first.is_visible(), path
             if name == "build":
-                page.wait_for_function("document.getElementById('log').textContent.length > 0")
+                expect(page.locator("#log")).not_to_be_empty()
             if name == "metrics":
                 page.wait_for_selector(".chart svg")
             # nothing sticks out sideways on a phone
@@ -241,11 +242,32 @@ def test_logs_page_tails_new_output_live_and_filters(platform: Platform, browser
     page.fill("#token", platform.token)
     page.click("form[action='/login'] button[type=submit]")
     page.wait_for_url(re.compile(r"/apps/hello/logs"))
-    page.wait_for_function("document.getElementById('log-status').textContent.includes('following')")
+    expect(page.locator("#log-status")).to_contain_text("following")
     page.evaluate("window.__sameDocument = true")
     httpx.get(f"http://127.0.0.1:{platform.router_port}{marker}", headers={"Host": "hello.localhost"}, timeout=10)
-    page.wait_for_function(f"document.getElementById('log').textContent.includes({marker!r})", timeout=30_000)
+    expect(page.locator("#log")).to_contain_text(marker, timeout=30_000)
     text = page.locator("#log").inner_text()
     assert "healthz" not in text  # the filter holds: only lines containing "tail-"
+    assert page.evaluate("window.__sameDocument === true")
+    page.close()
+
+
+def test_overview_shows_a_deployment_in_flight_and_its_end_without_reload(
+    platform: Platform, browser: Any, hello: str
+) -> None:
+    image = platform.api("GET", "/apps/hello/images")[0]["digest"]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(platform.url + "/login")
+    page.fill("#token", platform.token)
+    page.click("form[action='/login'] button[type=submit]")
+    page.wait_for_url(platform.url + "/")
+    page.evaluate("window.__sameDocument = true")
+    dep = platform.api("POST", "/apps/hello/deployments", json={"env": "production", "image": image,
+                                                                "strategy": "canary"})
+    row = page.locator(f"a[href='/deployments/{dep['id']}']").first
+    expect(row).to_be_visible(timeout=30_000)
+    expect(page.locator("[role=progressbar]").first).to_be_visible()
+    platform.api("POST", f"/deployments/{dep['id']}/abort")
+    expect(page.get_by_text("Nothing is deploying right now.")).to_be_visible(timeout=30_000)
     assert page.evaluate("window.__sameDocument === true")
     page.close()

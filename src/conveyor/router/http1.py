@@ -59,9 +59,12 @@ class BadRequest(Exception):
         self.reason = reason
 
 
-@dataclass
 class RequestInfo:
-    """What the proxy needs to know about a request head, and the head to send upstream."""
+    """What the proxy needs to know about a request head, and the head to send upstream.
+
+    Defaults live on the class so that making one per request only sets what
+    differs from them (this is on the request path).
+    """
 
     host: str = ""
     content_length: int | None = None
@@ -73,6 +76,10 @@ class RequestInfo:
     cookie: str | None = None
     request_id: bytes = b""
     forwarded_head: bytes = b""
+
+    def __init__(self, keep_alive: bool = True) -> None:
+        if not keep_alive:
+            self.keep_alive = False
 
 
 def _tokens(value: bytes) -> set[bytes]:
@@ -285,11 +292,11 @@ def response_head(
     )
 
 
-_UNSAFE_RE = re.compile(
-    rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|upgrade|proxy-authenticate|proxy-authorization)[ \t]*:", re.I
+_FRAMING_RE = re.compile(
+    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|upgrade|proxy-authenticate|proxy-authorization"
+    rb"|content-length|transfer-encoding)[ \t]*:[ \t]*([^\r]*)",
+    re.I,
 )
-_CL_RE = re.compile(rb"\r\ncontent-length[ \t]*:", re.I)
-_TE_RE = re.compile(rb"\r\ntransfer-encoding[ \t]*:[ \t]*([^\r]*)", re.I)
 
 
 def split_head(head: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -314,17 +321,22 @@ def raw_passthrough(
     upstream_http11: bool,
 ) -> ResponseInfo | None:
     """Like :func:`passthrough_info`, from the raw head bytes (a few regex scans, no per-header work)."""
-    if not (client_http11 and client_keep_alive and upstream_http11) or _UNSAFE_RE.search(head):
+    if not (client_http11 and client_keep_alive and upstream_http11):
         return None
-    cls = _CL_RE.findall(head)
-    tes = _TE_RE.findall(head)
-    if len(cls) > 1 or len(tes) > 1 or (cls and tes):
-        return None
-    chunked = bool(tes)
-    if chunked and tes[0].strip().lower() != b"chunked":
+    cl = 0
+    chunked = False
+    for name, value in _FRAMING_RE.findall(head):  # one scan; usually finds just Content-Length
+        low = name.lower()
+        if low == b"content-length":
+            cl += 1
+        elif low == b"transfer-encoding" and not chunked and value.strip().lower() == b"chunked":
+            chunked = True
+        else:
+            return None  # a hop-by-hop header to strip, or a second Transfer-Encoding
+    if cl > 1 or (cl and chunked):
         return None
     no_body = head_request or status in (204, 304)
-    if not cls and not chunked and not no_body:
+    if not cl and not chunked and not no_body:
         return None
     return ResponseInfo(b"", None, chunked, False, no_body, False, False, True)
 

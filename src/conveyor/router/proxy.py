@@ -200,68 +200,40 @@ class Proxy:
 class Exchange:
     """One request and its response, from the client's first byte to the last byte back."""
 
-    __slots__ = (
-        "client",
-        "state",
-        "t0",
-        "url",
-        "headers",
-        "head_size",
-        "method",
-        "http11",
-        "info",
-        "error",
-        "request_done",
-        "body_expected",
-        "body_bytes",
-        "body_buf",
-        "buffered",
-        "conn",
-        "target",
-        "release",
-        "resp",
-        "status",
-        "finished",
-        "retried",
-        "upstream_deadline",
-        "upgrade_buf",
-        "extra",
-        "blame",
-        "out",
-        "passthrough",
-    )
+    # Defaults on the class: a new exchange per request only sets what differs
+    # (no __slots__ on purpose; this keeps construction cheap on the request path).
+    url = b""
+    head_size = 0
+    method = "GET"
+    http11 = True
+    info: RequestInfo | None = None
+    error: BadRequest | None = None
+    request_done = False
+    body_expected = False
+    body_bytes = 0
+    buffered = 0
+    conn: UpstreamConnection | None = None
+    target: Target | None = None
+    release: ReleaseRoute | None = None
+    resp: ResponseInfo | None = None
+    status = 0
+    finished = False
+    retried = False
+    upstream_deadline = 0.0
+    upgrade_buf: list[bytes] | None = None
+    extra: list[bytes] | None = None
+    blame: Target | None = None  # the last instance tried, for per-instance counts
+    #: Response bytes gathered during one upstream read, written to the client in one
+    #: call after the parser returns (head and a small body in one segment).
+    out: list[bytes] | None = None
+    passthrough = False  # the response is copied byte for byte (see http1.raw_passthrough)
 
     def __init__(self, client: ClientConnection) -> None:
         self.client = client
         self.state = client.state
         self.t0 = _perf()
-        self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.head_size = 0
-        self.method = "GET"
-        self.http11 = True
-        self.info: RequestInfo | None = None
-        self.error: BadRequest | None = None
-        self.request_done = False
-        self.body_expected = False
-        self.body_bytes = 0
         self.body_buf: list[bytes] | None = []
-        self.buffered = 0
-        self.conn: UpstreamConnection | None = None
-        self.target: Target | None = None
-        self.release: ReleaseRoute | None = None
-        self.resp: ResponseInfo | None = None
-        self.status = 0
-        self.finished = False
-        self.retried = False
-        self.upstream_deadline = 0.0
-        self.upgrade_buf: list[bytes] | None = None
-        self.extra: list[bytes] | None = None
-        self.blame: Target | None = None  # the last instance tried, for per-instance counts
-        #: Response bytes gathered during one upstream read, written to the client in one
-        #: call after the parser returns (head and a small body in one segment).
-        self.out: list[bytes] | None = None
-        self.passthrough = False  # the response is copied byte for byte (see http1.passthrough_info)
 
     # -- routing -----------------------------------------------------------
 
@@ -601,7 +573,9 @@ class Exchange:
         self._record(status)
         conn = self.conn
         target = self.target
-        self._untarget()
+        if target is not None:
+            target.outstanding -= 1
+            self.target = None
         if conn is not None:
             conn.ex = None
             self.conn = None

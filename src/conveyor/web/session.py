@@ -31,6 +31,8 @@ router = APIRouter(include_in_schema=False)
 PRELOGIN_COOKIE = "conveyor_prelogin"
 LOGIN_CODE_TTL = 60.0
 MAX_SESSIONS = 10_000
+#: A session lasts this long after sign-in, then the browser must sign in again.
+SESSION_MAX_AGE = 12 * 3600.0
 
 
 @dataclass
@@ -57,6 +59,9 @@ def current_user(request: Request) -> Principal | None:
     """The signed-in principal of this browser, or None. Also sets ``request.state.web_csrf``."""
     cp = _cp(request)
     sid = request.cookies.get(SESSION_COOKIE)
+    started = web_state(cp).session_started.get(sid or "")
+    if sid and started is not None and time.time() - started > SESSION_MAX_AGE:
+        end_session(cp, sid)
     token = cp.sessions.get(sid) if sid else None
     role = cp.role_of(token) if token else None
     if sid is None or role is None:
@@ -101,15 +106,14 @@ def _start_session(request: Request, token: str, target: str) -> Response:
     cp = _cp(request)
     st = web_state(cp)
     if len(cp.sessions) >= MAX_SESSIONS:  # forget the oldest sessions rather than grow without bound
-        for sid in sorted(st.session_started, key=st.session_started.__getitem__)[: MAX_SESSIONS // 10]:
-            cp.sessions.pop(sid, None)
-            st.session_started.pop(sid, None)
+        for old_sid in sorted(st.session_started, key=st.session_started.__getitem__)[: MAX_SESSIONS // 10]:
+            end_session(cp, old_sid)
     sid = secrets.token_urlsafe(32)
     cp.sessions[sid] = token
     st.session_started[sid] = time.time()
     resp = RedirectResponse(_safe_next(target), status_code=303)
     resp.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="lax", path="/",
-                    secure=request.url.scheme == "https")
+                    max_age=int(SESSION_MAX_AGE), secure=request.url.scheme == "https")
     resp.delete_cookie(PRELOGIN_COOKIE, path="/")
     return resp
 
@@ -159,13 +163,16 @@ def login_submit(request: Request, token: Annotated[str, Form()] = "", csrf: Ann
 def logout(request: Request, user: PageUser, csrf: Annotated[str, Form()] = "") -> Response:
     if not constant_time_equal(csrf, getattr(request.state, "web_csrf", "")):
         raise HTTPException(403, "the form's CSRF token is missing or stale: reload the page and sign out again")
-    cp = _cp(request)
-    sid = request.cookies.get(SESSION_COOKIE, "")
-    cp.sessions.pop(sid, None)
-    web_state(cp).session_started.pop(sid, None)
+    end_session(_cp(request), request.cookies.get(SESSION_COOKIE, ""))
     resp = RedirectResponse("/login", status_code=303)
     resp.delete_cookie(SESSION_COOKIE, path="/")
     return resp
+
+
+def end_session(cp: ControlPlane, sid: str) -> None:
+    """Forget a session: its cookie stops working for pages and for the API at once."""
+    cp.sessions.pop(sid, None)
+    web_state(cp).session_started.pop(sid, None)
 
 
 def issue_login_code(cp: ControlPlane, token: str) -> str:

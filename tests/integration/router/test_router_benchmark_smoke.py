@@ -22,7 +22,7 @@ def test_benchmark_smoke() -> None:
                 pytest.fail(f"needs {pkg} (apt-get install {pkg})")
             pytest.skip(f"needs {pkg} (apt-get install {pkg})")
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "router.py"), "--duration", "1", "--rounds", "1", "--connections", "4"],
+        [sys.executable, str(ROOT / "benchmarks" / "router.py"), "--duration", "1", "--rounds", "1", "--connections", "4", "--micro-repeat", "2"],
         capture_output=True, text=True, timeout=180, check=True,
     ).stdout
     res = json.loads(out)

@@ -10,7 +10,7 @@ from sqlalchemy import insert, select
 
 from conveyor.store.tables import builds, deployments, events
 
-from conftest import ADMIN, Site, app_id
+from web_site import ADMIN, Site, app_id
 
 
 def _seed_live(web: Site) -> tuple[str, str]:
@@ -95,6 +95,16 @@ def test_sign_out_ends_the_session(web: Site) -> None:
     assert resp.status_code == 303
     assert web.cp.sessions == {}
     assert web.client.get("/").status_code == 303
+
+
+def test_sessions_expire(web: Site) -> None:
+    from conveyor.web.session import SESSION_MAX_AGE, web_state
+
+    [sid] = list(web.cp.sessions)
+    web_state(web.cp).session_started[sid] -= SESSION_MAX_AGE + 1
+    assert web.client.get("/").status_code == 303
+    assert web.cp.sessions == {}
+    assert web.client.get("/api/v1/overview").status_code == 401
 
 
 def test_one_time_login_link_signs_in_once(anon: Site) -> None:

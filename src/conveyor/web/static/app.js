@@ -111,7 +111,10 @@
     es.addEventListener("open", () => { if (status) status.textContent = "live: updates as they happen"; });
     es.addEventListener("update", (ev) => {
       const data = JSON.parse(ev.data);
+      // keep keyboard focus on the same control across the swap
+      const focused = document.activeElement && live.contains(document.activeElement) ? document.activeElement.dataset.action : null;
       live.innerHTML = data.html;
+      if (focused) { const again = live.querySelector('[data-action="' + focused + '"]'); if (again) again.focus(); }
       live.dataset.state = data.state;
       hideUnsupported(live);
       refreshTimes(live);

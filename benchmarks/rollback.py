@@ -1,0 +1,250 @@
+"""Benchmark: automatic rollback of a broken canary, end to end, real processes.
+
+A real ``conveyor up`` (control plane, agent, router) runs in a temporary
+directory on free loopback ports. An open-loop load generator sends ``--rate``
+requests per second through the router (each request is sent on schedule
+whatever the previous ones do, so a slow release cannot slow the load down),
+recording for each its send time, status and the ``X-App-Version`` that
+served it. Then:
+
+1. ``broken``: a canary of a release that fails ``--fail-rate`` of its requests,
+   first step ``--first-weight`` %, judged by the default judges (sequential +
+   threshold). Measured: the time from the canary's first request to the
+   last request it served (after which all traffic is back on the previous
+   release), and the number of client requests that failed.
+2. ``broken_threshold_only`` (the peer, same run): the same canary judged by
+   fixed limits only (what a threshold-based Argo Rollouts / Flagger analysis
+   does), with the same minimum of requests.
+3. ``good``: a good release promoted through its steps and bake; failed client
+   requests must be zero.
+
+    python benchmarks/rollback.py [--rate 200] [--first-weight 5] [--fail-rate 0.3]
+
+Prints one JSON object. Goal (issue 4): all traffic back within 3 s and fewer
+than 20 failed client requests at 200 requests/s with a first step of 5 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+from cvy_platform import Platform, _reap_instances, wait_for  # noqa: E402
+
+
+@dataclass
+class Sample:
+    sent: float  # time.time() when the request was sent
+    done: float
+    status: int | str
+    version: str
+
+
+@dataclass
+class OpenLoop:
+    """Sends ``rate`` requests per second on a fixed schedule, for at most ``max_s`` seconds."""
+
+    url: str
+    host: str
+    rate: float
+    max_s: float
+    samples: list[Sample] = field(default_factory=list)
+    late: int = 0  # requests sent more than 50 ms behind schedule (the generator itself was starved)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    def start(self) -> OpenLoop:
+        self._thread.start()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    async def _one(self, client: httpx.AsyncClient) -> None:
+        sent = time.time()
+        try:
+            r = await client.get(self.url, headers={"Host": self.host})
+            self.samples.append(Sample(sent, time.time(), r.status_code, r.headers.get("x-app-version", "")))
+        except httpx.HTTPError as exc:
+            self.samples.append(Sample(sent, time.time(), type(exc).__name__, ""))
+
+    async def _main(self) -> None:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+            tasks: set[asyncio.Task[None]] = set()
+            start = time.monotonic()
+            n = 0
+            while not self._stop.is_set() and n < self.rate * self.max_s:
+                due = start + n / self.rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                elif delay < -0.05:
+                    self.late += 1
+                t = asyncio.create_task(self._one(client))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+                n += 1
+            if tasks:
+                await asyncio.wait(tasks, timeout=15)
+
+
+MANIFEST = """\
+[run]
+web = "python app.py"
+[health]
+path = "/healthz"
+interval = "200ms"
+[deploy]
+strategy = "canary"
+steps = [{{weight = {first}, for = "{step1}s"}}, {{weight = 50, for = "{step2}s"}}]
+bake = "{bake}s"
+drain_timeout = "2s"
+[deploy.analysis]
+min_requests = {min_requests}
+judges = {judges}
+[deploy.analysis.threshold]
+min_requests = {min_requests}
+[env.production]
+instances = 2
+"""
+
+
+def manifest(args: argparse.Namespace, judges: list[str]) -> str:
+    return MANIFEST.format(first=args.first_weight, step1=args.step, step2=args.step2, bake=args.bake,
+                           min_requests=args.min_requests, judges=json.dumps(judges))
+
+
+def run_canary(p: Platform, app: str, version: str, files: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    """Deploy ``version`` under load; return what the clients saw and what the deployment says."""
+    src = p.app_copy(app, version, **files)
+    # Build first (not measured), then deploy the built image under load.
+    built = p.cli_json("build", str(src), "--app", app)
+    load = OpenLoop(p.url("/"), f"{app}.localhost", args.rate, args.max_load_s).start()
+    try:
+        try:
+            wait_for(lambda: len(load.samples) >= args.rate, 10, 0.02, "a second of load")
+        except AssertionError:
+            from collections import Counter
+            print(Counter((s.status, s.version) for s in load.samples), load.alive, load.late, file=sys.stderr)
+            print(p.log()[-3000:], file=sys.stderr)
+            raise
+        t_deploy = time.time()
+        res = p.cli("deploy", app, "--image", built["digest"], "--wait", "--json", timeout=args.max_load_s)
+        dep = json.loads(res.stdout)
+        # keep the load a little after the end, to see that nothing is served by the new release any more
+        t_end = time.time()
+        print(f"deploy #{dep.get('id')} {dep.get('state')} in {t_end - t_deploy:.1f}s: {dep.get('reason')!r}; "
+              f"{len(load.samples)} responses so far, generator alive: {load.alive}", file=sys.stderr)
+        wait_for(lambda: load.samples and load.samples[-1].sent > t_end + 1.5, 10, 0.05, "load after the deployment")
+    finally:
+        load.stop()
+    samples = sorted(load.samples, key=lambda s: s.sent)
+    new = [s for s in samples if s.version == version]
+    failed = [s for s in samples if s.status != 200]
+    events = p.api.get("/events", params={"app": app, "limit": 50}).json() if args.events else []
+    out: dict[str, Any] = {
+        "state": dep["state"],
+        "reason": dep.get("reason"),
+        "requests": len(samples),
+        "failed_requests": len(failed),
+        "failed_on_previous_release": sum(1 for s in failed if s.version not in ("", version)),
+        "transport_errors": sum(1 for s in failed if isinstance(s.status, str)),
+        "new_release_requests": len(new),
+        "generator_late_sends": load.late,
+        "deploy_cli_s": round(t_end - t_deploy, 2),
+    }
+    if new:
+        first, last = new[0].sent, new[-1].sent
+        out["canary_first_request_after_deploy_s"] = round(first - t_deploy, 3)
+        out["canary_first_to_last_request_s"] = round(last - first, 3)
+        out["failed_after_canary_first_request"] = sum(1 for s in failed if s.sent >= first)
+        verdicts = dep.get("verdicts") or []
+        decisive = [v for v in verdicts if v["outcome"] in ("fail", "pass", "inconclusive")]
+        if decisive:
+            out["first_decisive_verdict_after_first_request_s"] = round(decisive[0]["at"] - first, 3)
+            out["first_decisive_verdict"] = decisive[0]["outcome"]
+    if events:
+        out["events"] = events
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=float, default=200.0, help="requests per second (open loop)")
+    ap.add_argument("--first-weight", type=int, default=5, help="the canary's first step, percent of traffic")
+    ap.add_argument("--fail-rate", type=float, default=0.3, help="share of requests the broken release fails")
+    ap.add_argument("--step", type=float, default=20.0, help="first step's duration, seconds")
+    ap.add_argument("--step2", type=float, default=5.0, help="second step's duration (50 %%), seconds")
+    ap.add_argument("--bake", type=float, default=3.0, help="bake after promotion, seconds")
+    ap.add_argument("--min-requests", type=int, default=20, help="analysis min_requests (both judges)")
+    ap.add_argument("--max-load-s", type=float, default=120.0, help="upper bound on each load run, seconds")
+    ap.add_argument("--skip", default="", help="comma-separated scenarios to skip: broken,peer,good")
+    ap.add_argument("--events", action="store_true", help="include the app's events in the output")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+
+    result: dict[str, Any] = {
+        "benchmark": "rollback",
+        "params": {k: v for k, v in vars(args).items() if k not in ("events", "skip")},
+        "goal": {"all_traffic_back_s": 3.0, "max_failed_requests": 20, "good_release_failed_requests": 0},
+    }
+    broken = {"behaviour__json": json.dumps({"fail_rate": args.fail_rate})}
+    with tempfile.TemporaryDirectory(prefix="cvy-rollback-bench-") as tmp:
+        p = Platform(Path(tmp))
+        try:
+            p.start()
+            scenarios = [
+                ("broken", "bench", ["sequential", "threshold"], broken, "broken"),
+                ("broken_threshold_only", "peer", ["threshold"], broken, "peer"),
+                ("good", "good", ["sequential", "threshold"], {}, "good"),
+            ]
+            for name, app, judges, files, key in scenarios:
+                if key in skip:
+                    continue
+                p.cli("apps", "create", app, check=True)
+                toml = manifest(args, judges)
+                v1 = p.deploy(app, p.app_copy(app, "v1", conveyor__toml=toml))
+                assert v1["state"] == "succeeded", v1
+                result[name] = run_canary(p, app, "v2", {"conveyor__toml": toml, **files}, args)
+        finally:
+            p.stop()
+            _reap_instances(p.data_dir)
+    b = result.get("broken", {})
+    g = result.get("good", {})
+    if b:
+        back = b.get("canary_first_to_last_request_s")
+        result["met_goal"] = {
+            "rolled_back": b.get("state") == "rolled_back",
+            "all_traffic_back_within_3s": back is not None and back <= 3.0,
+            "fewer_than_20_failed": b.get("failed_requests", 99) < 20,
+        }
+        if g:
+            result["met_goal"]["good_promoted_with_zero_failures"] = g.get("state") == "succeeded" and g.get(
+                "failed_requests") == 0
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
