@@ -147,7 +147,6 @@ def micro_hot_path(metrics: bool, n: int = 1000, repeat: int = 60) -> float:
     Load on the machine only ever makes a run slower, so the minimum is a stable
     number even when other processes compete for the CPU.
     """
-    import asyncio
 
     import uvloop
 

@@ -66,10 +66,15 @@ def test_deploy_watch_rollback_and_see_markers(platform: Platform, browser: Any,
     assert "r2 100%" in page.locator("#live").inner_text()
     shot(page, "deployment-1280")
 
-    # Rollback: back to r1, announced in words before it happens.
+    # Rollback: back to r1, announced in words before it happens, and done with the keyboard alone.
     page.goto(platform.url + "/apps/hello")
-    page.click("form[action='/apps/hello/rollback'] button")
-    confirm(page, "from release 2 to release 1")
+    page.locator("form[action='/apps/hello/rollback'] button").focus()
+    page.keyboard.press("Enter")
+    page.locator("dialog#confirm").wait_for(state="visible")
+    assert "from release 2 to release 1" in page.locator("#confirm-text").inner_text()
+    assert page.evaluate("document.activeElement.value") == "cancel"  # the safe choice has the focus
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
     assert watch_to_the_end(page) == "succeeded"
     assert "Rollback r2 → r1" in page.locator("#live").inner_text()
 
@@ -270,4 +275,31 @@ def test_overview_shows_a_deployment_in_flight_and_its_end_without_reload(
     platform.api("POST", f"/deployments/{dep['id']}/abort")
     expect(page.get_by_text("Nothing is deploying right now.")).to_be_visible(timeout=30_000)
     assert page.evaluate("window.__sameDocument === true")
+    page.close()
+
+
+def test_build_page_follows_a_running_build_and_shows_its_result(
+    platform: Platform, browser: Any, hello: str
+) -> None:
+    """A build whose tests take a few seconds: its log streams in, then the page shows the image."""
+    from conveyor.build.archive import pack_directory
+    from e2e_platform import app_source
+
+    src = app_source(platform.root, "slow")
+    manifest = src / "conveyor.toml"
+    manifest.write_text(re.sub(r'(?m)^command = .*$',
+                               'command = "python -c \\"import time; print(\'testing\', flush=True); time.sleep(3)\\""',
+                               manifest.read_text()))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(platform.url + "/login")
+    page.fill("#token", platform.token)
+    page.click("form[action='/login'] button[type=submit]")
+    page.wait_for_url(platform.url + "/")
+    build = platform.api("POST", "/apps/hello/builds", content=pack_directory(src),
+                         headers={"Content-Type": "application/gzip"})
+    page.goto(platform.url + f"/builds/{build['id']}")
+    expect(page.locator("#log")).to_contain_text("testing", timeout=30_000)
+    expect(page.locator("[data-build-state]")).to_contain_text("succeeded", timeout=60_000)
+    expect(page.locator("#log")).to_contain_text("tests passed")
+    assert "Layers" in page.locator("main").inner_text()
     page.close()

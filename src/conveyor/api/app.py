@@ -71,7 +71,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX)
     from conveyor import web
 
-    app.include_router(web.router)  # the web UI's pages, at /
+    web.install(app)  # the web UI's pages, at /
 
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:

@@ -69,7 +69,7 @@ def status_of(cp: CP, app: str) -> AppStatus:  # type: ignore[valid-type]
                         release=i.release,
                         role=i.role,
                         host=i.host,
-                        state=st.get("state", "pending"),
+                        state="draining" if i.draining_since is not None else st.get("state", "pending"),
                         port=st.get("port"),
                         address=addr,
                         restarts=st.get("restarts", 0),

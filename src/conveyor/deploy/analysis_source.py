@@ -20,6 +20,19 @@ from conveyor.store import series
 from conveyor.store.tables import verdicts
 
 PROGRESS_EVERY = 5.0
+#: A stored point at second ``t`` holds what the scrape at ``t + frac`` found since the scrape
+#: before, so it may cover requests up to a second later than ``t``. A window starting at
+#: ``since`` must include the point at ``floor(since)``: a point is read when ``t > since - 1``
+#: (:func:`window_start`), or the canary's first second of traffic would be dropped about half
+#: the time, delaying the verdict by a scrape. The extra data is the same releases' traffic
+#: from just before the step; the judges condition on each second's counts, so it adds no
+#: false evidence (a second without canary requests contributes nothing to the e-process).
+SCRAPE_SLACK = 1.0
+
+
+def window_start(since: float) -> float:
+    """The lowest point time to read for an analysis window that starts at ``since``."""
+    return since - SCRAPE_SLACK + 1e-6
 
 
 def _intervals(conn: Connection, env_id: int, release: int, since: float) -> list[Interval]:
@@ -33,8 +46,9 @@ def verdict_for(conn: Connection, env_id: int, dep: dm.Deployment, now: float) -
     config = parse_analysis_config(dep.params.get("analysis") or {})
     if req.phase == "bake":  # the previous release has no traffic now: absolute limits only
         config = config.model_copy(update={"judges": ["threshold"]})
-    canary = _intervals(conn, env_id, dep.to_release, req.since)
-    baseline = _intervals(conn, env_id, dep.from_release, req.since) if req.phase == "step" else []
+    since = window_start(req.since)
+    canary = _intervals(conn, env_id, dep.to_release, since)
+    baseline = _intervals(conn, env_id, dep.from_release, since) if req.phase == "step" else []
     v = evaluate(config, canary, baseline, step_elapsed_s=max(0.0, now - req.since), step_duration_s=req.duration)
     outcome = v.outcome.value if hasattr(v.outcome, "value") else str(v.outcome)
     last = conn.execute(

@@ -156,6 +156,7 @@ class Orchestrator:
         if not changed:  # another replica moved it first: its actions win
             return set()
         app, env = repo.app_env_names(conn, env_id)
+        routed_before = set(repo.routes_of(repo.env_by_id(conn, env_id)))
         if result.actions:
             touched.add("routing")  # instances or weights may have changed; the table is versioned by content
         for action in result.actions:
@@ -167,7 +168,11 @@ class Orchestrator:
                     cond = (instances.c.env_id == env_id) & (instances.c.release == rel)
                     if role is not None:
                         cond &= instances.c.role == role
-                    if self._drain(conn, cond, now):
+                    if rel not in routed_before:  # never took traffic (e.g. a failed deploy): nothing to drain
+                        if conn.execute(delete(instances).where(cond)).rowcount:
+                            repo.bump_counter(conn, "desired")
+                            touched.add("desired")
+                    elif self._drain(conn, cond, now):
                         touched |= {"desired", "routing"}
                 case dm.SetRoutes(weights=weights):
                     conn.execute(

@@ -248,7 +248,10 @@ def _rolling(dep: Deployment, world: World) -> Step:
     old = n - done
     progress.update(new=done, batch_started=world.now)
     if old == 0:
-        return _go_live(dep, {**progress, "phase": "done"}, world.now)
+        step = _go_live(dep, {**progress, "phase": "done"}, world.now)
+        # The last old instances drain too: a rolling deploy keeps no warm copy of the old release.
+        step.actions.append(EnsureInstances(dep.from_release, 0))
+        return step
     weights = {dep.from_release: old, dep.to_release: done}
     progress["weights"] = {str(k): v for k, v in weights.items()}
     return Step(

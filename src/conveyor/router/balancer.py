@@ -74,7 +74,7 @@ def choose_target(release: ReleaseRoute, now: float, exclude: Target | None = No
 def eject(target: Target, now: float, base: float, maximum: float) -> float:
     """Record a connect failure; returns the ejection period applied."""
     target.failures += 1
-    period = min(maximum, base * (2 ** min(target.failures - 1, 16)))
+    period: float = min(maximum, base * float(1 << min(target.failures - 1, 16)))
     target.ejected_until = now + period
     return period
 
@@ -110,4 +110,4 @@ def parse_pin(header: str | None, cookie_header: str | None) -> int | None:
 def sticky_point(token: str) -> float:
     """A stable point in [0, 1) for a sticky cookie value."""
     digest = hashlib.blake2b(token.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
+    return float(int.from_bytes(digest, "big") / 2.0**64)

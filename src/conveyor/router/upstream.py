@@ -23,7 +23,8 @@ import httptools
 from conveyor.router.http1 import split_head
 
 if TYPE_CHECKING:
-    from conveyor.router.proxy import ClientConnection, Exchange
+    from conveyor.router.exchange import Exchange
+    from conveyor.router.proxy import ClientConnection
     from conveyor.router.table import Target
 
 

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 
 from conveyor.web import app_pages, build_pages, deploy_pages, insights, overview, session, twins
 from conveyor.web.render import static_router
@@ -22,4 +22,11 @@ router.include_router(static_router)
 #: The JSON twins, for ``/api/v1`` (see ``conveyor.web.twins``).
 api_router = twins.router
 
-__all__ = ["router", "api_router"]
+
+def install(app: FastAPI) -> None:
+    """Mount the pages at ``/`` and show page errors (sign-in needed, CSRF, viewer) as HTML, not JSON."""
+    app.include_router(router)
+    app.add_exception_handler(session.PageError, session.page_error_handler)
+
+
+__all__ = ["router", "api_router", "install"]

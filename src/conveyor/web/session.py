@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from conveyor.api.deps import SESSION_COOKIE, Principal, constant_time_equal, csrf_token_for
@@ -27,6 +27,24 @@ from conveyor.api.state import ControlPlane
 from conveyor.web.render import render
 
 router = APIRouter(include_in_schema=False)
+
+
+class PageError(Exception):
+    """A page request that cannot be served: shown as an HTML page (or a redirect), never as JSON."""
+
+    def __init__(self, status: int, message: str, location: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.location = location
+
+
+async def page_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PageError)
+    if exc.location is not None:
+        return RedirectResponse(exc.location, status_code=303)
+    heading = {401: "Sign in first", 403: "Not allowed", 404: "Not found"}.get(exc.status, "Cannot do that")
+    return render(request, "error.html", status_code=exc.status, heading=heading, message=exc.message)
 
 PRELOGIN_COOKIE = "conveyor_prelogin"
 LOGIN_CODE_TTL = 60.0
@@ -78,16 +96,16 @@ def page_user(request: Request) -> Principal:
     user = current_user(request)
     if user is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        raise HTTPException(303, "sign in first", headers={"Location": f"/login?next={quote(target, safe='')}"})
+        raise PageError(303, "sign in first", location=f"/login?next={quote(target, safe='')}")
     return user
 
 
 def form_writer(request: Request, user: Annotated[Principal, Depends(page_user)], csrf: Annotated[str, Form()] = "") -> Principal:
     """Dependency of every form POST: a signed-in admin whose form carries the session's CSRF token."""
     if not constant_time_equal(csrf, getattr(request.state, "web_csrf", "")):
-        raise HTTPException(403, "the form's CSRF token is missing or stale: reload the page and submit again")
+        raise PageError(403, "the form's CSRF token is missing or stale: reload the page and submit again")
     if not user.can_write:
-        raise HTTPException(403, "you are signed in as a viewer: viewers can look but not deploy")
+        raise PageError(403, "you are signed in as a viewer: viewers can look but not deploy")
     return user
 
 
@@ -162,7 +180,7 @@ def login_submit(request: Request, token: Annotated[str, Form()] = "", csrf: Ann
 @router.post("/logout")
 def logout(request: Request, user: PageUser, csrf: Annotated[str, Form()] = "") -> Response:
     if not constant_time_equal(csrf, getattr(request.state, "web_csrf", "")):
-        raise HTTPException(403, "the form's CSRF token is missing or stale: reload the page and sign out again")
+        raise PageError(403, "the form's CSRF token is missing or stale: reload the page and sign out again")
     end_session(_cp(request), request.cookies.get(SESSION_COOKIE, ""))
     resp = RedirectResponse("/login", status_code=303)
     resp.delete_cookie(SESSION_COOKIE, path="/")

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import select
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable

@@ -106,6 +106,9 @@ def test_slowloris_is_cut(plain: Router) -> None:
                 got += chunk
             except (TimeoutError, socket.timeout):
                 pass
+            except ConnectionError:  # closed with our trickled bytes unread: a reset
+                closed = True
+                break
         assert closed, "router kept a slowloris connection open"
         assert time.monotonic() - start < 6
         assert got == b"" or got.startswith(b"HTTP/1.1 408"), got

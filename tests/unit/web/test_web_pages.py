@@ -6,6 +6,8 @@ import json
 import re
 import time
 
+import pytest
+
 from sqlalchemy import insert, select
 
 from conveyor.store.tables import builds, deployments, events
@@ -184,6 +186,7 @@ def test_forms_need_the_csrf_token(web: Site) -> None:
     a = web.add_image("hello", "a")
     resp = web.client.post("/apps/hello/deploy", data={"image": a, "env": "production"})
     assert resp.status_code == 403 and "CSRF" in resp.text
+    assert resp.headers["content-type"].startswith("text/html") and "Not allowed" in resp.text
     resp = web.client.post("/apps/hello/deploy", data={"csrf": "f" * 64, "image": a})
     assert resp.status_code == 403
 
@@ -430,3 +433,17 @@ def test_deployment_controls_follow_the_api_routes_and_the_state(web: Site) -> N
     bare = SimpleNamespace(app=SimpleNamespace(openapi=lambda: {"paths": {
         "/api/v1/deployments/{dep_id}/cancel": {"post": {}}}}))
     assert available_actions(bare) == {"cancel"}  # type: ignore[arg-type]
+
+
+def test_a_fresh_install_has_friendly_empty_pages(anon: Site) -> None:
+    from web_site import sign_in
+
+    sign_in(anon, ADMIN)
+    overview = anon.client.get("/")
+    assert overview.status_code == 200 and "No apps yet" in overview.text and "conveyor apps create" in overview.text
+    assert anon.client.get("/api/v1/overview").json() == {"apps": [], "in_flight": [], "time": pytest.approx(time.time(), abs=60)}
+    hosts = anon.client.get("/hosts")
+    assert "No agent has reported yet" in hosts.text
+    dora_page = anon.client.get("/dora")
+    assert dora_page.status_code == 200 and "no data" in dora_page.text
+    assert anon.client.get("/audit").status_code == 200

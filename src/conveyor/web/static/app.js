@@ -172,6 +172,8 @@
         if (!pre.textContent) pre.textContent = "(no output yet)";
         if (status) status.textContent = "end of output";
         pre.dataset.done = "true";
+        // a build that was running has finished: show its result (state, image, layers)
+        if (streaming && pre.hasAttribute("data-reload-on-end")) setTimeout(() => location.reload(), 800);
       } catch (e) {
         if (e.name !== "AbortError" && status) status.textContent = "disconnected: reload to retry";
       }
@@ -179,6 +181,12 @@
     if (follow) follow.addEventListener("change", () => { if (ctrl) ctrl.abort(); run(); });
     run();
   }
+
+  // filter forms apply as soon as a choice changes (the button stays for keyboard and no-JS use)
+  document.addEventListener("change", (ev) => {
+    const form = ev.target.form;
+    if (form && form.hasAttribute("data-autosubmit") && ev.target.matches("select, input[type=radio]")) form.requestSubmit();
+  });
 
   document.addEventListener("DOMContentLoaded", () => {
     refreshTimes();

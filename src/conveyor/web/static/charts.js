@@ -90,7 +90,8 @@
       const line = el("line", { class: "marker " + m.kind, x1: mx, x2: mx, y1: MT - 4 - row * 13 + 4, y2: H - MB, "data-release": m.release });
       line.appendChild(el("title", {}, (MARKER_KINDS[m.kind] || m.kind) + " r" + m.release + " by " + (m.actor || "?") + " at " + new Date(m.t * 1000).toLocaleString() + (m.message ? ": " + m.message : "")));
       g.appendChild(line);
-      const label = (m.kind === "deployed" ? "▲ " : "↶ ") + "r" + m.release + " · " + (m.actor || "?");
+      const icon = { deployed: "▲ ", deploy_failed: "✕ " }[m.kind] || "↶ ";
+      const label = icon + "r" + m.release + " · " + (m.actor || "?");
       g.appendChild(el("text", { class: "marker-label", x: mx + 3, y: MT - 8 - row * 13, "text-anchor": mx > W - 90 ? "end" : "start" }, label));
       svg.appendChild(g);
     }

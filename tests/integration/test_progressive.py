@@ -1,0 +1,431 @@
+"""Progressive delivery end to end: canary, analysis, automatic rollback, manual control,
+the deploy queue and rolling deploys, with real processes and real traffic.
+
+One ``conveyor up`` is shared by the module; every test uses its own app, so
+the tests do not interfere. Traffic comes from :class:`Traffic`: a few threads
+with keep-alive clients sending a bounded number of requests at a steady rate
+through the router, recording the status and the ``X-App-Version`` of each.
+Steps are short (a few seconds) so the module stays well under four minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from cvy_platform import Platform, wait_for
+
+pytestmark = pytest.mark.integration
+
+#: A canary app: two instances, two short steps, a short bake; analysis needs 20 requests.
+CANARY = """\
+[run]
+web = "python app.py"
+[health]
+path = "/healthz"
+interval = "200ms"
+[deploy]
+strategy = "canary"
+steps = [{{weight = {w1}, for = "{d1}"}}, {{weight = {w2}, for = "{d2}"}}]
+bake = "{bake}"
+drain_timeout = "1s"
+ready_timeout = "{ready}"
+[deploy.analysis]
+min_requests = 20
+[deploy.analysis.threshold]
+min_requests = 20
+[env.production]
+instances = {instances}
+"""
+
+
+def canary_toml(w1: int = 25, d1: str = "4s", w2: int = 50, d2: str = "4s", bake: str = "3s",
+                ready: str = "20s", instances: int = 2, run: str = "python app.py") -> str:
+    text = CANARY.format(w1=w1, d1=d1, w2=w2, d2=d2, bake=bake, ready=ready, instances=instances)
+    return text.replace('web = "python app.py"', f'web = "{run}"')
+
+
+class Traffic:
+    """``threads`` keep-alive clients sending ``rate`` requests/s in total for at most ``max_s`` seconds."""
+
+    def __init__(self, p: Platform, app: str, rate: float = 100.0, threads: int = 4, max_s: float = 60.0) -> None:
+        self.url, self.host = p.url("/"), f"{app}.localhost"
+        self.period = threads / rate
+        self.max_s = max_s
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        #: (send time, status or exception name, version header, body)
+        self.results: list[tuple[float, int | str, str, str]] = []
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def _run(self, index: int) -> None:
+        start = time.monotonic() + index * self.period / len(self.threads)
+        n = 0
+        with httpx.Client(timeout=10) as client:
+            while not self.stop_flag.is_set() and time.monotonic() - start < self.max_s:
+                due = start + n * self.period
+                n += 1
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                sent = time.time()
+                try:
+                    r = client.get(self.url, headers={"Host": self.host})
+                    row = (sent, r.status_code, r.headers.get("x-app-version", ""), r.text.strip())
+                except httpx.HTTPError as exc:
+                    row = (sent, type(exc).__name__, "", str(exc))
+                with self.lock:
+                    self.results.append(row)
+
+    def __enter__(self) -> Traffic:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(20)
+
+    def snapshot(self) -> list[tuple[float, int | str, str, str]]:
+        with self.lock:
+            return sorted(self.results)
+
+    def failures(self) -> list[tuple[float, int | str, str, str]]:
+        return [r for r in self.snapshot() if r[1] != 200]
+
+    def versions(self, since: float = 0.0) -> set[str]:
+        return {r[2] for r in self.snapshot() if r[0] >= since and r[1] == 200}
+
+    def count(self, since: float = 0.0) -> int:
+        return sum(1 for r in self.snapshot() if r[0] >= since)
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _create(p: Platform, app: str) -> None:
+    r = p.api.post("/apps", json={"name": app})
+    assert r.status_code == 201, r.text
+
+
+def _image(p: Platform, app: str, version: str, **files: str) -> str:
+    """Build a copy of examples/hello through the API (the CLI is tested elsewhere; it costs seconds)."""
+    from conveyor.build.archive import pack_directory
+
+    src = p.app_copy(app, version, **files)
+    r = p.api.post(f"/apps/{app}/builds", content=pack_directory(src), headers={"Content-Type": "application/gzip"})
+    assert r.status_code == 201, r.text
+    build = wait_for(lambda: (b := p.api.get(f"/builds/{r.json()['id']}").json())["state"] in ("succeeded", "failed") and b,
+                     60, 0.05, f"the build of {app} {version}")
+    assert build["state"] == "succeeded", build
+    return build["image"]["digest"]  # type: ignore[no-any-return]
+
+
+def _start(p: Platform, app: str, version: str, **files: str) -> dict[str, Any]:
+    """Build and queue a deployment without waiting; returns the deployment."""
+    digest = _image(p, app, version, **files)
+    r = p.api.post(f"/apps/{app}/deployments", json={"env": "production", "image": digest})
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def _deploy(p: Platform, app: str, version: str, timeout: float = 90, **files: str) -> dict[str, Any]:
+    """Build, deploy and follow a deployment until it ends (or pauses)."""
+    dep = _start(p, app, version, **files)
+    return _until(p, dep["id"], lambda d: d["state"] in _ENDED, timeout, f"deployment of {app} {version} to end")
+
+
+_ENDED = {"succeeded", "failed", "rolled_back", "cancelled", "paused"}
+
+
+def _live(p: Platform, app: str, toml: str, version: str = "v1") -> None:
+    out = _deploy(p, app, version, conveyor__toml=toml)
+    assert out["state"] == "succeeded", out
+
+
+def _releases(p: Platform, app: str) -> dict[int, str]:
+    return {r["number"]: r["status"] for r in p.api.get(f"/apps/{app}/releases").json()}
+
+
+def _status(p: Platform, app: str) -> dict[str, Any]:
+    return p.api.get(f"/apps/{app}").json()["environments"][0]  # type: ignore[no-any-return]
+
+
+def _running_releases(p: Platform, app: str) -> set[int]:
+    return {i["release"] for i in _status(p, app)["instances"]}
+
+
+def _dep(p: Platform, dep_id: int) -> dict[str, Any]:
+    return p.api.get(f"/deployments/{dep_id}").json()  # type: ignore[no-any-return]
+
+
+def _until(p: Platform, dep_id: int, cond: Any, timeout: float, what: str) -> dict[str, Any]:
+    return wait_for(lambda: (d := _dep(p, dep_id)) and cond(d) and d, timeout, 0.05, what)  # type: ignore[no-any-return]
+
+
+def _events(p: Platform, app: str) -> list[dict[str, Any]]:
+    return p.api.get("/events", params={"app": app, "limit": 200}).json()  # type: ignore[no-any-return]
+
+
+def _kinds(p: Platform, app: str) -> list[str]:
+    return [e["kind"] for e in reversed(_events(p, app))]
+
+
+def _served_after(traffic: Traffic, t: float) -> set[str]:
+    """Versions that served requests sent from ``t`` on (waiting until some were)."""
+    wait_for(lambda: traffic.count(t) >= 20, 20, 0.05, "traffic after the deployment ended")
+    return traffic.versions(t)
+
+
+# --- canary ------------------------------------------------------------------------
+
+
+def test_good_canary_is_promoted_through_its_steps_and_bake_without_a_failed_request(shared_platform: Platform) -> None:
+    p = shared_platform
+    _create(p, "good")
+    toml = canary_toml()
+    _live(p, "good", toml)
+    with Traffic(p, "good") as traffic:
+        out = _deploy(p, "good", "v2", conveyor__toml=toml)
+        ended = time.time()
+        assert out["state"] == "succeeded", out
+        assert _served_after(traffic, ended + 0.3) == {"v2"}
+    assert traffic.failures() == [], traffic.failures()[:5]
+    assert {"v1", "v2"} <= traffic.versions()
+    # every step and the bake were analysed and passed, with their numbers
+    by_step = {v["step"]: v for v in out["verdicts"] if v["outcome"] == "pass"}
+    assert set(by_step) == {0, 1, -1}, [(v["step"], v["outcome"], v["reason"]) for v in out["verdicts"]]  # -1: bake
+    assert by_step[-1]["judge"] == "bake" and "within its limits" in by_step[-1]["reason"]
+    assert all(v["numbers"]["canary_requests"] >= 20 for v in by_step.values())
+    assert not [v for v in out["verdicts"] if v["outcome"] == "fail"]
+    kinds = _kinds(p, "good")
+    for kind in ("canary_step", "canary_promoting", "deployed", "baked"):
+        assert kind in kinds, kinds
+    assert kinds.count("canary_step") == 2
+    assert _releases(p, "good") == {1: "superseded", 2: "live"}
+    shown = p.cli("deployments", "show", str(out["id"]), check=True).stdout
+    assert "succeeded" in shown and "traffic: r2 100%" in shown and "pass" in shown
+
+
+def test_broken_canary_is_rolled_back_automatically(shared_platform: Platform) -> None:
+    p = shared_platform
+    _create(p, "broken")
+    toml = canary_toml(d1="30s", d2="30s")
+    _live(p, "broken", toml)
+    with Traffic(p, "broken") as traffic:
+        out = _deploy(p, "broken", "v2", conveyor__toml=toml, behaviour__json='{"fail_rate": 0.3}')
+        ended = time.time()
+        assert out["state"] == "rolled_back", out
+        assert _served_after(traffic, ended + 0.3) == {"v1"}
+    reason = out["reason"]
+    assert reason.startswith("analysis failed at step 1"), reason
+    assert ("sequential" in reason or "threshold" in reason) and "error rate" in reason and "%" in reason, reason
+    (fail,) = [v for v in out["verdicts"] if v["outcome"] == "fail"]
+    assert fail["numbers"]["canary_requests"] > 0
+    # every failed request was the canary's own, and there were few: it was caught fast
+    failures = traffic.failures()
+    assert failures and all(f[1] == 500 and f[2] == "v2" for f in failures), failures[:5]
+    assert len(failures) < 60, len(failures)
+    events = _events(p, "broken")
+    rolled = [e for e in events if e["kind"] == "rolled_back"]
+    assert rolled and "release 2 rolled back to 1" in rolled[0]["message"]
+    assert _releases(p, "broken") == {1: "live", 2: "rolled_back"}
+    assert _status(p, "broken")["release"] == 1
+    # the canary's instances drain, then stop
+    wait_for(lambda: _running_releases(p, "broken") == {1}, 20, 0.1, "the canary's instances to stop")
+
+
+def test_latency_regression_is_caught(shared_platform: Platform) -> None:
+    p = shared_platform
+    _create(p, "slow")
+    toml = canary_toml(d1="30s", d2="30s")
+    _live(p, "slow", toml)
+    with Traffic(p, "slow") as traffic:
+        out = _deploy(p, "slow", "v2", conveyor__toml=toml, behaviour__json='{"extra_latency_ms": 150}')
+        assert out["state"] == "rolled_back", out
+        assert _served_after(traffic, time.time() + 0.3) == {"v1"}
+    assert "latency" in out["reason"], out["reason"]
+    assert traffic.failures() == [], traffic.failures()[:5]
+
+
+CRASHER = """\
+import os, threading
+threading.Timer(3.0, lambda: os._exit(7)).start()  # serves, then dies: a crash loop once live
+exec(open("app.py").read())
+"""
+
+
+def test_canary_in_a_crash_loop_is_rolled_back(shared_platform: Platform) -> None:
+    p = shared_platform
+    _create(p, "crashy")
+    _live(p, "crashy", canary_toml(d1="60s", d2="60s"))
+    dep = _start(p, "crashy", "v2", conveyor__toml=canary_toml(d1="60s", d2="60s", run="python crasher.py"),
+                 crasher__py=CRASHER)
+    done = _until(p, dep["id"], lambda d: d["state"] not in ("queued", "starting", "canary"), 60, "the rollback")
+    assert done["state"] == "rolled_back", done
+    assert "crash loop" in done["reason"], done["reason"]
+    assert "rolled_back" in _kinds(p, "crashy")
+    wait_for(lambda: p.get("crashy.localhost").text == "hello from v1\n", 5, 0.05, "v1 serving")
+
+
+def test_not_enough_traffic_pauses_with_a_reason(shared_platform: Platform) -> None:
+    p = shared_platform
+    _create(p, "quiet")
+    toml = canary_toml(d1="2s", d2="2s")
+    _live(p, "quiet", toml)
+    dep = _start(p, "quiet", "v2", conveyor__toml=toml)  # no traffic at all
+    paused = _until(p, dep["id"], lambda d: d["state"] in ("paused", "rolled_back", "succeeded", "failed"), 40,
+                    "the deployment to pause")
+    assert paused["state"] == "paused", paused
+    assert "Not enough traffic" in paused["reason"] and "at least 20" in paused["reason"], paused["reason"]
+    assert any(v["outcome"] == "inconclusive" for v in paused["verdicts"])
+    assert "deploy_paused" in _kinds(p, "quiet")
+    res = p.cli("abort", "quiet", check=True)
+    assert "abort" in res.stdout
+    done = _until(p, dep["id"], lambda d: d["state"] == "rolled_back", 20, "abort → rolled_back")
+    assert "aborted" in done["reason"]
+
+
+def test_manual_pause_resume_promote_full_and_abort(shared_platform: Platform) -> None:
+    p = shared_platform
+    _create(p, "manual")
+    toml = canary_toml(w1=10, d1="120s", w2=30, d2="120s", bake="2s").replace('strategy = "canary"', 'strategy = "bluegreen"')
+    _live(p, "manual", toml)
+    res = p.cli("resume", "manual")
+    assert res.returncode == 4 and "no deployment in progress" in res.stderr, res
+    with Traffic(p, "manual", rate=60, threads=2, max_s=90) as traffic:
+        res = p.cli("deploy", "manual", "--image", _image(p, "manual", "v2", conveyor__toml=toml),
+                    "--strategy", "canary", "--json", check=True)  # the manifest says bluegreen
+        dep = json.loads(res.stdout)
+        assert dep["strategy"] == "canary"
+        _until(p, dep["id"], lambda d: d["state"] == "canary" and d["progress"].get("step") == 0, 40, "canary step 1")
+        res = p.cli("resume", "manual")
+        assert res.returncode == 4 and "resume applies only while it is paused" in res.stderr, res
+        p.cli("pause", "manual", check=True)
+        d = _until(p, dep["id"], lambda d: d["state"] == "paused", 10, "paused")
+        assert "paused by" in d["reason"]
+        assert d["progress"]["weights"] == {"1": 90, "2": 10}  # paused holds the step's traffic split
+        p.cli("resume", "manual", check=True)
+        _until(p, dep["id"], lambda d: d["state"] == "canary", 10, "resumed")
+        p.cli("promote", "manual", check=True)
+        d = _until(p, dep["id"], lambda d: d["progress"].get("step") == 1, 10, "promoted to step 2")
+        assert d["progress"]["weights"] == {"1": 70, "2": 30}
+        p.cli("promote", "manual", "--full", check=True)
+        d = _until(p, dep["id"], lambda d: d["state"] in ("succeeded", "rolled_back", "failed"), 40, "promoted fully")
+        assert d["state"] == "succeeded", d
+        assert _served_after(traffic, time.time() + 0.3) == {"v2"}
+
+        r = p.api.post("/apps/manual/deployments", json={"env": "production", "strategy": "canary",
+                                                          "image": _image(p, "manual", "v3", conveyor__toml=toml)})
+        dep3 = r.json()
+        _until(p, dep3["id"], lambda d: d["state"] == "canary", 40, "v3 canary")
+        res = p.cli("abort", "manual", check=True)
+        d = _until(p, dep3["id"], lambda d: d["state"] == "rolled_back", 10, "aborted")
+        assert "aborted by" in d["reason"]
+        assert _served_after(traffic, time.time() + 0.3) == {"v2"}
+    assert traffic.failures() == [], traffic.failures()[:5]
+    kinds = _kinds(p, "manual")
+    for kind in ("deploy_pause_requested", "deploy_paused", "deploy_resumed", "deploy_promote_requested",
+                 "deploy_abort_requested", "rolled_back"):
+        assert kind in kinds, kinds
+
+
+# --- queue --------------------------------------------------------------------------
+
+
+def test_deploy_queue_positions_cancel_and_parallel_apps(shared_platform: Platform) -> None:
+    p = shared_platform
+    toml = canary_toml(w1=50, d1="120s", d2="2s", bake="1s")
+    for app in ("qa", "qb"):
+        _create(p, app)
+        _live(p, app, toml)
+    first = _start(p, "qa", "v2", conveyor__toml=toml)
+    _until(p, first["id"], lambda d: d["state"] == "canary", 40, "the first deployment to run")
+    # the second and third deploys to the same environment wait, and say where they are in the queue
+    res = p.cli("deploy", "qa", "--image", _image(p, "qa", "v3", conveyor__toml=toml), check=True)
+    assert "(queued: 1 ahead)" in res.stderr, res.stderr
+    second = p.api.get("/apps/qa/deployments").json()[0]
+    assert second["state"] == "queued" and second["queue_position"] == 1
+    third = _start(p, "qa", "v4", conveyor__toml=toml)
+    assert third["state"] == "queued" and third["queue_position"] == 2
+    assert p.cli_json("deployments", "cancel", str(third["id"]))["state"] == "cancelled"
+    res = p.cli("deployments", "cancel", str(third["id"]))
+    assert res.returncode == 4 and "only a queued deployment can be cancelled" in res.stderr, res
+    # another app deploys in parallel while qa's first deployment is still in its canary
+    other = _start(p, "qb", "v2", conveyor__toml=toml, behaviour__json='{"x": 1}')
+    _until(p, other["id"], lambda d: d["state"] == "canary", 40, "qb's canary alongside qa's")
+    assert _dep(p, first["id"])["state"] == "canary"
+    assert _dep(p, second["id"])["state"] == "queued"
+    for dep in (first, other):
+        r = p.api.post(f"/deployments/{dep['id']}/promote", json={"full": True})
+        assert r.status_code == 200, r.text
+    a = _until(p, first["id"], lambda d: d["state"] == "succeeded", 40, "qa's first deployment")
+    b = _until(p, second["id"], lambda d: d["state"] not in ("queued",), 20, "qa's second deployment to start")
+    assert b["started_at"] >= a["finished_at"]
+    assert _dep(p, third["id"])["state"] == "cancelled" and _dep(p, third["id"])["started_at"] is None
+    assert p.api.post(f"/deployments/{second['id']}/abort").status_code == 200  # (it has a 120 s step: end it)
+    _until(p, second["id"], lambda d: d["state"] == "rolled_back", 20, "qa's second deployment aborted")
+    assert _releases(p, "qa") == {1: "superseded", 2: "live", 3: "rolled_back", 4: "cancelled"}
+
+
+# --- rolling --------------------------------------------------------------------------
+
+ROLLING = """\
+[run]
+web = "python app.py"
+[health]
+path = "/healthz"
+interval = "200ms"
+[deploy]
+strategy = "rolling"
+max_surge = 1
+drain_timeout = "1s"
+[env.production]
+instances = 3
+"""
+
+
+def test_rolling_replaces_instances_in_batches_without_a_failed_request(shared_platform: Platform) -> None:
+    p = shared_platform
+    _create(p, "roll")
+    _live(p, "roll", ROLLING)
+    with Traffic(p, "roll") as traffic:
+        out = _deploy(p, "roll", "v2", conveyor__toml=ROLLING)
+        assert out["state"] == "succeeded", out
+        assert _served_after(traffic, time.time() + 0.3) == {"v2"}
+    assert traffic.failures() == [], traffic.failures()[:5]
+    assert {"v1", "v2"} <= traffic.versions()
+    batches = [e["message"] for e in reversed(_events(p, "roll")) if e["kind"] == "rolling_batch"]
+    assert batches == ["1/3 instances of release 2 serving", "2/3 instances of release 2 serving"], batches
+    assert _status(p, "roll")["release"] == 2
+    wait_for(lambda: _running_releases(p, "roll") == {2}, 10, 0.1, "release 1's last instance to drain and stop")
+
+
+# --- readiness --------------------------------------------------------------------------
+
+UNREADY = (  # listens, but its health check always answers 503
+    "import os\nfrom http.server import BaseHTTPRequestHandler, HTTPServer\n"
+    "class H(BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        self.send_response(503); self.send_header('Content-Length', '0'); self.end_headers()\n"
+    "HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n"
+)
+
+
+def test_canary_that_never_becomes_ready_fails_and_moves_no_traffic(shared_platform: Platform) -> None:
+    p = shared_platform
+    _create(p, "unready")
+    _live(p, "unready", canary_toml())
+    with Traffic(p, "unready", rate=40, threads=2) as traffic:
+        out = _deploy(p, "unready", "v2", conveyor__toml=canary_toml(ready="3s", run="python unready.py"),
+                      unready__py=UNREADY)
+    assert out["state"] == "failed", out
+    assert "did not become ready within 3s" in out["reason"] and "0/1 instances ready" in out["reason"], out["reason"]
+    assert traffic.failures() == [] and traffic.versions() == {"v1"}
+    assert _releases(p, "unready") == {1: "live", 2: "failed"}
