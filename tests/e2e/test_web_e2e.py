@@ -288,7 +288,7 @@ def test_build_page_follows_a_running_build_and_shows_its_result(
     src = app_source(platform.root, "slow")
     manifest = src / "conveyor.toml"
     manifest.write_text(re.sub(r'(?m)^command = .*$',
-                               'command = "python -c \\"import time; print(\'testing\', flush=True); time.sleep(3)\\""',
+                               'command = "python -c \\"import time; print(\'testing\', flush=True); time.sleep(6)\\""',
                                manifest.read_text()))
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(platform.url + "/login")
@@ -298,6 +298,8 @@ def test_build_page_follows_a_running_build_and_shows_its_result(
     build = platform.api("POST", "/apps/hello/builds", content=pack_directory(src),
                          headers={"Content-Type": "application/gzip"})
     page.goto(platform.url + f"/builds/{build['id']}")
+    assert "succeeded" not in page.locator("[data-build-state]").inner_text()  # its tests take 6 s
+    expect(page.locator("#log-status")).to_contain_text("following")
     expect(page.locator("#log")).to_contain_text("testing", timeout=30_000)
     expect(page.locator("[data-build-state]")).to_contain_text("succeeded", timeout=60_000)
     expect(page.locator("#log")).to_contain_text("tests passed")

@@ -147,7 +147,13 @@ class Platform:
         return dest
 
     def deploy(self, app: str, source: Path, *extra: str) -> dict[str, Any]:
-        res = self.cli("deploy", app, "--source", str(source), "--wait", "--json", *extra)
+        return self._deploy_json("deploy", app, "--source", str(source), "--wait", "--json", *extra)
+
+    def deploy_image(self, app: str, image: str, *extra: str) -> dict[str, Any]:
+        return self._deploy_json("deploy", app, "--image", image, "--wait", "--json", *extra)
+
+    def _deploy_json(self, *args: str) -> dict[str, Any]:
+        res = self.cli(*args)
         try:
             return json.loads(res.stdout) | {"_exit": res.returncode, "_stderr": res.stderr}
         except json.JSONDecodeError:

@@ -36,6 +36,9 @@ from conveyor.store.tables import builds, images
 log = logging.getLogger("conveyor.builds")
 router = APIRouter(tags=["builds and images"])
 MAX_UPLOAD = 256 << 20
+GC_EVERY = 3600.0
+#: a release retired less than this long ago still protects its image from GC
+RECENT = 7 * 86400.0
 #: build id -> the task recording its outcome in SQL (awaited by log followers)
 _recording: dict[int, asyncio.Task[None]] = {}
 
@@ -46,7 +49,7 @@ class GitBuild(BaseModel):
 
 
 async def start(cp: ControlPlane) -> None:
-    """Start-up hook: the build queue, and failing builds a previous process lost."""
+    """Start-up hook: the build queue, failing builds a previous process lost, hourly image GC."""
     cp.builds = BuildQueue(
         cp.settings.build_workers,
         store_root=cp.settings.images_dir,
@@ -59,6 +62,70 @@ async def start(cp: ControlPlane) -> None:
             .where(builds.c.state.in_(["queued", "running"]))
             .values(state="failed", error="interrupted by a control-plane restart; build again", finished_at=time.time())
         )
+
+    async def gc_hourly() -> None:
+        while True:
+            await asyncio.sleep(GC_EVERY)
+            try:
+                await asyncio.to_thread(collect_garbage, cp, cp.settings.keep_images)
+            except Exception:  # GC must never take the control plane down
+                log.exception("image GC failed; retrying in an hour")
+
+    cp.tasks.append(asyncio.create_task(gc_hourly(), name="image-gc"))
+
+
+def collect_garbage(cp: ControlPlane, keep_last: int) -> dict[str, Any]:
+    """Keep each app's ``keep_last`` newest images and every image a live or recent release uses."""
+    from conveyor.build.retention import ImageRecord, images_to_keep
+    from conveyor.store.tables import apps, deployments, releases
+
+    now = time.time()
+    with cp.engine.begin() as conn:
+        rows = conn.execute(
+            select(images.c.id, images.c.digest, images.c.created_at, apps.c.name)
+            .select_from(images.join(apps, apps.c.id == images.c.app_id))
+        ).all()
+        in_use = {
+            r.image_digest
+            for r in conn.execute(
+                select(releases.c.image_digest).where(
+                    releases.c.status.in_(["live", "pending"]) | (releases.c.retired_at >= now - RECENT)
+                )
+            )
+        } | {
+            r.image_digest
+            for r in conn.execute(
+                select(deployments.c.image_digest).where(deployments.c.state.in_(["queued", "starting", "canary",
+                                                                                     "paused", "baking", "rolling"]))
+            )
+            if r.image_digest
+        }
+        keep = images_to_keep(
+            [ImageRecord(r.digest, r.name, r.created_at) for r in rows], keep_last=keep_last, in_use=in_use
+        )
+        doomed = [r.id for r in rows if r.digest not in keep]
+        if doomed:
+            conn.execute(images.delete().where(images.c.id.in_(doomed)))
+    report = cp.artifacts.gc(keep)
+    out = {"kept_images": len(keep), "deleted_image_rows": len(doomed), **_report_dict(report)}
+    if doomed:
+        with cp.engine.begin() as conn:
+            repo.record_event(conn, "images_collected", f"image GC removed {len(doomed)} image(s)", actor="conveyor",
+                              data=out)
+    return out
+
+
+def _report_dict(report: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(report):
+        return {k: (sorted(v) if isinstance(v, set) else v) for k, v in asdict(report).items()}
+    return {"report": str(report)}
+
+
+@router.post("/images/gc", summary="Delete old images (keep the last N per app and any in use)")
+def images_gc(cp: CP, _p: Writer, keep_last: int | None = Query(None, ge=0, le=1000)) -> dict[str, Any]:
+    return collect_garbage(cp, cp.settings.keep_images if keep_last is None else keep_last)
 
 
 def _queue(cp: ControlPlane) -> BuildQueue:

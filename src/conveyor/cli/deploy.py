@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from conveyor.cli import output as o
 from conveyor.cli.client import Api, CliError, ExitCode
@@ -57,12 +58,7 @@ def _upload_and_build(api: Api, app_name: str, source: Path, json_out: bool) -> 
         f"/apps/{app_name}/builds", content=data, headers={"Content-Type": "application/gzip"},
         params={"commit": jsonlib.dumps(commit.to_dict())},
     )
-    for line in api.stream_lines(f"/builds/{build['id']}/log", follow=True):
-        if not json_out:
-            sys.stderr.write(f"  build> {line}\n")
-    build = api.get(f"/builds/{build['id']}")
-    if build["state"] != "succeeded":
-        raise CliError(f"build {build['id']} failed: {build.get('error') or 'see the log above'}", ExitCode.FAILED)
+    build = _follow_build(api, build, json_out)
     image = build["image"]
     if image and image.get("test_status") == "failed":
         raise CliError(
@@ -73,6 +69,26 @@ def _upload_and_build(api: Api, app_name: str, source: Path, json_out: bool) -> 
     if not json_out:
         o.err.print(f"Built image [bold]{o.short(image['digest'])}[/bold] (tests: {image.get('test_status')})")
     return build
+
+
+def _follow_build(api: Api, build: dict[str, Any], json_out: bool) -> dict[str, Any]:
+    """Stream a build's log to stderr (unless --json) and return the finished build."""
+    for line in api.stream_lines(f"/builds/{build['id']}/log", follow=True):
+        if not json_out:
+            sys.stderr.write(f"  build> {line}\n")
+    build = api.get(f"/builds/{build['id']}")
+    if build["state"] != "succeeded":
+        raise CliError(f"build {build['id']} failed: {build.get('error') or 'see the log above'}", ExitCode.FAILED)
+    return build
+
+
+class _AppOrCommand(TyperGroup):
+    """`conveyor images APP` means `conveyor images list APP` (the common case stays short)."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["list", *args]
+        return super().resolve_command(ctx, args)
 
 
 def _follow(api: Api, dep: dict[str, Any], json_out: bool) -> dict[str, Any]:
@@ -171,25 +187,46 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def build(
-        source: Annotated[Path, typer.Argument(help="App directory (with conveyor.toml).")],
-        app_name: Annotated[str, typer.Option("--app", "-a", help="The app the image belongs to.")],
+        source: Annotated[Path | None, typer.Argument(help="App directory (with conveyor.toml).")] = None,
+        app_name: Annotated[str, typer.Option("--app", "-a", help="The app the image belongs to.")] = ...,  # type: ignore[assignment]
+        git: Annotated[str | None, typer.Option("--git", help="Build a git repository (path or URL) instead.")] = None,
+        ref: Annotated[str, typer.Option("--ref", help="Branch, tag or commit with --git.")] = "HEAD",
         json: JsonOpt = False,
     ) -> None:
-        """Build an image from a directory and run its tests, without deploying it."""
+        """Build an image from a directory or a git ref and run its tests, without deploying it.
+
+        With --json, prints one object with the image `id` (its digest), its `layers` and its test `status`.
+        """
+        if (source is None) == (git is None):
+            o.err.print("[red]error:[/red] give a source directory or --git URL (with --ref), not both")
+            raise typer.Exit(int(ExitCode.USAGE))
 
         def body() -> None:
             with Api() as api:
-                b = _upload_and_build(api, app_name, source, json)
+                if source is not None:
+                    b = _upload_and_build(api, app_name, source, json)
+                else:
+                    api.get(f"/apps/{app_name}")
+                    b = api.post(f"/apps/{app_name}/builds", json={"git": git, "ref": ref})
+                    b = _follow_build(api, b, json)
+            img = b["image"]
             if json:
-                o.emit_json({"build": b["id"], **b["image"], "id": b["image"]["digest"]})
+                o.emit_json({"id": img["digest"], "build": b["id"], "status": img["test_status"], "layers": img["layers"],
+                             "size": img["size"], "commit": img["commit"]})
             else:
-                o.out.print(f"Image {b['image']['digest']}")
+                o.out.print(f"Image {img['digest']}")
+            if img["test_status"] == "failed":
+                raise typer.Exit(int(ExitCode.FAILED))
 
         run(body)
 
-    @app.command()
-    def images(app_name: Annotated[str, typer.Argument(metavar="APP")], json: JsonOpt = False) -> None:
-        """List an app's images with size, commit and test result."""
+    images_app = typer.Typer(cls=_AppOrCommand, no_args_is_help=True,
+                             help="Images: `conveyor images APP` lists them; `show ID`; `gc`.")
+    app.add_typer(images_app, name="images")
+
+    @images_app.command("list")
+    def images_list(app_name: Annotated[str, typer.Argument(metavar="APP")], json: JsonOpt = False) -> None:
+        """List an app's images with size, commit and test result (also: `conveyor images APP`)."""
 
         def body() -> None:
             with Api() as api:
@@ -199,10 +236,54 @@ def register(app: typer.Typer) -> None:
                 return
             o.table(
                 f"Images of {app_name}",
-                ["IMAGE", "TESTS", "SIZE", "COMMIT", "CREATED"],
-                [[o.short(i["digest"]), o.styled(i["test_status"]), f"{i['size'] / 1e6:.1f} MB",
-                  ((i.get("commit") or {}).get("sha") or "")[:10], o.ago(i["created_at"])] for i in imgs],
+                ["IMAGE", "TESTS", "SIZE", "LAYERS", "COMMIT", "CREATED"],
+                [[o.short(i["digest"]), o.styled(i["test_status"]), f"{i['size'] / 1e6:.2f} MB", len(i["layers"]),
+                  ((i.get("commit") or {}).get("sha") or "")[:10] + (" (dirty)" if (i.get("commit") or {}).get("dirty") else ""),
+                  o.ago(i["created_at"])] for i in imgs],
             )
+
+        run(body)
+
+    @images_app.command("show")
+    def images_show(
+        image: Annotated[str, typer.Argument(metavar="ID", help="Digest or a unique prefix (≥ 7 hex digits).")],
+        logs: Annotated[bool, typer.Option("--logs", help="Also print the build and test log.")] = False,
+        json: JsonOpt = False,
+    ) -> None:
+        """One image: layers, sizes, commit, test result (and its build log)."""
+
+        def body() -> None:
+            with Api() as api:
+                img = api.get(f"/images/{image}", params={"logs": logs})
+            if json:
+                o.emit_json(img)
+                return
+            commit = img.get("commit") or {}
+            o.out.print(f"Image [bold]{img['digest']}[/bold]  tests: {o.styled(img['test_status'])}  "
+                        f"size {img['size']} bytes  commit {commit.get('sha') or '-'}{' (dirty)' if commit.get('dirty') else ''}")
+            if commit.get("message"):
+                o.out.print(f"  {escape(commit['message'].splitlines()[0])} — {escape(commit.get('author') or '')}")
+            o.table(None, ["LAYER", "ROLE", "SIZE"], [[layer["digest"], layer["role"], layer["size"]] for layer in img["layers"]])
+            if logs:
+                sys.stdout.write(img.get("log") or "(no log kept)\n")
+
+        run(body)
+
+    @images_app.command("gc")
+    def images_gc(
+        keep: Annotated[int | None, typer.Option("--keep", help="Images to keep per app (default: the server's).")] = None,
+        json: JsonOpt = False,
+    ) -> None:
+        """Delete old images: keeps the last N per app and every image a live or recent release uses."""
+
+        def body() -> None:
+            with Api() as api:
+                rep = api.post("/images/gc", params={"keep_last": keep} if keep is not None else {})
+            if json:
+                o.emit_json(rep)
+            else:
+                o.out.print(f"Removed {rep['deleted_image_rows']} image(s), {len(rep.get('removed_blobs', []))} layer(s), "
+                            f"freed {rep.get('freed_bytes', 0) / 1e6:.1f} MB; {rep['kept_images']} image(s) kept.")
 
         run(body)
 

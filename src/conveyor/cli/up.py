@@ -187,7 +187,8 @@ def register(app: typer.Typer) -> None:
         admin_token: Annotated[str | None, typer.Option("--admin-token", envvar="CONVEYOR_TOKEN")] = None,
         router_url: Annotated[str | None, typer.Option("--router-url", help="Public router URL, shown to users.")] = None,
         domain: Annotated[str, typer.Option("--domain", help="Apps are served at APP.DOMAIN.")] = "localhost",
-        build_workers: Annotated[int, typer.Option("--build-workers")] = 2,
+        build_workers: Annotated[int, typer.Option("--build-workers", help="Builds that may run at once.")] = 2,
+        keep_images: Annotated[int, typer.Option("--keep-images", help="Images kept per app by GC (plus any in use).")] = 10,
     ) -> None:
         """Run the control plane alone (API, web UI, orchestrator, builds)."""
         import uvicorn
@@ -198,6 +199,7 @@ def register(app: typer.Typer) -> None:
         settings = ServerSettings(
             data_dir=data_dir, admin_token=load_or_create_token(data_dir, admin_token), database_url=database_url,
             domain=domain, host=host, port=port, build_workers=build_workers, router_url=router_url,
+            keep_images=keep_images,
         )
         app_ = create_app(settings)
         print(f"conveyor server listening on http://{host}:{port}", flush=True)

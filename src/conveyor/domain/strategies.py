@@ -34,6 +34,9 @@ from conveyor.domain.deploy_machine import (
 from conveyor.domain.wire import InstanceState
 
 DEFAULT_STEPS = [{"weight": 10, "for": 30.0}, {"weight": 50, "for": 30.0}]
+#: The analysis window of a paused canary, in seconds: longer than any pause, so that its
+#: verdict stays "continue" (or "fail") and never becomes a pass or an inconclusive by the clock.
+PAUSED_WATCH = 7 * 86400.0
 
 
 def steps_of(dep: Deployment) -> list[dict[str, Any]]:
@@ -57,6 +60,11 @@ def analysis_request(dep: Deployment) -> AnalysisRequest | None:
         return AnalysisRequest("step", float(p["step_started"]), float(steps_of(dep)[p["step"]]["for"]), int(p["step"]))
     if dep.state == "baking":
         return AnalysisRequest("bake", float(p["bake_started"]), float(dep.params.get("bake", 0.0)), -1)
+    if dep.state == "paused" and "step" in p:
+        # A paused canary still serves its share of traffic, so it stays watched: only a failure
+        # acts (roll back); the clock never ends this window, a human does.
+        since = float(p.get("paused_at", p.get("step_started", 0.0)))
+        return AnalysisRequest("step", since, PAUSED_WATCH, int(p["step"]))
     return None
 
 
@@ -200,8 +208,16 @@ def _paused(dep: Deployment, world: World) -> Step:
     action = cmd.get("action")
     by = cmd.get("by") or "someone"
     step: Step
+    broken = [i for i in world.of(dep.to_release) if i.state == InstanceState.CRASHLOOP]
+    verdict = world.verdict or {}
     if action == "abort":
         step = roll_back(dep, progress, f"aborted by {by} while paused", was_current=False)
+    elif broken:  # paused is no shelter: the canary still serves its share of traffic
+        return roll_back(dep, progress, f"instance {broken[0].id} is in a crash loop while paused: "
+                         f"{broken[0].message or 'no output'}", was_current=False)
+    elif verdict.get("outcome") == "fail":
+        return roll_back(dep, progress, f"analysis failed while paused at step {int(progress.get('step', 0)) + 1}: "
+                         f"{verdict.get('reason')}", was_current=False)
     elif action == "resume":
         # The step's analysis window starts afresh: evidence from before the pause is not reused.
         step = enter_canary_step(dep, progress, int(progress.get("step", 0)), world.now)

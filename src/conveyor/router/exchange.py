@@ -50,6 +50,8 @@ P_UPSTREAM = 2  # upstream socket's write buffer is full
 P_QUEUE = 4  # a pipelined request waits for the one before it
 P_UPGRADE = 8  # waiting for the upstream's 101 before tunnelling
 _BUFFER_LIMIT = 256 * 1024
+#: The framing of a response copied by the fast path (shared, never mutated).
+_FAST_RESP = ResponseInfo(b"", None, False, False, False, False, False, True)
 _perf = time.perf_counter
 
 
@@ -295,6 +297,28 @@ class Exchange:
         if out is not None:
             self.out = None
             self.client.transport.write(b"".join(out) if len(out) > 1 else out[0])
+
+    @property
+    def fast_ok(self) -> bool:
+        """May the response skip the parser (see UpstreamConnection.fast_head)?"""
+        info = self.info
+        return (
+            info is not None
+            and self.http11
+            and info.keep_alive
+            and info.upgrade is None
+            and self.extra is None
+            and self.method != "HEAD"
+            and self.state.accepting
+        )
+
+    def fast_start(self, conn: UpstreamConnection, status: int) -> None:
+        self.resp = _FAST_RESP
+        self.status = status
+        self.passthrough = True
+
+    def fast_complete(self, conn: UpstreamConnection, clean: bool) -> None:
+        self.finish(self.status, clean and self.request_done)
 
     def response_complete(self, conn: UpstreamConnection) -> None:
         resp = self.resp

@@ -292,7 +292,7 @@ def response_head(
     )
 
 
-_FRAMING_RE = re.compile(
+FRAMING_RE = re.compile(
     rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|upgrade|proxy-authenticate|proxy-authorization"
     rb"|content-length|transfer-encoding)[ \t]*:[ \t]*([^\r]*)",
     re.I,
@@ -325,7 +325,7 @@ def raw_passthrough(
         return None
     cl = 0
     chunked = False
-    for name, value in _FRAMING_RE.findall(head):  # one scan; usually finds just Content-Length
+    for name, value in FRAMING_RE.findall(head):  # one scan; usually finds just Content-Length
         low = name.lower()
         if low == b"content-length":
             cl += 1

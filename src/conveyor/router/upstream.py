@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from conveyor.router.http1 import split_head
+from conveyor.router.http1 import FRAMING_RE, split_head
 
 if TYPE_CHECKING:
     from conveyor.router.exchange import Exchange
@@ -47,6 +47,7 @@ class UpstreamConnection(asyncio.Protocol):
         "raw",
         "fresh",
         "pre",
+        "remaining",
     )
 
     def __init__(self, target: Target) -> None:
@@ -67,6 +68,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.raw: bytes | None = None  # the chunk being parsed, while it began this response
         self.fresh = False  # no byte of the current response seen yet
         self.pre: list[bytes] | None = None  # bytes of the current response until its head is parsed
+        self.remaining = 0  # fast path: body bytes still to copy (see fast_head)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -131,8 +133,21 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.got_bytes = True
         ex.upstream_deadline = ex.state.upstream_deadline
+        rem = self.remaining
+        if rem:  # fast path: copy the rest of a Content-Length body, counting
+            n = len(data)
+            if n < rem:
+                self.remaining = rem - n
+                ex.client.transport.write(data)
+                return
+            self.remaining = 0
+            ex.client.transport.write(data if n == rem else data[:rem])
+            ex.fast_complete(self, clean=n == rem)
+            return
         if self.fresh:
             self.fresh = False
+            if ex.fast_ok and self.fast_head(ex, data):
+                return
             self.raw = data
         elif ex.passthrough:
             ex.client.transport.write(data)
@@ -158,6 +173,40 @@ class UpstreamConnection(asyncio.Protocol):
             ex.flush()
         if self.done and self.ex is ex:
             ex.response_complete(self)
+
+    def fast_head(self, ex: Exchange, data: bytes) -> bool:
+        """The common response, handled without the parser: True when it was.
+
+        An HTTP/1.1 response whose head arrived whole in the first read, with a
+        single Content-Length, no hop-by-hop header and no bare LF, is copied to
+        the client as it is and its end found by counting. Anything else returns
+        False and goes through llhttp (this method then changed nothing).
+        """
+        if not data.startswith(b"HTTP/1.1 "):
+            return False
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        code = data[9:12]
+        if not code.isdigit() or code[0] in b"01" or code in (b"204", b"304"):
+            return False
+        head = data[: end + 2]
+        if head.count(b"\n") != head.count(b"\r\n"):
+            return False
+        found = FRAMING_RE.findall(head)
+        if len(found) != 1 or found[0][0].lower() != b"content-length" or not found[0][1].isdigit():
+            return False
+        length = int(found[0][1])
+        body = len(data) - end - 4
+        if body > length:
+            return False  # bytes after the response: let the parser complain
+        ex.fast_start(self, int(code))
+        ex.client.transport.write(data)
+        if body == length:
+            ex.fast_complete(self, clean=True)
+        else:
+            self.remaining = length - body
+        return True
 
     # httptools callbacks (no on_header: the head is read from the raw bytes, see head_bytes)
 
