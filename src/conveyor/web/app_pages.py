@@ -8,10 +8,12 @@ request re-renders the app page with the API's own sentence about what to fix.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from conveyor.api.deps import Principal
@@ -44,7 +46,7 @@ async def app_page(request: Request, app: str, user: PageUser) -> HTMLResponse:
     return await _app_page(request, app)
 
 
-async def _act(request: Request, app: str, user: Principal, fn) -> Response:  # type: ignore[no-untyped-def]
+async def _act(request: Request, app: str, user: Principal, fn: Callable[[Connection], dict[str, Any]]) -> Response:
     """Run one command; on success go to its deployment page, else show why on the app page."""
     cp = request.app.state.cp
 
@@ -81,7 +83,7 @@ async def promote(
     request: Request, app: str, user: FormWriter,
     from_env: Annotated[str, Form()] = "staging", env: Annotated[str, Form()] = "production",
 ) -> Response:
-    def fn(conn):  # type: ignore[no-untyped-def]
+    def fn(conn: Connection) -> dict[str, Any]:
         app_row = repo.get_app(conn, app)
         source = repo.get_env(conn, app_row["id"], from_env)
         if source["current_release"] is None:

@@ -104,7 +104,7 @@ def deployment_progress(dep: dict[str, Any], ready_new: int = 0) -> dict[str, An
     return {"percent": max(5, pct), "label": label}
 
 
-def _deployment_view(conn: Connection, cp: ControlPlane, dep_id: int) -> dict[str, Any]:
+def _deployment_view(conn: Connection, dep_id: int) -> dict[str, Any]:
     from conveyor.api.deployments import _with_verdicts
 
     return _with_verdicts(conn, service.get_deployment(conn, dep_id)).model_dump(mode="json")
@@ -126,7 +126,7 @@ def in_flight(cp: ControlPlane, app: str | None = None) -> list[dict[str, Any]]:
         status = repo.instance_status_map(conn)
         out = []
         for dep_id, env_id in ids:
-            dep = _deployment_view(conn, cp, dep_id)
+            dep = _deployment_view(conn, dep_id)
             ready = sum(
                 1 for inst in repo.env_instances(conn, env_id)
                 if inst["release"] == dep["release"] and status.get(inst["id"], ("", {}))[1].get("state") == "ready"
