@@ -34,7 +34,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         d.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.db_url)
     migrate(engine)
-    cp = ControlPlane(settings=settings, engine=engine)
+    cp = ControlPlane(settings=settings, engine=engine, viewer_tokens=set(settings.viewer_tokens))
     from conveyor.build.store import ArtifactStore
 
     cp.artifacts = ArtifactStore(settings.images_dir)  # type: ignore[attr-defined]

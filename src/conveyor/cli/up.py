@@ -114,6 +114,8 @@ def register(app: typer.Typer) -> None:
         router_port: Annotated[int, typer.Option("--router-port", help="Port users' HTTP traffic comes in on.")] = DEFAULT_ROUTER_PORT,
         router_admin_port: Annotated[int, typer.Option("--router-admin-port", help="Router metrics port (default: router port + 1).")] = 0,
         admin_token: Annotated[str | None, typer.Option("--admin-token", help="Admin token (default: generated once and saved).")] = None,
+        viewer_token: Annotated[list[str] | None, typer.Option(
+            "--viewer-token", help="A read-only token for the web UI and API (repeatable).")] = None,
         host: Annotated[str, typer.Option("--host", help="Address the API and router listen on.")] = "127.0.0.1",
         json: Annotated[bool, typer.Option("--json", help="Print the URLs as one JSON line when ready.")] = False,
     ) -> None:
@@ -131,7 +133,9 @@ def register(app: typer.Typer) -> None:
         logs = data_dir / "platform-logs"
         children = [
             Child("server", _py("server", "--data-dir", str(data_dir), "--host", host, "--port", str(api_port),
-                                "--router-url", router_url), logs / "server.log", env=env),
+                                "--router-url", router_url,
+                                *[a for t in (viewer_token or []) for a in ("--viewer-token", t)]),
+                  logs / "server.log", env=env),
             Child("agent", _py("agent", "--control-plane", api_url, "--host", "local", "--address", "127.0.0.1",
                                "--data-dir", str(data_dir / "agent")), logs / "agent.log", env=env),
             Child("router", _py("router", "--listen", f"{host}:{router_port}", "--admin", f"127.0.0.1:{admin_port}",
@@ -189,6 +193,9 @@ def register(app: typer.Typer) -> None:
         domain: Annotated[str, typer.Option("--domain", help="Apps are served at APP.DOMAIN.")] = "localhost",
         build_workers: Annotated[int, typer.Option("--build-workers", help="Builds that may run at once.")] = 2,
         keep_images: Annotated[int, typer.Option("--keep-images", help="Images kept per app by GC (plus any in use).")] = 10,
+        viewer_token: Annotated[list[str] | None, typer.Option(
+            "--viewer-token", envvar="CONVEYOR_VIEWER_TOKENS",
+            help="A token that may look but not change anything (repeatable).")] = None,
     ) -> None:
         """Run the control plane alone (API, web UI, orchestrator, builds)."""
         import uvicorn
@@ -201,6 +208,7 @@ def register(app: typer.Typer) -> None:
             domain=domain, host=host, port=port, build_workers=build_workers, router_url=router_url,
             keep_images=keep_images,
         )
+        settings.viewer_tokens = [t for t in (viewer_token or []) if t]
         app_ = create_app(settings)
         print(f"conveyor server listening on http://{host}:{port}", flush=True)
         uvicorn.run(app_, host=host, port=port, log_level="warning", loop="uvloop", http="httptools",

@@ -147,7 +147,10 @@ class Exchange:
                     conn.reused = True
                     self.attach(conn)
                     return
-        self.state.loop.create_task(self._connect(target))
+        task = self.state.loop.create_task(self._connect(target))
+        tasks = self.state.tasks  # the loop keeps only weak references to tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     def _untarget(self) -> None:
         t = self.target

@@ -45,6 +45,7 @@ class Proxy:
         self.loop = asyncio.get_running_loop()
         self.table: CompiledTable = compile_table(RoutingTable())[0]
         self.clients: set[ClientConnection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # upstream connects in progress
         self.draining: list[Target] = []
         self.now = self.loop.time()
         # Hot-path copies of settings, and deadlines precomputed once per tick.
