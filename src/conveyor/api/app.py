@@ -69,6 +69,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX)
     for module in _optional_routers():
         app.include_router(module.router, prefix=API_PREFIX)
+    from conveyor.api import prometheus
+
+    app.include_router(prometheus.router)
     from conveyor import web
 
     web.install(app)  # the web UI's pages, at /
