@@ -7,7 +7,6 @@ CLI's ``--wait`` follows a deployment live without hammering the API.
 
 from __future__ import annotations
 
-import json
 import time
 
 from fastapi import APIRouter, HTTPException, Query
@@ -17,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from conveyor.api.deps import CP, Reader, Writer
 from conveyor.api.schemas import CommandRequest, DeployRequest, Deployment, RollbackRequest
 from conveyor.deploy import service
+from conveyor.domain.wire import deployment_fingerprint
 from conveyor.store import repo
 from conveyor.store.tables import deployments, environments, verdicts
 
@@ -96,7 +96,7 @@ async def get_deployment(
 
 
 def fingerprint(dep: Deployment) -> str:
-    return f"{dep.state}:{len(dep.verdicts)}:{json.dumps(dep.progress, sort_keys=True)}"
+    return deployment_fingerprint(dep.state, len(dep.verdicts), dep.progress)
 
 
 @router.post("/deployments/{dep_id}/cancel", response_model=Deployment, summary="Cancel a queued deployment")

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from conveyor.config import ClientConfig, load_client_config
-from conveyor.domain.wire import API_PREFIX
+from conveyor.domain.wire import API_PREFIX, deployment_fingerprint
 
 
 class ExitCode(IntEnum):
@@ -121,6 +121,4 @@ class Api:
 
 
 def fingerprint(dep: dict[str, Any]) -> str:
-    import json
-
-    return f"{dep['state']}:{len(dep.get('verdicts', []))}:{json.dumps(dep.get('progress', {}), sort_keys=True)}"
+    return deployment_fingerprint(dep["state"], len(dep.get("verdicts", [])), dep.get("progress", {}))

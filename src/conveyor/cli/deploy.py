@@ -73,9 +73,15 @@ def _upload_and_build(api: Api, app_name: str, source: Path, json_out: bool) -> 
 
 def _follow_build(api: Api, build: dict[str, Any], json_out: bool) -> dict[str, Any]:
     """Stream a build's log to stderr (unless --json) and return the finished build."""
-    for line in api.stream_lines(f"/builds/{build['id']}/log", follow=True):
-        if not json_out:
-            sys.stderr.write(f"  build> {line}\n")
+    if json_out:
+        for _ in api.stream_lines(f"/builds/{build['id']}/log", follow=True):
+            pass
+    else:
+        with o.err.status(f"Building #{build['id']}…") as status:
+            for line in api.stream_lines(f"/builds/{build['id']}/log", follow=True):
+                o.err.print(f"  [dim]build>[/dim] {escape(line)}")
+                if line.startswith("==> "):
+                    status.update(f"Building #{build['id']}: {escape(line[4:64])}")
     build = api.get(f"/builds/{build['id']}")
     if build["state"] != "succeeded":
         raise CliError(f"build {build['id']} failed: {build.get('error') or 'see the log above'}", ExitCode.FAILED)

@@ -26,6 +26,13 @@ PIN_HEADER = "X-Conveyor-Release"
 PIN_COOKIE = "conveyor-release"
 
 
+def deployment_fingerprint(state: str, verdicts: int, progress: dict[str, object]) -> str:
+    """What a deployment watcher has seen: the long-poll ``seen=`` value (changes when anything shown does)."""
+    import json
+
+    return f"{state}:{verdicts}:{json.dumps(progress, sort_keys=True, default=str)}"
+
+
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=False)
 
