@@ -28,7 +28,7 @@ def load_history(conn: Connection, app: str | None = None, env: str = "productio
         .select_from(
             deployments.join(environments, environments.c.id == deployments.c.env_id)
             .join(apps, apps.c.id == environments.c.app_id)
-            .outerjoin(images, images.c.digest == deployments.c.image_digest)
+            .outerjoin(images, (images.c.digest == deployments.c.image_digest) & (images.c.app_id == apps.c.id))
         )
         .where(environments.c.name == env)
         .order_by(deployments.c.created_at, deployments.c.id)
