@@ -6,9 +6,10 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from conveyor.api.deps import CP, Reader, Writer
-from conveyor.api.schemas import App, AppCreate, AppStatus, EnvironmentStatus, EventView, InstanceView, Release
+from conveyor.api.schemas import App, AppCreate, AppStatus, AppUpdate, EnvironmentStatus, EventView, InstanceView, Release
 from conveyor.deploy import service
 from conveyor.domain import deploy_machine as dm
+from conveyor.domain.manifest import APP_NAME_RE
 from conveyor.domain.routing import hostnames
 from conveyor.store import repo
 from conveyor.store.tables import apps, deployments, environments, events, images, instances, releases
@@ -19,8 +20,23 @@ router = APIRouter(tags=["apps"])
 @router.post("/apps", status_code=201, response_model=App, summary="Create an app")
 def create_app(body: AppCreate, cp: CP, p: Writer) -> App:
     with cp.engine.begin() as conn:
-        row = service.create_app(conn, body.name, actor=p.name, origin=p.origin)
-    return App(name=row["name"], created_at=row["created_at"], created_by=row["created_by"])
+        row = service.create_app(conn, body.name, actor=p.name, origin=p.origin, team=body.team)
+    return App(name=row["name"], team=row["team"], created_at=row["created_at"], created_by=row["created_by"])
+
+
+@router.patch("/apps/{app}", response_model=App, summary="Change an app's team")
+def update_app(app: str, body: AppUpdate, cp: CP, p: Writer) -> App:
+    from sqlalchemy import update
+
+    if body.team is not None and not APP_NAME_RE.match(body.team):
+        raise ValueError(f"team name {body.team!r} is invalid: use lower-case letters, digits and '-'")
+    with cp.engine.begin() as conn:
+        row = repo.get_app(conn, app)
+        conn.execute(update(apps).where(apps.c.id == row["id"]).values(team=body.team))
+        repo.record_event(conn, "app_updated", f"app {app} now belongs to team {body.team or '(none)'}", app=app,
+                          actor=p.name, origin=p.origin)
+        row = repo.get_app(conn, app)
+    return App(name=row["name"], team=row["team"], created_at=row["created_at"], created_by=row["created_by"])
 
 
 @router.get("/apps", response_model=list[App], summary="List apps")
@@ -30,7 +46,8 @@ def list_apps(cp: CP, _p: Reader) -> list[App]:
         for e in conn.execute(select(environments.c.app_id, environments.c.name).order_by(environments.c.name)):
             envs.setdefault(e.app_id, []).append(e.name)
         return [
-            App(name=r.name, created_at=r.created_at, created_by=r.created_by, environments=envs.get(r.id, []))
+            App(name=r.name, team=r.team, created_at=r.created_at, created_by=r.created_by,
+                environments=envs.get(r.id, []))
             for r in conn.execute(select(apps).order_by(apps.c.name))
         ]
 

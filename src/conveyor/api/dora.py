@@ -15,13 +15,14 @@ from sqlalchemy import Connection, select
 from conveyor.api.deps import CP, Reader
 from conveyor.domain import dora
 from conveyor.store import repo
+from conveyor.store.repo import NotFound
 from conveyor.store.tables import apps, deployments, environments, images
 
 router = APIRouter(tags=["dora"])
 
 
 def load_history(conn: Connection, app: str | None = None, env: str = "production",
-                 since: float | None = None) -> list[dora.DeployRecord]:
+                 since: float | None = None, team: str | None = None) -> list[dora.DeployRecord]:
     """Production deployments (of ``app``, or all apps) created at or after ``since``, with commit info."""
     q = (
         select(deployments, apps.c.name.label("app_name"), images.c.commit)
@@ -36,6 +37,8 @@ def load_history(conn: Connection, app: str | None = None, env: str = "productio
     if app is not None:
         repo.get_app(conn, app)  # 404 with a helpful message for an unknown app
         q = q.where(apps.c.name == app)
+    if team is not None:
+        q = q.where(apps.c.team == team)
     if since is not None:
         q = q.where(deployments.c.created_at >= since)
     out = []
@@ -51,7 +54,7 @@ def load_history(conn: Connection, app: str | None = None, env: str = "productio
     return out
 
 
-def report(cp: Any, app: str | None, since: str, now: float | None = None) -> dict[str, Any]:
+def report(cp: Any, app: str | None, since: str, now: float | None = None, team: str | None = None) -> dict[str, Any]:
     """The DORA report as JSON: ``{"app", "since", "until", "days", "keys": {...}, "failures": [...]}``."""
     span = dora.parse_period(since)
     until = now if now is not None else time.time()
@@ -59,9 +62,14 @@ def report(cp: Any, app: str | None, since: str, now: float | None = None) -> di
     with cp.engine.connect() as conn:
         # Twice the span: the previous period is the trend's reference. Records that finished
         # within the span but were created before it are included by the margin below.
-        history = load_history(conn, app, since=start - span - dora.DAY)
+        if team is not None and not conn.execute(select(apps.c.id).where(apps.c.team == team)).first():
+            teams = sorted({r.team for r in conn.execute(select(apps.c.team)) if r.team})
+            raise NotFound(f"team {team!r} owns no app (teams: {', '.join(teams) or 'none yet'}); "
+                           "set one with `conveyor apps create NAME --team TEAM` or `conveyor apps set-team`")
+        history = load_history(conn, app, since=start - span - dora.DAY, team=team)
     out = dora.compute(history, start, until, app=app).to_dict()
     out["period"] = since
+    out["team"] = team
     for name, key in out["keys"].items():
         key["title"] = dora.TITLES[name]
         key["text"] = dora.describe(key)
@@ -75,5 +83,6 @@ def get_dora(
     _p: Reader,
     app: str | None = Query(None, description="only this app (default: every app)"),
     since: str = Query("30d", description="the period: e.g. 24h, 7d, 30d, 12w"),
+    team: str | None = Query(None, description="only the apps of this team"),
 ) -> dict[str, Any]:
-    return report(cp, app or None, since)
+    return report(cp, app or None, since, team=team or None)

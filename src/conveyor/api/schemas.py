@@ -13,10 +13,16 @@ class _Body(BaseModel):
 
 class AppCreate(_Body):
     name: str = Field(description="1-40 lower-case letters, digits and '-', starting with a letter", examples=["hello"])
+    team: str | None = Field(None, description="the owning team (DORA keys can be shown per team)")
+
+
+class AppUpdate(_Body):
+    team: str | None = Field(description="the owning team, or null for none")
 
 
 class App(BaseModel):
     name: str
+    team: str | None = None
     created_at: float
     created_by: str = ""
     environments: list[str] = Field(default_factory=list)

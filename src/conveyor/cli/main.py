@@ -55,12 +55,16 @@ def run(fn: Any) -> Any:
 
 
 @apps_app.command("create")
-def apps_create(name: Annotated[str, typer.Argument(help="lower-case letters, digits and '-'")], json: JsonOpt = False) -> None:
+def apps_create(
+    name: Annotated[str, typer.Argument(help="lower-case letters, digits and '-'")],
+    team: Annotated[str | None, typer.Option("--team", help="The owning team (DORA keys per team).")] = None,
+    json: JsonOpt = False,
+) -> None:
     """Create an app. Environments are created on their first deploy."""
 
     def body() -> None:
         with Api() as api:
-            created = api.post("/apps", json={"name": name})
+            created = api.post("/apps", json={"name": name, "team": team})
         if json:
             o.emit_json(created)
         else:
@@ -82,7 +86,24 @@ def apps_list(json: JsonOpt = False) -> None:
         if not apps:
             o.out.print("No apps yet. Create one with `conveyor apps create NAME`.")
             return
-        o.table(None, ["APP", "ENVIRONMENTS", "CREATED"], [[a["name"], ", ".join(a["environments"]) or "-", o.ago(a["created_at"])] for a in apps])
+        o.table(None, ["APP", "TEAM", "ENVIRONMENTS", "CREATED"],
+                [[a["name"], a.get("team") or "-", ", ".join(a["environments"]) or "-", o.ago(a["created_at"])] for a in apps])
+
+    run(body)
+
+
+@apps_app.command("set-team")
+def apps_set_team(
+    name: Annotated[str, typer.Argument(metavar="APP")],
+    team: Annotated[str | None, typer.Argument(help="The team; omit to clear it.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Give an app to a team (or clear its team)."""
+
+    def body() -> None:
+        with Api() as api:
+            updated = api.request("PATCH", f"/apps/{name}", json={"team": team})
+        o.emit_json(updated) if json else o.out.print(f"{name} now belongs to team {team or '(none)'}.")
 
     run(body)
 

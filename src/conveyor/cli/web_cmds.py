@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
     def dora(
         app_name: Annotated[str | None, typer.Argument(metavar="[APP]", help="One app (default: every app).")] = None,
         since: Annotated[str, typer.Option("--since", help="The period: e.g. 24h, 7d, 30d, 12w.")] = "30d",
+        team: Annotated[str | None, typer.Option("--team", help="Only the apps of this team.")] = None,
         json: JsonOpt = False,
     ) -> None:
         """The four DORA keys: deployment frequency, lead time, change failure rate, time to restore."""
@@ -63,6 +64,8 @@ def register(app: typer.Typer) -> None:
             params = {"since": since}
             if app_name:
                 params["app"] = app_name
+            if team:
+                params["team"] = team
             with Api() as api:
                 rep = api.get("/dora", params=params)
             if json:

@@ -19,14 +19,16 @@ from conveyor.store.repo import Conflict, NotFound
 from conveyor.store.tables import apps, deployments, releases
 
 
-def create_app(conn: Connection, name: str, actor: str = "", origin: str = "") -> dict[str, Any]:
+def create_app(conn: Connection, name: str, actor: str = "", origin: str = "", team: str | None = None) -> dict[str, Any]:
     if not APP_NAME_RE.match(name):
         raise ValueError(
             f"app name {name!r} is invalid: use 1-40 lower-case letters, digits and '-', starting with a letter"
         )
     if conn.execute(select(apps.c.id).where(apps.c.name == name)).first():
         raise Conflict(f"app {name!r} already exists")
-    conn.execute(insert(apps).values(name=name, created_at=repo.now(), created_by=actor))
+    if team is not None and not APP_NAME_RE.match(team):
+        raise ValueError(f"team name {team!r} is invalid: use lower-case letters, digits and '-', starting with a letter")
+    conn.execute(insert(apps).values(name=name, team=team, created_at=repo.now(), created_by=actor))
     repo.record_event(conn, "app_created", f"app {name} created", app=name, actor=actor, origin=origin)
     return dict(repo.get_app(conn, name))
 

@@ -35,6 +35,7 @@ apps = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("name", String(40), nullable=False, unique=True),
+    Column("team", String(40), nullable=True, index=True),  # who owns it: DORA keys per team
     Column("created_at", Float, nullable=False),
     Column("created_by", String(100), nullable=False, default=""),
 )

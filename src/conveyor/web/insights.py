@@ -82,17 +82,19 @@ def trend_svg(key: dict[str, Any], width: int = 240, height: int = 56) -> Markup
 
 
 @router.get("/dora", response_class=HTMLResponse)
-async def dora_page(request: Request, user: PageUser, app: str | None = None, since: str = "30d") -> HTMLResponse:
+async def dora_page(request: Request, user: PageUser, app: str | None = None, since: str = "30d",
+                    team: str | None = None) -> HTMLResponse:
     cp = request.app.state.cp
     with cp.engine.connect() as conn:
         app_names = [r.name for r in conn.execute(select(apps.c.name).order_by(apps.c.name))]
+        teams = sorted({r.team for r in conn.execute(select(apps.c.team)) if r.team})
     try:
-        data = await run_in_threadpool(report, cp, app or None, since)
+        data = await run_in_threadpool(lambda: report(cp, app or None, since, team=team or None))
     except NotFound as exc:
         return not_found(request, str(exc))
     except ValueError as exc:
         data = await run_in_threadpool(report, cp, app or None, "30d")
         return render(request, "dora.html", status_code=422, data=data, apps=app_names, app=app, since="30d",
-                      periods=PERIODS, trend_svg=trend_svg, error=str(exc))
+                      periods=PERIODS, trend_svg=trend_svg, error=str(exc), teams=teams, team=team)
     return render(request, "dora.html", data=data, apps=app_names, app=app, since=since, periods=PERIODS,
-                  trend_svg=trend_svg)
+                  trend_svg=trend_svg, teams=teams, team=team)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 18:00:15.935351
+Create Date: 2026-11-27 18:53:31.994848
 """
 
 from __future__ import annotations
@@ -22,11 +22,15 @@ def upgrade() -> None:
     op.create_table('apps',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=40), nullable=False),
+    sa.Column('team', sa.String(length=40), nullable=True),
     sa.Column('created_at', sa.Float(), nullable=False),
     sa.Column('created_by', sa.String(length=100), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_apps')),
     sa.UniqueConstraint('name', name=op.f('uq_apps_name'))
     )
+    with op.batch_alter_table('apps', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_apps_team'), ['team'], unique=False)
+
     op.create_table('counters',
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('value', sa.Integer(), nullable=False),
@@ -224,5 +228,8 @@ def downgrade() -> None:
 
     op.drop_table('events')
     op.drop_table('counters')
+    with op.batch_alter_table('apps', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_apps_team'))
+
     op.drop_table('apps')
     # ### end Alembic commands ###
