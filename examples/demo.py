@@ -58,6 +58,16 @@ def say(text: str) -> None:
     print(f"\n\033[1;36m==> {text}\033[0m", flush=True)
 
 
+def _die_with_parent() -> None:
+    """Linux: the platform gets SIGTERM if this demo process dies, however it dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -166,7 +176,8 @@ def main() -> int:
     say(f"Starting the platform: conveyor up --data-dir {DEMO / 'data'}")
     up = subprocess.Popen([PY, "-m", "conveyor", "up", "--data-dir", str(DEMO / "data"), "--api-port", str(api_port),
                            "--router-port", str(router_port), "--admin-token", token],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          preexec_fn=_die_with_parent)
     assert up.stdout is not None
     for line in up.stdout:
         print("   " + line.rstrip(), flush=True)
@@ -180,7 +191,7 @@ def main() -> int:
         try:
             up.wait(40)
         except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
+            up.kill()
         raise SystemExit(0)
 
     signal.signal(signal.SIGINT, stop)
