@@ -12,7 +12,14 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine, select
 
 from conveyor.domain.routing import EnvRoutes, LiveInstance, build_table, content_key
-from conveyor.domain.wire import DesiredInstance, DesiredState, HealthCheck, InstanceState, RoutingTable
+from conveyor.domain.wire import (
+    DesiredInstance,
+    DesiredState,
+    HealthCheck,
+    InstanceState,
+    RoutingTable,
+    baseline_route,
+)
 from conveyor.store import repo
 from conveyor.store.tables import apps, environments, hosts, instances, releases
 
@@ -46,7 +53,9 @@ def _compute_table(conn: Connection, domain: str) -> RoutingTable:
     status = repo.instance_status_map(conn)
     live: list[LiveInstance] = []
     for row in conn.execute(
-        select(instances.c.id, instances.c.env_id, instances.c.release).where(instances.c.draining_since.is_(None))
+        select(instances.c.id, instances.c.env_id, instances.c.release, instances.c.role).where(
+            instances.c.draining_since.is_(None)
+        )
     ).all():
         addr, st = status.get(row.id, ("", {}))
         if not st:
@@ -55,7 +64,7 @@ def _compute_table(conn: Connection, domain: str) -> RoutingTable:
             LiveInstance(
                 id=row.id,
                 env_id=row.env_id,
-                release=row.release,
+                release=baseline_route(row.release) if row.role == "baseline" else row.release,
                 address=addr,
                 port=st.get("port"),
                 state=InstanceState(st.get("state", "pending")),

@@ -107,6 +107,12 @@ class DeploySection(_Section):
     steps: list[CanaryStep] = Field(default_factory=list)
     baseline: bool = False
     analysis: dict[str, Any] = Field(default_factory=dict)
+    #: blue/green: judge the new release on pinned traffic for ``preview_for`` before the switch
+    pre_promotion_analysis: bool = False
+    preview_for: Duration = 60.0
+    #: blue/green: switch by itself (after ``auto_promote_after``), or wait for `conveyor promote`
+    auto_promote: bool = True
+    auto_promote_after: Duration = 0.0
 
 
 class EnvSection(DeploySection):
@@ -123,6 +129,10 @@ class EnvSection(DeploySection):
     steps: list[CanaryStep] | None = None  # type: ignore[assignment]
     baseline: bool | None = None  # type: ignore[assignment]
     analysis: dict[str, Any] | None = None  # type: ignore[assignment]
+    pre_promotion_analysis: bool | None = None  # type: ignore[assignment]
+    preview_for: Duration | None = None  # type: ignore[assignment]
+    auto_promote: bool | None = None  # type: ignore[assignment]
+    auto_promote_after: Duration | None = None  # type: ignore[assignment]
 
 
 class AppManifest(_Section):

@@ -26,6 +26,14 @@ PIN_HEADER = "X-Conveyor-Release"
 PIN_COOKIE = "conveyor-release"
 
 
+def baseline_route(release: int) -> int:
+    """The routing-table and metrics id of a canary's *baseline*: fresh instances of the stable
+    release ``release``, routed and measured apart from the stable ones (Kayenta's practice), so
+    canary and baseline are compared like for like. Encoded as ``-release``: release numbers
+    themselves are always positive, and routers treat the id as opaque."""
+    return -release
+
+
 def deployment_fingerprint(state: str, verdicts: int, progress: dict[str, object]) -> str:
     """What a deployment watcher has seen: the long-poll ``seen=`` value (changes when anything shown does)."""
     import json
