@@ -77,6 +77,7 @@ async def start(cp: ControlPlane) -> None:
 def collect_garbage(cp: ControlPlane, keep_last: int) -> dict[str, Any]:
     """Keep each app's ``keep_last`` newest images and every image a live or recent release uses."""
     from conveyor.build.retention import ImageRecord, images_to_keep
+    from conveyor.domain.deploy_machine import ACTIVE
     from conveyor.store.tables import apps, deployments, releases
 
     now = time.time()
@@ -95,8 +96,7 @@ def collect_garbage(cp: ControlPlane, keep_last: int) -> dict[str, Any]:
         } | {
             r.image_digest
             for r in conn.execute(
-                select(deployments.c.image_digest).where(deployments.c.state.in_(["queued", "starting", "canary",
-                                                                                     "paused", "baking", "rolling"]))
+                select(deployments.c.image_digest).where(deployments.c.state.in_(["queued", *ACTIVE]))
             )
             if r.image_digest
         }

@@ -209,10 +209,10 @@ def cancel(conn: Connection, dep_id: int, actor: str = "") -> dict[str, Any]:
 
 COMMANDS = {
     # action: states in which it means something
-    "promote": {"canary", "paused"},
+    "promote": {"canary", "paused", "preview"},
     "pause": {"canary"},
     "resume": {"paused"},
-    "abort": {"starting", "canary", "paused", "baking", "rolling"},
+    "abort": {"starting", "canary", "paused", "baking", "rolling", "preview"},
 }
 
 
