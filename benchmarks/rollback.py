@@ -22,6 +22,22 @@ served it. Then:
 
 Prints one JSON object. Goal (issue 4): all traffic back within 3 s and fewer
 than 20 failed client requests at 200 requests/s with a first step of 5 %.
+Each broken scenario runs ``--repeat`` times (a new app each time); the output
+gives the median and the worst run, and every run.
+
+"All traffic back" is measured from the clients' side: the send time of the
+last request the new release served minus that of its first. The generator is
+a minimal keep-alive HTTP/1.1 client on asyncio streams (httpx costs enough CPU
+that on a loaded 2-core machine it, not the router, capped the rate); its
+``generator_late_sends`` and ``achieved_rate`` show whether it kept up.
+
+Measured on the 2-core dev machine with other test suites running, 200 req/s,
+first step 5 %, fail rate 0.3 (5 runs each): rolled back every time; all
+traffic back 0.3-1.6 s after the canary's first request (median 1.1 s), 3-6
+failed client requests (median 4); threshold-only peer 1.1-2.3 s (median 1.8 s),
+4-9 failed (median 7); good release promoted through two steps and a bake with
+0 failed of 3355 requests. Over 11 runs of the broken canary, one took 3.2 s
+(a canary that drew few requests and few errors: the evidence takes time).
 """
 
 from __future__ import annotations
@@ -29,11 +45,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import tempfile
 import threading
-from collections import Counter
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,7 +172,7 @@ interval = "200ms"
 strategy = "canary"
 steps = [{{weight = {first}, for = "{step1}s"}}, {{weight = 50, for = "{step2}s"}}]
 bake = "{bake}s"
-drain_timeout = "2s"
+drain_timeout = "5s"
 [deploy.analysis]
 min_requests = {min_requests}
 judges = {judges}
@@ -166,21 +183,33 @@ instances = 2
 """
 
 
-def manifest(args: argparse.Namespace, judges: list[str]) -> str:
-    return MANIFEST.format(first=args.first_weight, step1=args.step, step2=args.step2, bake=args.bake,
+def manifest(args: argparse.Namespace, judges: list[str], step1: float) -> str:
+    return MANIFEST.format(first=args.first_weight, step1=step1, step2=args.step2, bake=args.bake,
                            min_requests=args.min_requests, judges=json.dumps(judges))
+
+
+def build_image(p: Platform, app: str, version: str, files: dict[str, str]) -> str:
+    """Build a copy of examples/hello (with ``files``) through the API; returns the image digest."""
+    from conveyor.build.archive import pack_directory
+
+    src = p.app_copy(app, version, **files)
+    r = p.api.post(f"/apps/{app}/builds", content=pack_directory(src), headers={"Content-Type": "application/gzip"})
+    r.raise_for_status()
+    build = wait_for(lambda: (b := p.api.get(f"/builds/{r.json()['id']}").json())["state"] in ("succeeded", "failed") and b,
+                     120, 0.05, f"the build of {app} {version}")
+    if build["state"] != "succeeded":
+        raise RuntimeError(f"build of {app} {version} failed: {build.get('error')}")
+    return str(build["image"]["digest"])
 
 
 def run_canary(p: Platform, app: str, version: str, files: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
     """Deploy ``version`` under load; return what the clients saw and what the deployment says."""
-    src = p.app_copy(app, version, **files)
-    # Build first (not measured), then deploy the built image under load.
-    built = p.cli_json("build", str(src), "--app", app)
+    digest = build_image(p, app, version, files)  # built first: the build is not measured
     load = OpenLoop(p.url("/"), f"{app}.localhost", args.rate, args.max_load_s).start()
     try:
         wait_for(lambda: len(load.samples) >= args.rate / 4, 20, 0.02, "load to flow")
         t_deploy = time.time()
-        res = p.cli("deploy", app, "--image", built["digest"], "--wait", "--json", timeout=args.max_load_s)
+        res = p.cli("deploy", app, "--image", digest, "--wait", "--json", timeout=args.max_load_s)
         dep = json.loads(res.stdout)
         # keep the load a little after the end, to see that nothing is served by the new release any more
         t_end = time.time()
@@ -231,6 +260,8 @@ def main() -> None:
     ap.add_argument("--bake", type=float, default=3.0, help="bake after promotion, seconds")
     ap.add_argument("--min-requests", type=int, default=20, help="analysis min_requests (both judges)")
     ap.add_argument("--max-load-s", type=float, default=120.0, help="upper bound on each load run, seconds")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each broken-canary scenario")
+    ap.add_argument("--good-step", type=float, default=5.0, help="each step's duration for the good release, seconds")
     ap.add_argument("--skip", default="", help="comma-separated scenarios to skip: broken,peer,good")
     ap.add_argument("--events", action="store_true", help="include the app's events in the output")
     args = ap.parse_args()
@@ -242,40 +273,63 @@ def main() -> None:
         "goal": {"all_traffic_back_s": 3.0, "max_failed_requests": 20, "good_release_failed_requests": 0},
     }
     broken = {"behaviour__json": json.dumps({"fail_rate": args.fail_rate})}
+    scenarios = [  # (result key, skip key, judges, extra files, first step's duration, runs)
+        ("broken", "broken", ["sequential", "threshold"], broken, args.step, args.repeat),
+        ("broken_threshold_only", "peer", ["threshold"], broken, args.step, args.repeat),
+        ("good", "good", ["sequential", "threshold"], {}, args.good_step, 1),
+    ]
     with tempfile.TemporaryDirectory(prefix="cvy-rollback-bench-") as tmp:
         p = Platform(Path(tmp))
         try:
             p.start()
-            scenarios = [
-                ("broken", "bench", ["sequential", "threshold"], broken, "broken"),
-                ("broken_threshold_only", "peer", ["threshold"], broken, "peer"),
-                ("good", "good", ["sequential", "threshold"], {}, "good"),
-            ]
-            for name, app, judges, files, key in scenarios:
+            for name, key, judges, files, step1, runs in scenarios:
                 if key in skip:
                     continue
-                p.cli("apps", "create", app, check=True)
-                toml = manifest(args, judges)
-                v1 = p.deploy(app, p.app_copy(app, "v1", conveyor__toml=toml))
-                assert v1["state"] == "succeeded", v1
-                result[name] = run_canary(p, app, "v2", {"conveyor__toml": toml, **files}, args)
+                toml = manifest(args, judges, step1)
+                out = []
+                for i in range(runs):
+                    app = f"{key}{i + 1}"
+                    p.cli("apps", "create", app, check=True)
+                    v1 = p.deploy(app, p.app_copy(app, "v1", conveyor__toml=toml))
+                    assert v1["state"] == "succeeded", v1
+                    out.append(run_canary(p, app, "v2", {"conveyor__toml": toml, **files}, args))
+                result[name] = summarise(out) if runs > 1 else out[0]
         finally:
             p.stop()
             _reap_instances(p.data_dir)
     b = result.get("broken", {})
     g = result.get("good", {})
     if b:
-        back = b.get("canary_first_to_last_request_s")
+        worst_back = b.get("max", b).get("canary_first_to_last_request_s")
+        worst_failed = b.get("max", b).get("failed_requests", 99)
         result["met_goal"] = {
-            "rolled_back": b.get("state") == "rolled_back",
-            "all_traffic_back_within_3s": back is not None and back <= 3.0,
-            "fewer_than_20_failed": b.get("failed_requests", 99) < 20,
+            "rolled_back_every_run": b.get("all_rolled_back", b.get("state") == "rolled_back"),
+            "all_traffic_back_within_3s_every_run": worst_back is not None and worst_back <= 3.0,
+            "fewer_than_20_failed_every_run": worst_failed < 20,
         }
         if g:
             result["met_goal"]["good_promoted_with_zero_failures"] = g.get("state") == "succeeded" and g.get(
                 "failed_requests") == 0
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+KEYS = ("canary_first_to_last_request_s", "failed_requests", "new_release_requests",
+        "first_decisive_verdict_after_first_request_s", "achieved_rate")
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and worst of the key numbers over repeated runs, and the runs themselves."""
+    def col(key: str) -> list[float]:
+        return sorted(float(r[key]) for r in runs if r.get(key) is not None)
+
+    return {
+        "runs": len(runs),
+        "all_rolled_back": all(r["state"] == "rolled_back" for r in runs),
+        "median": {k: statistics.median(col(k)) for k in KEYS if col(k)},
+        "max": {k: max(col(k)) for k in KEYS if col(k)},
+        "each": runs,
+    }
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ interval = "200ms"
 strategy = "canary"
 steps = [{{weight = {w1}, for = "{d1}"}}, {{weight = {w2}, for = "{d2}"}}]
 bake = "{bake}"
-drain_timeout = "1s"
+drain_timeout = "3s"
 ready_timeout = "{ready}"
 [deploy.analysis]
 min_requests = 20
@@ -147,6 +147,8 @@ _ENDED = {"succeeded", "failed", "rolled_back", "cancelled", "paused"}
 def _live(p: Platform, app: str, toml: str, version: str = "v1") -> None:
     out = _deploy(p, app, version, conveyor__toml=toml)
     assert out["state"] == "succeeded", out
+    # the router applies the new table a moment after the deployment row says so
+    wait_for(lambda: p.get(f"{app}.localhost").text == f"hello from {version}\n", 10, 0.02, f"{app} {version} served")
 
 
 def _releases(p: Platform, app: str) -> dict[int, str]:
@@ -292,6 +294,23 @@ def test_not_enough_traffic_pauses_with_a_reason(shared_platform: Platform) -> N
     assert "aborted" in done["reason"]
 
 
+def test_a_paused_canary_stays_watched_and_is_rolled_back_when_it_fails(shared_platform: Platform) -> None:
+    p = shared_platform
+    _create(p, "watched")
+    toml = canary_toml(w1=25, d1="120s", d2="120s")
+    _live(p, "watched", toml)
+    dep = _start(p, "watched", "v2", conveyor__toml=toml, behaviour__json='{"fail_rate": 0.3}')
+    _until(p, dep["id"], lambda d: d["state"] == "canary", 40, "the canary")
+    assert p.api.post(f"/deployments/{dep['id']}/pause").status_code == 200
+    _until(p, dep["id"], lambda d: d["state"] == "paused", 10, "paused")
+    with Traffic(p, "watched", rate=80, threads=2) as traffic:  # the paused canary still takes its 25 %
+        done = _until(p, dep["id"], lambda d: d["state"] != "paused", 30, "the rollback of the paused canary")
+        assert _served_after(traffic, time.time() + 0.3) == {"v1"}
+    assert done["state"] == "rolled_back", done
+    assert done["reason"].startswith("analysis failed while paused at step 1:") and "error rate" in done["reason"]
+    assert {f[2] for f in traffic.failures()} == {"v2"}
+
+
 def test_manual_pause_resume_promote_full_and_abort(shared_platform: Platform) -> None:
     p = shared_platform
     _create(p, "manual")
@@ -369,6 +388,7 @@ def test_deploy_queue_positions_cancel_and_parallel_apps(shared_platform: Platfo
     b = _until(p, second["id"], lambda d: d["state"] not in ("queued",), 20, "qa's second deployment to start")
     assert b["started_at"] >= a["finished_at"]
     assert _dep(p, third["id"])["state"] == "cancelled" and _dep(p, third["id"])["started_at"] is None
+    _until(p, second["id"], lambda d: d["state"] == "canary", 40, "qa's second deployment's canary")
     assert p.api.post(f"/deployments/{second['id']}/abort").status_code == 200  # (it has a 120 s step: end it)
     _until(p, second["id"], lambda d: d["state"] == "rolled_back", 20, "qa's second deployment aborted")
     assert _releases(p, "qa") == {1: "superseded", 2: "live", 3: "rolled_back", 4: "cancelled"}
@@ -385,13 +405,13 @@ interval = "200ms"
 [deploy]
 strategy = "rolling"
 max_surge = 1
-drain_timeout = "1s"
+drain_timeout = "3s"
 [env.production]
 instances = 3
 """
 
 
-def test_rolling_replaces_instances_in_batches_without_a_failed_request(shared_platform: Platform) -> None:
+def test_rolling_then_bluegreen_replace_instances_without_a_failed_request(shared_platform: Platform) -> None:
     p = shared_platform
     _create(p, "roll")
     _live(p, "roll", ROLLING)
@@ -405,6 +425,17 @@ def test_rolling_replaces_instances_in_batches_without_a_failed_request(shared_p
     assert batches == ["1/3 instances of release 2 serving", "2/3 instances of release 2 serving"], batches
     assert _status(p, "roll")["release"] == 2
     wait_for(lambda: _running_releases(p, "roll") == {2}, 10, 0.1, "release 1's last instance to drain and stop")
+    # blue/green (the strategy overridden per deployment): all new instances ready, then one switch
+    with Traffic(p, "roll") as traffic:
+        r = p.api.post("/apps/roll/deployments", json={"env": "production", "strategy": "bluegreen",
+                                                       "image": _image(p, "roll", "v3", conveyor__toml=ROLLING)})
+        assert r.status_code == 201 and r.json()["strategy"] == "bluegreen", r.text
+        out = _until(p, r.json()["id"], lambda d: d["state"] in _ENDED, 60, "the blue/green deployment")
+        assert out["state"] == "succeeded", out
+        assert _served_after(traffic, time.time() + 0.3) == {"v3"}
+    assert traffic.failures() == [], traffic.failures()[:5]
+    served = [r[2] for r in traffic.snapshot() if r[1] == 200]
+    assert served[0] == "v2" and served[-1] == "v3"
 
 
 # --- readiness --------------------------------------------------------------------------
@@ -429,3 +460,28 @@ def test_canary_that_never_becomes_ready_fails_and_moves_no_traffic(shared_platf
     assert "did not become ready within 3s" in out["reason"] and "0/1 instances ready" in out["reason"], out["reason"]
     assert traffic.failures() == [] and traffic.versions() == {"v1"}
     assert _releases(p, "unready") == {1: "live", 2: "failed"}
+
+
+# --- the benchmark, with tiny parameters ----------------------------------------------------
+
+
+def test_rollback_benchmark_smoke() -> None:
+    """benchmarks/rollback.py runs end to end and its numbers hang together (not its goals: too small)."""
+    import subprocess
+    import sys
+
+    from cvy_platform import REPO
+
+    res = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "rollback.py"), "--rate", "60", "--first-weight", "25",
+         "--repeat", "1", "--skip", "peer,good", "--max-load-s", "60"],
+        capture_output=True, text=True, timeout=240, cwd=REPO,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    b = out["broken"]
+    assert b["state"] == "rolled_back" and "error rate" in b["reason"], b
+    assert b["failed_requests"] >= 1 and b["failed_on_previous_release"] == 0 and b["transport_errors"] == 0, b
+    assert 0 <= b["canary_first_to_last_request_s"] < 30 and b["new_release_requests"] >= b["failed_requests"], b
+    assert set(out["met_goal"]) == {"rolled_back_every_run", "all_traffic_back_within_3s_every_run",
+                                    "fewer_than_20_failed_every_run"}

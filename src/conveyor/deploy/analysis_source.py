@@ -1,7 +1,7 @@
 """Feeds the canary analysis: per-second series from SQL in, a stored verdict out.
 
 The orchestrator calls :func:`verdict_for` on every tick of a deployment that
-is in an analysed phase (a canary step or the bake). The judges are pure and
+is in an analysed phase (a canary step, a paused canary, or the bake). The judges are pure and
 recompute from the whole window each time, so a restarted control plane
 reaches the same verdict from the same stored points. Decisive verdicts are
 always stored; "continue" ones at most every few seconds, to show progress.

@@ -1,9 +1,13 @@
 """The metrics scraper: routers' cumulative counters → per-second series in SQL.
 
-Every second the control plane reads ``/metrics.json`` from each router that
+Twice a second the control plane reads ``/metrics.json`` from each router that
 long-polls it, subtracts the previous reading (counters are cumulative, so a
-missed scrape loses nothing: the next delta simply covers two seconds), sums
-across routers, and writes one point per (environment, release) and second.
+missed scrape loses nothing: the next delta simply covers more time), sums
+across routers, and adds it to the point of its (environment, release) and
+second (points at one key add up). Why twice a second although points are per
+second: a canary's errors reach the judges, and a failed one its rollback,
+half a second sooner on average (benchmarks/rollback.py: median time to all
+traffic back 1.0 s instead of 1.7-2.7 s at 1 s scrapes).
 A router that restarted (new ``started_at``) or whose counter went down starts
 a new baseline: its whole reading is the delta.
 
@@ -98,7 +102,7 @@ class Scraper:
         notifier: Notifier,
         routers: Callable[[], dict[str, str]],
         *,
-        interval: float = 1.0,
+        interval: float = 0.5,
     ) -> None:
         self.engine = engine
         self.notifier = notifier

@@ -8,6 +8,8 @@ Canary:  starting (canary instances ready) → canary step 0..n-1, each with its
 weight and analysis → promoting (full size, then all traffic) → baking
 (monitoring continues, previous release warm) → succeeded. A failed verdict,
 a crash loop or an abort at any point rolls back: traffic first, then drain.
+That includes a pause: a paused canary keeps its share of traffic, so its
+analysis goes on (only a failure acts) until someone resumes, promotes or aborts.
 
 Rolling: batches of ``max_surge`` new instances; when a batch is ready, the
 weights follow the instance counts and as many old instances drain.
@@ -213,10 +215,10 @@ def _paused(dep: Deployment, world: World) -> Step:
     if action == "abort":
         step = roll_back(dep, progress, f"aborted by {by} while paused", was_current=False)
     elif broken:  # paused is no shelter: the canary still serves its share of traffic
-        return roll_back(dep, progress, f"instance {broken[0].id} is in a crash loop while paused: "
+        step = roll_back(dep, progress, f"instance {broken[0].id} is in a crash loop while paused: "
                          f"{broken[0].message or 'no output'}", was_current=False)
     elif verdict.get("outcome") == "fail":
-        return roll_back(dep, progress, f"analysis failed while paused at step {int(progress.get('step', 0)) + 1}: "
+        step = roll_back(dep, progress, f"analysis failed while paused at step {int(progress.get('step', 0)) + 1}: "
                          f"{verdict.get('reason')}", was_current=False)
     elif action == "resume":
         # The step's analysis window starts afresh: evidence from before the pause is not reused.

@@ -248,3 +248,28 @@ def test_analysis_window_includes_the_point_that_holds_the_first_second_of_the_s
     assert window_start(100.3) <= 100.0 < window_start(100.3) + 1.0
     assert window_start(100.0) <= 100.0 and window_start(100.0) > 99.0
     assert window_start(100.999) > 99.0
+
+
+# --- scrapes twice a second (fix: faster reaction) ------------------------------------
+
+
+def _snap(t: float, requests: int, errors: int) -> dict[str, Any]:
+    rel = {"app": "a", "env": "production", "release": 2, "requests": requests, "status": {"5xx": errors}, "latency": {}}
+    return {"started_at": 50.0, "time": t, "releases": [rel]}
+
+
+def test_half_second_scrapes_add_up_to_the_cumulative_counts() -> None:
+    """Two scrapes within one second each store their delta; the second's point holds the sum."""
+    from conveyor.deploy.scraper import Scraper, deltas
+
+    import inspect
+
+    assert inspect.signature(Scraper).parameters["interval"].default <= 0.5
+    prev: dict[str, Any] = {"r1": (50.0, {})}
+    total_requests = total_errors = 0
+    for t, (req, err) in zip((100.2, 100.7, 101.2), ((10, 3), (25, 7), (31, 9)), strict=True):
+        found, prev = deltas(prev, {"r1": _snap(t, req, err)})
+        d = found[("a", "production", 2)]
+        total_requests += d.requests
+        total_errors += d.errors
+    assert (total_requests, total_errors) == (31, 9)  # nothing counted twice, nothing lost
