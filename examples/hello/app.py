@@ -24,6 +24,7 @@ EXTRA_LATENCY = float(BEHAVIOUR.get("extra_latency_ms", 0.0)) / 1000.0
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # head and body are two writes: don't let Nagle hold the body back
 
     def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
         self.send_response(status)
