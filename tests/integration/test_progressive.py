@@ -485,3 +485,110 @@ def test_rollback_benchmark_smoke() -> None:
     assert 0 <= b["canary_first_to_last_request_s"] < 30 and b["new_release_requests"] >= b["failed_requests"], b
     assert set(out["met_goal"]) == {"rolled_back_every_run", "all_traffic_back_within_3s_every_run",
                                     "fewer_than_20_failed_every_run"}
+
+
+# --- canary baseline and blue/green preview ---------------------------------------------
+
+
+def test_canary_with_a_dedicated_baseline_compares_like_for_like(shared_platform: Platform) -> None:
+    p = shared_platform
+    app = "base"
+    _create(p, app)
+    toml = canary_toml(w1=20, d1="4s", w2=40, d2="4s", bake="2s").replace("[deploy.analysis]", "baseline = true\n[deploy.analysis]")
+    _live(p, app, toml)
+    with Traffic(p, app, rate=100) as traffic:
+        dep = _start(p, app, "v2", conveyor__toml=toml)
+        step = _until(p, dep["id"], lambda d: d["state"] == "canary" and d["progress"].get("phase") == "step", 60,
+                      "the first canary step")
+        assert step["progress"]["weights"] == {"1": 60, "-1": 20, "2": 20}
+        table = p.api.get("/routing").json()
+        env = next(e for e in table["environments"] if e["app"] == app)
+        assert sorted((r["release"], r["weight"], len(r["instances"])) for r in env["releases"]) == [
+            (-1, 20, 1), (1, 60, 2), (2, 20, 1)]
+        # the baseline runs release 1's code but is measured apart from it
+        wait_for(lambda: "-1" in p.api.get(f"/apps/{app}/metrics", params={"window": 60}).json()["series"], 20, 0.2,
+                 "baseline series")
+        done = _until(p, dep["id"], lambda d: d["state"] in _ENDED, 90, "the canary to end")
+    assert done["state"] == "succeeded", done
+    assert traffic.failures() == []
+    verdict = next(v for v in done["verdicts"] if v["outcome"] == "pass" and v["step"] == 0)
+    n = verdict["numbers"]
+    # compared with the baseline (same weight as the canary), not the stable release (three times it)
+    assert 0 < n["sequential.baseline_requests"] < 2 * n["sequential.canary_requests"], n
+    wait_for(lambda: {i["role"] for i in _status(p, app)["instances"]} == {"main"}, 30, 0.2, "baseline instances gone")
+
+
+PREVIEW = """\
+[run]
+web = "python app.py"
+[health]
+path = "/healthz"
+interval = "200ms"
+[deploy]
+strategy = "bluegreen"
+pre_promotion_analysis = true
+preview_for = "4s"
+auto_promote_after = "1s"
+drain_timeout = "3s"
+[deploy.analysis]
+min_requests = 20
+[deploy.analysis.threshold]
+min_requests = 20
+[env.production]
+instances = 1
+"""
+
+
+class PinnedTraffic(Traffic):
+    """Traffic pinned to one release with the X-Conveyor-Release header (a tester previewing it)."""
+
+    def __init__(self, p: Platform, app: str, release: int, **kw: Any) -> None:
+        super().__init__(p, app, **kw)
+        self.release = release
+
+    def _run(self, index: int) -> None:
+        with httpx.Client(timeout=10) as client:
+            end = time.monotonic() + self.max_s
+            while not self.stop_flag.is_set() and time.monotonic() < end:
+                sent = time.time()
+                try:
+                    r = client.get(self.url, headers={"Host": self.host, "X-Conveyor-Release": str(self.release)})
+                    row = (sent, r.status_code, r.headers.get("x-app-version", ""), r.text.strip())
+                except httpx.HTTPError as exc:
+                    row = (sent, type(exc).__name__, "", str(exc))
+                with self.lock:
+                    self.results.append(row)
+                time.sleep(self.period)
+
+
+def test_blue_green_preview_analyses_pinned_traffic_then_promotes(shared_platform: Platform) -> None:
+    p = shared_platform
+    app = "prev"
+    _create(p, app)
+    _live(p, app, PREVIEW)
+    with Traffic(p, app, rate=40, threads=2) as public, PinnedTraffic(p, app, 2, rate=40, threads=2) as pinned:
+        dep = _start(p, app, "v2", conveyor__toml=PREVIEW)
+        _until(p, dep["id"], lambda d: d["state"] == "preview", 60, "the preview")
+        t_preview = time.time()
+        time.sleep(1.0)  # observation window: the public is still on v1 while the tester sees v2
+        assert public.versions(t_preview) == {"v1"}
+        done = _until(p, dep["id"], lambda d: d["state"] in _ENDED, 60, "the promotion")
+    assert done["state"] == "succeeded", done
+    assert "v2" in pinned.versions(t_preview)
+    assert any(v["outcome"] == "pass" for v in done["verdicts"])
+    assert public.failures() == [] and pinned.failures() == []
+    wait_for(lambda: p.get(f"{app}.localhost").text == "hello from v2\n", 10, 0.05, "v2 public")
+
+
+def test_blue_green_preview_of_a_broken_release_fails_and_the_public_never_sees_it(shared_platform: Platform) -> None:
+    p = shared_platform
+    app = "prevbad"
+    _create(p, app)
+    _live(p, app, PREVIEW)
+    with Traffic(p, app, rate=40, threads=2) as public, PinnedTraffic(p, app, 2, rate=60, threads=2) as pinned:
+        dep = _start(p, app, "v2", conveyor__toml=PREVIEW, behaviour__json='{"fail_rate": 0.5}')
+        done = _until(p, dep["id"], lambda d: d["state"] in _ENDED, 60, "the preview to fail")
+    assert done["state"] == "failed" and "pre-promotion analysis failed" in done["reason"], done
+    assert public.failures() == [] and public.versions() == {"v1"}
+    assert pinned.count() > 0
+    assert _releases(p, app)[1] == "live"

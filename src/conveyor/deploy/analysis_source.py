@@ -16,6 +16,7 @@ from sqlalchemy import Connection, insert, select
 from conveyor.analysis import Interval, evaluate, parse_analysis_config
 from conveyor.domain import deploy_machine as dm
 from conveyor.domain.strategies import analysis_request
+from conveyor.domain.wire import baseline_route
 from conveyor.store import series
 from conveyor.store.tables import verdicts
 
@@ -48,7 +49,11 @@ def verdict_for(conn: Connection, env_id: int, dep: dm.Deployment, now: float) -
         config = config.model_copy(update={"judges": ["threshold"]})
     since = window_start(req.since)
     canary = _intervals(conn, env_id, dep.to_release, since)
-    baseline = _intervals(conn, env_id, dep.from_release, since) if req.phase == "step" else []
+    # Like for like: the dedicated baseline (fresh instances of the stable release at the canary's
+    # size and weight) when the deployment has one, else the stable release itself.
+    compare_with = baseline_route(dep.from_release) if dep.params.get("baseline") and dep.state != "preview" \
+        else dep.from_release
+    baseline = _intervals(conn, env_id, compare_with, since) if req.phase == "step" else []
     v = evaluate(config, canary, baseline, step_elapsed_s=max(0.0, now - req.since), step_duration_s=req.duration)
     outcome = v.outcome.value if hasattr(v.outcome, "value") else str(v.outcome)
     last = conn.execute(

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from conveyor.domain.wire import InstanceState
 
 TERMINAL = frozenset({"succeeded", "failed", "rolled_back", "cancelled"})
-ACTIVE = frozenset({"starting", "canary", "rolling", "baking", "paused"})
+ACTIVE = frozenset({"starting", "canary", "rolling", "baking", "paused", "preview"})
 STATES = ("queued", *sorted(ACTIVE), *sorted(TERMINAL))
 #: How long instances may stay FAILED (image could not be fetched or unpacked) before the deploy fails.
 FAILED_GRACE = 10.0
@@ -207,6 +207,10 @@ def _starting(dep: Deployment, world: World) -> Step:
         # The previous release is still warm: a rollback is just a routing change.
         return _switch(dep, progress, instant=True)
     actions: list[Action] = [EnsureInstances(dep.to_release, want)]
+    with_baseline = strategy_of(dep) == "canary" and bool(dep.params.get("baseline"))
+    if with_baseline:
+        assert dep.from_release is not None
+        actions.append(EnsureInstances(dep.from_release, want, role="baseline"))
     broken = world.crashlooping(dep.to_release)
     if broken:
         # A crash loop is final; FAILED (image fetch/unpack) may be transient, so it gets a grace period.
@@ -221,11 +225,16 @@ def _starting(dep: Deployment, world: World) -> Step:
         )
         return _fail(dep, progress, reason)
     progress.pop("broken_since", None)
-    if world.ready(dep.to_release) >= want:
+    baseline_ready = not with_baseline or world.ready(dep.from_release or 0, "baseline") >= want
+    if world.ready(dep.to_release) >= want and baseline_ready:
         if strategy_of(dep) == "canary":
             from conveyor.domain.strategies import enter_canary_step
 
             return enter_canary_step(dep, progress, 0, world.now)
+        from conveyor.domain import preview
+
+        if preview.wanted(dep):
+            return preview.enter(dep, progress, world.now)
         return _switch(dep, progress, instant=False)
     waited = world.now - float(progress.get("phase_started", world.now))
     timeout = float(dep.params.get("ready_timeout", 60.0))
@@ -277,16 +286,23 @@ def roll_back(dep: Deployment, progress: dict[str, Any], reason: str, *, was_cur
     actions += [
         EnsureInstances(dep.from_release, _instances(dep)),
         RemoveInstances(dep.to_release),
+        *_baseline_removal(dep),
         Event("rolled_back", f"release {dep.to_release} rolled back to {dep.from_release}: {reason}",
               {"release": dep.from_release, "from_release": dep.to_release}),
     ]
     return Step("rolled_back", {**progress, "weights": {str(dep.from_release): 100}}, actions, reason)
 
 
+def _baseline_removal(dep: Deployment) -> list[Action]:
+    if dep.params.get("baseline") and dep.from_release is not None:
+        return [RemoveInstances(dep.from_release, role="baseline")]
+    return []
+
+
 def _fail(dep: Deployment, progress: dict[str, Any], reason: str) -> Step:
     actions: list[Action] = [Event("deploy_failed", reason, {"release": dep.to_release})]
     if dep.kind == "deploy":
-        actions.insert(0, RemoveInstances(dep.to_release))
+        actions[:0] = [RemoveInstances(dep.to_release), *_baseline_removal(dep)]
     return Step("failed", progress, actions, reason)
 
 
@@ -373,3 +389,7 @@ def releases_to_stop(
 from conveyor.domain import strategies as _strategies  # noqa: E402  (registers canary, rolling, baking, paused)
 
 _HANDLERS.update(_strategies.HANDLERS)
+
+from conveyor.domain import preview as _preview  # noqa: E402  (blue/green preview)
+
+_HANDLERS["preview"] = _preview.handle

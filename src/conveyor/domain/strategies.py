@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.domain.deploy_machine import (
+    Action,
     Deployment,
     EnsureInstances,
     Event,
@@ -28,12 +29,13 @@ from conveyor.domain.deploy_machine import (
     SetRoutes,
     Step,
     World,
+    _baseline_removal,
     _fail,
     _instances,
     canary_size,
     roll_back,
 )
-from conveyor.domain.wire import InstanceState
+from conveyor.domain.wire import InstanceState, baseline_route
 
 DEFAULT_STEPS = [{"weight": 10, "for": 30.0}, {"weight": 50, "for": 30.0}]
 #: The analysis window of a paused canary, in seconds: longer than any pause, so that its
@@ -62,6 +64,11 @@ def analysis_request(dep: Deployment) -> AnalysisRequest | None:
         return AnalysisRequest("step", float(p["step_started"]), float(steps_of(dep)[p["step"]]["for"]), int(p["step"]))
     if dep.state == "baking":
         return AnalysisRequest("bake", float(p["bake_started"]), float(dep.params.get("bake", 0.0)), -1)
+    from conveyor.domain import preview
+
+    window = preview.analysis_window(dep)
+    if window is not None:  # blue/green pre-promotion analysis on pinned traffic
+        return AnalysisRequest("step", window[0], window[1], 0)
     if dep.state == "paused" and "step" in p:
         # A paused canary still serves its share of traffic, so it stays watched: only a failure
         # acts (roll back); the clock never ends this window, a human does.
@@ -77,6 +84,10 @@ def enter_canary_step(dep: Deployment, progress: dict[str, Any], index: int, now
     assert dep.from_release is not None
     weight = steps_of(dep)[index]["weight"]
     weights = {dep.from_release: 100 - weight, dep.to_release: weight}
+    if dep.params.get("baseline"):
+        # Kayenta's practice: fresh instances of the stable release take as much traffic as the canary.
+        weight = min(weight, 50)
+        weights = {dep.from_release: 100 - 2 * weight, baseline_route(dep.from_release): weight, dep.to_release: weight}
     progress = {
         **progress, "phase": "step", "step": index, "step_started": now, "steps": len(steps_of(dep)),
         "weights": {str(k): v for k, v in weights.items()},
@@ -93,6 +104,9 @@ def _enter_promoting(dep: Deployment, progress: dict[str, Any], now: float, why:
     progress = {**progress, "phase": "promoting", "promote_started": now}
     return Step("canary", progress, [EnsureInstances(dep.to_release, _instances(dep)),
                                      Event("canary_promoting", f"promoting release {dep.to_release}: {why}")])
+
+
+
 
 
 def _canary(dep: Deployment, world: World) -> Step:
@@ -152,12 +166,13 @@ def _go_live(dep: Deployment, progress: dict[str, Any], now: float) -> Step:
     deployment has no warm previous release to return to)."""
     bake = float(dep.params.get("bake", 0.0)) if dep.strategy == "canary" else 0.0
     progress = {**progress, "phase": "baking", "weights": {str(dep.to_release): 100}, "bake_started": now}
-    actions = [
+    actions: list[Action] = [
         SetRoutes({dep.to_release: 100}),
         MakeCurrent(dep.to_release, dep.from_release),
         Event("deployed", f"release {dep.to_release} takes all traffic ({strategy_label(dep)})",
               {"release": dep.to_release}),
     ]
+    actions += _baseline_removal(dep)  # the canary is over: its baseline drains and stops
     if bake <= 0:
         return Step("succeeded", progress, actions)
     return Step("baking", progress, actions)
@@ -242,7 +257,9 @@ def _rolling(dep: Deployment, world: World) -> Step:
     assert dep.from_release is not None
     progress = dict(dep.progress)
     n = _instances(dep)
-    surge = max(1, int(dep.params.get("max_surge", 1) or 1))
+    unavailable = max(0, int(dep.params.get("max_unavailable", 0) or 0))
+    # A batch: max_surge extra instances plus max_unavailable old ones let go early (at least one).
+    surge = max(1, int(dep.params.get("max_surge", 1) or 0) + unavailable)
     done = int(progress.get("new", 0))
     cmd = dep.command or {}
     if cmd.get("action") == "abort":
@@ -261,7 +278,9 @@ def _rolling(dep: Deployment, world: World) -> Step:
         if waited > timeout:
             reason = f"batch of release {dep.to_release} not ready within {timeout:g}s ({ready}/{target} ready)"
             return roll_back(dep, progress, reason, was_current=False) if done else _fail(dep, progress, reason)
-        return Step("rolling", progress, [EnsureInstances(dep.to_release, target)])
+        # While the batch starts, up to max_unavailable old instances may already drain.
+        return Step("rolling", progress, [EnsureInstances(dep.to_release, target),
+                                          EnsureInstances(dep.from_release, max(0, n - done - unavailable))])
     done = target
     old = n - done
     progress.update(new=done, batch_started=world.now)

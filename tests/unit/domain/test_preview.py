@@ -73,3 +73,26 @@ def test_manual_promotion_waits_for_the_command_and_crash_loop_fails() -> None:
     assert preview.handle(_dep("preview", prog, auto_promote=False), _world(3600.0)).state == "preview"
     crashed = preview.handle(_dep("preview", prog, auto_promote=False), _world(1.0, state=S.CRASHLOOP))
     assert crashed.state == "failed" and "crash loop during the preview: boom" in (crashed.reason or "")
+
+
+def test_blue_green_with_preview_enters_it_when_all_new_instances_are_ready() -> None:
+    dep = _dep("starting", {"phase_started": 0.0}, pre_promotion_analysis=True)
+    step = dm.step(dep, _world(1.0))
+    assert step.state == "preview" and dm.SetRoutes({1: 100, 2: 0}) in step.actions
+    assert "preview" in dm.ACTIVE
+
+
+def test_canary_with_a_baseline_starts_it_and_splits_traffic_three_ways() -> None:
+    from conveyor.domain.wire import baseline_route
+
+    dep = dm.Deployment(4, "deploy", "canary", "starting", 1, 2,
+                        {"instances": 2, "baseline": True, "steps": [{"weight": 10, "for": 30}]},
+                        {"phase_started": 0.0}, 0.0)
+    waiting = dm.step(dep, dm.World(1.0, (dm.ObservedInstance("c", 2, "main", S.READY),), 1))
+    assert waiting.state == "starting" and dm.EnsureInstances(1, 1, role="baseline") in waiting.actions
+    ready = dm.step(dep, dm.World(2.0, (dm.ObservedInstance("c", 2, "main", S.READY),
+                                        dm.ObservedInstance("b", 1, "baseline", S.READY)), 1))
+    assert ready.state == "canary" and dm.SetRoutes({1: 80, baseline_route(1): 10, 2: 10}) in ready.actions
+    canary = dm.Deployment(4, "deploy", "canary", "canary", 1, 2, dep.params, ready.progress, 0.0)
+    failed = dm.step(canary, dm.World(3.0, (), 1, {"outcome": "fail", "reason": "errors"}))
+    assert failed.state == "rolled_back" and dm.RemoveInstances(1, role="baseline") in failed.actions
