@@ -273,3 +273,20 @@ def test_half_second_scrapes_add_up_to_the_cumulative_counts() -> None:
         total_requests += d.requests
         total_errors += d.errors
     assert (total_requests, total_errors) == (31, 9)  # nothing counted twice, nothing lost
+
+
+def test_rolling_lets_max_unavailable_old_instances_go_before_the_new_batch_is_ready() -> None:
+    from conveyor.domain import deploy_machine as dm
+    from conveyor.domain.wire import InstanceState as S
+
+    dep = dm.Deployment(8, "deploy", "rolling", "rolling", 1, 2,
+                        {"instances": 4, "max_surge": 0, "max_unavailable": 2, "ready_timeout": 30.0},
+                        {"new": 0, "batch_started": 0.0}, 0.0)
+    old = tuple(dm.ObservedInstance(f"o{i}", 1, "main", S.READY) for i in range(4))
+    step = dm.step(dep, dm.World(1.0, old, 1))
+    # batch of 2 (surge 0 + unavailable 2): two new ones start, two old ones already drain
+    assert step.state == "rolling"
+    assert dm.EnsureInstances(2, 2) in step.actions and dm.EnsureInstances(1, 2) in step.actions
+    new = tuple(dm.ObservedInstance(f"n{i}", 2, "main", S.READY) for i in range(2))
+    step = dm.step(dep, dm.World(2.0, old[:2] + new, 1))
+    assert step.progress["new"] == 2 and dm.SetRoutes({1: 2, 2: 2}) in step.actions
