@@ -76,31 +76,31 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     web.install(app)  # the web UI's pages, at /
 
-    @app.exception_handler(NotFound)
-    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(Conflict)
-    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
-    @app.exception_handler(IllegalTransition)
-    async def _illegal(_: Request, exc: IllegalTransition) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
-    @app.exception_handler(ManifestError)
-    async def _manifest(_: Request, exc: ManifestError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-
-    @app.exception_handler(ValueError)
-    async def _bad_value(_: Request, exc: ValueError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+    for exc_type, status in ERROR_STATUS.items():
+        app.add_exception_handler(exc_type, _json_error(status))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
     return app
+
+
+#: Our exceptions → HTTP status; the message is the body's ``detail`` (it says what to fix).
+ERROR_STATUS: dict[type[Exception], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    IllegalTransition: 409,
+    ManifestError: 422,
+    ValueError: 422,
+}
+
+
+def _json_error(status: int):  # type: ignore[no-untyped-def]
+    async def handler(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    return handler
 
 
 #: Start-up hooks of optional subsystems (builds, metrics scraping, web UI), each ``async (cp) -> None``.

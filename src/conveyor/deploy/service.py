@@ -102,23 +102,8 @@ def queue_deploy(
         parse_analysis_config(params.get("analysis") or {}, source=f"[env.{env_name}] analysis")
     except AnalysisConfigError as exc:
         raise ValueError(str(exc)) from None
-    result = conn.execute(
-        insert(deployments).values(
-            env_id=env["id"],
-            kind="deploy",
-            strategy=params["strategy"],
-            state="queued",
-            from_release=env["current_release"],
-            to_release=number,
-            image_digest=image["digest"],
-            params=params,
-            progress={},
-            reason="",
-            created_by=actor,
-            created_at=now,
-        )
-    )
-    dep_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+    dep_id = _queue(conn, env["id"], "deploy", params["strategy"], env["current_release"], number, image["digest"],
+                    params, actor, now)
     repo.record_event(
         conn,
         "deploy_queued",
@@ -150,27 +135,8 @@ def queue_rollback(
     if target == current:
         raise Conflict(f"release {target} is already the current release of {app_name}/{env_name}")
     now = repo.now()
-    result = conn.execute(
-        insert(deployments).values(
-            env_id=env["id"],
-            kind="rollback",
-            strategy="bluegreen",
-            state="queued",
-            from_release=current,
-            to_release=target,
-            image_digest=rel["image_digest"],
-            params={
-                "instances": rel["config"].get("instances", 1),
-                "ready_timeout": 60.0,
-                "strategy": "bluegreen",
-            },
-            progress={},
-            reason="",
-            created_by=actor,
-            created_at=now,
-        )
-    )
-    dep_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+    params = {"instances": rel["config"].get("instances", 1), "ready_timeout": 60.0, "strategy": "bluegreen"}
+    dep_id = _queue(conn, env["id"], "rollback", "bluegreen", current, target, rel["image_digest"], params, actor, now)
     repo.record_event(
         conn,
         "rollback_queued",
@@ -182,6 +148,21 @@ def queue_rollback(
         data={"deployment": dep_id, "release": target},
     )
     return get_deployment(conn, dep_id)
+
+
+def _queue(
+    conn: Connection, env_id: int, kind: str, strategy: str, from_release: int | None, to_release: int,
+    image: str, params: dict[str, Any], actor: str, now: float,
+) -> int:
+    """Insert a queued deployment; the orchestrator starts it when the environment's queue reaches it."""
+    result = conn.execute(
+        insert(deployments).values(
+            env_id=env_id, kind=kind, strategy=strategy, state="queued", from_release=from_release,
+            to_release=to_release, image_digest=image, params=params, progress={}, reason="",
+            created_by=actor, created_at=now,
+        )
+    )
+    return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
 def cancel(conn: Connection, dep_id: int, actor: str = "") -> dict[str, Any]:
