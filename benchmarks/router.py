@@ -15,6 +15,11 @@ costs on this machine, and the router's request path is timed in-process
 still when other processes load the machine.
 The backend (``--serve-backend PORT``) is a minimal uvloop HTTP/1.1 server so
 that the proxies, not the backend, are the bottleneck.
+
+``--instructions`` (needs valgrind) adds instructions per request of that
+in-process path for the router (metrics on and off) and the minimal proxy:
+a deterministic count, the number to compare two versions of the code by on a
+shared machine where requests/s move by +-20 % between runs.
 """
 
 from __future__ import annotations
@@ -145,7 +150,8 @@ def micro_hot_path(metrics: bool, n: int = 1000, repeat: int = 60) -> float:
     """Python CPU of one proxied request (µs), fake transports, min of ``repeat`` runs.
 
     Load on the machine only ever makes a run slower, so the minimum is a stable
-    number even when other processes compete for the CPU.
+    number even when other processes compete for the CPU; it is measured in
+    thread CPU time, so time the scheduler gives to other processes is not counted.
     """
 
     import uvloop
@@ -187,15 +193,68 @@ def micro_hot_path(metrics: bool, n: int = 1000, repeat: int = 60) -> float:
         resp = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello from b0"
         best = float("inf")
         for _ in range(repeat):
-            t = time.perf_counter()
+            t = time.thread_time()
             for _ in range(n):
                 c.data_received(req)
                 up.data_received(resp)
-            best = min(best, (time.perf_counter() - t) / n)
+            best = min(best, (time.thread_time() - t) / n)
         assert len(target.idle) == 1, "the fake exchange did not complete"
         return best * 1e6
 
     return uvloop.run(run())
+
+
+def minimal_hot_path(n: int) -> None:
+    """The minimal proxy's request path (as in serve_minimal_proxy), ``n`` times, fake transports."""
+    import httptools
+
+    class FakeTransport:
+        def write(self, d: bytes) -> None:
+            pass
+
+    class Client:
+        def __init__(self) -> None:
+            self.t = FakeTransport()
+            self.up = FakeTransport()
+            self.p = httptools.HttpRequestParser(self)
+            self.h: list[bytes] = []
+            self.url = b""
+
+        def on_url(self, u: bytes) -> None:
+            self.url = u
+
+        def on_header(self, k: bytes, v: bytes) -> None:
+            self.h.append(b"%s: %s\r\n" % (k, v))
+
+        def on_headers_complete(self) -> None:
+            self.up.write(b"%s %s HTTP/1.1\r\n%s\r\n" % (self.p.get_method(), self.url, b"".join(self.h)))
+            self.h = []
+
+    c = Client()
+    req = b"GET / HTTP/1.1\r\nHost: hello.localhost\r\n\r\n"
+    resp = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello from b0"
+    for _ in range(n):
+        c.p.feed_data(req)
+        c.t.write(resp)
+
+
+def instructions_per_request(kind: str) -> int | None:
+    """Instructions one request costs on the in-process request path, counted by valgrind
+    (cachegrind): the difference between 1200 and 200 requests, / 1000. Deterministic, so
+    it compares two versions of the code on a loaded machine where timings cannot."""
+    valgrind = shutil.which("valgrind")
+    if not valgrind:
+        return None
+    counts = []
+    for n in (200, 1200):
+        cmd = [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null", PY, __file__, "--hot-path-loop", kind, "--loop-n", str(n)]
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PYTHONHASHSEED="0")
+        err = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=True).stderr
+        m = re.search(r"I\s+refs:\s+([\d,]+)", err)
+        if not m:
+            return None
+        counts.append(int(m.group(1).replace(",", "")))
+    return (counts[1] - counts[0]) // 1000
 
 
 # ---------------------------------------------------------------------------
@@ -371,12 +430,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
     ap.add_argument("--workers", type=int, default=1, help="router workers (HAProxy keeps one thread)")
     ap.add_argument("--micro-repeat", type=int, default=60, help="runs of the in-process hot-path timing (min is kept)")
+    ap.add_argument("--instructions", action="store_true", help="also count instructions per request with valgrind (~1 min)")
     ap.add_argument("--haproxy", default=shutil.which("haproxy") or "/usr/sbin/haproxy")
     ap.add_argument("--serve-backend", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--name", default="b", help=argparse.SUPPRESS)
     ap.add_argument("--serve-minimal-proxy", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--upstreams", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--hot-path-loop", choices=["router", "router_no_metrics", "minimal_proxy"], default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--loop-n", type=int, default=1000, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.hot_path_loop is not None:
+        if args.hot_path_loop == "minimal_proxy":
+            minimal_hot_path(args.loop_n)
+        else:
+            micro_hot_path(args.hot_path_loop == "router", n=args.loop_n, repeat=1)
+        return 0
     if args.serve_backend is not None:
         serve_backend(args.serve_backend, args.name)
         return 0
@@ -407,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {k: median_of(v) for k, v in runs.items()}
     h, r, rn, mp = res["haproxy"], res["router"], res["router_no_metrics"], res["minimal_proxy"]
     micro_on, micro_off = micro_hot_path(True, repeat=args.micro_repeat), micro_hot_path(False, repeat=args.micro_repeat)
+    instructions = {k: instructions_per_request(k) for k in ("router", "router_no_metrics", "minimal_proxy")} if args.instructions else None
     ratios = {
         "throughput_router_vs_haproxy": round(r["rps"] / h["rps"], 3) if h["rps"] else None,
         "p99_router_vs_haproxy": round(r["p99_ms"] / h["p99_ms"], 3) if h["p99_ms"] else None,
@@ -432,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
             "hot_path_metrics_us": round(micro_on - micro_off, 2),
             "note": "cpu_* come from whole runs and move with machine load; hot_path_* are min-of-N in-process timings of the request path with fake sockets",
         },
+        "instructions_per_request": instructions,
         "goal": {
             "throughput_ratio_min": 0.6,
             "p99_ratio_max": 2.5,

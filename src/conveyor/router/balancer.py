@@ -39,8 +39,11 @@ def choose_release(env: EnvRoute, point: float, pin: int | None = None) -> Relea
     total = env.total_weight
     if total <= 0:
         return None
+    # split_guarded ends with a copy of the last release: point * total rounding up
+    # to total still lands on it.
     i = bisect_right(env.cumulative, point * total)
-    return split[i] if i < len(split) else split[-1]
+    guarded = env.split_guarded
+    return guarded[i] if guarded else (split[i] if i < len(split) else split[-1])
 
 
 def choose_target(release: ReleaseRoute, now: float, exclude: Target | None = None) -> Target | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import time
@@ -35,7 +36,8 @@ from conveyor.router.http1 import (
     simple_response,
     split_head,
 )
-from conveyor.router.metrics import ReleaseStats
+from conveyor.domain.histogram import GAMMA, MIN_INDEX, MIN_VALUE
+from conveyor.router.metrics import FAST_BUCKETS
 from conveyor.router.table import EnvRoute, ReleaseRoute, Target, normalise_host
 from conveyor.router.upstream import UpstreamConnection
 
@@ -53,6 +55,14 @@ _BUFFER_LIMIT = 256 * 1024
 #: The framing of a response copied by the fast path (shared, never mutated).
 _FAST_RESP = ResponseInfo(b"", None, False, False, False, False, False, True)
 _perf = time.perf_counter
+_random = random.random
+_log = math.log
+_ceil = math.ceil
+_LOG_GAMMA = math.log(GAMMA)  # as conveyor.domain.histogram computes it: same buckets
+_choose_release = balancer.choose_release
+_choose_target = balancer.choose_target
+#: Status code -> index in ReleaseStats.status (class 1..5; anything odd counts as 5xx).
+_STATUS_CLASS = [5] * 100 + [1] * 100 + [2] * 100 + [3] * 100 + [4] * 100 + [5] * 500
 
 
 class Exchange:
@@ -60,9 +70,7 @@ class Exchange:
 
     # Defaults on the class: a new exchange per request only sets what differs
     # (no __slots__ on purpose; this keeps construction cheap on the request path).
-    url = b""
-    head_size = 0
-    method = "GET"
+    method = b"GET"  # as parsed (bytes)
     http11 = True
     info: RequestInfo | None = None
     error: BadRequest | None = None
@@ -85,12 +93,15 @@ class Exchange:
     #: call after the parser returns (head and a small body in one segment).
     out: list[bytes] | None = None
     passthrough = False  # the response is copied byte for byte (see http1.raw_passthrough)
+    #: May the response skip the parser (see UpstreamConnection.fast_head)? Set
+    #: once the head is parsed: HTTP/1.1 keep-alive, no upgrade, not HEAD, no
+    #: header to add (``extra``), router not shutting down.
+    fast_ok = False
 
     def __init__(self, client: ClientConnection) -> None:
         self.client = client
         self.state = client.state
         self.t0 = _perf()
-        self.headers: list[tuple[bytes, bytes]] = []
         self.body_buf: list[bytes] | None = []
 
     # -- routing -----------------------------------------------------------
@@ -103,21 +114,24 @@ class Exchange:
             return
         info = self.info
         assert info is not None
-        env = state.host_cache.get(info.host)
+        env = state.host_cache.get(info.host_raw)
         if env is None:
-            env = state.lookup_host(info.host)
+            env = state.lookup_host(info.host_raw)
             if env is None:
                 self.respond(404, state.unknown_host_text(normalise_host(info.host)), close=False)
                 return
-        pin = balancer.parse_pin(info.pin, info.cookie) if (info.pin or info.cookie) else None
-        point = self._sticky_point(env, info) if env.sticky and pin is None else random.random()
-        rel = balancer.choose_release(env, point, pin)
+        if info.pin is None and info.cookie is None and not env.sticky:
+            rel = _choose_release(env, _random())
+        else:
+            pin = balancer.parse_pin(info.pin, info.cookie) if (info.pin or info.cookie) else None
+            point = self._sticky_point(env, info) if env.sticky and pin is None else _random()
+            rel = _choose_release(env, point, pin)
         if rel is None:
             self.release = env.blame_release()
             self.respond(503, f"conveyor router: {env.app}/{env.env} has no ready instance\n", close=False)
             return
         self.release = rel
-        target = balancer.choose_target(rel, state.now)
+        target = _choose_target(rel, state.now)
         if target is None:
             self.respond(503, f"conveyor router: release {rel.release} of {env.app}/{env.env} has no ready instance\n", close=False)
             return
@@ -127,12 +141,13 @@ class Exchange:
             return
         if info.expect_continue and not self.request_done:
             self.client.transport.write(CONTINUE_100)
-        self.dispatch(target, allow_idle=True)
+        self.dispatch(target, True)
 
     def _sticky_point(self, env: EnvRoute, info: RequestInfo) -> float:
         token = balancer.cookie_value(info.cookie, balancer.STICKY_COOKIE)
         if not token:
             token = os.urandom(8).hex()
+            self.fast_ok = False  # the response gets a header: it goes through response_head
             self.extra = [f"Set-Cookie: {balancer.STICKY_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax\r\n".encode()]
         return balancer.sticky_point(token)
 
@@ -201,21 +216,16 @@ class Exchange:
 
     def attach(self, conn: UpstreamConnection) -> None:
         """Send the request head and whatever body is buffered to ``conn``."""
-        state = self.state
         self.conn = conn
         conn.start(self)
-        info = self.info
-        assert info is not None
-        client = self.client
         tr = conn.transport
         buf = self.body_buf
         self.body_buf = None
+        tr.write(self.info.forwarded_head)  # type: ignore[union-attr]
         if buf:
-            tr.write(info.forwarded_head)
             tr.writelines(buf)
-        else:
-            tr.write(info.forwarded_head)
-        self.upstream_deadline = state.upstream_deadline
+        self.upstream_deadline = self.state.upstream_deadline
+        client = self.client
         if client.write_paused:
             tr.pause_reading()
         if client.paused:
@@ -258,7 +268,7 @@ class Exchange:
         head = conn.head_bytes()
         conn.pre = None
         if conn.raw is not None and self.extra is None and info.upgrade is None and client.state.accepting:
-            fast = raw_passthrough(head, status, self.method == "HEAD", self.http11, info.keep_alive, upstream_http11)
+            fast = raw_passthrough(head, status, self.method == b"HEAD", self.http11, info.keep_alive, upstream_http11)
             if fast is not None:
                 self.resp = fast
                 self.status = status
@@ -270,7 +280,7 @@ class Exchange:
             status,
             reason,
             headers,
-            self.method == "HEAD",
+            self.method == b"HEAD",
             self.http11,
             info.keep_alive and info.upgrade is None and client.state.accepting,
             info.request_id,
@@ -300,20 +310,6 @@ class Exchange:
         if out is not None:
             self.out = None
             self.client.transport.write(b"".join(out) if len(out) > 1 else out[0])
-
-    @property
-    def fast_ok(self) -> bool:
-        """May the response skip the parser (see UpstreamConnection.fast_head)?"""
-        info = self.info
-        return (
-            info is not None
-            and self.http11
-            and info.keep_alive
-            and info.upgrade is None
-            and self.extra is None
-            and self.method != "HEAD"
-            and self.state.accepting
-        )
 
     def fast_start(self, conn: UpstreamConnection, status: int) -> None:
         self.resp = _FAST_RESP
@@ -354,7 +350,8 @@ class Exchange:
             conn.transport.writelines(self.upgrade_buf)
         self.upgrade_buf = None
         self.status = 101
-        self._record(101)
+        if self.state.record_metrics:
+            self._record(101)
         self._untarget()
         conn.ex = None
         self.finished = True
@@ -432,28 +429,39 @@ class Exchange:
     # -- completion --------------------------------------------------------
 
     def _record(self, status: int) -> None:
+        """Count a finished request against its release and instance (metrics on)."""
         rel = self.release
-        if not self.state.metrics.enabled:
-            return
-        if rel is None or rel.stats is None:
+        rs = rel.stats if rel is not None else None
+        if rs is None:
             self.state.metrics.count_unrouted(status)
             return
-        rs: ReleaseStats = rel.stats
         rs.requests += 1
-        rs.status[status // 100 if 100 <= status < 600 else 5] += 1
-        rs.latency.record(_perf() - self.t0)
-        t = self.target or self.blame
-        if t is not None and t.stats is not None:
+        rs.status[_STATUS_CLASS[status]] += 1  # (a status has 3 digits)
+        dt = _perf() - self.t0
+        # Histogram.record, inlined: one log and one list slot (see ReleaseStats.lat_fast).
+        i = _ceil(_log(dt) / _LOG_GAMMA) - MIN_INDEX if dt > MIN_VALUE else 0
+        if i < FAST_BUCKETS:
+            rs.lat_fast[i] += 1
+            rs.lat_fast_sum += dt
+        else:
+            rs.latency.record(dt)
+        t = self.target
+        if t is None:
+            t = self.blame
+        if t is not None:
             ist = t.stats
-            ist.requests += 1
-            if status >= 500:
-                ist.errors_5xx += 1
+            if ist is not None:
+                ist.requests += 1
+                if status >= 500:
+                    ist.errors_5xx += 1
 
     def finish(self, status: int, reuse: bool) -> None:
         if self.finished:
             return
         self.finished = True
-        self._record(status)
+        state = self.state
+        if state.record_metrics:
+            self._record(status)
         conn = self.conn
         target = self.target
         if target is not None:
@@ -463,7 +471,7 @@ class Exchange:
             conn.ex = None
             self.conn = None
             if reuse and not conn.closed and target is not None and not target.draining:
-                conn.idle_since = self.state.now
+                conn.idle_since = state.now
                 target.idle.append(conn)
             else:
                 conn.close()

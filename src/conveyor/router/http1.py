@@ -14,6 +14,7 @@ a 400 and the connection is closed.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -40,14 +41,13 @@ _MAX_REQUEST_ID = 200
 
 
 _RID_PREFIX = os.urandom(6).hex().encode()
-_rid_counter = 0
+_RID_FORMAT = _RID_PREFIX + b"-%x"
+_rid_counter = itertools.count(1)
 
 
 def new_request_id() -> bytes:
     """A request id unique across processes (random per-process prefix + counter), cheap to make."""
-    global _rid_counter
-    _rid_counter += 1
-    return b"%s-%x" % (_RID_PREFIX, _rid_counter)
+    return _RID_FORMAT % next(_rid_counter)
 
 
 class BadRequest(Exception):
@@ -66,7 +66,7 @@ class RequestInfo:
     differs from them (this is on the request path).
     """
 
-    host: str = ""
+    host_raw: bytes = b""  # the Host header as sent (the proxy's host cache key)
     content_length: int | None = None
     chunked: bool = False
     expect_continue: bool = False
@@ -81,14 +81,19 @@ class RequestInfo:
         if not keep_alive:
             self.keep_alive = False
 
+    @property
+    def host(self) -> str:
+        """The Host header (empty for an HTTP/1.0 request without one)."""
+        return self.host_raw.decode("latin-1")
+
 
 def _tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
 
 
 # What inspect_request does with each request header (by lower-case name); the
-# rest are forwarded as they are. One dict lookup per header on the hot path.
-_HOST, _CL, _TE, _CONN, _UPGRADE, _EXPECT, _XFF, _RID, _PIN, _COOKIE, _DROP = range(11)
+# rest (kind 0) are forwarded as they are. One dict lookup per header on the hot path.
+_KEEP, _HOST, _CL, _TE, _CONN, _UPGRADE, _EXPECT, _XFF, _RID, _PIN, _COOKIE, _DROP = range(12)
 _SPECIAL: dict[bytes, int] = {
     b"host": _HOST,
     b"content-length": _CL,
@@ -103,6 +108,21 @@ _SPECIAL: dict[bytes, int] = {
 }
 for _h in HOP_BY_HOP | _REPLACED:
     _SPECIAL.setdefault(_h, _DROP)
+#: The kind of a header name as sent (any case): saves a ``lower()`` per header.
+#: Bounded, because the names are whatever clients send.
+_KIND_BY_NAME: dict[bytes, int] = {}
+_KIND_CACHE_MAX = 4096
+
+
+def header_kind(name: bytes) -> int:
+    """What the router does with request header ``name`` (cached by its exact spelling)."""
+    kind = _SPECIAL.get(name.lower(), _KEEP)
+    if len(_KIND_BY_NAME) < _KIND_CACHE_MAX:
+        _KIND_BY_NAME[name] = kind
+    return kind
+
+
+_new = object.__new__
 
 
 def inspect_request(
@@ -114,27 +134,42 @@ def inspect_request(
     keep_alive: bool,
 ) -> RequestInfo:
     """Validate a request head and prepare its upstream form; raises :class:`BadRequest`."""
-    info = RequestInfo(keep_alive=keep_alive)
-    kept: list[bytes] = []
-    kept_names: list[bytes] = []
+    return inspect_head(method.encode(), url, http_version == "1.1", headers, peer_ip.encode(), keep_alive)
+
+
+def inspect_head(
+    method: bytes,
+    url: bytes,
+    http11: bool,
+    headers: list[tuple[bytes, bytes]],
+    peer_ip: bytes,
+    keep_alive: bool,
+) -> RequestInfo:
+    """:func:`inspect_request` as the proxy calls it (bytes in, no decoding); the hot path.
+
+    The upstream head is gathered as a list of pieces and joined once.
+    """
+    info: RequestInfo = _new(RequestInfo)  # the class holds the defaults; skip __init__
+    if not keep_alive:
+        info.keep_alive = False
+    parts = [method, b" ", url, b" HTTP/1.1\r\n"]
     conn_tokens: set[bytes] | None = None
     host: bytes | None = None
     te: bytes | None = None
     xff: bytes | None = None
     cl_seen = 0
-    special = _SPECIAL
+    kinds = _KIND_BY_NAME
     for name, value in headers:
-        low = name.lower()
-        kind = special.get(low)
+        kind = kinds.get(name)
         if kind is None:
-            kept.append(b"%s: %s\r\n" % (name, value))
-            kept_names.append(low)
+            kind = header_kind(name)
+        if not kind:
+            parts += (name, b": ", value, b"\r\n")
         elif kind == _HOST:
             if host is not None:
                 raise BadRequest(400, "more than one Host header")
             host = value
-            kept.append(b"%s: %s\r\n" % (name, value))
-            kept_names.append(low)
+            parts += (name, b": ", value, b"\r\n")
         elif kind == _CL:
             cl_seen += 1
             if cl_seen > 1 or not value.isdigit() or len(value) > 18:
@@ -159,53 +194,59 @@ def inspect_request(
                 info.request_id = value
         elif kind == _PIN:
             info.pin = value.decode("latin-1")
-            kept.append(b"%s: %s\r\n" % (name, value))
-            kept_names.append(low)
+            parts += (name, b": ", value, b"\r\n")
         elif kind == _COOKIE:
             c = value.decode("latin-1")
             info.cookie = c if info.cookie is None else info.cookie + "; " + c
-            kept.append(b"%s: %s\r\n" % (name, value))
-            kept_names.append(low)
+            parts += (name, b": ", value, b"\r\n")
         # else: _DROP (hop-by-hop, or set by the router)
     if te is not None:
         if te != b"chunked":
             raise BadRequest(400, "unsupported Transfer-Encoding (only 'chunked' is accepted)")
-        if http_version != "1.1":
+        if not http11:
             raise BadRequest(400, "Transfer-Encoding is not allowed in HTTP/1.0")
         if cl_seen:
             raise BadRequest(400, "both Content-Length and Transfer-Encoding")
         info.chunked = True
     if host is None:
-        if http_version == "1.1":
+        if http11:
             raise BadRequest(400, "HTTP/1.1 request without a Host header")
         host = b""
-    info.host = host.decode("latin-1")
+    info.host_raw = host
     if conn_tokens:
         if b"close" in conn_tokens:
             info.keep_alive = False
         named = conn_tokens - {b"close", b"keep-alive", b"upgrade"}
-        if named:  # headers the client declared hop-by-hop
-            kept = [line for line, low in zip(kept, kept_names, strict=True) if low not in named]
+        if named:  # headers the client declared hop-by-hop: drop them too (rare; rebuild)
+            parts = parts[:4]
+            for name, value in headers:
+                low = name.lower()
+                if low not in named and _SPECIAL.get(low, _KEEP) in (_KEEP, _HOST, _PIN, _COOKIE):
+                    parts += (name, b": ", value, b"\r\n")
     if info.upgrade is not None and (conn_tokens is None or b"upgrade" not in conn_tokens):
         info.upgrade = None
-    if method == "CONNECT":
+    if method == b"CONNECT":
         raise BadRequest(405, "CONNECT is not supported by this router")
-    if not info.request_id:
-        info.request_id = new_request_id()
-    # The head to send upstream.
-    ip = peer_ip.encode()
-    tail = b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: %s\r\nX-Request-Id: %s\r\n" % (
-        (xff + b", " + ip) if xff else ip,
+    rid = info.request_id
+    if not rid:
+        rid = info.request_id = _RID_FORMAT % next(_rid_counter)
+    parts += (
+        b"X-Forwarded-For: ",
+        (xff + b", " + peer_ip) if xff else peer_ip,
+        b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ",
         host,
-        info.request_id,
+        b"\r\nX-Request-Id: ",
+        rid,
     )
     if info.upgrade is not None:
-        tail += b"Connection: Upgrade\r\nUpgrade: %s\r\n" % info.upgrade
+        parts += (b"\r\nConnection: Upgrade\r\nUpgrade: ", info.upgrade)
     if info.chunked:
-        tail += b"Transfer-Encoding: chunked\r\n"
+        parts.append(b"\r\nTransfer-Encoding: chunked\r\n\r\n")
     elif info.content_length is not None:
-        tail += b"Content-Length: %d\r\n" % info.content_length
-    info.forwarded_head = b"%s %s HTTP/1.1\r\n%s%s\r\n" % (method.encode(), url, b"".join(kept), tail)
+        parts.append(b"\r\nContent-Length: %d\r\n\r\n" % info.content_length)
+    else:
+        parts.append(b"\r\n\r\n")
+    info.forwarded_head = b"".join(parts)
     return info
 
 
@@ -296,6 +337,12 @@ FRAMING_RE = re.compile(
     rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|upgrade|proxy-authenticate|proxy-authorization"
     rb"|content-length|transfer-encoding)[ \t]*:[ \t]*([^\r]*)",
     re.I,
+)
+#: FRAMING_RE for a head already lower-cased (``bytes.lower`` + a case-sensitive
+#: regex is about twice as fast as ``re.I``).
+FRAMING_LOWER_RE = re.compile(
+    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|upgrade|proxy-authenticate|proxy-authorization"
+    rb"|content-length|transfer-encoding)[ \t]*:[ \t]*([^\r]*)"
 )
 
 

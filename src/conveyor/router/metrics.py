@@ -17,9 +17,12 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from conveyor.domain.histogram import Histogram, bucket_upper
+from conveyor.domain.histogram import MIN_INDEX, Histogram, bucket_upper
 
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+#: Latency buckets counted in ReleaseStats.lat_fast: MIN_INDEX .. MIN_INDEX + 255,
+#: i.e. up to GAMMA ** 111 seconds (about 10 hours); slower requests use Histogram.record.
+FAST_BUCKETS = 256
 
 
 class InstanceStats:
@@ -47,7 +50,19 @@ class InstanceStats:
 class ReleaseStats:
     """Counters and the latency histogram of one release of one environment."""
 
-    __slots__ = ("app", "env", "release", "requests", "status", "upstream_errors", "in_flight", "latency", "instances")
+    __slots__ = (
+        "app",
+        "env",
+        "release",
+        "requests",
+        "status",
+        "upstream_errors",
+        "in_flight",
+        "latency",
+        "instances",
+        "lat_fast",
+        "lat_fast_sum",
+    )
 
     def __init__(self, app: str, env: str, release: int) -> None:
         self.app = app
@@ -58,7 +73,29 @@ class ReleaseStats:
         self.upstream_errors = 0
         self.in_flight = 0
         self.latency = Histogram()
+        #: Latencies recorded on the request path and not yet folded into ``latency``:
+        #: a count per bucket (slot ``i`` is bucket ``MIN_INDEX + i``) and their sum.
+        #: A list slot increment is cheaper than Histogram.record's dict update.
+        self.lat_fast = [0] * FAST_BUCKETS
+        self.lat_fast_sum = 0.0
         self.instances: dict[str, InstanceStats] = {}
+
+    def fold(self) -> Histogram:
+        """Move the request path's latency counts into ``latency``; returns it."""
+        lat = self.latency
+        fast = self.lat_fast
+        n = sum(fast)
+        if n:
+            self.lat_fast = [0] * FAST_BUCKETS
+            counts = lat.counts
+            for i, c in enumerate(fast):
+                if c:
+                    k = MIN_INDEX + i
+                    counts[k] = counts.get(k, 0) + c
+            lat.count += n
+            lat.total += self.lat_fast_sum
+            self.lat_fast_sum = 0.0
+        return lat
 
     def instance(self, id: str) -> InstanceStats:  # noqa: A002
         s = self.instances.get(id)
@@ -76,7 +113,7 @@ class ReleaseStats:
             "status": {"1xx": st[1], "2xx": st[2], "3xx": st[3], "4xx": st[4], "5xx": st[5]},
             "upstream_errors": self.upstream_errors,
             "in_flight": self.in_flight,
-            "latency": self.latency.to_json(),
+            "latency": self.fold().to_json(),
             "instances": {i: s.to_json() for i, s in sorted(self.instances.items())},
         }
 

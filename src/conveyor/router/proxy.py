@@ -28,7 +28,7 @@ import httptools
 from conveyor.domain.wire import RoutingTable
 from conveyor.router.config import RouterConfig
 from conveyor.router.exchange import P_BUFFER, P_QUEUE, P_UPGRADE, P_UPSTREAM, Exchange
-from conveyor.router.http1 import BadRequest, inspect_request, simple_response
+from conveyor.router.http1 import BadRequest, inspect_head, simple_response
 from conveyor.router.metrics import Metrics
 from conveyor.router.table import CompiledTable, EnvRoute, Target, compile_table, normalise_host
 from conveyor.router.upstream import UpstreamConnection
@@ -42,6 +42,7 @@ class Proxy:
     def __init__(self, config: RouterConfig, metrics: Metrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics(config.metrics)
+        self.record_metrics = self.metrics.enabled  # read once per request
         self.loop = asyncio.get_running_loop()
         self.table: CompiledTable = compile_table(RoutingTable())[0]
         self.clients: set[ClientConnection] = set()
@@ -57,10 +58,10 @@ class Proxy:
         self._ticker: asyncio.Task[None] | None = None
         self.accepting = True
         #: Host header as sent -> environment, for the table in force (cleared on apply).
-        self.host_cache: dict[str, EnvRoute] = {}
+        self.host_cache: dict[bytes, EnvRoute] = {}
 
-    def lookup_host(self, raw_host: str) -> EnvRoute | None:
-        env = self.table.hosts.get(normalise_host(raw_host))
+    def lookup_host(self, raw_host: bytes) -> EnvRoute | None:
+        env = self.table.hosts.get(normalise_host(raw_host.decode("latin-1")))
         if env is not None:
             if len(self.host_cache) > 4096:  # random Host headers must not grow it forever
                 self.host_cache.clear()
@@ -148,6 +149,9 @@ class Proxy:
     async def shutdown(self, timeout: float) -> None:
         """Stop: close idle connections, let active requests finish up to ``timeout``."""
         self.accepting = False
+        for c in self.clients:  # responses still to come say "Connection: close"
+            for ex in c.queue:
+                ex.fast_ok = False
         deadline = self.loop.time() + timeout
         while True:
             for c in list(self.clients):
@@ -184,6 +188,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: Any = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer_ip = ""
+        self.peer_ip_bytes = b""
         self.parsing: Exchange | None = None
         self.active: Exchange | None = None
         self.queue: deque[Exchange] = deque()
@@ -196,6 +201,15 @@ class ClientConnection(asyncio.Protocol):
         self.head_bytes = 0
         self.deadline = 0.0
         self.cb_error: BadRequest | None = None  # raised inside a parser callback
+        # The request head being parsed (reset at each message begin).
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_size = 0
+        self.max_head = state.max_head
+        self.max_headers = state.max_headers
+        #: The bytes being fed when no request had begun: its first line is the
+        #: request line, which tells the HTTP version cheaper than the parser does.
+        self.chunk: bytes | None = None
 
     # -- connection --------------------------------------------------------
 
@@ -203,6 +217,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else ""
+        self.peer_ip_bytes = self.peer_ip.encode()
         self.state.clients.add(self)
         self.deadline = self.state.head_deadline
 
@@ -256,12 +271,13 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.broken or self.close_after:
             return
-        ex = self.queue[-1] if self.queue else None
-        if ex is not None and ex.upgrade_buf is not None:  # bytes before the 101: keep for the tunnel
-            ex.upgrade_buf.append(data)
+        queue = self.queue
+        if queue and queue[-1].upgrade_buf is not None:  # bytes before the 101: keep for the tunnel
+            queue[-1].upgrade_buf.append(data)
             self.pause(P_UPGRADE)
             return
         was_head = self.in_head
+        self.chunk = data if self.parsing is None else None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -281,7 +297,7 @@ class ClientConnection(asyncio.Protocol):
                 err = BadRequest(400, f"malformed request: {e}")
             self._bad(err)
             return
-        if was_head and self.in_head:
+        if was_head and self.in_head and self.parsing is not None:  # a head still incomplete
             self.head_bytes += len(data)
             if self.head_bytes > self.state.max_head:
                 self._bad(BadRequest(431, f"request head larger than {self.state.max_head} bytes"))
@@ -316,54 +332,75 @@ class ClientConnection(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
-        ex = Exchange(self)
-        self.parsing = ex
+        self.parsing = Exchange(self)
+        self.url = b""
+        self.headers = []
+        self.head_size = 0
         self.in_head = True
         self.deadline = self.state.head_deadline
         if self.active is not None:
             self.pause(P_QUEUE)
 
     def on_url(self, url: bytes) -> None:
-        ex = self.parsing
-        assert ex is not None
-        ex.url += url
-        ex.head_size += len(url)
-        if ex.head_size > self.state.max_head:
-            self.cb_error = BadRequest(414, f"request target longer than {self.state.max_head} bytes")
+        self.url += url
+        size = self.head_size = self.head_size + len(url)
+        if size > self.max_head:
+            self.cb_error = BadRequest(414, f"request target longer than {self.max_head} bytes")
             raise self.cb_error
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        ex = self.parsing
-        assert ex is not None
-        headers = ex.headers
+        """Collect a header. The head's size is checked once it is complete (see
+        :meth:`_check_head_size`); trailers, which come after it, are checked here."""
+        headers = self.headers
         headers.append((name, value))
-        size = ex.head_size = ex.head_size + len(name) + len(value) + 4
-        state = self.state
-        if size > state.max_head or len(headers) > state.max_headers:
-            if size > state.max_head:
-                self.cb_error = BadRequest(431, f"request head larger than {state.max_head} bytes")
-            else:
-                self.cb_error = BadRequest(431, f"more than {state.max_headers} request headers")
+        if len(headers) > self.max_headers:
+            self.cb_error = BadRequest(431, f"more than {self.max_headers} request headers")
+            raise self.cb_error
+        if not self.in_head:  # a trailer of a chunked body
+            self.head_size += len(name) + len(value) + 4
+            self._check_head_size(self.head_size)
+
+    def _check_head_size(self, size: int) -> None:
+        if size > self.max_head:
+            self.cb_error = BadRequest(431, f"request head larger than {self.max_head} bytes")
             raise self.cb_error
 
     def on_headers_complete(self) -> None:
         ex = self.parsing
         assert ex is not None
         p = self.parser
-        ex.method = p.get_method().decode()
-        version = p.get_http_version()
-        ex.http11 = version == "1.1"
+        method = p.get_method()
+        ex.method = method
+        chunk = self.chunk
+        if chunk is not None:  # the head began in this chunk: sniff "HTTP/1.1" from its request line
+            self.chunk = None  # (only the first request of a chunk begins at its start)
+            eol = chunk.find(b"\n")
+            http11 = chunk[eol - 10 : eol] == b" HTTP/1.1\r" if eol > 10 else False
+            if not http11:
+                http11 = p.get_http_version() == "1.1"
+            # The head lies in this chunk, and counts at most 2 bytes more per line than
+            # it has (``a:b\n`` counts as ``a: b\r\n``): a short chunk cannot exceed the limit.
+            measure = len(chunk) * 2 > self.max_head
+        else:
+            http11 = p.get_http_version() == "1.1"
+            measure = True
+        headers = self.headers
+        if measure:
+            self.head_size += sum(len(n) + len(v) for n, v in headers) + 4 * len(headers)
+            self._check_head_size(self.head_size)
+        ex.http11 = http11
         self.in_head = False
         self.head_bytes = 0
         self.deadline = 0.0
+        self.headers = []  # trailers of a chunked body land in a fresh list
         try:
-            info = inspect_request(ex.method, ex.url, version, ex.headers, self.peer_ip, p.should_keep_alive())
+            info = inspect_head(method, self.url, http11, headers, self.peer_ip_bytes, p.should_keep_alive())
         except BadRequest as e:
             self.cb_error = e
             raise
         ex.info = info
-        ex.headers = []
         ex.body_expected = info.chunked or bool(info.content_length)
+        ex.fast_ok = http11 and info.keep_alive and info.upgrade is None and method != b"HEAD" and self.state.accepting
         self.queue.append(ex)
         if self.active is None:
             self.active = ex
@@ -384,7 +421,7 @@ class ClientConnection(asyncio.Protocol):
         self.in_head = True
         if ex is not None:
             ex.request_done = True
-            if not ex.finished:
+            if ex.body_expected and not ex.finished:
                 ex.request_end()
         if self.active is None and not self.close_after:
             self.deadline = self.state.idle_deadline
@@ -392,23 +429,26 @@ class ClientConnection(asyncio.Protocol):
     # -- exchange completion ----------------------------------------------
 
     def exchange_done(self, ex: Exchange) -> None:
-        if self.queue and self.queue[0] is ex:
-            self.queue.popleft()
+        queue = self.queue
+        if queue and queue[0] is ex:
+            queue.popleft()
         self.active = None
         if self.paused:
             self.resume(P_UPSTREAM | P_BUFFER)
         resp = ex.resp
-        request_over = ex.request_done or not ex.body_expected
-        if self.close_after or not request_over or (resp is not None and resp.close_client) or not self.state.accepting:
+        info = ex.info
+        if (
+            self.close_after
+            or not (ex.request_done or not ex.body_expected)
+            or (resp is not None and resp.close_client)
+            or not self.state.accepting
+            or (info is not None and not info.keep_alive)
+        ):
             self.close_after = True
             self.transport.close()
             return
-        if ex.info is not None and not ex.info.keep_alive:
-            self.close_after = True
-            self.transport.close()
-            return
-        if self.queue:
-            nxt = self.queue[0]
+        if queue:
+            nxt = queue[0]
             self.active = nxt
             nxt.activate()
         elif self.parsing is None:

@@ -91,6 +91,8 @@ class EnvRoute:
     split: list[ReleaseRoute] = field(default_factory=list)
     cumulative: list[int] = field(default_factory=list)
     total_weight: int = 0
+    #: ``split`` + its last element again (see balancer.choose_release).
+    split_guarded: list[ReleaseRoute] = field(default_factory=list)
 
     def blame_release(self) -> ReleaseRoute | None:
         """The release a 503 is counted against when nothing is routable: the heaviest."""
@@ -181,6 +183,7 @@ def _compile_env(
             route.split.append(r)
             route.cumulative.append(total)
     route.total_weight = total
+    route.split_guarded = route.split + route.split[-1:]
     return route
 
 

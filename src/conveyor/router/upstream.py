@@ -20,12 +20,17 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from conveyor.router.http1 import FRAMING_RE, split_head
+from conveyor.router.http1 import FRAMING_LOWER_RE, split_head
 
 if TYPE_CHECKING:
     from conveyor.router.exchange import Exchange
     from conveyor.router.proxy import ClientConnection
     from conveyor.router.table import Target
+
+
+#: Status lines' first 12 bytes whose response has a body framed by its headers:
+#: the fast path's candidates (HTTP/1.1; not 1xx, 204, 304).
+_FAST_STATUS: dict[bytes, int] = {b"HTTP/1.1 %d" % c: c for c in range(200, 1000) if c not in (204, 304)}
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -76,14 +81,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = transport
 
     def start(self, ex: Exchange) -> None:
-        """Begin serving ``ex``: a fresh response parser and state."""
+        """Begin serving ``ex``: a fresh response parser and state.
+
+        (``pre``, ``headers`` and ``reason`` are set when the response needs them:
+        the fast path never does.)
+        """
         self.ex = ex
         if self.parser is None:
             self.parser = httptools.HttpResponseParser(self)
         self.fresh = True
-        self.pre = []
-        self.headers = []
-        self.reason = b""
         self.done = False
         self.interim = False
         self.got_bytes = False
@@ -132,9 +138,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
-        ex.upstream_deadline = ex.state.upstream_deadline
         rem = self.remaining
         if rem:  # fast path: copy the rest of a Content-Length body, counting
+            ex.upstream_deadline = ex.state.upstream_deadline
             n = len(data)
             if n < rem:
                 self.remaining = rem - n
@@ -148,12 +154,16 @@ class UpstreamConnection(asyncio.Protocol):
             self.fresh = False
             if ex.fast_ok and self.fast_head(ex, data):
                 return
+            ex.upstream_deadline = ex.state.upstream_deadline
             self.raw = data
-        elif ex.passthrough:
-            ex.client.transport.write(data)
-        pre = self.pre
-        if pre is not None:
-            pre.append(data)
+            self.pre = [data]
+        else:
+            ex.upstream_deadline = ex.state.upstream_deadline
+            if ex.passthrough:
+                ex.client.transport.write(data)
+            pre = self.pre
+            if pre is not None:
+                pre.append(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -182,30 +192,32 @@ class UpstreamConnection(asyncio.Protocol):
         the client as it is and its end found by counting. Anything else returns
         False and goes through llhttp (this method then changed nothing).
         """
-        if not data.startswith(b"HTTP/1.1 "):
+        status = _FAST_STATUS.get(data[:12])
+        if status is None:  # not HTTP/1.1, or 1xx, 204, 304
             return False
         end = data.find(b"\r\n\r\n")
         if end < 0:
             return False
-        code = data[9:12]
-        if not code.isdigit() or code[0] in b"01" or code in (b"204", b"304"):
-            return False
         head = data[: end + 2]
         if head.count(b"\n") != head.count(b"\r\n"):
             return False
-        found = FRAMING_RE.findall(head)
-        if len(found) != 1 or found[0][0].lower() != b"content-length" or not found[0][1].isdigit():
+        found = FRAMING_LOWER_RE.findall(head.lower())
+        if len(found) != 1:
             return False
-        length = int(found[0][1])
+        name, value = found[0]
+        if name != b"content-length" or not value.isdigit():
+            return False
+        length = int(value)
         body = len(data) - end - 4
         if body > length:
             return False  # bytes after the response: let the parser complain
-        ex.fast_start(self, int(code))
+        ex.fast_start(self, status)
         ex.client.transport.write(data)
         if body == length:
-            ex.fast_complete(self, clean=True)
+            ex.fast_complete(self, True)
         else:
             self.remaining = length - body
+            ex.upstream_deadline = ex.state.upstream_deadline
         return True
 
     # httptools callbacks (no on_header: the head is read from the raw bytes, see head_bytes)
@@ -229,7 +241,7 @@ class UpstreamConnection(asyncio.Protocol):
         ex = self.ex
         if ex is not None and ex.response_head(self, status):
             self.done = True  # no body (HEAD, 204, 304)
-            if ex.method == "HEAD":
+            if ex.method == b"HEAD":
                 self.parser = None  # it would wait for the announced body: use a fresh one next time
 
     def on_body(self, body: bytes) -> None:

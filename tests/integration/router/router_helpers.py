@@ -96,12 +96,18 @@ class Procs:
     def spawn(self, args: list[str], **kw: Any) -> subprocess.Popen[bytes]:
         env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1")
         env.update(kw.pop("env", {}))
+        # Its own process group, so that cleanup also kills what it started (router workers).
+        kw.setdefault("start_new_session", True)
         p = subprocess.Popen(args, stdout=subprocess.PIPE, env=env, **kw)
         self.procs.append(p)
         return p
 
     def cleanup(self) -> None:
         for p in self.procs:
+            try:  # before p is reaped, so its pid (the group id) cannot have been reused
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
         for p in self.procs:

@@ -30,3 +30,14 @@ def test_benchmark_smoke() -> None:
         assert res[k]["requests"] > 0 and res[k]["rps"] > 0, res
         assert res[k]["errors"] == 0, res
     assert res["ratios"]["throughput_router_vs_haproxy"] > 0
+
+
+@pytest.mark.parametrize("kind", ["router", "router_no_metrics", "minimal_proxy"])
+def test_hot_path_loop_completes(kind: str) -> None:
+    """What ``--instructions`` runs under valgrind: the in-process request path, which
+    fails (exit status) if the fake exchanges stop completing."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "router.py"), "--hot-path-loop", kind, "--loop-n", "50"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr

@@ -120,6 +120,26 @@ def test_http10_client(backend: Callable[..., Backend], router: Callable[..., Ro
     assert body == b"x" * 5000  # close-delimited for an HTTP/1.0 client
 
 
+def test_http_version_read_per_pipelined_request(backend: Callable[..., Backend], router: Callable[..., Router]) -> None:
+    """Requests sharing one packet each keep their own HTTP version (the router reads it
+    from the request line of the first one only): an HTTP/1.0 keep-alive request after
+    an HTTP/1.1 one is answered with ``Connection: keep-alive``, the 1.1 ones without."""
+    r = router(make_table(1, [(1, 100, [backend("b1")])]))
+    out = raw(
+        r.port,
+        b"GET / HTTP/1.1\r\nHost: hello.localhost\r\n\r\n"
+        b"GET / HTTP/1.0\r\nHost: hello.localhost\r\nConnection: keep-alive\r\n\r\n"
+        b"GET / HTTP/1.1\r\nHost: hello.localhost\r\nConnection: close\r\n\r\n",
+        timeout=10,
+    )
+    answers = out.split(b"HTTP/1.1 200 ")
+    assert len(answers) == 4 and answers[0] == b"", out
+    heads = [a.partition(b"\r\n\r\n")[0].lower() for a in answers[1:]]
+    assert b"connection:" not in heads[0], out
+    assert b"connection: keep-alive" in heads[1], out
+    assert b"connection: close" in heads[2], out
+
+
 def test_expect_100_continue(backend: Callable[..., Backend], router: Callable[..., Router]) -> None:
     r = router(make_table(1, [(1, 100, [backend("b1")])]))
     s = socket.create_connection(("127.0.0.1", r.port), timeout=10)

@@ -83,3 +83,24 @@ def test_in_flight_is_read_from_target_outstanding() -> None:
     assert rel["in_flight"] == 3 and rel["instances"]["i1"]["in_flight"] == 2 and rel["instances"]["i2"]["in_flight"] == 1
     t1.outstanding = t2.outstanding = 0
     assert m.snapshot("r", 1, [t1, t2])["releases"][0]["in_flight"] == 0
+
+
+def test_request_path_latency_slots_fold_into_the_histogram() -> None:
+    """Exchange._record counts latencies in ReleaseStats.lat_fast (slot = bucket - MIN_INDEX);
+    snapshots fold them into the histogram: same buckets as Histogram.record, counted once."""
+    from conveyor.domain.histogram import MIN_INDEX, bucket_index
+
+    m = Metrics()
+    rs = m.release("a", "e", 1)
+    ref = Histogram()
+    for v in (0.0000005, 0.00042, 0.0031, 0.0031, 0.25, 7.5):
+        ref.record(v)
+        rs.lat_fast[bucket_index(v) - MIN_INDEX] += 1
+        rs.lat_fast_sum += v
+    rs.latency.record(0.5)  # recorded directly (a latency past the slots): still counted
+    ref.record(0.5)
+    h = Histogram.from_json(m.snapshot("r", 1)["releases"][0]["latency"])
+    assert h.counts == ref.counts and h.count == 7 and abs(h.total - ref.total) < 1e-9
+    assert sum(rs.lat_fast) == 0 and rs.lat_fast_sum == 0.0
+    again = Histogram.from_json(m.snapshot("r", 1)["releases"][0]["latency"])
+    assert again.counts == ref.counts and again.count == 7
