@@ -41,7 +41,6 @@ class ServerSettings:
     keep_images: int = 10  # per app, besides every image a live or recent release uses
     viewer_tokens: list[str] = field(default_factory=list)  # may read, not change
     router_url: str | None = None  # shown to users ("open http://hello.localhost:7780")
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def db_url(self) -> str:

@@ -18,7 +18,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         p.start()
         yield p
     finally:
-        p.stop()
+        p.stop_all()
 
 
 @pytest.fixture(scope="module")

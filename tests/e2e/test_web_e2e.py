@@ -82,7 +82,7 @@ def test_deploy_watch_rollback_and_see_markers(platform: Platform, browser: Any,
     page.goto(platform.url + "/apps/hello/metrics?env=production&window=900")
     chart = page.locator(".chart[data-kind=rate]")
     chart.wait_for()
-    wait_for(lambda: chart.locator("line.marker").count() >= 3, 30, "deploy markers on the chart")
+    wait_for(lambda: chart.locator("line.marker").count() >= 3, 30, what="deploy markers on the chart")
     labels = chart.locator(".marker-label").all_text_contents()
     assert any("r2 · admin" in t for t in labels), labels
     assert any(t.startswith("↶ r1 · admin") for t in labels), labels
@@ -224,7 +224,7 @@ def test_metrics_page_draws_real_traffic_through_the_router(platform: Platform, 
         series = platform.api("GET", "/apps/hello/metrics", params={"env": "production", "window": 900})["series"]
         return sum(p["requests"] for p in series.get(current, [])) >= 60
 
-    wait_for(scraped, 60, "the scraper to record the requests")
+    wait_for(scraped, 60, what="the scraper to record the requests")
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(platform.url + "/login?next=/apps/hello/metrics%3Fwindow%3D900")
     page.fill("#token", platform.token)

@@ -1,20 +1,11 @@
-"""A real platform for integration tests: ``conveyor up`` on free loopback ports.
-
-Each ``Platform`` runs the same command a user runs, with its own data dir and
-client config, and talks to it only through the CLI, the HTTP API and the
-router, like a user. Teardown stops it with SIGTERM (Ctrl-C) and then makes
-sure no process of its session is left.
-"""
+"""The integration tests' platform: ``conveyor up`` (tests/conveyor_up.py), used like a user
+uses it, only through the CLI, the HTTP API and the router."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,87 +14,20 @@ from typing import Any
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from conveyor_up import REPO, UpPlatform, free_port, wait_for
+
+__all__ = ["Platform", "free_port", "platform_factory", "shared_platform", "wait_for"]
+
 EXAMPLES = REPO / "examples"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Platform(UpPlatform):
+    """The integration tests' platform: the CLI, the API client, and HTTP through the router."""
 
-
-def wait_for(cond: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
-    """Poll ``cond`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = cond()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - keep polling, report the last error
-            last_exc = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
-
-
-class Platform:
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.data_dir = root / "data"
-        self.api_port = free_port()
-        self.router_port = free_port()
-        self.admin_port = free_port()
-        self.token = "test-admin-token"
-        self.env = {
-            **os.environ,
-            "CONVEYOR_CONFIG": str(root / "client.json"),
-            "CONVEYOR_URL": f"http://127.0.0.1:{self.api_port}",
-            "CONVEYOR_TOKEN": self.token,
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.api = httpx.Client(
-            base_url=f"http://127.0.0.1:{self.api_port}/api/v1",
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=30,
-        )
-
-    # -- lifecycle ---------------------------------------------------------
-
-    def start(self) -> None:
-        log = (self.root / "up.log").open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "up", "--data-dir", str(self.data_dir),
-             "--api-port", str(self.api_port), "--router-port", str(self.router_port),
-             "--router-admin-port", str(self.admin_port), "--admin-token", self.token],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True, cwd=self.root,
-        )
-        log.close()
-        wait_for(self._ready, 60, 0.1, "conveyor up to print that it is up")
-
-    def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"conveyor up exited with {self.proc.returncode}:\n{self.log()}")
-        return "Conveyor is up" in self.log()
-
-    def log(self) -> str:
-        path = self.root / "up.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(45)
-            except subprocess.TimeoutExpired:
-                pass
-        _kill_group(self.proc.pid)
-        self.proc = None
+        super().__init__(root, token="test-admin-token")
+        self.api = httpx.Client(base_url=f"{self.api_url}/api/v1",
+                                headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
 
     def child_pid(self, name: str) -> int:
         """The pid of the up's child process ``server``, ``agent`` or ``router``."""
@@ -118,13 +42,6 @@ class Platform:
         return min(pids)
 
     # -- using it ----------------------------------------------------------
-
-    def cli(self, *args: str, check: bool = False, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run([sys.executable, "-m", "conveyor", *args], capture_output=True, text=True,
-                             env=self.env, timeout=timeout, cwd=self.root)
-        if check and res.returncode != 0:
-            raise AssertionError(f"conveyor {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
-        return res
 
     def cli_json(self, *args: str) -> Any:
         res = self.cli(*args, "--json", check=True)
@@ -160,13 +77,6 @@ class Platform:
             raise AssertionError(f"deploy printed no JSON (exit {res.returncode}):\n{res.stdout}\n{res.stderr}") from None
 
 
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 @pytest.fixture
 def platform_factory(tmp_path: Path) -> Iterator[Callable[[], Platform]]:
     made: list[Platform] = []
@@ -179,8 +89,7 @@ def platform_factory(tmp_path: Path) -> Iterator[Callable[[], Platform]]:
 
     yield make
     for p in made:
-        p.stop()
-        _reap_instances(p.data_dir)
+        p.stop_all()
 
 
 @pytest.fixture(scope="module")
@@ -190,19 +99,4 @@ def shared_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platfo
     p = Platform(root)
     p.start()
     yield p
-    p.stop()
-    _reap_instances(p.data_dir)
-
-
-def _reap_instances(data_dir: Path) -> None:
-    """Instances run in their own sessions (they survive an agent crash by design); end any left over."""
-    state = data_dir / "agent" / "agent-state.json"
-    if not state.exists():
-        return
-    try:
-        doc = json.loads(state.read_text())
-    except ValueError:
-        return
-    for rec in (doc.get("processes") or {}).values():
-        if rec.get("pid"):
-            _kill_group(int(rec["pid"]))
+    p.stop_all()

@@ -570,7 +570,9 @@ def test_blue_green_preview_analyses_pinned_traffic_then_promotes(shared_platfor
         dep = _start(p, app, "v2", conveyor__toml=PREVIEW)
         _until(p, dep["id"], lambda d: d["state"] == "preview", 60, "the preview")
         t_preview = time.time()
-        time.sleep(1.0)  # observation window: the public is still on v1 while the tester sees v2
+        # the tester sees v2 while the public, over at least 20 requests, still sees only v1
+        wait_for(lambda: "v2" in pinned.versions(t_preview) and public.count(t_preview) >= 20, 20, 0.02,
+                 "pinned v2 and public traffic during the preview")
         assert public.versions(t_preview) == {"v1"}
         done = _until(p, dep["id"], lambda d: d["state"] in _ENDED, 60, "the promotion")
     assert done["state"] == "succeeded", done

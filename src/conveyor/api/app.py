@@ -37,7 +37,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     cp = ControlPlane(settings=settings, engine=engine, viewer_tokens=set(settings.viewer_tokens))
     from conveyor.build.store import ArtifactStore
 
-    cp.artifacts = ArtifactStore(settings.images_dir)  # type: ignore[attr-defined]
+    cp.artifacts = ArtifactStore(settings.images_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

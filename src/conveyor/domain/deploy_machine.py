@@ -378,11 +378,8 @@ def releases_to_stop(
         hold = max(rel.bake, rel.drain) if idx == 0 and rel.status == "superseded" else rel.drain
         if now - rel.retired_at >= hold:
             out.append(rel.number)
-    # Instances of releases never routed and not busy (e.g. a failed deploy): stop now.
-    known = {r.number for r in releases}
-    for number in sorted(running - keep - {r.number for r in retired}):
-        if number in known or number not in keep:
-            out.append(number)
+    # Running, yet neither kept nor ever retired (never routed, e.g. a failed deploy's): stop now.
+    out += running - keep - {r.number for r in retired}
     return sorted(set(out))
 
 
