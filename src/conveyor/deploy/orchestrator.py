@@ -220,9 +220,8 @@ class Orchestrator:
             return False
         if len(rows) > count:
             extra = [r.id for r in rows[: len(rows) - count]]
-            self._drain(conn, instances.c.id.in_(extra), self.clock())
-            repo.bump_counter(conn, "desired")
-            return True
+            # Draining changes the routing table, not what the agents run (yet): no desired bump.
+            return self._drain(conn, instances.c.id.in_(extra), self.clock())
         else:
             hosts = [h["name"] for h in repo.alive_hosts(conn)]
             if not hosts:

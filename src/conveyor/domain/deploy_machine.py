@@ -364,7 +364,7 @@ def releases_to_stop(
     bake period ends (the instant-rollback target). Everything else stops once
     its drain period has passed since it left the routing table.
     """
-    keep = {r for r in routed | busy}
+    keep = set(routed | busy)
     if current is not None:
         keep.add(current)
     retired = sorted(
