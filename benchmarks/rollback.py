@@ -58,9 +58,9 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "integration")]  # the tests' `conveyor up` harness
 
-from cvy_platform import Platform, _reap_instances, wait_for  # noqa: E402
+from cvy_platform import Platform, wait_for  # noqa: E402
 
 
 @dataclass
@@ -295,8 +295,7 @@ def main() -> None:
                     out.append(run_canary(p, app, "v2", {"conveyor__toml": toml, **files}, args))
                 result[name] = summarise(out) if runs > 1 else out[0]
         finally:
-            p.stop()
-            _reap_instances(p.data_dir)
+            p.stop_all()
     b = result.get("broken", {})
     g = result.get("good", {})
     if b:
