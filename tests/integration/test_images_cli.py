@@ -53,11 +53,11 @@ def test_promotion_ships_the_exact_image_and_git_builds_follow_the_branch(shared
     assert built["commit"]["sha"] == sha1 and built["commit"]["author"] == "Ada <ada@example.com>"
     out = p.deploy_image("promo", built["id"], "--env", "staging")
     assert out["state"] == "succeeded"
-    assert p.get("staging.promo.localhost").text == "hello from v1\n"
+    p.served("staging.promo.localhost", "hello from v1\n")
 
     promoted = p.cli_json("deploy", "promo", "--env", "production", "--from", "staging", "--wait")
     assert promoted["state"] == "succeeded" and promoted["image"] == built["id"]  # no rebuild
-    assert p.get("promo.localhost").text == "hello from v1\n"
+    p.served("promo.localhost", "hello from v1\n")
     rels = p.cli_json("releases", "promo")
     assert {r["env"]: r["commit"]["sha"] for r in rels} == {"staging": sha1, "production": sha1}
 
@@ -78,6 +78,6 @@ def test_gc_keeps_images_in_use(shared_platform: Platform) -> None:
     left = {i["digest"] for i in p.cli_json("images", "gcapp")}
     assert live["image"] in left and not left & set(spare)
     # the live release still runs, and its image can still be fetched by an agent
-    assert p.get("gcapp.localhost").text == "hello from v1\n"
+    p.served("gcapp.localhost", "hello from v1\n")
     assert p.api.get(f"/images/{live['image']}/manifest").status_code == 200
     assert p.api.get(f"/images/{spare[0]}/manifest").status_code == 404
