@@ -6,16 +6,22 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test install install-test bench clean
 
-$(VENV)/.installed: pyproject.toml
+# The router's request path is compiled with mypyc (setup.py): an edit to one of
+# its sources must rebuild it, or the editable install keeps running the old code.
+ROUTER_SOURCES := $(wildcard src/conveyor/router/*.py)
+
+$(VENV)/bin/python:
 	$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "Conveyor needs Python 3.11 or newer"'
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml setup.py $(ROUTER_SOURCES) | $(VENV)/bin/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+$(VENV)/.installed-test: pyproject.toml setup.py $(ROUTER_SOURCES) | $(VENV)/bin/python
 	$(BIN)/python -m pip install -q -e '.[test]'
-	touch $@
+	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

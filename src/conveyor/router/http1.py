@@ -122,9 +122,6 @@ def header_kind(name: bytes) -> int:
     return kind
 
 
-_new = object.__new__
-
-
 def inspect_request(
     method: str,
     url: bytes,
@@ -149,9 +146,7 @@ def inspect_head(
 
     The upstream head is gathered as a list of pieces and joined once.
     """
-    info: RequestInfo = _new(RequestInfo)  # the class holds the defaults; skip __init__
-    if not keep_alive:
-        info.keep_alive = False
+    info = RequestInfo(keep_alive)
     parts = [method, b" ", url, b" HTTP/1.1\r\n"]
     conn_tokens: set[bytes] | None = None
     host: bytes | None = None

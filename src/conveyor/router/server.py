@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 from conveyor.domain.wire import RoutingTable
+from conveyor.router import native
 from conveyor.router.admin import make_handler, start_admin
 from conveyor.router.config import RouterConfig
 from conveyor.router.follower import Follower
@@ -125,6 +126,7 @@ class RouterProcess:
             "table_version": self.proxy.table.version,
             "connections": len(self.proxy.clients),
             "in_flight": self.proxy.in_flight(),
+            "native": native.status().as_dict(),
             "control_plane": None
             if f is None
             else {"polls": f.status.polls, "failures": f.status.failures, "last_error": f.status.last_error},
@@ -166,11 +168,14 @@ async def serve(config: RouterConfig, advertise_admin: str | None = None, announ
         loop.add_signal_handler(sig, proc.stopping.set)
     if announce:
         admin = f" admin http://{config.admin[0]}:{proc.admin_port}" if config.admin else ""
+        build = native.status()
         print(
             f"conveyor router {config.router_id} listening on http://{config.listen[0]}:{proc.listen_port}{admin}"
-            f" table v{proc.proxy.table.version if proc.proxy else 0}",
+            f" table v{proc.proxy.table.version if proc.proxy else 0} ({build.mode})",
             flush=True,
         )
+        if build.warning():
+            print(f"conveyor router: warning: {build.warning()}", file=sys.stderr, flush=True)
     await proc.stopping.wait()
     await proc.stop()
     return 0

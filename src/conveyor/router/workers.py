@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from conveyor.router import native
 from conveyor.router.admin import make_handler, start_admin
 from conveyor.router.config import RouterConfig
 from conveyor.router.metrics import merge_snapshots
@@ -92,7 +93,7 @@ async def supervise(config: RouterConfig, argv: list[str]) -> int:
 
     async def health() -> dict[str, Any]:
         alive = sum(1 for w in workers if w.proc is not None and w.proc.returncode is None and w.admin_port)
-        return {"ok": alive == len(workers), "router": config.router_id, "workers": len(workers), "alive": alive}
+        return {"ok": alive == len(workers), "router": config.router_id, "workers": len(workers), "alive": alive, "native": native.status().as_dict()}
 
     if config.admin is not None:
         admin_server = await start_admin(config.admin[0], config.admin[1], make_handler(snapshot, table, health))
