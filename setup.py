@@ -27,7 +27,7 @@ from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
 #: Kept in step with conveyor.router.native.COMPILED_MODULES (a test checks it).
-COMPILED_MODULES = ("balancer", "exchange", "http1", "proxy", "table", "upstream")
+COMPILED_MODULES = ("balancer", "exchange", "http1", "metrics", "proxy", "table", "upstream")
 SOURCES = [f"src/conveyor/router/{name}.py" for name in COMPILED_MODULES]
 
 

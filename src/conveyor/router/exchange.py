@@ -21,7 +21,7 @@ import math
 import os
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, cast
 
 from conveyor.router import balancer
 from conveyor.router.http1 import (
@@ -39,7 +39,7 @@ from conveyor.router.http1 import (
 from conveyor.domain.histogram import GAMMA, MIN_INDEX, MIN_VALUE
 from conveyor.router.metrics import FAST_BUCKETS
 from conveyor.router.table import EnvRoute, ReleaseRoute, Target, normalise_host
-from conveyor.router.upstream import UpstreamConnection
+from conveyor.router.upstream import UpstreamConnection, upstream_factory
 
 if TYPE_CHECKING:
     from conveyor.router.proxy import ClientConnection
@@ -47,22 +47,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor.router")
 
 # Reasons a client connection's reading is paused (bit mask).
-P_BUFFER = 1  # request body buffered while the upstream connection opens
-P_UPSTREAM = 2  # upstream socket's write buffer is full
-P_QUEUE = 4  # a pipelined request waits for the one before it
-P_UPGRADE = 8  # waiting for the upstream's 101 before tunnelling
-_BUFFER_LIMIT = 256 * 1024
+P_BUFFER: Final = 1  # request body buffered while the upstream connection opens
+P_UPSTREAM: Final = 2  # upstream socket's write buffer is full
+P_QUEUE: Final = 4  # a pipelined request waits for the one before it
+P_UPGRADE: Final = 8  # waiting for the upstream's 101 before tunnelling
+_BUFFER_LIMIT: Final = 256 * 1024
 #: The framing of a response copied by the fast path (shared, never mutated).
-_FAST_RESP = ResponseInfo(b"", None, False, False, False, False, False, True)
-_perf = time.perf_counter
-_random = random.random
-_log = math.log
-_ceil = math.ceil
-_LOG_GAMMA = math.log(GAMMA)  # as conveyor.domain.histogram computes it: same buckets
-_choose_release = balancer.choose_release
-_choose_target = balancer.choose_target
+_FAST_RESP: Final = ResponseInfo(b"", None, False, False, False, False, False, True)
+# Module constants are Final: compiled (mypyc), they are C values instead of lookups in
+# the module's dict; imported ones are copied here for the same reason.
+_LOG_GAMMA: Final = math.log(GAMMA)  # as conveyor.domain.histogram computes it: same buckets
+_MIN_INDEX: Final = MIN_INDEX
+_MIN_VALUE: Final = MIN_VALUE
+_FAST_BUCKETS: Final = FAST_BUCKETS
 #: Status code -> index in ReleaseStats.status (class 1..5; anything odd counts as 5xx).
-_STATUS_CLASS = [5] * 100 + [1] * 100 + [2] * 100 + [3] * 100 + [4] * 100 + [5] * 500
+_STATUS_CLASS: Final = [5] * 100 + [1] * 100 + [2] * 100 + [3] * 100 + [4] * 100 + [5] * 500
 
 
 class Exchange:
@@ -101,7 +100,7 @@ class Exchange:
     def __init__(self, client: ClientConnection) -> None:
         self.client = client
         self.state = client.state
-        self.t0 = _perf()
+        self.t0 = time.perf_counter()
         self.body_buf: list[bytes] | None = []
 
     # -- routing -----------------------------------------------------------
@@ -121,17 +120,17 @@ class Exchange:
                 self.respond(404, state.unknown_host_text(normalise_host(info.host)), close=False)
                 return
         if info.pin is None and info.cookie is None and not env.sticky:
-            rel = _choose_release(env, _random())
+            rel = balancer.choose_release(env, random.random())
         else:
             pin = balancer.parse_pin(info.pin, info.cookie) if (info.pin or info.cookie) else None
-            point = self._sticky_point(env, info) if env.sticky and pin is None else _random()
-            rel = _choose_release(env, point, pin)
+            point = self._sticky_point(env, info) if env.sticky and pin is None else random.random()
+            rel = balancer.choose_release(env, point, pin)
         if rel is None:
             self.release = env.blame_release()
             self.respond(503, f"conveyor router: {env.app}/{env.env} has no ready instance\n", close=False)
             return
         self.release = rel
-        target = _choose_target(rel, state.now)
+        target = balancer.choose_target(rel, state.now)
         if target is None:
             self.respond(503, f"conveyor router: release {rel.release} of {env.app}/{env.env} has no ready instance\n", close=False)
             return
@@ -176,13 +175,14 @@ class Exchange:
     async def _connect(self, target: Target) -> None:
         state = self.state
         try:
-            _, conn = await asyncio.wait_for(
-                state.loop.create_connection(lambda: UpstreamConnection(target), target.host, target.port),
+            _, proto = await asyncio.wait_for(
+                state.loop.create_connection(upstream_factory(target), target.host, target.port),
                 state.config.connect_timeout,
             )
         except (OSError, asyncio.TimeoutError) as e:
             self._connect_failed(target, e)
             return
+        conn = cast(UpstreamConnection, proto)
         balancer.succeed(target)
         if self.finished or self.target is not target:
             conn.close()
@@ -437,10 +437,10 @@ class Exchange:
             return
         rs.requests += 1
         rs.status[_STATUS_CLASS[status]] += 1  # (a status has 3 digits)
-        dt = _perf() - self.t0
+        dt = time.perf_counter() - self.t0
         # Histogram.record, inlined: one log and one list slot (see ReleaseStats.lat_fast).
-        i = _ceil(_log(dt) / _LOG_GAMMA) - MIN_INDEX if dt > MIN_VALUE else 0
-        if i < FAST_BUCKETS:
+        i = math.ceil(math.log(dt) / _LOG_GAMMA) - _MIN_INDEX if dt > _MIN_VALUE else 0
+        if i < _FAST_BUCKETS:
             rs.lat_fast[i] += 1
             rs.lat_fast_sum += dt
         else:

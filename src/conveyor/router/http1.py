@@ -19,6 +19,7 @@ import os
 import re
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Final
 
 #: Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 HOP_BY_HOP = frozenset(
@@ -37,12 +38,12 @@ HOP_BY_HOP = frozenset(
 #: Request headers the router sets itself (or answers itself: Expect).
 _REPLACED = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"expect", b"content-length", b"x-forwarded-for"})
 
-_MAX_REQUEST_ID = 200
+_MAX_REQUEST_ID: Final = 200
 
 
-_RID_PREFIX = os.urandom(6).hex().encode()
-_RID_FORMAT = _RID_PREFIX + b"-%x"
-_rid_counter = itertools.count(1)
+_RID_PREFIX: Final = os.urandom(6).hex().encode()
+_RID_FORMAT: Final = _RID_PREFIX + b"-%x"
+_rid_counter: Final = itertools.count(1)
 
 
 def new_request_id() -> bytes:
@@ -93,8 +94,19 @@ def _tokens(value: bytes) -> set[bytes]:
 
 # What inspect_request does with each request header (by lower-case name); the
 # rest (kind 0) are forwarded as they are. One dict lookup per header on the hot path.
-_KEEP, _HOST, _CL, _TE, _CONN, _UPGRADE, _EXPECT, _XFF, _RID, _PIN, _COOKIE, _DROP = range(12)
-_SPECIAL: dict[bytes, int] = {
+_KEEP: Final = 0
+_HOST: Final = 1
+_CL: Final = 2
+_TE: Final = 3
+_CONN: Final = 4
+_UPGRADE: Final = 5
+_EXPECT: Final = 6
+_XFF: Final = 7
+_RID: Final = 8
+_PIN: Final = 9
+_COOKIE: Final = 10
+_DROP: Final = 11
+_SPECIAL: Final[dict[bytes, int]] = {
     b"host": _HOST,
     b"content-length": _CL,
     b"transfer-encoding": _TE,
@@ -110,8 +122,8 @@ for _h in HOP_BY_HOP | _REPLACED:
     _SPECIAL.setdefault(_h, _DROP)
 #: The kind of a header name as sent (any case): saves a ``lower()`` per header.
 #: Bounded, because the names are whatever clients send.
-_KIND_BY_NAME: dict[bytes, int] = {}
-_KIND_CACHE_MAX = 4096
+_KIND_BY_NAME: Final[dict[bytes, int]] = {}
+_KIND_CACHE_MAX: Final = 4096
 
 
 def header_kind(name: bytes) -> int:
@@ -443,7 +455,7 @@ def simple_response(status: int, text: str, close: bool, request_id: bytes = b""
     return b"".join(parts)
 
 
-CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def chunk(data: bytes) -> list[bytes]:
@@ -451,4 +463,4 @@ def chunk(data: bytes) -> list[bytes]:
     return [b"%x\r\n" % len(data), data, b"\r\n"]
 
 
-LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 
 #: The modules setup.py compiles (a test keeps the two lists equal).
-COMPILED_MODULES = ("balancer", "exchange", "http1", "proxy", "table", "upstream")
+COMPILED_MODULES = ("balancer", "exchange", "http1", "metrics", "proxy", "table", "upstream")
 
 
 @dataclass(frozen=True)

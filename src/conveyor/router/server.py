@@ -16,7 +16,8 @@ import logging
 import signal
 import socket
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from conveyor.domain.wire import RoutingTable
 from conveyor.router import native
@@ -92,7 +93,8 @@ class RouterProcess:
         sock.bind((host, port))
         sock.listen(2048)
         sock.setblocking(False)
-        self.server = await loop.create_server(self.proxy.protocol, sock=sock)
+        factory = cast("Callable[[], asyncio.Protocol]", self.proxy.protocol)  # a Protocol by its methods
+        self.server = await loop.create_server(factory, sock=sock)
         if cfg.admin is not None:
             self.admin = await start_admin(cfg.admin[0], cfg.admin[1], make_handler(self._snapshot, self._table, self._health))
         if cfg.control_plane:

@@ -18,9 +18,13 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from conveyor.domain.wire import RouteEnvironment, RoutingTable
+from conveyor.router.metrics import InstanceStats, ReleaseStats
+
+if TYPE_CHECKING:
+    from conveyor.router.upstream import UpstreamConnection
 
 
 class Target:
@@ -40,7 +44,7 @@ class Target:
         "stats",
     )
 
-    def __init__(self, id: str, address: str, stats: Any = None) -> None:  # noqa: A002 - wire name
+    def __init__(self, id: str, address: str, stats: InstanceStats | None = None) -> None:  # noqa: A002 - wire name
         self.id = id
         self.address = address
         host, _, port = address.rpartition(":")
@@ -51,7 +55,7 @@ class Target:
         self.failures = 0  # consecutive connect failures (ejection backoff)
         self.draining = False  # removed from the table: no new requests
         self.drain_deadline = 0.0
-        self.idle: list[Any] = []  # idle keep-alive upstream connections (the pool)
+        self.idle: list[UpstreamConnection] = []  # idle keep-alive upstream connections (the pool)
         self.stats = stats  # metrics.InstanceStats, or None when metrics are off
 
     @property
@@ -71,7 +75,7 @@ class ReleaseRoute:
     release: int
     weight: int
     targets: list[Target]
-    stats: Any = None  # metrics.ReleaseStats
+    stats: ReleaseStats | None = None  # None when metrics are off
     rr: int = 0  # rotating tie-breaker for least-outstanding
 
 
@@ -110,8 +114,8 @@ class CompiledTable:
     environments: list[EnvRoute]
 
 
-StatsFactory = Callable[[str, str, int], Any]
-InstanceStatsFactory = Callable[[Any, str], Any]
+StatsFactory = Callable[[str, str, int], ReleaseStats]
+InstanceStatsFactory = Callable[[ReleaseStats, str], InstanceStats]
 
 
 def normalise_host(value: str) -> str:

@@ -16,7 +16,8 @@ on after ``feed_data`` returns.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import httptools
 
@@ -30,10 +31,12 @@ if TYPE_CHECKING:
 
 #: Status lines' first 12 bytes whose response has a body framed by its headers:
 #: the fast path's candidates (HTTP/1.1; not 1xx, 204, 304).
-_FAST_STATUS: dict[bytes, int] = {b"HTTP/1.1 %d" % c: c for c in range(200, 1000) if c not in (204, 304)}
+_FAST_STATUS: Final[dict[bytes, int]] = {b"HTTP/1.1 %d" % c: c for c in range(200, 1000) if c not in (204, 304)}
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
+    """An asyncio Protocol by its methods (see ClientConnection for why it does not inherit the class)."""
+
     __slots__ = (
         "target",
         "transport",
@@ -259,3 +262,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.pre = [buf[buf.find(b"\r\n\r\n") + 4 :]]
             return
         self.done = True
+
+
+def upstream_factory(target: Target) -> Callable[[], asyncio.Protocol]:
+    """``loop.create_connection``'s protocol factory for ``target``.
+
+    UpstreamConnection implements asyncio.Protocol's methods without inheriting
+    the class: a compiled (mypyc) class is only native, with C-speed attribute
+    access, when it derives from nothing interpreted. The cast tells the type checker.
+    """
+    return cast("Callable[[], asyncio.Protocol]", lambda: UpstreamConnection(target))

@@ -31,10 +31,19 @@ def backend(procs: Procs) -> Callable[..., Backend]:
 
 
 @pytest.fixture
-def router(procs: Procs, tmp_path: Path) -> Callable[..., Router]:
+def router_build() -> str:
+    """Which router to start: the installed one (``installed``: compiled when the install could) or
+    ``pure-python`` (its sources, see pure_router.py). A test module overrides this to run both."""
+    return "installed"
+
+
+@pytest.fixture
+def router(procs: Procs, tmp_path: Path, router_build: str) -> Callable[..., Router]:
+    launcher = [str(HERE / "pure_router.py")] if router_build == "pure-python" else ["-m", "conveyor.router"]
+
     def start(table: dict[str, Any] | None = None, *flags: str, workers: int = 1) -> Router:
         tpath = tmp_path / f"table-{len(procs.procs)}.json"
-        args = [PY, "-m", "conveyor.router", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--router-id", "r-test"]
+        args = [PY, *launcher, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--router-id", "r-test"]
         if table is not None:
             tpath.write_text(json.dumps(table))
             args += ["--table-file", str(tpath)]
@@ -46,6 +55,8 @@ def router(procs: Procs, tmp_path: Path) -> Callable[..., Router]:
         line = read_first_line(p, timeout=30)
         m = re.search(r"listening on http://[^:]+:(\d+) admin http://[^:]+:(\d+)", line)
         assert m, line
+        if router_build == "pure-python" and workers == 1:
+            assert line.rstrip().endswith("(pure-python)"), line
         return Router(int(m.group(1)), int(m.group(2)), p, tpath, errp)
 
     return start

@@ -14,6 +14,13 @@ from router_helpers import Backend, Router, http_get, make_table, raw, wait_unti
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(params=["installed", "pure-python"])
+def router_build(request: pytest.FixtureRequest) -> str:
+    """Each test here runs against the installed router (compiled by mypyc when the install could)
+    and against its plain-Python sources: the two must behave the same."""
+    return str(request.param)
+
+
 def test_get_keepalive_balances_across_instances(backend: Callable[..., Backend], router: Callable[..., Router]) -> None:
     b1, b2 = backend("b1"), backend("b2")
     r = router(make_table(1, [(1, 100, [b1, b2])]))
