@@ -4,7 +4,8 @@ Both proxies front the same two backends with a 70/30 weighted split and
 keep-alive on both sides; one router worker vs one HAProxy thread. Each proxy
 is measured with wrk for the same duration (``--rounds`` times, alternating,
 medians reported); the router is measured with metrics on and off, and its CPU
-time per request gives the CPU cost of the metrics. Prints one JSON object.
+time per request gives the CPU cost of the metrics; and as plain Python
+(``--pure-python``), to show what the compiled (mypyc) build brings. Prints one JSON object.
 
     python benchmarks/router.py [--duration 10] [--connections 50] [--rounds 3]
 
@@ -395,6 +396,8 @@ def measure(stack: Stack, kind: str, tmp: Path, backends: list[int], weights: li
         cmd = [PY, "-m", "conveyor.router", "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{free_port()}", "--table-file", str(tfile), "--workers", str(args.workers)]
         if kind == "router_no_metrics":
             cmd.append("--no-metrics")
+        if kind == "router_pure_python":
+            cmd.append("--pure-python")
         p = stack.start(cmd)
     try:
         try:
@@ -411,6 +414,13 @@ def measure(stack: Stack, kind: str, tmp: Path, backends: list[int], weights: li
         return res
     finally:
         stack.stop(p)
+
+
+def router_build() -> dict[str, Any]:
+    """Is the router measured here compiled (mypyc) or plain Python? (``router`` and
+    ``router_no_metrics`` run the installed build; ``router_pure_python`` always its sources.)"""
+    out = subprocess.run([PY, "-c", "import json; from conveyor.router import native; print(json.dumps(native.status().as_dict()))"], capture_output=True, text=True, timeout=60, check=True).stdout
+    return dict(json.loads(out))
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -465,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                 stack.start([PY, __file__, "--serve-backend", str(bp), "--name", f"b{i}"])
             for bp in backends:
                 wait_port(bp)
-            kinds = ["haproxy", "router", "router_no_metrics", "minimal_proxy"]
+            kinds = ["haproxy", "router", "router_no_metrics", "router_pure_python", "minimal_proxy"]
             runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
             for _ in range(args.rounds):
                 for k in kinds:
@@ -473,13 +483,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stack.close()
     res = {k: median_of(v) for k, v in runs.items()}
-    h, r, rn, mp = res["haproxy"], res["router"], res["router_no_metrics"], res["minimal_proxy"]
+    h, r, rn, rp, mp = res["haproxy"], res["router"], res["router_no_metrics"], res["router_pure_python"], res["minimal_proxy"]
     micro_on, micro_off = micro_hot_path(True, repeat=args.micro_repeat), micro_hot_path(False, repeat=args.micro_repeat)
     instructions = {k: instructions_per_request(k) for k in ("router", "router_no_metrics", "minimal_proxy")} if args.instructions else None
     ratios = {
         "throughput_router_vs_haproxy": round(r["rps"] / h["rps"], 3) if h["rps"] else None,
         "p99_router_vs_haproxy": round(r["p99_ms"] / h["p99_ms"], 3) if h["p99_ms"] else None,
         "throughput_no_metrics_vs_haproxy": round(rn["rps"] / h["rps"], 3) if h["rps"] else None,
+        "throughput_pure_python_vs_haproxy": round(rp["rps"] / h["rps"], 3) if h["rps"] else None,
+        "throughput_compiled_vs_pure_python": round(r["rps"] / rp["rps"], 3) if rp["rps"] else None,
         "throughput_minimal_proxy_vs_haproxy": round(mp["rps"] / h["rps"], 3) if h["rps"] else None,
         "throughput_router_vs_minimal_proxy": round(r["rps"] / mp["rps"], 3) if mp["rps"] else None,
     }
@@ -489,7 +501,9 @@ def main(argv: list[str] | None = None) -> int:
         "haproxy": h,
         "router": r,
         "router_no_metrics": rn,
+        "router_pure_python": rp,
         "minimal_proxy": mp,
+        "router_build": router_build(),
         "ratios": ratios,
         "metrics_cost": {
             "cpu_us_per_request_on": r["cpu_us_per_request"],

@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shutdown-timeout", type=float, default=d.shutdown_timeout, help="seconds to finish in-flight requests on SIGTERM")
     p.add_argument("--poll-wait", type=float, default=d.poll_wait, help="long-poll wait sent to the control plane, seconds")
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    p.add_argument(
+        "--pure-python",
+        action="store_true",
+        help="run the request path from its Python sources even when the compiled (mypyc) build is installed: "
+        "about half the throughput; to rule the build out when chasing a bug",
+    )
     # Internal: used by the multi-worker supervisor for its children.
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--advertise-admin", default=None, help=argparse.SUPPRESS)
@@ -92,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"conveyor router: error: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.pure_python:
+        from conveyor.router.native import prefer_sources
+
+        prefer_sources()
     from conveyor.router.server import install_loop, serve
 
     install_loop()

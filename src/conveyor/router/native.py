@@ -8,13 +8,22 @@ is rebuilt. :func:`status` notices that (compiled file older than its source),
 the router prints it at start and reports it on ``/healthz``, and the test
 suite fails on it, so a stale build is never mistaken for the code in front of
 you. Rebuild with ``make install`` (or ``pip install -e .``).
+
+:func:`prefer_sources` (``conveyor router --pure-python``) runs the plain
+Python sources even where a compiled build is installed: to rule the build out
+when chasing a bug, and to test that both behave the same.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 
 #: The modules setup.py compiles (a test keeps the two lists equal).
 COMPILED_MODULES = ("balancer", "exchange", "http1", "metrics", "proxy", "table", "upstream")
@@ -78,3 +87,32 @@ def status() -> NativeStatus:
             if os.path.exists(source) and os.path.getmtime(source) > os.path.getmtime(str(path)) + 1.0:
                 stale.append(name)
     return NativeStatus(tuple(compiled), tuple(pure), tuple(stale))
+
+
+class _SourceFirst:
+    """A meta-path finder that picks ``name.py`` over a compiled ``name.*.so`` for the compiled router modules."""
+
+    names = frozenset(f"conveyor.router.{m}" for m in COMPILED_MODULES)
+
+    @classmethod
+    def find_spec(cls, name: str, path: Sequence[str] | None = None, target: ModuleType | None = None) -> ModuleSpec | None:
+        if name not in cls.names:
+            return None
+        for entry in path or ():
+            source = os.path.join(entry, f"{name.rsplit('.', 1)[1]}.py")
+            if os.path.exists(source):
+                return importlib.util.spec_from_file_location(name, source)
+        return None
+
+
+def prefer_sources() -> None:
+    """Import the router's modules from their Python sources from now on (``--pure-python``).
+
+    Must run before any of them is imported: a module already loaded compiled
+    stays compiled, and mixing would be confusing, so that raises RuntimeError.
+    """
+    loaded = [n for n in sorted(_SourceFirst.names) if n in sys.modules]
+    if loaded:
+        raise RuntimeError(f"prefer_sources() after {', '.join(loaded)} was imported")
+    if _SourceFirst not in sys.meta_path:
+        sys.meta_path.insert(0, _SourceFirst)  # type: ignore[arg-type]

@@ -33,23 +33,23 @@ def backend(procs: Procs) -> Callable[..., Backend]:
 @pytest.fixture
 def router_build() -> str:
     """Which router to start: the installed one (``installed``: compiled when the install could) or
-    ``pure-python`` (its sources, see pure_router.py). A test module overrides this to run both."""
+    ``pure-python`` (its sources: ``--pure-python``). A test module overrides this to run both."""
     return "installed"
 
 
 @pytest.fixture
 def router(procs: Procs, tmp_path: Path, router_build: str) -> Callable[..., Router]:
-    launcher = [str(HERE / "pure_router.py")] if router_build == "pure-python" else ["-m", "conveyor.router"]
-
     def start(table: dict[str, Any] | None = None, *flags: str, workers: int = 1) -> Router:
         tpath = tmp_path / f"table-{len(procs.procs)}.json"
-        args = [PY, *launcher, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--router-id", "r-test"]
+        args = [PY, "-m", "conveyor.router", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--router-id", "r-test"]
         if table is not None:
             tpath.write_text(json.dumps(table))
             args += ["--table-file", str(tpath)]
         if workers > 1:
             args += ["--workers", str(workers)]
         args += list(flags)
+        if router_build == "pure-python":
+            args.append("--pure-python")
         errp = tmp_path / f"router-{len(procs.procs)}.err"
         p = procs.spawn(args, stderr=open(errp, "wb"))  # noqa: SIM115 - closed with the process
         line = read_first_line(p, timeout=30)

@@ -26,10 +26,12 @@ def test_benchmark_smoke() -> None:
         capture_output=True, text=True, timeout=180, check=True,
     ).stdout
     res = json.loads(out)
-    for k in ("haproxy", "router", "router_no_metrics"):
+    for k in ("haproxy", "router", "router_no_metrics", "router_pure_python", "minimal_proxy"):
         assert res[k]["requests"] > 0 and res[k]["rps"] > 0, res
         assert res[k]["errors"] == 0, res
     assert res["ratios"]["throughput_router_vs_haproxy"] > 0
+    assert res["ratios"]["throughput_compiled_vs_pure_python"] > 0
+    assert res["router_build"]["mode"] in ("compiled", "pure-python"), res["router_build"]
 
 
 @pytest.mark.parametrize("kind", ["router", "router_no_metrics", "minimal_proxy"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,8 +43,8 @@ def test_modes_and_warnings() -> None:
 
 
 def test_the_router_under_test_is_compiled_and_current() -> None:
-    """The suite tests what users run: the compiled router (pure Python is tested beside it, by
-    tests/integration/router/pure_router.py). Without a C compiler the install falls back to pure
+    """The suite tests what users run: the compiled router (pure Python is tested beside it, with
+    ``--pure-python``, in tests/integration/router). Without a C compiler the install falls back to pure
     Python; that skips here, and fails under CI=true."""
     status = native.status()
     assert not status.stale, status.warning()
@@ -54,3 +56,20 @@ def test_the_router_under_test_is_compiled_and_current() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+
+
+def test_prefer_sources_loads_the_python_files() -> None:
+    code = (
+        "from conveyor.router.native import prefer_sources, status\n"
+        "prefer_sources()\n"
+        "import conveyor.router.exchange as e\n"
+        "print(status().mode, e.__file__.endswith('exchange.py'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.split() == ["pure-python", "True"]
+
+
+def test_prefer_sources_refuses_once_a_module_is_loaded() -> None:
+    code = "import conveyor.router.http1\nfrom conveyor.router.native import prefer_sources\nprefer_sources()\n"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "prefer_sources() after conveyor.router.http1 was imported" in run.stderr
