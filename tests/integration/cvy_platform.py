@@ -54,10 +54,11 @@ class Platform(UpPlatform):
         c = client or httpx
         return c.get(self.url(path), headers={"Host": host}, timeout=10)  # type: ignore[attr-defined]
 
-    def served(self, host: str, text: str, timeout: float = 10.0) -> None:
-        """Wait until the router serves ``text`` at ``host``. A deployment ends a moment before
-        every router has applied its new table (see the closing note of the first landing)."""
-        wait_for(lambda: self.get(host).text == text, timeout, 0.02, f"{text.strip()!r} served at {host}")
+    def served(self, host: str, text: str) -> None:
+        """The router serves ``text`` at ``host`` now, with no waiting: ``deploy --wait`` returns
+        only once every live router holds the deployment's routing table (GET /routers)."""
+        got = self.get(host).text
+        assert got == text, f"{host} served {got!r}, expected {text!r} right after the deployment ended"
 
     def app_copy(self, name: str = "hello", version: str = "v1", **files: str) -> Path:
         """A copy of examples/hello with a VERSION and extra or replaced files."""

@@ -15,6 +15,8 @@ from sqlalchemy import insert, select, update
 from starlette.concurrency import run_in_threadpool
 
 from conveyor.api.deps import CP, Reader, Writer
+from conveyor.api.schemas import RoutersView, RouterView
+from conveyor.api.state import router_sync
 from conveyor.deploy.documents import desired_state, routing_table
 from conveyor.domain.wire import AgentStatus, DesiredState, LogBatch, RoutingTable
 from conveyor.store.tables import hosts
@@ -48,6 +50,29 @@ async def get_routing(
     if router_id:
         cp.saw_router(router_id, admin, after or 0)
     return table
+
+
+@router.get("/routers", response_model=RoutersView, summary="Live routers and the table version each holds (long-poll)")
+async def get_routers(
+    cp: CP,
+    _p: Reader,
+    wait: float = Query(0.0, ge=0, le=MAX_WAIT, description="seconds to wait until every live router holds the current table"),
+) -> RoutersView:
+    """A deployment ends when its routing change is committed; the routers apply it a few
+    milliseconds later. ``deploy --wait`` calls this with ``wait`` so that it returns only once
+    requests sent next reach the new release."""
+    deadline = time.monotonic() + wait
+    while True:
+        table = await run_in_threadpool(routing_table, cp.engine, cp.settings.domain)
+        sync = router_sync(cp.routers, table.version, time.time())
+        remaining = deadline - time.monotonic()
+        if sync.synced or remaining <= 0:
+            return RoutersView(
+                table_version=sync.table_version,
+                synced=sync.synced,
+                routers=[RouterView(id=rid, table_version=v, seconds_since_poll=age, synced=v >= sync.table_version) for rid, v, age in sync.routers],
+            )
+        await cp.notifier.wait("routers", min(remaining, 0.5))
 
 
 @router.get("/agents/{host}/desired", response_model=DesiredState, summary="A host's desired state (long-poll)")

@@ -127,3 +127,18 @@ class Problem(BaseModel):
     """Every error: ``detail`` says what is wrong and what to do about it."""
 
     detail: str
+
+
+class RouterView(BaseModel):
+    id: str
+    table_version: int = Field(description="the routing table version this router holds")
+    seconds_since_poll: float
+    synced: bool = Field(description="holds the current table (or a newer one)")
+
+
+class RoutersView(BaseModel):
+    """The live routers (long-polled in the last 70 s) and whether they all hold the current table."""
+
+    table_version: int = Field(description="the control plane's current routing table version")
+    synced: bool = Field(description="every live router holds the current table")
+    routers: list[RouterView]

@@ -33,6 +33,36 @@ class RouterInfo:
     last_seen: float
 
 
+#: A router that long-polled within this many seconds counts as live (it re-polls at least
+#: every ``--poll-wait``, at most 60 s, and at once after each new table).
+ROUTER_LIVE_WINDOW = 70.0
+
+
+@dataclass(frozen=True)
+class RouterSync:
+    """Do the live routers hold the current routing table? (What ``deploy --wait`` waits for.)"""
+
+    table_version: int
+    #: (router id, table version it holds, seconds since it last polled), live routers only
+    routers: tuple[tuple[str, int, float], ...]
+
+    @property
+    def behind(self) -> list[str]:
+        return [rid for rid, version, _ in self.routers if version < self.table_version]
+
+    @property
+    def synced(self) -> bool:
+        return not self.behind
+
+
+def router_sync(routers: dict[str, RouterInfo], table_version: int, now: float, window: float = ROUTER_LIVE_WINDOW) -> RouterSync:
+    """Pure: which live routers hold ``table_version`` (or newer)."""
+    live = tuple(
+        (r.id, r.version, round(now - r.last_seen, 3)) for r in sorted(routers.values(), key=lambda r: r.id) if now - r.last_seen <= window
+    )
+    return RouterSync(table_version, live)
+
+
 @dataclass
 class ControlPlane:
     settings: ServerSettings
@@ -58,7 +88,10 @@ class ControlPlane:
         info = self.routers.get(router_id)
         if info is None:
             self.routers[router_id] = RouterInfo(router_id, admin_url, version, time.time())
+            self.notifier.poke("routers")
         else:
             info.admin_url = admin_url or info.admin_url
+            if info.version != version:
+                self.notifier.poke("routers")  # someone may wait for this router to catch up
             info.version = version
             info.last_seen = time.time()

@@ -16,6 +16,11 @@ from conveyor.config import ClientConfig, load_client_config
 from conveyor.domain.wire import API_PREFIX, deployment_fingerprint
 
 
+#: Deployment end states that changed the routing table (deploy --wait then waits for the routers).
+ROUTED_END = frozenset({"succeeded", "rolled_back"})
+#: How long deploy --wait waits for routers to apply the final table before warning.
+ROUTERS_WAIT = 10.0
+
 class ExitCode(IntEnum):
     OK = 0
     FAILED = 1  # the operation ran and failed: deployment failed or rolled back, build or tests failed
@@ -99,6 +104,15 @@ class Api:
         except httpx.TransportError as exc:
             raise CliError(f"lost the connection to {self.config.url}: {exc}", ExitCode.UNAVAILABLE) from None
 
+    def routers_synced(self, wait: float = ROUTERS_WAIT) -> dict[str, Any]:
+        """Wait (up to ``wait`` s) until every live router holds the current routing table.
+
+        A deployment ends when its routing change is committed; routers apply it
+        milliseconds later. Waiting here means a request sent after ``deploy
+        --wait`` returns reaches what the deployment says is live.
+        """
+        return self.get("/routers", params={"wait": wait}, timeout=httpx.Timeout(10.0, read=wait + 10.0))  # type: ignore[no-any-return]
+
     def wait_deployment(self, dep_id: int, on_change: Any = None, timeout: float | None = None) -> dict[str, Any]:
         """Follow a deployment until it ends; ``on_change(dep)`` is called on every change."""
         import time
@@ -115,6 +129,8 @@ class Api:
                 on_change(dep)
             seen = fp
             if dep["state"] in TERMINAL or dep["state"] == "paused":  # paused waits for a human: stop here
+                if dep["state"] in ROUTED_END:
+                    dep["routers"] = self.routers_synced()
                 return dep  # type: ignore[no-any-return]
             if deadline is not None and time.monotonic() > deadline:
                 raise CliError(f"deployment {dep_id} still {dep['state']} after {timeout:g}s", ExitCode.FAILED)

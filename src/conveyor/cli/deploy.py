@@ -120,6 +120,11 @@ def _finish(d: dict[str, Any], json_out: bool) -> None:
         o.emit_json(d)
     else:
         print_deployment(d)
+    routers = d.get("routers")
+    if routers and not routers["synced"] and not json_out:
+        behind = ", ".join(f"{r['id']} (v{r['table_version']})" for r in routers["routers"] if not r["synced"])
+        o.err.print(f"[yellow]warning:[/] routers {behind} do not hold routing table v{routers['table_version']} yet: "
+                    "for a moment some requests may still reach the previous release.")
     if d["state"] == "paused" and not json_out:
         o.err.print(f"Deployment #{d['id']} is paused: `conveyor resume {d['app']} --env {d['env']}`, "
                     f"`conveyor promote {d['app']} --env {d['env']}` or `conveyor abort {d['app']} --env {d['env']}`.")
@@ -136,7 +141,7 @@ def register(app: typer.Typer) -> None:
         from_env: Annotated[str | None, typer.Option("--from", help="Promote the image another environment runs.")] = None,
         env: EnvOpt = "production",
         strategy: Annotated[str | None, typer.Option("--strategy", help="bluegreen, rolling or canary (default: the manifest's).")] = None,
-        wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow the deployment until it ends; exit 1 unless it succeeded.")] = False,
+        wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow the deployment until it ends and every live router holds its routing table; exit 1 unless it succeeded.")] = False,
         json: JsonOpt = False,
     ) -> None:
         """Build (from --source) or pick (--image/--from) an image and deploy it to an environment.

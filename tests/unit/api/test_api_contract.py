@@ -28,7 +28,7 @@ def test_openapi_documents_every_user_endpoint(client: TestClient) -> None:
     for path in ["/api/v1/apps", "/api/v1/apps/{app}", "/api/v1/apps/{app}/deployments", "/api/v1/apps/{app}/rollback",
                  "/api/v1/deployments/{dep_id}", "/api/v1/deployments/{dep_id}/promote", "/api/v1/deployments/{dep_id}/abort",
                  "/api/v1/apps/{app}/builds", "/api/v1/apps/{app}/images", "/api/v1/images/gc", "/api/v1/apps/{app}/logs",
-                 "/api/v1/apps/{app}/metrics", "/api/v1/routing", "/api/v1/agents/{host}/desired", "/api/v1/dora"]:
+                 "/api/v1/apps/{app}/metrics", "/api/v1/routing", "/api/v1/routers", "/api/v1/agents/{host}/desired", "/api/v1/dora"]:
         assert path in paths, path
     assert all(op.get("summary") for ops in paths.values() for op in ops.values() if isinstance(op, dict))
 
