@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
-from conveyor.analysis import mannwhitney, sequential, threshold
+from conveyor.analysis import history, mannwhitney, sequential, threshold
 from conveyor.analysis.model import AnalysisConfig, Interval, Outcome, Verdict
 
 Judge = Callable[..., Verdict]
@@ -32,6 +32,9 @@ JUDGE_FUNCTIONS: Mapping[str, Judge] = {
     threshold.NAME: threshold.judge,
     mannwhitney.NAME: mannwhitney.judge,
     sequential.NAME: sequential.judge,
+    # The bake's judge (the previous release's earlier traffic as the reference); the
+    # orchestrator picks it for the bake, users do not name it (see analysis_source).
+    history.NAME: history.judge,
 }
 
 

@@ -21,6 +21,9 @@ from conveyor.store import series
 from conveyor.store.tables import verdicts
 
 PROGRESS_EVERY = 5.0
+#: The bake's reference: the previous release's traffic from this long before the deployment
+#: started until the bake began (its canary steps included).
+BAKE_REFERENCE_BEFORE = 600.0
 #: A stored point at second ``t`` holds what the scrape at ``t + frac`` found since the scrape
 #: before, so it may cover requests up to a second later than ``t``. A window starting at
 #: ``since`` must include the point at ``floor(since)``: a point is read when ``t > since - 1``
@@ -45,15 +48,21 @@ def verdict_for(conn: Connection, env_id: int, dep: dm.Deployment, now: float) -
     if req is None or dep.from_release is None:
         return None
     config = parse_analysis_config(dep.params.get("analysis") or {})
-    if req.phase == "bake":  # the previous release has no traffic now: absolute limits only
-        config = config.model_copy(update={"judges": ["threshold"]})
+    if req.phase == "bake":
+        # The previous release serves nothing now: absolute limits, and its error rate from before
+        # the bake as the reference (analysis/history.py). (model_copy: "history" is internal.)
+        config = config.model_copy(update={"judges": ["threshold", "history"]})
     since = window_start(req.since)
     canary = _intervals(conn, env_id, dep.to_release, since)
     # Like for like: the dedicated baseline (fresh instances of the stable release at the canary's
     # size and weight) when the deployment has one, else the stable release itself.
     compare_with = baseline_route(dep.from_release) if dep.params.get("baseline") and dep.state != "preview" \
         else dep.from_release
-    baseline = _intervals(conn, env_id, compare_with, since) if req.phase == "step" else []
+    if req.phase == "step":
+        baseline = _intervals(conn, env_id, compare_with, since)
+    else:
+        start = (dep.started_at or dep.created_at) - BAKE_REFERENCE_BEFORE
+        baseline = [i for i in _intervals(conn, env_id, dep.from_release, window_start(start)) if i.t < req.since]
     v = evaluate(config, canary, baseline, step_elapsed_s=max(0.0, now - req.since), step_duration_s=req.duration)
     outcome = v.outcome.value if hasattr(v.outcome, "value") else str(v.outcome)
     last = conn.execute(
