@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from conveyor.config import ServerSettings
 from conveyor.deploy.notify import Notifier
 from conveyor.deploy.orchestrator import Orchestrator
+from conveyor.store.web_sessions import SessionStore
 
 log = logging.getLogger("conveyor.server")
 
@@ -69,13 +70,17 @@ class ControlPlane:
     engine: Engine
     notifier: Notifier = field(default_factory=Notifier)
     routers: dict[str, RouterInfo] = field(default_factory=dict)
-    sessions: dict[str, str] = field(default_factory=dict)  # web session id -> token
     viewer_tokens: set[str] = field(default_factory=set)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     orchestrator: Orchestrator | None = None
     builds: object | None = None  # conveyor.build.queue.BuildQueue, set at start-up
     scraper: object | None = None  # conveyor.deploy.scraper.Scraper, set at start-up
     artifacts: Any = None  # conveyor.build.store.ArtifactStore
+    #: web session id -> token, in SQL (survives a restart)
+    sessions: SessionStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = SessionStore(self.engine, lambda: [self.settings.admin_token, *self.viewer_tokens])
 
     def role_of(self, token: str) -> str | None:
         if hmac.compare_digest(token.encode(), self.settings.admin_token.encode()):

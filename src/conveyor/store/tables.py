@@ -209,3 +209,13 @@ metric_points = Table(
     Column("latency", JSON, nullable=False),
     UniqueConstraint("env_id", "release", "resolution", "t", name="uq_metric_points_key"),
 )
+
+# Web UI sessions (conveyor.web.session_store): SHA-256 of the session id (the cookie) and of the
+# token it signs in with, never either in clear, so a copy of the database signs nobody in.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("token_hash", String(64), nullable=False),
+    Column("started_at", Float, nullable=False, index=True),
+)

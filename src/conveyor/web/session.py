@@ -24,6 +24,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from conveyor.api.deps import SESSION_COOKIE, Principal, constant_time_equal, csrf_token_for
 from conveyor.api.state import ControlPlane
+from conveyor.store.web_sessions import SESSION_MAX_AGE
 from conveyor.web.render import render
 
 router = APIRouter(include_in_schema=False)
@@ -48,17 +49,14 @@ async def page_error_handler(request: Request, exc: Exception) -> Response:
 
 PRELOGIN_COOKIE = "conveyor_prelogin"
 LOGIN_CODE_TTL = 60.0
-MAX_SESSIONS = 10_000
-#: A session lasts this long after sign-in, then the browser must sign in again.
-SESSION_MAX_AGE = 12 * 3600.0
 
 
 @dataclass
 class WebState:
-    """The UI's own in-memory state, hung on the control plane (lost on restart: sign in again)."""
+    """The UI's in-memory state, hung on the control plane: one-time sign-in codes (60 s; sessions
+    themselves live in SQL, see conveyor.store.web_sessions)."""
 
     login_codes: dict[str, tuple[str, float]] = field(default_factory=dict)  # code -> (token, expires)
-    session_started: dict[str, float] = field(default_factory=dict)
 
 
 def web_state(cp: ControlPlane) -> WebState:
@@ -77,10 +75,7 @@ def current_user(request: Request) -> Principal | None:
     """The signed-in principal of this browser, or None. Also sets ``request.state.web_csrf``."""
     cp = _cp(request)
     sid = request.cookies.get(SESSION_COOKIE)
-    started = web_state(cp).session_started.get(sid or "")
-    if sid and started is not None and time.time() - started > SESSION_MAX_AGE:
-        end_session(cp, sid)
-    token = cp.sessions.get(sid) if sid else None
+    token = cp.sessions.get(sid)
     role = cp.role_of(token) if token else None
     if sid is None or role is None:
         return None
@@ -121,14 +116,7 @@ def _safe_next(target: str | None) -> str:
 
 
 def _start_session(request: Request, token: str, target: str) -> Response:
-    cp = _cp(request)
-    st = web_state(cp)
-    if len(cp.sessions) >= MAX_SESSIONS:  # forget the oldest sessions rather than grow without bound
-        for old_sid in sorted(st.session_started, key=st.session_started.__getitem__)[: MAX_SESSIONS // 10]:
-            end_session(cp, old_sid)
-    sid = secrets.token_urlsafe(32)
-    cp.sessions[sid] = token
-    st.session_started[sid] = time.time()
+    sid = _cp(request).sessions.start(token)
     resp = RedirectResponse(_safe_next(target), status_code=303)
     resp.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="lax", path="/",
                     max_age=int(SESSION_MAX_AGE), secure=request.url.scheme == "https")
@@ -189,8 +177,7 @@ def logout(request: Request, user: PageUser, csrf: Annotated[str, Form()] = "") 
 
 def end_session(cp: ControlPlane, sid: str) -> None:
     """Forget a session: its cookie stops working for pages and for the API at once."""
-    cp.sessions.pop(sid, None)
-    web_state(cp).session_started.pop(sid, None)
+    cp.sessions.end(sid)
 
 
 def issue_login_code(cp: ControlPlane, token: str) -> str:

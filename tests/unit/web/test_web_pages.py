@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import re
 import time
 
@@ -67,7 +68,7 @@ def test_sign_in_sets_a_random_httponly_samesite_session_cookie(anon: Site) -> N
     assert "conveyor_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax")
     sid = re.search(r"conveyor_session=([^;]+)", cookie).group(1)  # type: ignore[union-attr]
     assert len(sid) >= 40 and ADMIN not in cookie
-    assert anon.cp.sessions[sid] == ADMIN
+    assert anon.cp.sessions.get(sid) == ADMIN
     assert anon.client.get("/hosts").status_code == 200
 
 
@@ -80,7 +81,7 @@ def test_sign_in_rejects_bad_tokens_and_stale_forms_with_a_reason(anon: Site) ->
     assert empty.status_code == 422 and "paste a token" in empty.text
     stale = anon.client.post("/login", data={"token": ADMIN, "csrf": "0" * 64})
     assert stale.status_code == 400 and "expired" in stale.text
-    assert anon.cp.sessions == {}
+    assert len(anon.cp.sessions) == 0
 
 
 def test_sign_in_never_redirects_to_another_site(anon: Site) -> None:
@@ -95,18 +96,49 @@ def test_sign_out_ends_the_session(web: Site) -> None:
     assert web.client.post("/logout", data={"csrf": "nope"}).status_code == 403
     resp = web.client.post("/logout", data={"csrf": csrf})
     assert resp.status_code == 303
-    assert web.cp.sessions == {}
+    assert len(web.cp.sessions) == 0
     assert web.client.get("/").status_code == 303
 
 
 def test_sessions_expire(web: Site) -> None:
-    from conveyor.web.session import SESSION_MAX_AGE, web_state
+    from conveyor.store.web_sessions import SESSION_MAX_AGE
 
-    [sid] = list(web.cp.sessions)
-    web_state(web.cp).session_started[sid] -= SESSION_MAX_AGE + 1
+    assert len(web.cp.sessions) == 1
+    web.cp.sessions.clock = lambda: time.time() + SESSION_MAX_AGE + 1
     assert web.client.get("/").status_code == 303
-    assert web.cp.sessions == {}
+    assert len(web.cp.sessions) == 0
     assert web.client.get("/api/v1/overview").status_code == 401
+
+
+def test_sessions_survive_a_restart_and_end_with_their_token(tmp_path: Path) -> None:
+    """Sessions live in SQL, hashed: a restarted control plane keeps them; a revoked token ends them."""
+    from fastapi.testclient import TestClient
+
+    from conveyor.api.app import create_app
+    from conveyor.config import ServerSettings
+    from conveyor.store.tables import web_sessions
+
+    def site(viewers: list[str]) -> TestClient:
+        settings = ServerSettings(data_dir=tmp_path / "data", admin_token=ADMIN, viewer_tokens=viewers, build_workers=1)
+        return TestClient(create_app(settings), base_url="http://testserver", follow_redirects=False)
+
+    with site(["viewer-1"]) as first:
+        cookies = {}
+        for token in (ADMIN, "viewer-1"):
+            first.cookies.clear()
+            page = first.get("/login")
+            csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text).group(1)  # type: ignore[union-attr]
+            resp = first.post("/login", data={"token": token, "csrf": csrf})
+            cookies[token] = re.search(r"conveyor_session=([^;]+)", resp.headers["set-cookie"]).group(1)  # type: ignore[union-attr]
+        with first.app.state.cp.engine.connect() as conn:  # type: ignore[attr-defined]
+            rows = [tuple(r) for r in conn.execute(select(web_sessions)).all()]
+        assert len(rows) == 2
+        assert not any(secret in str(rows) for secret in (ADMIN, "viewer-1", *cookies.values()))
+    with site([]) as second:  # restarted, and viewer-1 is no longer accepted
+        second.cookies.set("conveyor_session", cookies[ADMIN])
+        assert second.get("/hosts").status_code == 200
+        second.cookies.set("conveyor_session", cookies["viewer-1"])
+        assert second.get("/hosts").status_code == 303
 
 
 def test_one_time_login_link_signs_in_once(anon: Site) -> None:
