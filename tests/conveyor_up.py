@@ -74,12 +74,13 @@ def reap_instances(data_dir: Path) -> None:
 class UpPlatform:
     """``conveyor up`` as a user runs it, on free ports."""
 
-    def __init__(self, root: Path, token: str) -> None:
+    def __init__(self, root: Path, token: str, host: str = "127.0.0.1") -> None:
         self.root = root
+        self.host = host  # where the API and the router listen (``conveyor up --host``)
         self.data_dir = root / "data"
         self.api_port, self.router_port, self.admin_port = free_port(), free_port(), free_port()
         self.token = token
-        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.api_url = f"http://{host}:{self.api_port}"
         self.env = {**os.environ, "CONVEYOR_CONFIG": str(root / "client.json"), "CONVEYOR_URL": self.api_url,
                     "CONVEYOR_TOKEN": token, "PYTHONUNBUFFERED": "1"}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -89,7 +90,7 @@ class UpPlatform:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "conveyor", "up", "--data-dir", str(self.data_dir),
                  "--api-port", str(self.api_port), "--router-port", str(self.router_port),
-                 "--router-admin-port", str(self.admin_port), "--admin-token", self.token],
+                 "--router-admin-port", str(self.admin_port), "--admin-token", self.token, "--host", self.host],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True, cwd=self.root)
         wait_for(self._ready, 60, 0.1, "conveyor up to say it is up")
 

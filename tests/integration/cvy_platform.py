@@ -24,8 +24,8 @@ EXAMPLES = REPO / "examples"
 class Platform(UpPlatform):
     """The integration tests' platform: the CLI, the API client, and HTTP through the router."""
 
-    def __init__(self, root: Path) -> None:
-        super().__init__(root, token="test-admin-token")
+    def __init__(self, root: Path, host: str = "127.0.0.1") -> None:
+        super().__init__(root, token="test-admin-token", host=host)
         self.api = httpx.Client(base_url=f"{self.api_url}/api/v1",
                                 headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
 
@@ -34,7 +34,7 @@ class Platform(UpPlatform):
         pattern = {
             "server": f"-m conveyor server --data-dir {self.data_dir} ",
             "agent": f"-m conveyor agent .* --data-dir {self.data_dir}/agent",
-            "router": f"-m conveyor router --listen 127.0.0.1:{self.router_port} ",
+            "router": f"-m conveyor router --listen {self.host}:{self.router_port} ",
         }[name]
         out = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True)
         pids = [int(p) for p in out.stdout.split()]
@@ -48,7 +48,7 @@ class Platform(UpPlatform):
         return json.loads(res.stdout)
 
     def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.router_port}{path}"
+        return f"http://{self.host}:{self.router_port}{path}"
 
     def get(self, host: str, path: str = "/", client: httpx.Client | None = None) -> httpx.Response:
         c = client or httpx

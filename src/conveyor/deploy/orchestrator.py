@@ -23,11 +23,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from conveyor.domain import deploy_machine as dm
+from conveyor.domain import healing
 from conveyor.domain.wire import InstanceState
 from conveyor.deploy.notify import Notifier
 from conveyor.deploy.service import _as_machine
 from conveyor.store import repo
-from conveyor.store.tables import deployments, environments, instances, releases
+from conveyor.store.tables import deployments, environments, hosts, instances, releases
 
 log = logging.getLogger("conveyor.orchestrator")
 
@@ -86,6 +87,8 @@ class Orchestrator:
             for env_id in [r.id for r in conn.execute(select(environments.c.id)).all()]:
                 touched |= self._retire(conn, env_id)
                 touched |= self._reap_drained(conn, env_id)
+                if env_id not in env_ids:  # a running deployment owns its environment's counts
+                    touched |= self._heal(conn, env_id)
         return touched
 
     def _drive(self, conn: Connection, env_id: int) -> set[str]:
@@ -249,6 +252,41 @@ class Orchestrator:
             update(instances).where(cond, instances.c.draining_since.is_(None)).values(draining_since=now)
         ).rowcount
         return bool(n)
+
+    def _heal(self, conn: Connection, env_id: int) -> set[str]:
+        """Replace the serving instances of a lost host on the hosts that are alive (domain/healing.py)."""
+        cutoff = repo.lost_cutoff(self.clock())
+        if cutoff <= 0:  # just started: hosts have not had time to report to this process yet
+            return set()
+        alive = [h["name"] for h in conn.execute(select(hosts.c.name).where(hosts.c.last_seen >= cutoff)).mappings()]
+        env = repo.env_by_id(conn, env_id)
+        placed = [
+            healing.PlacedInstance(r.id, r.release, r.role, r.host)
+            for r in conn.execute(
+                select(instances.c.id, instances.c.release, instances.c.role, instances.c.host).where(
+                    instances.c.env_id == env_id, instances.c.draining_since.is_(None)
+                )
+            ).all()
+        ]
+        serving = healing.serving_releases(env["current_release"], repo.routes_of(env))
+        lost = healing.lost_instances(placed, serving, alive)
+        if not lost:
+            return set()
+        now = self.clock()
+        app, env_name = repo.app_env_names(conn, env_id)
+        for release in sorted({i.release for i in lost}):
+            gone = [i for i in lost if i.release == release]
+            keep = sum(1 for i in placed if i.release == release and i.role == "main")
+            self._drain(conn, instances.c.id.in_([i.id for i in gone]), now)
+            self._ensure(conn, env_id, app, env_name, release, keep, "main")
+            hosts_gone = ", ".join(sorted({i.host for i in gone}))
+            repo.record_event(
+                conn, "instances_replaced",
+                f"host {hosts_gone} stopped reporting: started {len(gone)} instance(s) of release {release} elsewhere",
+                app=app, env=env_name, actor="conveyor",
+                data={"release": release, "hosts": sorted({i.host for i in gone}), "instances": [i.id for i in gone]},
+            )
+        return {"desired", "routing"}
 
     def _reap_drained(self, conn: Connection, env_id: int) -> set[str]:
         """Delete (so the agent stops) instances whose drain period is over."""

@@ -27,6 +27,23 @@ def now() -> float:
     return time.time()
 
 
+#: A host that has not reported for this long is lost: its instances leave the routing table and
+#: count as not running, and new instances go elsewhere. Agents report at least every 5 s, so this
+#: is three missed reports.
+HOST_LOST_AFTER = 15.0
+#: When this process started: after a control-plane restart every host gets HOST_LOST_AFTER
+#: seconds to report again before it can be judged lost (its last report predates the restart).
+_STARTED_AT = time.time()
+
+
+def lost_cutoff(at: float | None = None) -> float:
+    """Hosts whose last report is older than this are lost (none in this process's first HOST_LOST_AFTER s)."""
+    t = now() if at is None else at
+    if t - _STARTED_AT < HOST_LOST_AFTER:
+        return 0.0  # (epoch seconds: every report is newer)
+    return t - HOST_LOST_AFTER
+
+
 # --- counters (monotonic versions for long-polls) ---------------------------
 
 
@@ -156,16 +173,17 @@ def rollback_target(conn: Connection, env_id: int, current: int | None) -> int |
 # --- hosts and instances ----------------------------------------------------
 
 
-def alive_hosts(conn: Connection, within: float = 30.0) -> list[RowMapping]:
+def alive_hosts(conn: Connection, within: float = HOST_LOST_AFTER) -> list[RowMapping]:
     return list(
         conn.execute(select(hosts).where(hosts.c.last_seen >= now() - within).order_by(hosts.c.name)).mappings().all()
     )
 
 
 def instance_status_map(conn: Connection) -> dict[str, tuple[str, dict[str, Any]]]:
-    """instance id → (host address, last reported InstanceStatus dict), from every host's last report."""
+    """instance id → (host address, last reported InstanceStatus dict), from the last report of
+    every host that is not lost (see :func:`lost_cutoff`): a lost host's instances are unknown."""
     out: dict[str, tuple[str, dict[str, Any]]] = {}
-    for row in conn.execute(select(hosts.c.address, hosts.c.status)).all():
+    for row in conn.execute(select(hosts.c.address, hosts.c.status).where(hosts.c.last_seen >= lost_cutoff())).all():
         for inst in (row.status or {}).get("instances", []):
             out[inst["id"]] = (row.address, inst)
     return out

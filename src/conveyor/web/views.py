@@ -30,7 +30,7 @@ from conveyor.store.tables import (
 )
 
 #: A host whose agent has not reported for this long is shown offline.
-HOST_STALE_S = 30.0
+HOST_STALE_S = repo.HOST_LOST_AFTER
 
 
 def env_health(release: int | None, instances: list[dict[str, Any]]) -> str:
