@@ -107,6 +107,12 @@ def test_three_hosts_share_the_traffic_and_one_can_power_off(tmp_path: Path) -> 
         assert any(e["kind"] == "instances_replaced" and "h2" in e["message"] for e in events), events
         with httpx.Client() as client:
             assert all(p.get("spread.localhost", client=client).status_code == 200 for _ in range(30))
+
+        listed = p.cli_json("hosts")
+        assert {h["name"]: h["online"] for h in listed["hosts"]} == {"local": True, "h1": True, "h2": False}
+        assert listed["routers"]["synced"] is True and [r["id"] for r in listed["routers"]["routers"]] == ["local"]
+        shown = p.cli("hosts", check=True).stdout
+        assert "h2" in shown and "lost" in shown and net.hosts[0].address in shown
     finally:
         p.stop_all()
         net.destroy()

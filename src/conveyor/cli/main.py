@@ -170,6 +170,38 @@ def releases(
 
 
 @app.command()
+def hosts(json: JsonOpt = False) -> None:
+    """The hosts (agents) with their instances, and the routers with the routing table each holds.
+
+    A host that has not reported for 15 s is lost: its instances are out of the
+    routing table and, between deployments, started again on live hosts.
+    """
+
+    def body() -> None:
+        with Api() as api:
+            view = api.get("/hosts")
+            routers = api.get("/routers")
+        if json:
+            o.emit_json({"hosts": view["hosts"], "routers": routers})
+            return
+        o.table(
+            "Hosts",
+            ["HOST", "ADDRESS", "STATE", "LAST REPORT", "INSTANCES"],
+            [[h["name"], h["address"], o.styled("online" if h["online"] else "lost"), o.ago(h["last_seen"]),
+              ", ".join(f"{i.get('app') or '?'}/{i.get('env') or '?'} r{i.get('release')} {i.get('state')}" for i in h["instances"]) or "-"]
+             for h in view["hosts"]],
+        )
+        o.table(
+            f"Routers (current routing table v{routers['table_version']})",
+            ["ROUTER", "TABLE", "LAST POLL"],
+            [[r["id"], f"v{r['table_version']}" + ("" if r["synced"] else " (behind)"), f"{r['seconds_since_poll']:.1f}s ago"]
+             for r in routers["routers"]],
+        )
+
+    run(body)
+
+
+@app.command()
 def logs(
     app_name: Annotated[str, typer.Argument(metavar="APP")],
     env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.")] = None,

@@ -64,6 +64,8 @@ STATE_STYLE = {
     "queued": "cyan",
     "canary": "magenta",
     "paused": "yellow",
+    "online": "green",
+    "lost": "red",
 }
 
 
