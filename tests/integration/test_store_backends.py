@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -24,12 +25,13 @@ import pytest
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
-from sqlalchemy import insert
+from sqlalchemy import create_engine, insert
 
 from conveyor.api.app import create_app
 from conveyor.config import ServerSettings
 from conveyor.domain.histogram import Histogram
 from conveyor.store import repo, series
+from conveyor.store.db import migrate
 from conveyor.store.tables import images
 
 from cvy_platform import free_port, wait_for
@@ -141,3 +143,28 @@ def test_deploy_route_rollback_and_series_on_each_backend(client: TestClient) ->
     (point,) = m["series"]["1"]
     assert point["requests"] == 6 and point["errors"] == 2 and abs(point["p99"] - 0.5) / 0.5 < 0.05
     assert [mk["kind"] for mk in m["markers"]] == ["deployed", "deployed", "rollback"]
+
+
+def test_only_one_replica_gets_the_lease_on_postgresql(postgres_url: str) -> None:
+    """Two replicas race for the orchestrator lease on PostgreSQL, each in its own open transaction:
+    the conditional UPDATE lets exactly one through (the other waits on the row lock, then sees it held)."""
+    engine = create_engine(postgres_url)
+    migrate(engine)
+    barrier = threading.Barrier(2)
+    won: list[str] = []
+
+    def race(me: str) -> None:
+        with engine.begin() as conn:
+            barrier.wait(10)
+            if repo.take_lease(conn, "orchestrator", me, 4_000_000_000.0, 5.0):
+                won.append(me)
+
+    threads = [threading.Thread(target=race, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(won) == 1, won
+    with engine.begin() as conn:  # give it back: the module's other tests share this database
+        repo.release_lease(conn, "orchestrator", won[0])
+    engine.dispose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -42,7 +43,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cp.notifier.bind(asyncio.get_running_loop())
-        cp.orchestrator = Orchestrator(engine, cp.notifier)
+        cp.orchestrator = Orchestrator(
+            engine, cp.notifier, identity=f"{socket.gethostname()}:{settings.host}:{settings.port}"
+        )
         cp.tasks.append(asyncio.create_task(cp.orchestrator.run(), name="orchestrator"))
         for starter in _extensions:
             await starter(cp)
@@ -81,7 +84,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+        orch = cp.orchestrator
+        return {"status": "ok", "version": __version__,
+                "orchestrator": "leading" if orch is not None and orch.leader else "standing by"}
 
     return app
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +34,11 @@ from conveyor.store.tables import deployments, environments, hosts, instances, r
 
 log = logging.getLogger("conveyor.orchestrator")
 
+#: Control-plane replicas on one database: only the holder of this lease runs the loop. A holder
+#: renews it every tick; if it dies, another replica takes over once the lease has expired.
+LEASE = "orchestrator"
+LEASE_TTL = 5.0
+
 #: Hook for analysis: (connection, environment id, deployment, now) → verdict dict or None.
 VerdictSource = Callable[[Connection, int, dm.Deployment, float], dict[str, Any] | None]
 
@@ -45,6 +52,7 @@ class Orchestrator:
         interval: float = 0.25,
         clock: Callable[[], float] = time.time,
         verdicts: VerdictSource | None = None,
+        identity: str | None = None,
     ) -> None:
         self.engine = engine
         self.notifier = notifier
@@ -56,24 +64,41 @@ class Orchestrator:
             verdicts = verdict_for
         self.verdicts = verdicts
         self.ticks = 0
+        #: Who this replica is, for the lease. The server passes host:address:port, so a restarted
+        #: control plane reclaims its own lease at once instead of waiting for it to expire.
+        self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.leader = False
 
     async def run(self) -> None:
-        while True:
-            try:
-                touched = await asyncio.to_thread(self.tick)
-                if touched:
-                    self.notifier.poke(*touched)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one bad tick must not stop deployments everywhere
-                log.exception("orchestrator tick failed; retrying")
-            await self.notifier.wait("orchestrator", self.interval)
+        try:
+            while True:
+                try:
+                    touched = await asyncio.to_thread(self.tick)
+                    if touched:
+                        self.notifier.poke(*touched)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # one bad tick must not stop deployments everywhere
+                    log.exception("orchestrator tick failed; retrying")
+                await self.notifier.wait("orchestrator", self.interval)
+        finally:
+            if self.leader:
+                with self.engine.begin() as conn:
+                    repo.release_lease(conn, LEASE, self.identity)
+                self.leader = False
 
     # -- one pass ---------------------------------------------------------------
 
     def tick(self) -> set[str]:
-        """One reconcile pass over every environment. Returns the topics to poke."""
+        """One reconcile pass over every environment (if this replica holds the lease). Returns the topics to poke."""
         self.ticks += 1
+        with self.engine.begin() as conn:
+            leader = repo.take_lease(conn, LEASE, self.identity, self.clock(), LEASE_TTL)
+        if leader != self.leader:
+            log.info("orchestrator %s: %s", self.identity, "leading" if leader else "standing by (another replica leads)")
+            self.leader = leader
+        if not leader:
+            return set()
         touched: set[str] = set()
         with self.engine.begin() as conn:
             env_ids = [

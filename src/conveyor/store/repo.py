@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, func, insert, or_, select, update
 
-from conveyor.store.tables import apps, counters, environments, events, hosts, images, instances, releases
+from conveyor.store.tables import apps, counters, environments, events, hosts, images, instances, leases, releases
 
 
 class NotFound(LookupError):
@@ -42,6 +42,28 @@ def lost_cutoff(at: float | None = None) -> float:
     if t - _STARTED_AT < HOST_LOST_AFTER:
         return 0.0  # (epoch seconds: every report is newer)
     return t - HOST_LOST_AFTER
+
+
+# --- leases (one orchestrator among control-plane replicas) ----------------
+
+
+def take_lease(conn: Connection, name: str, holder: str, at: float, ttl: float) -> bool:
+    """Take or renew lease ``name`` for ``holder`` until ``at + ttl``; False while another holds it.
+
+    One conditional UPDATE: atomic on PostgreSQL (row lock) and SQLite (one writer), so two
+    replicas can never both hold it. The row is created by migration 0003.
+    """
+    taken = conn.execute(
+        update(leases)
+        .where(leases.c.name == name, or_(leases.c.holder == holder, leases.c.expires_at < at))
+        .values(holder=holder, expires_at=at + ttl)
+    ).rowcount
+    return bool(taken)
+
+
+def release_lease(conn: Connection, name: str, holder: str) -> None:
+    """Give the lease up (a clean shutdown), so another replica takes over at once."""
+    conn.execute(update(leases).where(leases.c.name == name, leases.c.holder == holder).values(expires_at=0.0))
 
 
 # --- counters (monotonic versions for long-polls) ---------------------------

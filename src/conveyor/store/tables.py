@@ -219,3 +219,13 @@ web_sessions = Table(
     Column("token_hash", String(64), nullable=False),
     Column("started_at", Float, nullable=False, index=True),
 )
+
+# Leader leases between control-plane replicas sharing one database (repo.take_lease). Migration
+# 0003 creates the row "orchestrator": only its holder's orchestrator acts.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
