@@ -10,6 +10,7 @@ agents see no change at all.
 from __future__ import annotations
 
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from conveyor.domain.routing import EnvRoutes, LiveInstance, build_table, content_key
 from conveyor.domain.wire import (
@@ -32,13 +33,23 @@ def routing_table(engine: Engine, domain: str) -> RoutingTable:
         version, note = repo.counter(conn, "routing")
     if note == key and version:
         return table.model_copy(update={"version": version})
-    with engine.begin() as conn:
-        table = _compute_table(conn, domain)
-        key = content_key(table)
-        version, note = repo.counter(conn, "routing")
-        if note != key or not version:
-            version = repo.bump_counter(conn, "routing", key)
-    return table.model_copy(update={"version": version})
+    # A new version for new content. The counter is read *before* the content and bumped only
+    # if nobody bumped it since (compare-and-set): otherwise a reader that computed the content
+    # just before a deployment committed could publish that stale content under a number newer
+    # than the one given to the fresh content, and a router holding it would count as up to date.
+    for _ in range(20):
+        try:
+            with engine.begin() as conn:
+                version, note = repo.counter(conn, "routing")
+                table = _compute_table(conn, domain)
+                key = content_key(table)
+                if note == key and version:
+                    return table.model_copy(update={"version": version})
+                if repo.advance_counter(conn, "routing", version, key):
+                    return table.model_copy(update={"version": version + 1})
+        except (OperationalError, IntegrityError):  # another writer got there first: read again
+            pass
+    raise RuntimeError("the routing table version kept moving under 20 attempts")
 
 
 def _compute_table(conn: Connection, domain: str) -> RoutingTable:

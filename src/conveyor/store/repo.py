@@ -74,6 +74,19 @@ def counter(conn: Connection, name: str) -> tuple[int, str]:
     return (int(row.value), str(row.note)) if row else (0, "")
 
 
+def advance_counter(conn: Connection, name: str, expected: int, note: str) -> bool:
+    """Set counter ``name`` to ``expected + 1`` (with ``note``) only if it still is ``expected``."""
+    if expected == 0:
+        if conn.execute(select(counters.c.name).where(counters.c.name == name)).first():
+            return False
+        conn.execute(insert(counters).values(name=name, value=1, note=note))
+        return True
+    moved = conn.execute(
+        update(counters).where(counters.c.name == name, counters.c.value == expected).values(value=expected + 1, note=note)
+    ).rowcount
+    return bool(moved)
+
+
 def bump_counter(conn: Connection, name: str, note: str = "") -> int:
     value, _ = counter(conn, name)
     if value == 0 and not conn.execute(select(counters.c.name).where(counters.c.name == name)).first():
