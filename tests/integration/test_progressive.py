@@ -54,7 +54,8 @@ class Traffic:
     """``threads`` keep-alive clients sending ``rate`` requests/s in total for at most ``max_s`` seconds."""
 
     def __init__(self, p: Platform, app: str, rate: float = 100.0, threads: int = 4, max_s: float = 60.0) -> None:
-        self.url, self.host = p.url("/"), f"{app}.localhost"
+        self.url = p.url("/")
+        self.headers = {"Host": f"{app}.localhost"}
         self.period = threads / rate
         self.max_s = max_s
         self.stop_flag = threading.Event()
@@ -75,7 +76,7 @@ class Traffic:
                     time.sleep(delay)
                 sent = time.time()
                 try:
-                    r = client.get(self.url, headers={"Host": self.host})
+                    r = client.get(self.url, headers=self.headers)
                     row = (sent, r.status_code, r.headers.get("x-app-version", ""), r.text.strip())
                 except httpx.HTTPError as exc:
                     row = (sent, type(exc).__name__, "", str(exc))
@@ -544,21 +545,7 @@ class PinnedTraffic(Traffic):
 
     def __init__(self, p: Platform, app: str, release: int, **kw: Any) -> None:
         super().__init__(p, app, **kw)
-        self.release = release
-
-    def _run(self, index: int) -> None:
-        with httpx.Client(timeout=10) as client:
-            end = time.monotonic() + self.max_s
-            while not self.stop_flag.is_set() and time.monotonic() < end:
-                sent = time.time()
-                try:
-                    r = client.get(self.url, headers={"Host": self.host, "X-Conveyor-Release": str(self.release)})
-                    row = (sent, r.status_code, r.headers.get("x-app-version", ""), r.text.strip())
-                except httpx.HTTPError as exc:
-                    row = (sent, type(exc).__name__, "", str(exc))
-                with self.lock:
-                    self.results.append(row)
-                time.sleep(self.period)
+        self.headers["X-Conveyor-Release"] = str(release)
 
 
 def test_blue_green_preview_analyses_pinned_traffic_then_promotes(shared_platform: Platform) -> None:

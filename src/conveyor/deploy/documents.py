@@ -26,17 +26,14 @@ from conveyor.store.tables import apps, environments, hosts, instances, releases
 
 
 def routing_table(engine: Engine, domain: str) -> RoutingTable:
-    """The current routing table, with a version that changes only with its content."""
-    with engine.connect() as conn:
-        table = _compute_table(conn, domain)
-        key = content_key(table)
-        version, note = repo.counter(conn, "routing")
-    if note == key and version:
-        return table.model_copy(update={"version": version})
-    # A new version for new content. The counter is read *before* the content and bumped only
-    # if nobody bumped it since (compare-and-set): otherwise a reader that computed the content
-    # just before a deployment committed could publish that stale content under a number newer
-    # than the one given to the fresh content, and a router holding it would count as up to date.
+    """The current routing table, with a version that changes only with its content.
+
+    Usually the content is unchanged and this only reads. For new content the counter is read
+    *before* the content and bumped only if nobody bumped it since (compare-and-set): otherwise a
+    reader that computed the content just before a deployment committed could publish that stale
+    content under a number newer than the one given to the fresh content, and a router holding it
+    would count as up to date.
+    """
     for _ in range(20):
         try:
             with engine.begin() as conn:

@@ -30,7 +30,7 @@ from conveyor.domain.wire import InstanceState
 from conveyor.deploy.notify import Notifier
 from conveyor.deploy.service import _as_machine
 from conveyor.store import repo
-from conveyor.store.tables import deployments, environments, hosts, instances, releases
+from conveyor.store.tables import deployments, environments, instances, releases
 
 log = logging.getLogger("conveyor.orchestrator")
 
@@ -280,10 +280,9 @@ class Orchestrator:
 
     def _heal(self, conn: Connection, env_id: int) -> set[str]:
         """Replace the serving instances of a lost host on the hosts that are alive (domain/healing.py)."""
-        cutoff = repo.lost_cutoff(self.clock())
-        if cutoff <= 0:  # just started: hosts have not had time to report to this process yet
+        if repo.lost_cutoff(self.clock()) <= 0:  # just started: hosts have not had time to report to this process yet
             return set()
-        alive = [h["name"] for h in conn.execute(select(hosts.c.name).where(hosts.c.last_seen >= cutoff)).mappings()]
+        alive = [h["name"] for h in repo.alive_hosts(conn)]
         env = repo.env_by_id(conn, env_id)
         placed = [
             healing.PlacedInstance(r.id, r.release, r.role, r.host)

@@ -265,10 +265,6 @@ class UpstreamConnection:
 
 
 def upstream_factory(target: Target) -> Callable[[], asyncio.Protocol]:
-    """``loop.create_connection``'s protocol factory for ``target``.
-
-    UpstreamConnection implements asyncio.Protocol's methods without inheriting
-    the class: a compiled (mypyc) class is only native, with C-speed attribute
-    access, when it derives from nothing interpreted. The cast tells the type checker.
-    """
+    """``loop.create_connection``'s protocol factory for ``target`` (the cast tells the type checker
+    that a Protocol by its methods will do, see ClientConnection)."""
     return cast("Callable[[], asyncio.Protocol]", lambda: UpstreamConnection(target))

@@ -74,13 +74,18 @@ def counter(conn: Connection, name: str) -> tuple[int, str]:
     return (int(row.value), str(row.note)) if row else (0, "")
 
 
+def _create_counter(conn: Connection, name: str, note: str) -> bool:
+    """Create counter ``name`` at 1; False when it exists already."""
+    if conn.execute(select(counters.c.name).where(counters.c.name == name)).first():
+        return False
+    conn.execute(insert(counters).values(name=name, value=1, note=note))
+    return True
+
+
 def advance_counter(conn: Connection, name: str, expected: int, note: str) -> bool:
     """Set counter ``name`` to ``expected + 1`` (with ``note``) only if it still is ``expected``."""
     if expected == 0:
-        if conn.execute(select(counters.c.name).where(counters.c.name == name)).first():
-            return False
-        conn.execute(insert(counters).values(name=name, value=1, note=note))
-        return True
+        return _create_counter(conn, name, note)
     moved = conn.execute(
         update(counters).where(counters.c.name == name, counters.c.value == expected).values(value=expected + 1, note=note)
     ).rowcount
@@ -88,12 +93,13 @@ def advance_counter(conn: Connection, name: str, expected: int, note: str) -> bo
 
 
 def bump_counter(conn: Connection, name: str, note: str = "") -> int:
-    value, _ = counter(conn, name)
-    if value == 0 and not conn.execute(select(counters.c.name).where(counters.c.name == name)).first():
-        conn.execute(insert(counters).values(name=name, value=1, note=note))
+    """Add one to counter ``name`` (in SQL, so two writers cannot both write the same value)."""
+    moved = conn.execute(
+        update(counters).where(counters.c.name == name).values(value=counters.c.value + 1, note=note)
+    ).rowcount
+    if not moved and _create_counter(conn, name, note):
         return 1
-    conn.execute(update(counters).where(counters.c.name == name).values(value=value + 1, note=note))
-    return value + 1
+    return counter(conn, name)[0]
 
 
 # --- apps and environments --------------------------------------------------
