@@ -27,7 +27,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, insert
 
-from conveyor.api.app import create_app
+from conveyor.server import create_app
 from conveyor.config import ServerSettings
 from conveyor.domain.histogram import Histogram
 from conveyor.store import repo, series

@@ -8,45 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from sqlalchemy import select
 
 from conveyor.api.deps import CP, Reader
-from conveyor.store import repo
-from conveyor.store.tables import environments, instances
+from conveyor.services import logs
 
 router = APIRouter(tags=["logs"])
-
-
-def _instance_ids(cp: CP, app: str, env: str | None, release: int | None) -> list[str]:  # type: ignore[valid-type]
-    """Instances of the app (current and past), from the log files present."""
-    with cp.engine.connect() as conn:
-        app_row = repo.get_app(conn, app)
-        if env:
-            repo.get_env(conn, app_row["id"], env)
-        q = (
-            select(instances.c.id)
-            .select_from(instances.join(environments, environments.c.id == instances.c.env_id))
-            .where(environments.c.app_id == app_row["id"])
-        )
-        live = {r.id for r in conn.execute(q)}
-    prefix = f"{app}-{env}-" if env else f"{app}-"
-    found = {p.stem for p in cp.settings.logs_dir.glob(f"{prefix}*.log")} if cp.settings.logs_dir.exists() else set()
-    ids = (found | live) if env is None else {i for i in (found | live) if i.startswith(prefix)}
-    if release is not None:
-        ids = {i for i in ids if f"-r{release}-" in i}
-    return sorted(ids)
-
-
-def _tail(path: Path, lines: int) -> tuple[list[str], int]:
-    if not path.exists():
-        return [], 0
-    data = path.read_bytes()
-    text = data.decode(errors="replace").splitlines()
-    return text[-lines:] if lines else [], len(data)
 
 
 @router.get("/apps/{app}/logs", summary="Instance output (tail, or follow as a stream)")
@@ -60,12 +29,11 @@ async def get_logs(
     follow: bool = Query(False, description="keep streaming new output"),
     grep: str | None = Query(None, description="only lines containing this text"),
 ):  # type: ignore[no-untyped-def]
-    ids = _instance_ids(cp, app, env, release)
-    logs_dir = cp.settings.logs_dir
+    ids = logs.instance_ids(cp, app, env, release)
     offsets: dict[str, int] = {}
     history: list[str] = []
     for iid in ids:
-        tail, size = _tail(logs_dir / f"{iid}.log", lines)
+        tail, size = logs.tail(logs.path_of(cp, iid), lines)
         offsets[iid] = size
         history += [f"{iid}| {line}" for line in tail if not grep or grep in line]
     if not follow:
@@ -76,8 +44,8 @@ async def get_logs(
             yield ("\n".join(history) + "\n").encode()
         while True:
             await cp.notifier.wait("logs", 1.0)
-            for iid in _instance_ids(cp, app, env, release):
-                path = logs_dir / f"{iid}.log"
+            for iid in logs.instance_ids(cp, app, env, release):
+                path = logs.path_of(cp, iid)
                 if not path.exists():
                     continue
                 size = path.stat().st_size

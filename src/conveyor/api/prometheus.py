@@ -7,7 +7,6 @@ metrics of the apps themselves come from the routers' admin ports.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Request
@@ -15,11 +14,9 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from sqlalchemy import func, select
 
-from conveyor.api.state import ControlPlane
-from conveyor.store import repo
-from conveyor.store.tables import apps, builds, deployments, images
+from conveyor.services.metrics import control_plane_numbers
+from conveyor.services.state import ControlPlane
 
 router = APIRouter(include_in_schema=False)
 
@@ -29,35 +26,26 @@ class ControlPlaneCollector:
         self.cp = cp
 
     def collect(self) -> Iterator[Metric]:
-        cp = self.cp
-        with cp.engine.connect() as conn:
-            dep = GaugeMetricFamily("conveyor_deployments", "Deployments by kind and state", labels=["kind", "state"])
-            for kind, state, n in conn.execute(
-                select(deployments.c.kind, deployments.c.state, func.count()).group_by(deployments.c.kind, deployments.c.state)
-            ):
-                dep.add_metric([kind, state], n)
-            yield dep
-            b = GaugeMetricFamily("conveyor_builds", "Builds by state", labels=["state"])
-            for state, n in conn.execute(select(builds.c.state, func.count()).group_by(builds.c.state)):
-                b.add_metric([state], n)
-            yield b
-            yield GaugeMetricFamily("conveyor_apps", "Apps", value=conn.execute(select(func.count()).select_from(apps)).scalar_one())
-            yield GaugeMetricFamily("conveyor_images", "Image records",
-                                    value=conn.execute(select(func.count()).select_from(images)).scalar_one())
-            hosts_alive = len(repo.alive_hosts(conn))
-            inst = GaugeMetricFamily("conveyor_instances", "Instances as their agents report them", labels=["state"])
-            counts: dict[str, int] = {}
-            for _addr, st in repo.instance_status_map(conn).values():
-                counts[st.get("state", "pending")] = counts.get(st.get("state", "pending"), 0) + 1
-            for state, n in sorted(counts.items()):
-                inst.add_metric([state], n)
-            yield inst
-        yield GaugeMetricFamily("conveyor_hosts_alive", "Agents that reported in the last 30 s", value=hosts_alive)
-        now = time.time()
+        n = control_plane_numbers(self.cp)
+        dep = GaugeMetricFamily("conveyor_deployments", "Deployments by kind and state", labels=["kind", "state"])
+        for kind, state, count in n.deployments:
+            dep.add_metric([kind, state], count)
+        yield dep
+        b = GaugeMetricFamily("conveyor_builds", "Builds by state", labels=["state"])
+        for state, count in n.builds:
+            b.add_metric([state], count)
+        yield b
+        yield GaugeMetricFamily("conveyor_apps", "Apps", value=n.apps)
+        yield GaugeMetricFamily("conveyor_images", "Image records", value=n.images)
+        inst = GaugeMetricFamily("conveyor_instances", "Instances as their agents report them", labels=["state"])
+        for state, count in n.instances.items():
+            inst.add_metric([state], count)
+        yield inst
+        yield GaugeMetricFamily("conveyor_hosts_alive", "Agents that reported in the last 30 s", value=n.hosts_alive)
         yield GaugeMetricFamily("conveyor_routers_connected", "Routers that long-polled in the last 90 s",
-                                value=sum(1 for r in cp.routers.values() if now - r.last_seen < 90))
+                                value=n.routers_connected)
         ticks = CounterMetricFamily("conveyor_orchestrator_ticks", "Orchestrator reconcile passes")
-        ticks.add_metric([], cp.orchestrator.ticks if cp.orchestrator else 0)
+        ticks.add_metric([], n.orchestrator_ticks)
         yield ticks
 
 

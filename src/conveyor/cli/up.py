@@ -200,7 +200,7 @@ def register(app: typer.Typer) -> None:
         """Run the control plane alone (API, web UI, orchestrator, builds)."""
         import uvicorn
 
-        from conveyor.api.app import create_app
+        from conveyor.server import create_app
 
         data_dir = data_dir.resolve()
         settings = ServerSettings(

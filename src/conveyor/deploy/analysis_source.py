@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection
 
 from conveyor.analysis import Interval, evaluate, parse_analysis_config
 from conveyor.domain import deploy_machine as dm
 from conveyor.domain.strategies import analysis_request
 from conveyor.domain.wire import baseline_route
-from conveyor.store import series
-from conveyor.store.tables import verdicts
+from conveyor.store import deployments, series
 
 PROGRESS_EVERY = 5.0
 #: The bake's reference: the previous release's traffic from this long before the deployment
@@ -65,18 +64,11 @@ def verdict_for(conn: Connection, env_id: int, dep: dm.Deployment, now: float) -
         baseline = [i for i in _intervals(conn, env_id, dep.from_release, window_start(start)) if i.t < req.since]
     v = evaluate(config, canary, baseline, step_elapsed_s=max(0.0, now - req.since), step_duration_s=req.duration)
     outcome = v.outcome.value if hasattr(v.outcome, "value") else str(v.outcome)
-    last = conn.execute(
-        select(verdicts.c.at, verdicts.c.outcome)
-        .where(verdicts.c.deployment_id == dep.id, verdicts.c.step == req.step)
-        .order_by(verdicts.c.id.desc())
-        .limit(1)
-    ).first()
-    if outcome != "continue" or last is None or now - last.at >= PROGRESS_EVERY:
-        conn.execute(
-            insert(verdicts).values(
-                deployment_id=dep.id, at=now, step=req.step, judge=v.judge if req.phase == "step" else "bake",
-                outcome=outcome, reason=v.reason,
-                numbers={**v.numbers, **{f"{p.judge}.outcome": str(getattr(p.outcome, "value", p.outcome)) for p in v.parts}},
-            )
+    last = deployments.last_verdict(conn, dep.id, req.step)
+    if outcome != "continue" or last is None or now - last["at"] >= PROGRESS_EVERY:
+        deployments.add_verdict(
+            conn, dep.id, at=now, step=req.step, judge=v.judge if req.phase == "step" else "bake",
+            outcome=outcome, reason=v.reason,
+            numbers={**v.numbers, **{f"{p.judge}.outcome": str(getattr(p.outcome, "value", p.outcome)) for p in v.parts}},
         )
     return {"outcome": outcome, "reason": v.reason, "numbers": v.numbers}

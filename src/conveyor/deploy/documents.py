@@ -9,7 +9,7 @@ agents see no change at all.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from conveyor.domain.routing import EnvRoutes, LiveInstance, build_table, content_key
@@ -21,11 +21,10 @@ from conveyor.domain.wire import (
     RoutingTable,
     baseline_route,
 )
-from conveyor.store import repo
-from conveyor.store.tables import apps, environments, hosts, instances, releases
+from conveyor.store import hosts, instances, repo
 
 
-def routing_table(engine: Engine, domain: str) -> RoutingTable:
+def routing_table(engine: Engine, domain: str, now: float, started_at: float) -> RoutingTable:
     """The current routing table, with a version that changes only with its content.
 
     Usually the content is unchanged and this only reads. For new content the counter is read
@@ -33,12 +32,15 @@ def routing_table(engine: Engine, domain: str) -> RoutingTable:
     reader that computed the content just before a deployment committed could publish that stale
     content under a number newer than the one given to the fresh content, and a router holding it
     would count as up to date.
+
+    ``now`` and ``started_at`` (the control plane's clock) decide which hosts are lost: their
+    instances leave the table.
     """
     for _ in range(20):
         try:
             with engine.begin() as conn:
                 version, note = repo.counter(conn, "routing")
-                table = _compute_table(conn, domain)
+                table = _compute_table(conn, domain, now, started_at)
                 key = content_key(table)
                 if note == key and version:
                     return table.model_copy(update={"version": version})
@@ -49,22 +51,14 @@ def routing_table(engine: Engine, domain: str) -> RoutingTable:
     raise RuntimeError("the routing table version kept moving under 20 attempts")
 
 
-def _compute_table(conn: Connection, domain: str) -> RoutingTable:
+def _compute_table(conn: Connection, domain: str, now: float, started_at: float) -> RoutingTable:
     envs = [
-        EnvRoutes(env_id=r.id, app=r.app, env=r.name, weights=repo.routes_of(r._mapping), sticky=bool(r.sticky))
-        for r in conn.execute(
-            select(environments.c.id, environments.c.name, environments.c.routes, environments.c.sticky, apps.c.name.label("app"))
-            .select_from(environments.join(apps, apps.c.id == environments.c.app_id))
-        ).all()
-        if r.routes
+        EnvRoutes(env_id=r["id"], app=r["app"], env=r["name"], weights=repo.routes_of(r), sticky=bool(r["sticky"]))
+        for r in repo.routed_envs(conn)
     ]
-    status = repo.instance_status_map(conn)
+    status = hosts.instance_status_map(conn, now, started_at)
     live: list[LiveInstance] = []
-    for row in conn.execute(
-        select(instances.c.id, instances.c.env_id, instances.c.release, instances.c.role).where(
-            instances.c.draining_since.is_(None)
-        )
-    ).all():
+    for row in instances.not_draining(conn):
         addr, st = status.get(row.id, ("", {}))
         if not st:
             continue
@@ -85,26 +79,7 @@ def desired_state(engine: Engine, host: str) -> DesiredState:
     """Everything ``host`` should run, versioned by the global ``desired`` counter."""
     with engine.connect() as conn:
         version, _ = repo.counter(conn, "desired")
-        rows = conn.execute(
-            select(
-                instances.c.id,
-                instances.c.release,
-                environments.c.name.label("env"),
-                apps.c.name.label("app"),
-                releases.c.image_digest,
-                releases.c.config,
-            )
-            .select_from(
-                instances.join(environments, environments.c.id == instances.c.env_id)
-                .join(apps, apps.c.id == environments.c.app_id)
-                .join(
-                    releases,
-                    (releases.c.env_id == instances.c.env_id) & (releases.c.number == instances.c.release),
-                )
-            )
-            .where(instances.c.host == host)
-            .order_by(instances.c.id)
-        ).all()
+        rows = instances.desired_on(conn, host)
     out = []
     for r in rows:
         cfg = r.config or {}
@@ -121,8 +96,3 @@ def desired_state(engine: Engine, host: str) -> DesiredState:
             )
         )
     return DesiredState(version=version, host=host, instances=out)
-
-
-def known_hosts(engine: Engine) -> list[str]:
-    with engine.connect() as conn:
-        return [r.name for r in conn.execute(select(hosts.c.name)).all()]

@@ -22,15 +22,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine
 
+from conveyor.deploy.notify import Notifier
 from conveyor.domain import deploy_machine as dm
 from conveyor.domain import healing
+from conveyor.domain.manifest import DEFAULT_BAKE, DEFAULT_DRAIN_TIMEOUT
+from conveyor.domain.placement import place
 from conveyor.domain.wire import InstanceState
-from conveyor.deploy.notify import Notifier
-from conveyor.deploy.service import _as_machine
-from conveyor.store import repo
-from conveyor.store.tables import deployments, environments, instances, releases
+from conveyor.store import deployments, hosts, instances, repo
 
 log = logging.getLogger("conveyor.orchestrator")
 
@@ -53,11 +53,15 @@ class Orchestrator:
         clock: Callable[[], float] = time.time,
         verdicts: VerdictSource | None = None,
         identity: str | None = None,
+        started_at: float | None = None,
     ) -> None:
         self.engine = engine
         self.notifier = notifier
         self.interval = interval
         self.clock = clock
+        #: When this control plane started, on ``clock``: hosts get a grace period from it before
+        #: they can be judged lost (``domain.healing.lost_cutoff``).
+        self.started_at = clock() if started_at is None else started_at
         if verdicts is None:
             from conveyor.deploy.analysis_source import verdict_for
 
@@ -101,15 +105,10 @@ class Orchestrator:
             return set()
         touched: set[str] = set()
         with self.engine.begin() as conn:
-            env_ids = [
-                r.env_id
-                for r in conn.execute(
-                    select(deployments.c.env_id).distinct().where(deployments.c.state.in_(["queued", *dm.ACTIVE]))
-                ).all()
-            ]
+            env_ids = deployments.open_env_ids(conn)
             for env_id in env_ids:
                 touched |= self._drive(conn, env_id)
-            for env_id in [r.id for r in conn.execute(select(environments.c.id)).all()]:
+            for env_id in repo.env_ids(conn):
                 touched |= self._retire(conn, env_id)
                 touched |= self._reap_drained(conn, env_id)
                 if env_id not in env_ids:  # a running deployment owns its environment's counts
@@ -119,22 +118,14 @@ class Orchestrator:
     def _drive(self, conn: Connection, env_id: int) -> set[str]:
         touched: set[str] = set()
         for _ in range(5):  # a finished deployment lets the next queued one start in the same tick
-            rows = [
-                dict(r)
-                for r in conn.execute(
-                    select(deployments).where(
-                        deployments.c.env_id == env_id, deployments.c.state.in_(["queued", *dm.ACTIVE])
-                    )
-                ).mappings()
-            ]
-            machines = [_as_machine(r) for r in rows]
+            machines = [deployments.machine(r) for r in deployments.open_in_env(conn, env_id)]
             active = next((m for m in machines if m.state in dm.ACTIVE), None)
             now = self.clock()
             if active is None:
                 nxt = dm.next_to_start(machines)
                 if nxt is None:
                     return touched
-                conn.execute(update(deployments).where(deployments.c.id == nxt.id).values(started_at=now))
+                deployments.mark_started(conn, nxt.id, now)
                 touched |= self._apply(conn, env_id, nxt, dm.start(nxt, now))
                 continue
             world = self._observe(conn, env_id, now)
@@ -148,9 +139,9 @@ class Orchestrator:
         return touched
 
     def _observe(self, conn: Connection, env_id: int, now: float) -> dm.World:
-        status = repo.instance_status_map(conn)
+        status = hosts.instance_status_map(conn, now, self.started_at)
         observed = []
-        for row in repo.env_instances(conn, env_id):
+        for row in instances.of_env(conn, env_id):
             if row["draining_since"] is not None:
                 continue  # on its way out: neither counted nor routed
             st = status.get(row["id"], ("", {}))[1]
@@ -164,7 +155,7 @@ class Orchestrator:
                     message=str(st.get("message", ""))[-300:],
                 )
             )
-        return dm.World(now=now, instances=tuple(observed), hosts_alive=len(repo.alive_hosts(conn)))
+        return dm.World(now=now, instances=tuple(observed), hosts_alive=len(hosts.alive(conn, now)))
 
     # -- applying actions -----------------------------------------------------
 
@@ -178,10 +169,7 @@ class Orchestrator:
             values["finished_at"] = now
         if result.consumed_command:
             values["command"] = None
-        changed = conn.execute(
-            update(deployments).where(deployments.c.id == dep.id, deployments.c.state == dep.state).values(**values)
-        ).rowcount
-        if not changed:  # another replica moved it first: its actions win
+        if not deployments.advance(conn, dep.id, dep.state, values):  # another replica moved it first: its actions win
             return set()
         app, env = repo.app_env_names(conn, env_id)
         routed_before = set(repo.routes_of(repo.env_by_id(conn, env_id)))
@@ -193,115 +181,65 @@ class Orchestrator:
                     if self._ensure(conn, env_id, app, env, rel, count, role):
                         touched.add("desired")
                 case dm.RemoveInstances(release=rel, role=role):
-                    cond = (instances.c.env_id == env_id) & (instances.c.release == rel)
-                    if role is not None:
-                        cond &= instances.c.role == role
                     if rel not in routed_before:  # never took traffic (e.g. a failed deploy): nothing to drain
-                        if conn.execute(delete(instances).where(cond)).rowcount:
+                        if instances.delete_release(conn, env_id, rel, role):
                             repo.bump_counter(conn, "desired")
                             touched.add("desired")
-                    elif self._drain(conn, cond, now):
+                    elif instances.drain_release(conn, env_id, rel, role, now):
                         touched |= {"desired", "routing"}
                 case dm.SetRoutes(weights=weights):
-                    conn.execute(
-                        update(environments)
-                        .where(environments.c.id == env_id)
-                        .values(routes={str(k): v for k, v in weights.items()})
-                    )
+                    repo.set_routes(conn, env_id, weights)
                     touched.add("routing")
                 case dm.MakeCurrent(release=rel, previous=prev, retire_as=retire_as):
-                    conn.execute(update(environments).where(environments.c.id == env_id).values(current_release=rel))
-                    conn.execute(
-                        update(releases)
-                        .where(releases.c.env_id == env_id, releases.c.number == rel)
-                        .values(status="live", live_at=now, retired_at=None)
-                    )
+                    repo.make_current(conn, env_id, rel, now)
                     if prev is not None and prev != rel:
-                        conn.execute(
-                            update(releases)
-                            .where(releases.c.env_id == env_id, releases.c.number == prev)
-                            .values(status="rolled_back" if dep.kind == "rollback" else retire_as, retired_at=now)
-                        )
+                        repo.set_release_status(conn, env_id, prev, "rolled_back" if dep.kind == "rollback" else retire_as,
+                                                retired_at=now)
                 case dm.Event(kind=kind, message=message, data=data):
                     repo.record_event(
                         conn, kind, message, app=app, env=env, actor=dep.created_by or "conveyor",
                         data={"deployment": dep.id, **data},
                     )
         if result.state in ("failed", "rolled_back") and dep.kind == "deploy":
-            conn.execute(
-                update(releases)
-                .where(releases.c.env_id == env_id, releases.c.number == dep.to_release)
-                .values(status="failed" if result.state == "failed" else "rolled_back", retired_at=now)
-            )
+            repo.set_release_status(conn, env_id, dep.to_release,
+                                    "failed" if result.state == "failed" else "rolled_back", retired_at=now)
         return touched
 
     def _ensure(self, conn: Connection, env_id: int, app: str, env: str, release: int, count: int, role: str) -> bool:
-        rows = list(
-            conn.execute(
-                select(instances.c.id).where(
-                    instances.c.env_id == env_id, instances.c.release == release, instances.c.role == role,
-                    instances.c.draining_since.is_(None),
-                ).order_by(instances.c.created_at.desc())
-            ).all()
-        )
-        if len(rows) == count:
+        ids = instances.active_ids(conn, env_id, release, role)
+        if len(ids) == count:
             return False
-        if len(rows) > count:
-            extra = [r.id for r in rows[: len(rows) - count]]
+        now = self.clock()
+        if len(ids) > count:
+            extra = ids[: len(ids) - count]
             # Draining changes the routing table, not what the agents run (yet): no desired bump.
-            return self._drain(conn, instances.c.id.in_(extra), self.clock())
-        else:
-            hosts = [h["name"] for h in repo.alive_hosts(conn)]
-            if not hosts:
-                return False  # nothing can run it yet; the deployment's ready timeout reports that
-            load = dict.fromkeys(hosts, 0)
-            for r in conn.execute(select(instances.c.host)).all():
-                if r.host in load:
-                    load[r.host] += 1
-            now = self.clock()
-            for _ in range(count - len(rows)):
-                host = min(hosts, key=lambda h: (load[h], h))
-                load[host] += 1
-                iid = f"{app}-{env}-r{release}-{secrets.token_hex(3)}"
-                conn.execute(
-                    insert(instances).values(
-                        id=iid, env_id=env_id, release=release, host=host, role=role, created_at=now
-                    )
-                )
+            return instances.drain_ids(conn, extra, now)
+        chosen = place(hosts.alive_names(conn, now), instances.load_by_host(conn), count - len(ids))
+        if not chosen:
+            return False  # nothing can run it yet; the deployment's ready timeout reports that
+        for host in chosen:
+            iid = f"{app}-{env}-r{release}-{secrets.token_hex(3)}"
+            instances.add(conn, iid, env_id, release, host, role, now)
         repo.bump_counter(conn, "desired")
         return True
 
-    def _drain(self, conn: Connection, cond: Any, now: float) -> bool:
-        """Take instances out of the routing table now; their processes stop after the drain period."""
-        n = conn.execute(
-            update(instances).where(cond, instances.c.draining_since.is_(None)).values(draining_since=now)
-        ).rowcount
-        return bool(n)
-
     def _heal(self, conn: Connection, env_id: int) -> set[str]:
         """Replace the serving instances of a lost host on the hosts that are alive (domain/healing.py)."""
-        if repo.lost_cutoff(self.clock()) <= 0:  # just started: hosts have not had time to report to this process yet
+        now = self.clock()
+        if healing.lost_cutoff(now, self.started_at) <= 0:  # just started: hosts have not had time to report yet
             return set()
-        alive = [h["name"] for h in repo.alive_hosts(conn)]
+        alive = hosts.alive_names(conn, now)
         env = repo.env_by_id(conn, env_id)
-        placed = [
-            healing.PlacedInstance(r.id, r.release, r.role, r.host)
-            for r in conn.execute(
-                select(instances.c.id, instances.c.release, instances.c.role, instances.c.host).where(
-                    instances.c.env_id == env_id, instances.c.draining_since.is_(None)
-                )
-            ).all()
-        ]
+        placed = [healing.PlacedInstance(r.id, r.release, r.role, r.host) for r in instances.serving(conn, env_id)]
         serving = healing.serving_releases(env["current_release"], repo.routes_of(env))
         lost = healing.lost_instances(placed, serving, alive)
         if not lost:
             return set()
-        now = self.clock()
         app, env_name = repo.app_env_names(conn, env_id)
         for release in sorted({i.release for i in lost}):
             gone = [i for i in lost if i.release == release]
             keep = sum(1 for i in placed if i.release == release and i.role == "main")
-            self._drain(conn, instances.c.id.in_([i.id for i in gone]), now)
+            instances.drain_ids(conn, [i.id for i in gone], now)
             self._ensure(conn, env_id, app, env_name, release, keep, "main")
             hosts_gone = ", ".join(sorted({i.host for i in gone}))
             repo.record_event(
@@ -315,56 +253,40 @@ class Orchestrator:
     def _reap_drained(self, conn: Connection, env_id: int) -> set[str]:
         """Delete (so the agent stops) instances whose drain period is over."""
         now = self.clock()
-        draining = conn.execute(
-            select(instances.c.id, instances.c.release, instances.c.draining_since).where(
-                instances.c.env_id == env_id, instances.c.draining_since.is_not(None)
-            )
-        ).all()
+        draining = instances.draining(conn, env_id)
         if not draining:
             return set()
-        drains = {
-            r.number: float((r.config or {}).get("drain", 10.0))
-            for r in conn.execute(select(releases.c.number, releases.c.config).where(releases.c.env_id == env_id))
-        }
-        done = [r.id for r in draining if now - r.draining_since >= drains.get(r.release, 10.0)]
+        drains = {n: float(cfg.get("drain", DEFAULT_DRAIN_TIMEOUT)) for n, cfg in repo.release_configs(conn, env_id).items()}
+        done = [r.id for r in draining if now - r.draining_since >= drains.get(r.release, DEFAULT_DRAIN_TIMEOUT)]
         if not done:
             return set()
-        conn.execute(delete(instances).where(instances.c.id.in_(done)))
+        instances.delete_ids(conn, done)
         repo.bump_counter(conn, "desired")
         return {"desired"}
 
     def _retire(self, conn: Connection, env_id: int) -> set[str]:
         """Stop instances of releases that no longer need to run (after drain / bake)."""
-        running = {
-            r.release
-            for r in conn.execute(select(instances.c.release).distinct().where(instances.c.env_id == env_id)).all()
-        }
+        running = instances.running_releases(conn, env_id)
         if not running:
             return set()
         env = repo.env_by_id(conn, env_id)
-        busy: set[int] = set()
-        for d in conn.execute(
-            select(deployments.c.from_release, deployments.c.to_release).where(
-                deployments.c.env_id == env_id, deployments.c.state.in_(["queued", *dm.ACTIVE])
-            )
-        ).all():
-            busy |= {r for r in (d.from_release, d.to_release) if r is not None}
+        busy = deployments.busy_releases(conn, env_id)
         infos = [
             dm.ReleaseInfo(
-                number=r.number,
-                status=r.status,
-                retired_at=r.retired_at,
-                bake=float((r.config or {}).get("bake", 120.0)),
-                drain=float((r.config or {}).get("drain", 10.0)),
+                number=r["number"],
+                status=r["status"],
+                retired_at=r["retired_at"],
+                bake=float((r["config"] or {}).get("bake", DEFAULT_BAKE)),
+                drain=float((r["config"] or {}).get("drain", DEFAULT_DRAIN_TIMEOUT)),
             )
-            for r in conn.execute(select(releases).where(releases.c.env_id == env_id, releases.c.number.in_(running)))
+            for r in repo.releases_in(conn, env_id, running)
         ]
         stop = dm.releases_to_stop(
             env["current_release"], set(repo.routes_of(env)), busy, infos, running, self.clock()
         )
         if not stop:
             return set()
-        conn.execute(delete(instances).where(instances.c.env_id == env_id, instances.c.release.in_(stop)))
+        instances.delete_releases(conn, env_id, stop)
         repo.bump_counter(conn, "desired")
         app, env_name = repo.app_env_names(conn, env_id)
         for number in stop:

@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine
 
 from conveyor.deploy.notify import Notifier
 from conveyor.domain.histogram import Histogram
-from conveyor.store import series
-from conveyor.store.tables import apps, environments, metric_points
+from conveyor.store import repo, series
 
 log = logging.getLogger("conveyor.scraper")
 
@@ -150,14 +149,7 @@ class Scraper:
     def _store(self, found: dict[Key, Delta], now: float) -> None:
         second = float(int(now))
         with self.engine.begin() as conn:
-            env_ids = {
-                (r.app, r.env): r.id
-                for r in conn.execute(
-                    select(environments.c.id, environments.c.name.label("env"), apps.c.name.label("app")).select_from(
-                        environments.join(apps, apps.c.id == environments.c.app_id)
-                    )
-                )
-            }
+            env_ids = repo.env_ids_by_name(conn)
             for (app, env, release), d in found.items():
                 env_id = env_ids.get((app, env))
                 if env_id is None:
@@ -168,5 +160,5 @@ class Scraper:
 
     def _prune(self, now: float) -> None:
         with self.engine.begin() as conn:
-            conn.execute(delete(metric_points).where(metric_points.c.resolution == 1, metric_points.c.t < now - HOUR))
-            conn.execute(delete(metric_points).where(metric_points.c.resolution == 60, metric_points.c.t < now - MONTH))
+            series.prune(conn, 1, now - HOUR)
+            series.prune(conn, 60, now - MONTH)

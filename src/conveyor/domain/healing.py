@@ -20,6 +20,28 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+#: A host that has not reported for this long is lost: its instances leave the routing table and
+#: count as not running, and new instances go elsewhere. Agents report at least every 5 s, so this
+#: is three missed reports.
+HOST_LOST_AFTER = 15.0
+
+
+def alive_cutoff(now: float) -> float:
+    """Hosts that reported at or after this are alive: new instances may be placed on them."""
+    return now - HOST_LOST_AFTER
+
+
+def lost_cutoff(now: float, started_at: float) -> float:
+    """Hosts whose last report is older than this are lost; none is within ``HOST_LOST_AFTER`` of
+    ``started_at`` (when this control plane started: every host's last report may predate it, so
+    each gets that long to report again before it can be judged lost).
+
+    Both times come from the caller's clock (the orchestrator's injectable one, or the API's).
+    """
+    if now - started_at < HOST_LOST_AFTER:
+        return 0.0  # (epoch seconds: every report is newer)
+    return now - HOST_LOST_AFTER
+
 
 @dataclass(frozen=True)
 class PlacedInstance:

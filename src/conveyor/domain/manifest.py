@@ -93,15 +93,20 @@ class CanaryStep(_Section):
 
 Strategy = Literal["bluegreen", "rolling", "canary"]
 
+#: Defaults of ``drain_timeout`` and ``bake`` (seconds); the orchestrator falls back to them for a
+#: release whose stored config lacks the key.
+DEFAULT_DRAIN_TIMEOUT = 10.0
+DEFAULT_BAKE = 120.0
+
 
 class DeploySection(_Section):
     strategy: Strategy = "bluegreen"
     #: how long new instances may take to become ready before the deployment fails
     ready_timeout: Duration = 60.0
     #: how long removed instances keep serving their in-flight requests
-    drain_timeout: Duration = 10.0
+    drain_timeout: Duration = DEFAULT_DRAIN_TIMEOUT
     #: how long the previous release stays warm (instant rollback) after a switch
-    bake: Duration = 120.0
+    bake: Duration = DEFAULT_BAKE
     max_surge: int = Field(default=1, ge=0)
     max_unavailable: int = Field(default=0, ge=0)
     steps: list[CanaryStep] = Field(default_factory=list)

@@ -8,11 +8,13 @@ commits or rolls back as one.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, insert, or_, select, update
+from sqlalchemy import Connection, Insert, RowMapping, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
-from conveyor.store.tables import apps, counters, environments, events, hosts, images, instances, leases, releases
+from conveyor.store.tables import apps, counters, environments, events, images, leases, releases
 
 
 class NotFound(LookupError):
@@ -25,23 +27,6 @@ class Conflict(ValueError):
 
 def now() -> float:
     return time.time()
-
-
-#: A host that has not reported for this long is lost: its instances leave the routing table and
-#: count as not running, and new instances go elsewhere. Agents report at least every 5 s, so this
-#: is three missed reports.
-HOST_LOST_AFTER = 15.0
-#: When this process started: after a control-plane restart every host gets HOST_LOST_AFTER
-#: seconds to report again before it can be judged lost (its last report predates the restart).
-_STARTED_AT = time.time()
-
-
-def lost_cutoff(at: float | None = None) -> float:
-    """Hosts whose last report is older than this are lost (none in this process's first HOST_LOST_AFTER s)."""
-    t = now() if at is None else at
-    if t - _STARTED_AT < HOST_LOST_AFTER:
-        return 0.0  # (epoch seconds: every report is newer)
-    return t - HOST_LOST_AFTER
 
 
 # --- leases (one orchestrator among control-plane replicas) ----------------
@@ -74,12 +59,16 @@ def counter(conn: Connection, name: str) -> tuple[int, str]:
     return (int(row.value), str(row.note)) if row else (0, "")
 
 
+def _insert_counter(conn: Connection, name: str, note: str) -> Insert:
+    """``INSERT`` of counter ``name`` at 1 in this database's dialect (for ``ON CONFLICT``)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(counters).values(name=name, value=1, note=note)  # type: ignore[no-any-return]
+
+
 def _create_counter(conn: Connection, name: str, note: str) -> bool:
-    """Create counter ``name`` at 1; False when it exists already."""
-    if conn.execute(select(counters.c.name).where(counters.c.name == name)).first():
-        return False
-    conn.execute(insert(counters).values(name=name, value=1, note=note))
-    return True
+    """Create counter ``name`` at 1; False when it exists already (one statement: no check-then-insert race)."""
+    stmt = _insert_counter(conn, name, note).on_conflict_do_nothing(index_elements=[counters.c.name])  # type: ignore[attr-defined]
+    return bool(conn.execute(stmt).rowcount)
 
 
 def advance_counter(conn: Connection, name: str, expected: int, note: str) -> bool:
@@ -93,13 +82,16 @@ def advance_counter(conn: Connection, name: str, expected: int, note: str) -> bo
 
 
 def bump_counter(conn: Connection, name: str, note: str = "") -> int:
-    """Add one to counter ``name`` (in SQL, so two writers cannot both write the same value)."""
-    moved = conn.execute(
-        update(counters).where(counters.c.name == name).values(value=counters.c.value + 1, note=note)
-    ).rowcount
-    if not moved and _create_counter(conn, name, note):
-        return 1
-    return counter(conn, name)[0]
+    """Add one to counter ``name``, creating it at 1, and return the new value.
+
+    One statement (``INSERT … ON CONFLICT DO UPDATE … RETURNING``), so two writers can neither
+    both write the same value nor both try to create the counter.
+    """
+    stmt = _insert_counter(conn, name, note)
+    stmt = stmt.on_conflict_do_update(  # type: ignore[attr-defined]
+        index_elements=[counters.c.name], set_={"value": counters.c.value + 1, "note": note}
+    ).returning(counters.c.value)
+    return int(conn.execute(stmt).scalar_one())
 
 
 # --- apps and environments --------------------------------------------------
@@ -157,6 +149,95 @@ def routes_of(env: RowMapping) -> dict[int, int]:
     return {int(k): int(v) for k, v in (env["routes"] or {}).items()}
 
 
+def routed_envs(conn: Connection) -> list[RowMapping]:
+    """Environments with routes (id, name, routes, sticky, app): the routing table's entries."""
+    return [
+        r
+        for r in conn.execute(
+            select(environments.c.id, environments.c.name, environments.c.routes, environments.c.sticky,
+                   apps.c.name.label("app"))
+            .select_from(environments.join(apps, apps.c.id == environments.c.app_id))
+        ).mappings().all()
+        if r["routes"]
+    ]
+
+
+def env_ids(conn: Connection) -> list[int]:
+    return [r.id for r in conn.execute(select(environments.c.id)).all()]
+
+
+def envs_of_app(conn: Connection, app_id: int) -> list[RowMapping]:
+    """An app's environments, by name."""
+    return list(
+        conn.execute(select(environments).where(environments.c.app_id == app_id).order_by(environments.c.name))
+        .mappings()
+        .all()
+    )
+
+
+def env_ids_by_name(conn: Connection) -> dict[tuple[str, str], int]:
+    """(app, env) → environment id, for every environment."""
+    return {
+        (r.app, r.env): r.id
+        for r in conn.execute(
+            select(apps.c.name.label("app"), environments.c.name.label("env"), environments.c.id).select_from(
+                environments.join(apps, apps.c.id == environments.c.app_id)
+            )
+        )
+    }
+
+
+def set_routes(conn: Connection, env_id: int, weights: dict[int, int]) -> None:
+    conn.execute(
+        update(environments).where(environments.c.id == env_id).values(routes={str(k): v for k, v in weights.items()})
+    )
+
+
+def list_apps(conn: Connection) -> list[RowMapping]:
+    return list(conn.execute(select(apps).order_by(apps.c.name)).mappings().all())
+
+
+def count_apps(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(apps)).scalar_one())
+
+
+def team_has_apps(conn: Connection, team: str) -> bool:
+    return conn.execute(select(apps.c.id).where(apps.c.team == team)).first() is not None
+
+
+def app_names(conn: Connection) -> list[str]:
+    return [r.name for r in conn.execute(select(apps.c.name).order_by(apps.c.name))]
+
+
+def app_exists(conn: Connection, name: str) -> bool:
+    return conn.execute(select(apps.c.id).where(apps.c.name == name)).first() is not None
+
+
+def app_name_of(conn: Connection, app_id: int) -> str:
+    return str(conn.execute(select(apps.c.name).where(apps.c.id == app_id)).scalar_one())
+
+
+def create_app(conn: Connection, name: str, team: str | None, actor: str, now: float) -> None:
+    conn.execute(insert(apps).values(name=name, team=team, created_at=now, created_by=actor))
+
+
+def set_team(conn: Connection, app_id: int, team: str | None) -> None:
+    conn.execute(update(apps).where(apps.c.id == app_id).values(team=team))
+
+
+def teams(conn: Connection) -> list[str]:
+    """Every team that owns an app, sorted."""
+    return sorted({r.team for r in conn.execute(select(apps.c.team)) if r.team})
+
+
+def env_names_by_app(conn: Connection) -> dict[int, list[str]]:
+    """app id → its environments' names, sorted."""
+    envs: dict[int, list[str]] = {}
+    for e in conn.execute(select(environments.c.app_id, environments.c.name).order_by(environments.c.name)):
+        envs.setdefault(e.app_id, []).append(e.name)
+    return envs
+
+
 # --- images and releases ----------------------------------------------------
 
 
@@ -188,6 +269,92 @@ def get_release(conn: Connection, env_id: int, number: int) -> RowMapping:
     return row
 
 
+def image_commit(conn: Connection, app_id: int, digest: str) -> dict[str, Any] | None:
+    """The commit an app's image was built from (None if unknown)."""
+    img = conn.execute(select(images.c.commit).where(images.c.digest == digest, images.c.app_id == app_id)).first()
+    return img.commit if img else None
+
+
+def add_release(conn: Connection, env_id: int, number: int, image: str, config: dict[str, Any], actor: str,
+                now: float) -> None:
+    conn.execute(
+        insert(releases).values(
+            env_id=env_id, number=number, image_digest=image, config=config, status="pending",
+            created_by=actor, created_at=now,
+        )
+    )
+
+
+def set_release_status(conn: Connection, env_id: int, number: int, status: str, *, retired_at: float | None = None,
+                       only_if: str | None = None) -> None:
+    """Set a release's status (and ``retired_at`` when given); ``only_if``: only from that status."""
+    cond = (releases.c.env_id == env_id) & (releases.c.number == number)
+    if only_if is not None:
+        cond &= releases.c.status == only_if
+    values: dict[str, Any] = {"status": status}
+    if retired_at is not None:
+        values["retired_at"] = retired_at
+    conn.execute(update(releases).where(cond).values(**values))
+
+
+def make_current(conn: Connection, env_id: int, number: int, now: float) -> None:
+    """Release ``number`` is now the environment's live release."""
+    conn.execute(update(environments).where(environments.c.id == env_id).values(current_release=number))
+    conn.execute(
+        update(releases)
+        .where(releases.c.env_id == env_id, releases.c.number == number)
+        .values(status="live", live_at=now, retired_at=None)
+    )
+
+
+def release_configs(conn: Connection, env_id: int) -> dict[int, dict[str, Any]]:
+    """release number → its config, for an environment."""
+    return {
+        r.number: dict(r.config or {})
+        for r in conn.execute(select(releases.c.number, releases.c.config).where(releases.c.env_id == env_id))
+    }
+
+
+def releases_in(conn: Connection, env_id: int, numbers: Iterable[int]) -> list[RowMapping]:
+    return list(
+        conn.execute(select(releases).where(releases.c.env_id == env_id, releases.c.number.in_(list(numbers))))
+        .mappings()
+        .all()
+    )
+
+
+def release_history(conn: Connection, app_id: int, env: str | None, limit: int) -> list[RowMapping]:
+    """An app's releases (of one environment, or all) with their environment's name (``env_name``)
+    and image's ``commit``, newest first."""
+    q = (
+        select(releases, environments.c.name.label("env_name"), images.c.commit)
+        .select_from(
+            releases.join(environments, environments.c.id == releases.c.env_id).outerjoin(
+                images,
+                (images.c.digest == releases.c.image_digest) & (images.c.app_id == environments.c.app_id),
+            )
+        )
+        .where(environments.c.app_id == app_id)
+        .order_by(releases.c.created_at.desc(), releases.c.id.desc())
+        .limit(limit)
+    )
+    if env:
+        q = q.where(environments.c.name == env)
+    return list(conn.execute(q).mappings().all())
+
+
+def releases_of_image(conn: Connection, digest: str, limit: int = 50) -> list[dict[str, Any]]:
+    """Releases made from an image (any app): where it ran and when, newest first."""
+    rows = conn.execute(
+        select(releases.c.number, releases.c.status, releases.c.live_at, releases.c.created_by,
+               environments.c.name.label("env"), apps.c.name.label("app"))
+        .select_from(releases.join(environments, environments.c.id == releases.c.env_id)
+                     .join(apps, apps.c.id == environments.c.app_id))
+        .where(releases.c.image_digest == digest).order_by(releases.c.created_at.desc()).limit(limit)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
 def next_release_number(conn: Connection, env_id: int) -> int:
     top = conn.execute(select(func.max(releases.c.number)).where(releases.c.env_id == env_id)).scalar()
     return int(top or 0) + 1
@@ -211,31 +378,6 @@ def rollback_target(conn: Connection, env_id: int, current: int | None) -> int |
     return int(row.number) if row else None
 
 
-# --- hosts and instances ----------------------------------------------------
-
-
-def alive_hosts(conn: Connection, within: float = HOST_LOST_AFTER) -> list[RowMapping]:
-    return list(
-        conn.execute(select(hosts).where(hosts.c.last_seen >= now() - within).order_by(hosts.c.name)).mappings().all()
-    )
-
-
-def instance_status_map(conn: Connection) -> dict[str, tuple[str, dict[str, Any]]]:
-    """instance id → (host address, last reported InstanceStatus dict), from the last report of
-    every host that is not lost (see :func:`lost_cutoff`): a lost host's instances are unknown."""
-    out: dict[str, tuple[str, dict[str, Any]]] = {}
-    for row in conn.execute(select(hosts.c.address, hosts.c.status).where(hosts.c.last_seen >= lost_cutoff())).all():
-        for inst in (row.status or {}).get("instances", []):
-            out[inst["id"]] = (row.address, inst)
-    return out
-
-
-def env_instances(conn: Connection, env_id: int) -> list[RowMapping]:
-    return list(
-        conn.execute(select(instances).where(instances.c.env_id == env_id).order_by(instances.c.id)).mappings().all()
-    )
-
-
 # --- events -----------------------------------------------------------------
 
 
@@ -255,3 +397,35 @@ def record_event(
             at=now(), app=app, env=env, kind=kind, actor=actor, origin=origin, message=message, data=data or {}
         )
     )
+
+
+def list_events(
+    conn: Connection,
+    *,
+    app: str | None = None,
+    env: str | None = None,
+    kind: str | None = None,
+    since: float | None = None,
+    kinds: Iterable[str] | None = None,
+    limit: int | None = None,
+    order: str = "newest",
+) -> list[RowMapping]:
+    """Events matching every filter given: ``newest`` first, ``oldest`` first (both by id), or by ``time``."""
+    q = select(events).order_by({"newest": events.c.id.desc(), "oldest": events.c.id, "time": events.c.at}[order])
+    if limit is not None:
+        q = q.limit(limit)
+    if app:
+        q = q.where(events.c.app == app)
+    if env:
+        q = q.where(events.c.env == env)
+    if kind:
+        q = q.where(events.c.kind == kind)
+    if kinds is not None:
+        q = q.where(events.c.kind.in_(list(kinds)))
+    if since is not None:
+        q = q.where(events.c.at >= since)
+    return list(conn.execute(q).mappings().all())
+
+
+def event_kinds(conn: Connection) -> list[str]:
+    return sorted(r[0] for r in conn.execute(select(events.c.kind).distinct()))

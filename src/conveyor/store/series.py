@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from conveyor.domain.histogram import Histogram
 from conveyor.store.tables import metric_points
@@ -98,3 +98,18 @@ def window(conn: Connection, env_id: int, since: float, *, resolution: int, buck
             for t, (req, err, hist) in sorted(by_t.items())
         ]
     return out
+
+
+def request_totals(conn: Connection, since: float) -> dict[tuple[int, int], int]:
+    """(env id, release) → requests in the 1 s points at or after ``since``."""
+    rows = conn.execute(
+        select(metric_points.c.env_id, metric_points.c.release, func.sum(metric_points.c.requests))
+        .where(metric_points.c.resolution == 1, metric_points.c.t >= since)
+        .group_by(metric_points.c.env_id, metric_points.c.release)
+    ).all()
+    return {(r[0], r[1]): int(r[2] or 0) for r in rows}
+
+
+def prune(conn: Connection, resolution: int, before: float) -> None:
+    """Delete the points of ``resolution`` older than ``before``."""
+    conn.execute(delete(metric_points).where(metric_points.c.resolution == resolution, metric_points.c.t < before))

@@ -1,7 +1,9 @@
-"""The web UI: server-rendered pages at ``/`` of the control plane, plus their JSON twins.
+"""The web UI: server-rendered pages at ``/`` of the control plane.
 
-``router`` holds every page (mounted without a prefix); ``api_router``
-(``conveyor.web.twins``) holds the JSON twins the core API lacks (mounted under ``/api/v1``). Page families:
+``router`` holds every page (mounted without a prefix). Each page's JSON twin is
+an API route (``conveyor.api.twins`` or the core API); both call the same
+service (``conveyor.services.views`` and the others), and this package imports
+nothing from ``conveyor.api``. Page families:
 ``session`` (sign-in), ``overview`` (overview, hosts, audit), ``app_pages``
 (an app and its buttons), ``deploy_pages`` (the live deployment), ``build_pages``
 (builds, images, logs), ``insights`` (metrics, DORA).
@@ -11,16 +13,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from conveyor.web import app_pages, build_pages, deploy_pages, insights, overview, session, twins
+from conveyor.web import app_pages, build_pages, deploy_pages, insights, overview, session
 from conveyor.web.render import static_router
 
 router = APIRouter(include_in_schema=False)
 for _module in (session, overview, app_pages, deploy_pages, build_pages, insights):
     router.include_router(_module.router)
 router.include_router(static_router)
-
-#: The JSON twins, for ``/api/v1`` (see ``conveyor.web.twins``).
-api_router = twins.router
 
 
 def install(app: FastAPI) -> None:
@@ -29,4 +28,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(session.PageError, session.page_error_handler)
 
 
-__all__ = ["router", "api_router", "install"]
+__all__ = ["router", "install"]

@@ -9,20 +9,15 @@ request re-renders the app page with the API's own sentence about what to fix.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
-from conveyor.api.deps import Principal
-from conveyor.deploy import service
-from conveyor.domain.deploy_machine import IllegalTransition
-from conveyor.domain.manifest import ManifestError
-from conveyor.store import repo
-from conveyor.store.repo import Conflict, NotFound
-from conveyor.web import views
+from conveyor.services import deployments, views
+from conveyor.services.auth import Principal
+from conveyor.services.errors import Conflict, IllegalTransition, ManifestError, NotFound
 from conveyor.web.render import render
 from conveyor.web.session import FormWriter, PageUser
 
@@ -46,23 +41,17 @@ async def app_page(request: Request, app: str, user: PageUser) -> HTMLResponse:
     return await _app_page(request, app)
 
 
-async def _act(request: Request, app: str, user: Principal, fn: Callable[[Connection], dict[str, Any]]) -> Response:
-    """Run one command; on success go to its deployment page, else show why on the app page."""
-    cp = request.app.state.cp
-
-    def run() -> int:
-        with cp.engine.begin() as conn:
-            return int(fn(conn)["id"])
-
+async def _act(request: Request, app: str, user: Principal, fn: Callable[[], int]) -> Response:
+    """Run one command (it returns the deployment's id); on success go to its deployment page, else
+    show why on the app page."""
     try:
-        dep_id = await run_in_threadpool(run)
+        dep_id = await run_in_threadpool(fn)
     except NotFound as exc:
         return await _app_page(request, app, str(exc), 404)
     except (Conflict, IllegalTransition) as exc:
         return await _app_page(request, app, str(exc), 409)
     except (ValueError, ManifestError) as exc:
         return await _app_page(request, app, str(exc), 422)
-    cp.notifier.poke("orchestrator", "deployments")
     return RedirectResponse(f"/deployments/{dep_id}", status_code=303)
 
 
@@ -74,8 +63,9 @@ async def deploy(
 ) -> Response:
     if not image:
         return await _app_page(request, app, "choose an image to deploy", 422)
-    return await _act(request, app, user, lambda conn: service.queue_deploy(
-        conn, app, env.strip(), image, strategy=strategy or None, actor=user.name, origin=user.origin))
+    cp = request.app.state.cp
+    return await _act(request, app, user, lambda: deployments.deploy(
+        cp, app, env.strip(), image, strategy=strategy or None, actor=user.name, origin=user.origin))
 
 
 @router.post("/apps/{app}/promote")
@@ -83,17 +73,11 @@ async def promote(
     request: Request, app: str, user: FormWriter,
     from_env: Annotated[str, Form()] = "staging", env: Annotated[str, Form()] = "production",
 ) -> Response:
-    def fn(conn: Connection) -> dict[str, Any]:
-        app_row = repo.get_app(conn, app)
-        source = repo.get_env(conn, app_row["id"], from_env)
-        if source["current_release"] is None:
-            raise Conflict(f"environment {from_env!r} has no live release to promote")
-        image = repo.get_release(conn, source["id"], source["current_release"])["image_digest"]
-        return service.queue_deploy(conn, app, env, image, actor=user.name, origin=user.origin)
-
     if from_env == env:
         return await _app_page(request, app, f"promote from {from_env!r} to a different environment", 422)
-    return await _act(request, app, user, fn)
+    cp = request.app.state.cp
+    return await _act(request, app, user, lambda: deployments.deploy(
+        cp, app, env, None, from_env=from_env, actor=user.name, origin=user.origin))
 
 
 @router.post("/apps/{app}/rollback")
@@ -102,5 +86,6 @@ async def rollback(
     release: Annotated[str, Form()] = "",
 ) -> Response:
     target = int(release) if release.strip().isdigit() else None
-    return await _act(request, app, user, lambda conn: service.queue_rollback(
-        conn, app, env, to_release=target, actor=user.name, origin=user.origin))
+    cp = request.app.state.cp
+    return await _act(request, app, user, lambda: deployments.rollback(
+        cp, app, env, to_release=target, actor=user.name, origin=user.origin))

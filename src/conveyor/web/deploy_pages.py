@@ -23,15 +23,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from conveyor.api.deployments import read_deployment
-from conveyor.domain import deploy_machine as dm
-from conveyor.store import repo
-from conveyor.store.repo import NotFound
-from conveyor.store.tables import events
-from conveyor.web import views
+from conveyor.services import views
+from conveyor.services.errors import NotFound
 from conveyor.web.app_pages import not_found
 from conveyor.web.render import ENV, render
 from conveyor.web.session import PageUser
@@ -76,41 +71,8 @@ def buttons_for(state: str, available: set[str]) -> list[str]:
 
 
 def snapshot(cp: Any, dep_id: int) -> dict[str, Any]:
-    """Everything the live page shows: the deployment, its progress, instances, routes and events."""
-    dep = read_deployment(cp, dep_id).model_dump(mode="json")
-    with cp.engine.connect() as conn:
-        app_row = repo.get_app(conn, dep["app"])
-        env = repo.get_env(conn, app_row["id"], dep["env"])
-        status = repo.instance_status_map(conn)
-        insts = []
-        for i in repo.env_instances(conn, env["id"]):
-            addr, st = status.get(i["id"], (None, {}))
-            insts.append({"id": i["id"], "release": i["release"], "role": i["role"], "host": i["host"],
-                          "state": st.get("state", "pending"), "port": st.get("port"), "address": addr,
-                          "restarts": st.get("restarts", 0), "message": st.get("message", "")})
-        evs = [
-            dict(r) for r in conn.execute(
-                select(events).where(events.c.app == dep["app"], events.c.env == dep["env"],
-                                     events.c.at >= dep["created_at"] - 1).order_by(events.c.id).limit(500)
-            ).mappings()
-            if (r["data"] or {}).get("deployment") == dep_id
-        ]
-    ready_new = sum(1 for i in insts if i["release"] == dep["release"] and i["state"] == "ready")
-    steps = views.canary_steps(dep)
-    shown = [views.verdict_view(v) for v in reversed(dep["verdicts"])]  # newest first
-    return {
-        "deployment": dep,
-        "verdicts": shown,
-        "progress_view": views.deployment_progress(dep, ready_new),
-        "routes": {str(k): v for k, v in (env["routes"] or {}).items()},
-        "current_release": env["current_release"],
-        "instances": [i for i in insts if i["release"] in (dep["release"], dep["from_release"])],
-        "events": evs,
-        "steps": steps,
-        "step": dep["progress"].get("step"),
-        "terminal": dep["state"] in dm.TERMINAL,
-        "time": time.time(),
-    }
+    """Everything the live page shows (``conveyor.services.views.deployment_snapshot``, also its JSON twin)."""
+    return views.deployment_snapshot(cp, dep_id)
 
 
 def fragment(snap: dict[str, Any], available: set[str], can_write: bool) -> str:

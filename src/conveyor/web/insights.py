@@ -15,14 +15,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup, escape
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from conveyor.api.dora import report
 from conveyor.domain import dora
-from conveyor.store import repo
-from conveyor.store.repo import NotFound
-from conveyor.store.tables import apps, environments
+from conveyor.services import apps
+from conveyor.services.metrics import dora_report as report
+from conveyor.services.errors import NotFound
 from conveyor.web.app_pages import not_found
 from conveyor.web.render import render
 from conveyor.web.session import PageUser
@@ -39,10 +37,7 @@ def metrics_page(request: Request, app: str, user: PageUser, env: str | None = N
                  window: int = 3600) -> HTMLResponse:
     cp = request.app.state.cp
     try:
-        with cp.engine.connect() as conn:
-            app_row = repo.get_app(conn, app)
-            envs = [r.name for r in conn.execute(
-                select(environments.c.name).where(environments.c.app_id == app_row["id"]).order_by(environments.c.name))]
+        envs = apps.env_names(cp, app)
     except NotFound as exc:
         return not_found(request, str(exc))
     if env is None:
@@ -85,9 +80,8 @@ def trend_svg(key: dict[str, Any], width: int = 240, height: int = 56) -> Markup
 async def dora_page(request: Request, user: PageUser, app: str | None = None, since: str = "30d",
                     team: str | None = None) -> HTMLResponse:
     cp = request.app.state.cp
-    with cp.engine.connect() as conn:
-        app_names = [r.name for r in conn.execute(select(apps.c.name).order_by(apps.c.name))]
-        teams = sorted({r.team for r in conn.execute(select(apps.c.team)) if r.team})
+    app_names = apps.names(cp)
+    teams = apps.teams(cp)
     try:
         data = await run_in_threadpool(lambda: report(cp, app or None, since, team=team or None))
     except NotFound as exc:

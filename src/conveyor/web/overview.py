@@ -1,6 +1,6 @@
 """Pages that look across apps: the overview, hosts and instances, the audit log.
 
-Each page renders the same data its JSON twin returns (``conveyor.web.views``),
+Each page renders the same data its JSON twin returns (``conveyor.services.views``),
 and the overview and hosts pages refresh themselves every few seconds.
 """
 
@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from conveyor.api.apps import list_events
-from conveyor.store.tables import events
-from conveyor.web import views
+from conveyor.services import audit, hosts, views
 from conveyor.web.render import render
 from conveyor.web.session import PageUser
 
@@ -28,7 +25,7 @@ async def overview_page(request: Request, user: PageUser) -> HTMLResponse:
 
 @router.get("/hosts", response_class=HTMLResponse)
 async def hosts_page(request: Request, user: PageUser) -> HTMLResponse:
-    data = await run_in_threadpool(views.hosts_view, request.app.state.cp)
+    data = await run_in_threadpool(hosts.hosts_view, request.app.state.cp)
     return render(request, "hosts.html", data=data)
 
 
@@ -42,8 +39,7 @@ def audit_page(
     limit: int = Query(200, ge=1, le=5000),
 ) -> HTMLResponse:
     cp = request.app.state.cp
-    rows = list_events(cp, user, app=app or None, env=env or None, kind=kind or None, since=None, limit=limit)
-    with cp.engine.connect() as conn:
-        kinds = sorted(r[0] for r in conn.execute(select(events.c.kind).distinct()))
+    rows = audit.events(cp, app=app or None, env=env or None, kind=kind or None, since=None, limit=limit)
+    kinds = audit.kinds(cp)
     return render(request, "audit.html", events=[e.model_dump() for e in rows], kinds=kinds, limit=limit,
                   q={"app": app, "env": env, "kind": kind})

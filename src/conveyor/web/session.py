@@ -3,7 +3,7 @@
 Why a server-side session and not the token in a cookie: the cookie holds only
 a random id (HttpOnly, SameSite=Lax), so a leaked cookie is revoked by signing
 out and the token never sits in the browser. Every form carries the session's
-CSRF token (an HMAC of the session id, see ``conveyor.api.deps``), and the
+CSRF token (an HMAC of the session id, see ``conveyor.services.auth``), and the
 JavaScript sends it as ``X-CSRF-Token`` when it calls the JSON API.
 
 ``conveyor ui`` asks the API for a one-time login code (valid 60 s, used once)
@@ -14,16 +14,21 @@ redirected, so the admin token never appears in a URL or the browser history.
 from __future__ import annotations
 
 import secrets
-import time
-from dataclasses import dataclass, field
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from conveyor.api.deps import SESSION_COOKIE, Principal, constant_time_equal, csrf_token_for
-from conveyor.api.state import ControlPlane
+from conveyor.services.auth import (
+    SESSION_COOKIE,
+    Principal,
+    constant_time_equal,
+    csrf_token_for,
+    principal_for,
+    redeem_login_code,
+)
+from conveyor.services.state import ControlPlane
 from conveyor.store.web_sessions import SESSION_MAX_AGE
 from conveyor.web.render import render
 
@@ -48,23 +53,6 @@ async def page_error_handler(request: Request, exc: Exception) -> Response:
     return render(request, "error.html", status_code=exc.status, heading=heading, message=exc.message)
 
 PRELOGIN_COOKIE = "conveyor_prelogin"
-LOGIN_CODE_TTL = 60.0
-
-
-@dataclass
-class WebState:
-    """The UI's in-memory state, hung on the control plane: one-time sign-in codes (60 s; sessions
-    themselves live in SQL, see conveyor.store.web_sessions)."""
-
-    login_codes: dict[str, tuple[str, float]] = field(default_factory=dict)  # code -> (token, expires)
-
-
-def web_state(cp: ControlPlane) -> WebState:
-    st = getattr(cp, "_web_state", None)
-    if st is None:
-        st = WebState()
-        cp._web_state = st  # type: ignore[attr-defined]
-    return st
 
 
 def _cp(request: Request) -> ControlPlane:
@@ -76,11 +64,9 @@ def current_user(request: Request) -> Principal | None:
     cp = _cp(request)
     sid = request.cookies.get(SESSION_COOKIE)
     token = cp.sessions.get(sid)
-    role = cp.role_of(token) if token else None
-    if sid is None or role is None:
+    user = principal_for(cp, token, request.client.host if request.client else "") if token else None
+    if sid is None or user is None:
         return None
-    user = Principal(name="admin" if role == "admin" else "viewer", role=role,
-                     origin=request.client.host if request.client else "")
     request.state.web_user = user
     request.state.web_csrf = csrf_token_for(cp, sid)
     return user
@@ -135,16 +121,11 @@ def _login_form(request: Request, target: str, error: str = "", status_code: int
 @router.get("/login")
 def login_page(request: Request, next: str = "/", code: str | None = None) -> Response:
     if code is not None:
-        st = web_state(_cp(request))
-        now = time.time()
-        for c, (_, exp) in list(st.login_codes.items()):
-            if exp < now:
-                del st.login_codes[c]
-        entry = st.login_codes.pop(code, None)
-        if entry is None:
+        token = redeem_login_code(_cp(request), code)
+        if token is None:
             return _login_form(request, next, "that sign-in link has expired or was already used: "
                                "run `conveyor ui` again, or paste a token below", 400)
-        return _start_session(request, entry[0], next)
+        return _start_session(request, token, next)
     if current_user(request) is not None:
         return RedirectResponse(_safe_next(next), status_code=303)
     return _login_form(request, next)
@@ -178,10 +159,3 @@ def logout(request: Request, user: PageUser, csrf: Annotated[str, Form()] = "") 
 def end_session(cp: ControlPlane, sid: str) -> None:
     """Forget a session: its cookie stops working for pages and for the API at once."""
     cp.sessions.end(sid)
-
-
-def issue_login_code(cp: ControlPlane, token: str) -> str:
-    """A one-time code that signs a browser in as the holder of ``token`` (used by ``conveyor ui``)."""
-    code = secrets.token_urlsafe(24)
-    web_state(cp).login_codes[code] = (token, time.time() + LOGIN_CODE_TTL)
-    return code

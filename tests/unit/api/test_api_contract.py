@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from conveyor.api.app import create_app
+from conveyor.server import create_app
 from conveyor.config import ServerSettings
 
 

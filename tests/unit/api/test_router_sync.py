@@ -7,8 +7,8 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from conveyor.api.app import create_app
-from conveyor.api.state import ROUTER_LIVE_WINDOW, RouterInfo, router_sync
+from conveyor.server import create_app
+from conveyor.services.state import ROUTER_LIVE_WINDOW, RouterInfo, router_sync
 from conveyor.config import ServerSettings
 
 ADMIN = {"Authorization": "Bearer adm"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.deploy import service
+from conveyor.services import apps as app_service
 from web_site import ADMIN, VIEWER, Site, make_site, sign_in
 
 
@@ -21,7 +21,7 @@ def web(tmp_path: Path) -> Iterator[Site]:
     for site in make_site(tmp_path):
         sign_in(site, ADMIN)
         with site.cp.engine.begin() as conn:
-            service.create_app(conn, "hello", actor="admin")
+            app_service.create_app(conn, "hello", actor="admin")
         yield site
 
 
@@ -30,5 +30,5 @@ def viewer(tmp_path: Path) -> Iterator[Site]:
     for site in make_site(tmp_path):
         sign_in(site, VIEWER)
         with site.cp.engine.begin() as conn:
-            service.create_app(conn, "hello", actor="admin")
+            app_service.create_app(conn, "hello", actor="admin")
         yield site

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conveyor.deploy import service
+from conveyor.services import apps as app_service
 from web_site import ADMIN, Site
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -36,4 +36,4 @@ def test_team_names_are_validated(web: Site) -> None:
     r = web.client.post("/api/v1/apps", json={"name": "x", "team": "Not A Team"}, headers=AUTH)
     assert r.status_code == 422 and "team name" in r.json()["detail"]
     with web.cp.engine.begin() as conn:
-        assert service.create_app(conn, "y", team="ops")["team"] == "ops"
+        assert app_service.create_app(conn, "y", team="ops")["team"] == "ops"

@@ -9,7 +9,7 @@ import pytest
 from conveyor.web import render
 from conveyor.web.deploy_pages import buttons_for
 from conveyor.web.insights import trend_svg
-from conveyor.web.views import deployment_progress, env_health
+from conveyor.services.views import deployment_progress, env_health
 
 
 def inst(release: int, state: str) -> dict[str, object]:

@@ -114,7 +114,7 @@ def test_sessions_survive_a_restart_and_end_with_their_token(tmp_path: Path) -> 
     """Sessions live in SQL, hashed: a restarted control plane keeps them; a revoked token ends them."""
     from fastapi.testclient import TestClient
 
-    from conveyor.api.app import create_app
+    from conveyor.server import create_app
     from conveyor.config import ServerSettings
     from conveyor.store.tables import web_sessions
 
@@ -154,7 +154,7 @@ def test_one_time_login_link_signs_in_once(anon: Site) -> None:
 
 
 def test_login_link_expires(anon: Site) -> None:
-    from conveyor.web.session import web_state
+    from conveyor.services.auth import web_state
 
     link = anon.client.post("/api/v1/ui/login-link", headers={"Authorization": f"Bearer {ADMIN}"}).json()
     st = web_state(anon.cp)

@@ -23,9 +23,9 @@ with warnings.catch_warnings():  # starlette warns that its TestClient will move
     from fastapi.testclient import TestClient
 from sqlalchemy import insert, select, update
 
-from conveyor.api.app import create_app
+from conveyor.server import create_app
 from conveyor.config import ServerSettings
-from conveyor.deploy import service
+from conveyor.services import deployments as service
 from conveyor.domain.manifest import parse_manifest
 from conveyor.store import repo
 from conveyor.store.tables import apps, deployments, environments, images, releases

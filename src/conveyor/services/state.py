@@ -1,8 +1,13 @@
 """The control plane's process-wide state: database, notifier, background loops.
 
 One instance per ``conveyor server`` process, created by the app factory and
-reached from request handlers through ``request.app.state.cp``. It holds no
-deployment state of its own: everything that matters is in SQL.
+reached from request handlers through ``request.app.state.cp``; the services
+take it as their first argument. It holds no deployment state of its own:
+everything that matters is in SQL.
+
+``clock`` and ``started_at`` are the control plane's one clock: the rules that
+depend on time (is a host lost? is a router live?) take ``now`` from it, and
+the orchestrator is given the same start time.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,10 +82,15 @@ class ControlPlane:
     builds: object | None = None  # conveyor.build.queue.BuildQueue, set at start-up
     scraper: object | None = None  # conveyor.deploy.scraper.Scraper, set at start-up
     artifacts: Any = None  # conveyor.build.store.ArtifactStore
+    #: the time, for every time-dependent rule of the services (the orchestrator gets the same start)
+    clock: Callable[[], float] = time.time
+    #: when this control plane started, on ``clock`` (hosts get a grace period from it)
+    started_at: float = field(init=False)
     #: web session id -> token, in SQL (survives a restart)
     sessions: SessionStore = field(init=False)
 
     def __post_init__(self) -> None:
+        self.started_at = self.clock()
         self.sessions = SessionStore(self.engine, lambda: [self.settings.admin_token, *self.viewer_tokens])
 
     def role_of(self, token: str) -> str | None:
@@ -92,11 +103,11 @@ class ControlPlane:
     def saw_router(self, router_id: str, admin_url: str | None, version: int) -> None:
         info = self.routers.get(router_id)
         if info is None:
-            self.routers[router_id] = RouterInfo(router_id, admin_url, version, time.time())
+            self.routers[router_id] = RouterInfo(router_id, admin_url, version, self.clock())
             self.notifier.poke("routers")
         else:
             info.admin_url = admin_url or info.admin_url
             if info.version != version:
                 self.notifier.poke("routers")  # someone may wait for this router to catch up
             info.version = version
-            info.last_seen = time.time()
+            info.last_seen = self.clock()

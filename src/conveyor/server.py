@@ -1,5 +1,9 @@
 """The control plane's ASGI app: the API under /api/v1, the web UI at /.
 
+This module is where the two doors meet: it mounts the API's routers
+(``conveyor.api``) and the pages (``conveyor.web``) on one app, and starts the
+background loops; the doors themselves only call ``conveyor.services``.
+
 Errors are mapped in one place so every endpoint answers the same way:
 ``{"detail": "<what is wrong and what to do>"}`` with 404 for unknown things,
 409 for requests that contradict the current state, 422 for bad input.
@@ -16,14 +20,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from conveyor import __version__
-from conveyor.api import apps, dataplane, deployments, logs
-from conveyor.api.state import ControlPlane
+from conveyor import __version__, web
+from conveyor.api import apps, builds, dataplane, deployments, dora, logs, metrics, prometheus, twins
+from conveyor.build.store import ArtifactStore
 from conveyor.config import ServerSettings
 from conveyor.deploy.orchestrator import Orchestrator
 from conveyor.domain.deploy_machine import IllegalTransition
 from conveyor.domain.manifest import ManifestError
 from conveyor.domain.wire import API_PREFIX
+from conveyor.services import builds as build_service
+from conveyor.services import metrics as metrics_service
+from conveyor.services.state import ControlPlane
 from conveyor.store.db import make_engine, migrate
 from conveyor.store.repo import Conflict, NotFound
 
@@ -36,18 +43,17 @@ def create_app(settings: ServerSettings) -> FastAPI:
     engine = make_engine(settings.db_url)
     migrate(engine)
     cp = ControlPlane(settings=settings, engine=engine, viewer_tokens=set(settings.viewer_tokens))
-    from conveyor.build.store import ArtifactStore
-
     cp.artifacts = ArtifactStore(settings.images_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cp.notifier.bind(asyncio.get_running_loop())
         cp.orchestrator = Orchestrator(
-            engine, cp.notifier, identity=f"{socket.gethostname()}:{settings.host}:{settings.port}"
+            engine, cp.notifier, identity=f"{socket.gethostname()}:{settings.host}:{settings.port}",
+            clock=cp.clock, started_at=cp.started_at,
         )
         cp.tasks.append(asyncio.create_task(cp.orchestrator.run(), name="orchestrator"))
-        for starter in _extensions:
+        for starter in (build_service.start, metrics_service.start):
             await starter(cp)
         log.info("control plane ready (database %s)", engine.url.render_as_string(hide_password=True))
         try:
@@ -68,15 +74,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         redoc_url=None,
     )
     app.state.cp = cp
-    for module in (apps, deployments, dataplane, logs):
+    for module in (apps, deployments, dataplane, logs, builds, dora, twins, metrics):
         app.include_router(module.router, prefix=API_PREFIX)
-    for module in _optional_routers():
-        app.include_router(module.router, prefix=API_PREFIX)
-    from conveyor.api import prometheus
-
     app.include_router(prometheus.router)
-    from conveyor import web
-
     web.install(app)  # the web UI's pages, at /
 
     for exc_type, status in ERROR_STATUS.items():
@@ -106,17 +106,3 @@ def _json_error(status: int):  # type: ignore[no-untyped-def]
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
     return handler
-
-
-#: Start-up hooks of optional subsystems (builds, metrics scraping, web UI), each ``async (cp) -> None``.
-_extensions: list = []  # type: ignore[type-arg]
-
-
-def _optional_routers() -> list:  # type: ignore[type-arg]
-    """Routers of subsystems that register themselves (imported here to keep the core import-light)."""
-    from conveyor.api import builds, dora, metrics
-    from conveyor.web import twins
-
-    _extensions.clear()
-    _extensions.extend([builds.start, metrics.start])
-    return [builds, dora, twins, metrics]

@@ -1,36 +1,26 @@
-"""Commands that users issue: create apps, queue deployments and rollbacks, cancel.
+"""Deployments: the commands users issue (deploy, promote, roll back, cancel, promote/pause/
+resume/abort) and the deployments as the API and the pages show them.
 
-These only *record intent* (rows in SQL, in one transaction with their event);
+Commands only *record intent* (rows in SQL, in one transaction with their event);
 the orchestrator does the work. That is what makes a deploy survive a control
-plane killed mid-way: the intent is durable before the API answers.
+plane killed mid-way: the intent is durable before the API answers. The
+functions that take a ``Connection`` run inside the caller's transaction; the
+ones that take the ``ControlPlane`` own theirs and poke the orchestrator.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection
 
 from conveyor.analysis import AnalysisConfigError, parse_analysis_config
 from conveyor.domain import deploy_machine as dm
-from conveyor.domain.manifest import APP_NAME_RE, ENV_NAME_RE, AppManifest, parse_manifest
-from conveyor.store import repo
-from conveyor.store.repo import Conflict, NotFound
-from conveyor.store.tables import apps, deployments, releases
-
-
-def create_app(conn: Connection, name: str, actor: str = "", origin: str = "", team: str | None = None) -> dict[str, Any]:
-    if not APP_NAME_RE.match(name):
-        raise ValueError(
-            f"app name {name!r} is invalid: use 1-40 lower-case letters, digits and '-', starting with a letter"
-        )
-    if conn.execute(select(apps.c.id).where(apps.c.name == name)).first():
-        raise Conflict(f"app {name!r} already exists")
-    if team is not None and not APP_NAME_RE.match(team):
-        raise ValueError(f"team name {team!r} is invalid: use lower-case letters, digits and '-', starting with a letter")
-    conn.execute(insert(apps).values(name=name, team=team, created_at=repo.now(), created_by=actor))
-    repo.record_event(conn, "app_created", f"app {name} created", app=name, actor=actor, origin=origin)
-    return dict(repo.get_app(conn, name))
+from conveyor.domain.manifest import ENV_NAME_RE, AppManifest, parse_manifest
+from conveyor.services.schemas import Deployment
+from conveyor.services.state import ControlPlane
+from conveyor.store import deployments, repo
+from conveyor.store.repo import Conflict
 
 
 def deploy_params(manifest: AppManifest, env: str, strategy: str | None) -> dict[str, Any]:
@@ -86,23 +76,14 @@ def queue_deploy(
     env = repo.get_env(conn, app["id"], env_name, create=True)
     number = repo.next_release_number(conn, env["id"])
     now = repo.now()
-    conn.execute(
-        insert(releases).values(
-            env_id=env["id"],
-            number=number,
-            image_digest=image["digest"],
-            config=release_config(manifest, env_name, app_name, number),
-            status="pending",
-            created_by=actor,
-            created_at=now,
-        )
-    )
+    repo.add_release(conn, env["id"], number, image["digest"], release_config(manifest, env_name, app_name, number),
+                     actor, now)
     params = deploy_params(manifest, env_name, strategy)
     try:
         parse_analysis_config(params.get("analysis") or {}, source=f"[env.{env_name}] analysis")
     except AnalysisConfigError as exc:
         raise ValueError(str(exc)) from None
-    dep_id = _queue(conn, env["id"], "deploy", params["strategy"], env["current_release"], number, image["digest"],
+    dep_id = deployments.insert_queued(conn, env["id"], "deploy", params["strategy"], env["current_release"], number, image["digest"],
                     params, actor, now)
     repo.record_event(
         conn,
@@ -136,7 +117,7 @@ def queue_rollback(
         raise Conflict(f"release {target} is already the current release of {app_name}/{env_name}")
     now = repo.now()
     params = {"instances": rel["config"].get("instances", 1), "ready_timeout": 60.0, "strategy": "bluegreen"}
-    dep_id = _queue(conn, env["id"], "rollback", "bluegreen", current, target, rel["image_digest"], params, actor, now)
+    dep_id = deployments.insert_queued(conn, env["id"], "rollback", "bluegreen", current, target, rel["image_digest"], params, actor, now)
     repo.record_event(
         conn,
         "rollback_queued",
@@ -150,40 +131,13 @@ def queue_rollback(
     return get_deployment(conn, dep_id)
 
 
-def _queue(
-    conn: Connection, env_id: int, kind: str, strategy: str, from_release: int | None, to_release: int,
-    image: str, params: dict[str, Any], actor: str, now: float,
-) -> int:
-    """Insert a queued deployment; the orchestrator starts it when the environment's queue reaches it."""
-    result = conn.execute(
-        insert(deployments).values(
-            env_id=env_id, kind=kind, strategy=strategy, state="queued", from_release=from_release,
-            to_release=to_release, image_digest=image, params=params, progress={}, reason="",
-            created_by=actor, created_at=now,
-        )
-    )
-    return int(result.inserted_primary_key[0])  # type: ignore[index]
-
-
 def cancel(conn: Connection, dep_id: int, actor: str = "") -> dict[str, Any]:
-    row = _deployment_row(conn, dep_id)
-    result = dm.cancel(_as_machine(row))
-    conn.execute(
-        update(deployments)
-        .where(deployments.c.id == dep_id, deployments.c.state == "queued")
-        .values(state=result.state, finished_at=repo.now(), reason=f"cancelled by {actor or 'someone'}")
-    )
+    row = deployments.row(conn, dep_id)
+    result = dm.cancel(deployments.machine(row))
+    deployments.cancel_queued(conn, dep_id, result.state, repo.now(), f"cancelled by {actor or 'someone'}")
     app, env = repo.app_env_names(conn, row["env_id"])
     if row["kind"] == "deploy":
-        conn.execute(
-            update(releases)
-            .where(
-                releases.c.env_id == row["env_id"],
-                releases.c.number == row["to_release"],
-                releases.c.status == "pending",
-            )
-            .values(status="cancelled")
-        )
+        repo.set_release_status(conn, row["env_id"], row["to_release"], "cancelled", only_if="pending")
     repo.record_event(conn, "deploy_cancelled", f"deployment {dep_id} cancelled", app=app, env=env, actor=actor)
     return get_deployment(conn, dep_id)
 
@@ -205,60 +159,26 @@ def command(conn: Connection, dep_id: int, action: str, *, full: bool = False, a
     """
     if action not in COMMANDS:
         raise ValueError(f"unknown action {action!r}: use one of {', '.join(COMMANDS)}")
-    row = _deployment_row(conn, dep_id)
+    row = deployments.row(conn, dep_id)
     if row["state"] == "queued" and action == "abort":
         return cancel(conn, dep_id, actor)
     if row["state"] not in COMMANDS[action]:
         allowed = ", ".join(sorted(COMMANDS[action]))
         raise Conflict(f"deployment {dep_id} is {row['state']}: {action} applies only while it is {allowed}")
-    conn.execute(
-        update(deployments).where(deployments.c.id == dep_id)
-        .values(command={"action": action, "full": full, "by": actor or "someone"})
-    )
+    deployments.set_command(conn, dep_id, {"action": action, "full": full, "by": actor or "someone"})
     app, env = repo.app_env_names(conn, row["env_id"])
     repo.record_event(conn, f"deploy_{action}_requested", f"{action}{' (full)' if full else ''} of deployment {dep_id} "
                       f"requested by {actor or 'someone'}", app=app, env=env, actor=actor, data={"deployment": dep_id})
     return get_deployment(conn, dep_id)
 
 
-def _deployment_row(conn: Connection, dep_id: int) -> dict[str, Any]:
-    row = conn.execute(select(deployments).where(deployments.c.id == dep_id)).mappings().first()
-    if row is None:
-        raise NotFound(f"deployment {dep_id} not found; list them with `conveyor deployments APP`")
-    return dict(row)
-
-
-def _as_machine(row: dict[str, Any]) -> dm.Deployment:
-    return dm.Deployment(
-        id=row["id"],
-        kind=row["kind"],
-        strategy=row["strategy"],
-        state=row["state"],
-        from_release=row["from_release"],
-        to_release=row["to_release"],
-        params=row["params"] or {},
-        progress=row["progress"] or {},
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        created_by=row["created_by"],
-        command=row.get("command"),
-    )
-
-
 def get_deployment(conn: Connection, dep_id: int) -> dict[str, Any]:
     """A deployment as the API shows it: its row, app/env names, image and queue position."""
-    row = _deployment_row(conn, dep_id)
+    row = deployments.row(conn, dep_id)
     app, env = repo.app_env_names(conn, row["env_id"])
     position = None
     if row["state"] == "queued":
-        ahead = conn.execute(
-            select(deployments.c.id).where(
-                deployments.c.env_id == row["env_id"],
-                deployments.c.state.in_(["queued", *dm.ACTIVE]),
-                deployments.c.id < dep_id,
-            )
-        ).all()
-        position = len(ahead)
+        position = deployments.queue_position(conn, row["env_id"], dep_id)
     return {
         "id": row["id"],
         "app": app,
@@ -279,3 +199,66 @@ def get_deployment(conn: Connection, dep_id: int) -> dict[str, Any]:
         "started_at": row["started_at"],
         "finished_at": row["finished_at"],
     }
+
+
+def with_verdicts(conn: Connection, dep_id: int) -> Deployment:
+    """A deployment with its analysis verdicts: what ``GET /deployments/{id}`` and the pages show."""
+    return Deployment(**get_deployment(conn, dep_id), verdicts=deployments.verdicts_of(conn, dep_id))
+
+
+def read(cp: ControlPlane, dep_id: int) -> Deployment:
+    with cp.engine.connect() as conn:
+        return with_verdicts(conn, dep_id)
+
+
+def list_for_app(cp: ControlPlane, app: str, env: str | None = None, limit: int = 50) -> list[Deployment]:
+    """An app's deployments (of one environment, or all), newest first."""
+    with cp.engine.connect() as conn:
+        app_row = repo.get_app(conn, app)
+        return [with_verdicts(conn, i) for i in deployments.ids_of_app(conn, app_row["id"], env, limit)]
+
+
+def promoted_image(conn: Connection, app: str, from_env: str) -> str:
+    """The image an environment runs now, to deploy it elsewhere unchanged (promote)."""
+    app_row = repo.get_app(conn, app)
+    source = repo.get_env(conn, app_row["id"], from_env)
+    if source["current_release"] is None:
+        raise Conflict(f"environment {from_env!r} has no live release to promote")
+    return str(repo.get_release(conn, source["id"], source["current_release"])["image_digest"])
+
+
+def deploy(cp: ControlPlane, app: str, env: str, image: str | None, *, from_env: str | None = None,
+           strategy: str | None = None, actor: str = "", origin: str = "") -> int:
+    """Queue a deployment of ``image``, or of what ``from_env`` runs (promote); its id.
+
+    Raises ``ValueError`` when neither is given."""
+    with cp.engine.begin() as conn:
+        if from_env:
+            image = promoted_image(conn, app, from_env)
+        if not image:
+            raise ValueError("give the image to deploy: 'image' (a digest) or 'from_env' (promote)")
+        dep = queue_deploy(conn, app, env, image, strategy=strategy, actor=actor, origin=origin)
+    cp.notifier.poke("orchestrator", "deployments")
+    return int(dep["id"])
+
+
+def rollback(cp: ControlPlane, app: str, env: str, *, to_release: int | None = None, actor: str = "",
+             origin: str = "") -> int:
+    """Queue a rollback (to ``to_release``, or the previous live release); its id."""
+    with cp.engine.begin() as conn:
+        dep = queue_rollback(conn, app, env, to_release=to_release, actor=actor, origin=origin)
+    cp.notifier.poke("orchestrator", "deployments")
+    return int(dep["id"])
+
+
+def cancel_queued(cp: ControlPlane, dep_id: int, actor: str = "") -> None:
+    with cp.engine.begin() as conn:
+        cancel(conn, dep_id, actor=actor)
+    cp.notifier.poke("orchestrator", "deployments")
+
+
+def request(cp: ControlPlane, dep_id: int, action: str, *, full: bool = False, actor: str = "") -> None:
+    """Ask the orchestrator to promote, pause, resume or abort (see :func:`command`)."""
+    with cp.engine.begin() as conn:
+        command(conn, dep_id, action, full=full, actor=actor)
+    cp.notifier.poke("orchestrator", "deployments")

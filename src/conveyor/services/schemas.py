@@ -1,4 +1,8 @@
-"""Request and response bodies of the user-facing API (they make the OpenAPI contract)."""
+"""Request and response bodies of the user-facing API (they make the OpenAPI contract).
+
+The services return these models and the API routes declare them; the web pages
+render their JSON form, so the UI and its JSON twins say the same thing.
+"""
 
 from __future__ import annotations
 
@@ -121,12 +125,6 @@ class EventView(BaseModel):
     origin: str
     message: str
     data: dict[str, Any]
-
-
-class Problem(BaseModel):
-    """Every error: ``detail`` says what is wrong and what to do about it."""
-
-    detail: str
 
 
 class RouterView(BaseModel):

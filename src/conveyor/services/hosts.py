@@ -1,0 +1,92 @@
+"""Hosts and routers: the agents' reports, the documents the data plane long-polls, and the
+fleet as the hosts page shows it.
+
+The time-dependent rules (is a host lost? is a router live?) take ``now`` from the
+control plane's clock (``cp.clock``), and the grace period after a restart from
+``cp.started_at``, the same start the orchestrator is given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conveyor.deploy.documents import desired_state, routing_table
+from conveyor.domain.healing import HOST_LOST_AFTER
+from conveyor.domain.wire import AgentStatus, DesiredState, RoutingTable
+from conveyor.services.schemas import RoutersView, RouterView
+from conveyor.services.state import ControlPlane, router_sync
+from conveyor.store import hosts, instances
+
+#: A host whose agent has not reported for this long is shown offline.
+HOST_STALE_S = HOST_LOST_AFTER
+
+
+def record_report(cp: ControlPlane, host: str, report: AgentStatus) -> None:
+    """Store an agent's report (registering its host on the first); poke whoever routes or
+    deploys when what runs where changed."""
+    if report.host != host:
+        raise ValueError(f"report is for host {report.host!r} but was sent to /agents/{host}/status")
+    doc = report.model_dump(mode="json")
+    with cp.engine.begin() as conn:
+        old = hosts.save_report(conn, host, report.address, report.desired_version, doc, cp.clock())
+    if old is None or _routing_view(old) != _routing_view(doc):
+        cp.notifier.poke("routing", "orchestrator", "instances")
+
+
+def _routing_view(status: dict[str, Any] | None) -> list[tuple[str, str, int | None, int]]:
+    return sorted(
+        (i["id"], i["state"], i.get("port"), i.get("restarts", 0)) for i in (status or {}).get("instances", [])
+    )
+
+
+def routing(cp: ControlPlane) -> RoutingTable:
+    """The routing table now (versioned by content; see ``deploy.documents``)."""
+    return routing_table(cp.engine, cp.settings.domain, cp.clock(), cp.started_at)
+
+
+def desired(cp: ControlPlane, host: str) -> DesiredState:
+    return desired_state(cp.engine, host)
+
+
+def routers(cp: ControlPlane) -> RoutersView:
+    """The live routers, the table version each holds, and whether all hold the current one."""
+    table = routing(cp)
+    sync = router_sync(cp.routers, table.version, cp.clock())
+    return RoutersView(
+        table_version=sync.table_version,
+        synced=sync.synced,
+        routers=[RouterView(id=rid, table_version=v, seconds_since_poll=age, synced=v >= sync.table_version)
+                 for rid, v, age in sync.routers],
+    )
+
+
+def scrape_targets(cp: ControlPlane, window: float = 90.0) -> dict[str, str]:
+    """router id → admin URL of the routers that long-polled within ``window`` seconds."""
+    now = cp.clock()
+    return {r.id: r.admin_url for r in cp.routers.values() if r.admin_url and now - r.last_seen < window}
+
+
+def hosts_view(cp: ControlPlane) -> dict[str, Any]:
+    """Every host that ever reported, whether it is online, and what runs on it; and the routers."""
+    now = cp.clock()
+    with cp.engine.connect() as conn:
+        rows = hosts.every(conn)
+        owner = instances.owners(conn)
+    out = []
+    for h in rows:
+        insts = []
+        for i in (h["status"] or {}).get("instances", []):
+            app, env, release, role = owner.get(i["id"], (None, None, None, None))
+            insts.append({**i, "app": app, "env": env, "release": release, "role": role})
+        out.append({
+            "name": h["name"], "address": h["address"], "last_seen": h["last_seen"],
+            "online": now - h["last_seen"] < HOST_STALE_S,
+            "agent_version": (h["status"] or {}).get("agent_version", ""),
+            "desired_version": h["desired_version"], "instances": insts,
+        })
+    routers = [
+        {"id": r.id, "admin_url": r.admin_url, "table_version": r.version, "last_seen": r.last_seen,
+         "online": now - r.last_seen < HOST_STALE_S + 60}
+        for r in cp.routers.values()
+    ]
+    return {"hosts": out, "routers": routers, "time": now}
