@@ -17,6 +17,12 @@ import secrets
 from dataclasses import dataclass, field
 
 from conveyor.services.state import ControlPlane
+from conveyor.store.web_sessions import SESSION_MAX_AGE
+
+__all__ = [
+    "CSRF_HEADER", "LOGIN_CODE_TTL", "SAFE_METHODS", "SESSION_COOKIE", "SESSION_MAX_AGE", "Principal", "WebState",
+    "constant_time_equal", "csrf_token_for", "issue_login_code", "principal_for", "redeem_login_code", "web_state",
+]
 
 SESSION_COOKIE = "conveyor_session"
 CSRF_HEADER = "x-csrf-token"

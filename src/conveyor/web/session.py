@@ -22,6 +22,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from conveyor.services.auth import (
     SESSION_COOKIE,
+    SESSION_MAX_AGE,
     Principal,
     constant_time_equal,
     csrf_token_for,
@@ -29,7 +30,6 @@ from conveyor.services.auth import (
     redeem_login_code,
 )
 from conveyor.services.state import ControlPlane
-from conveyor.store.web_sessions import SESSION_MAX_AGE
 from conveyor.web.render import render
 
 router = APIRouter(include_in_schema=False)
