@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from conveyor.agent import statefile
+from conveyor.agent import policy, statefile
 from conveyor.agent.client import ControlPlaneClient
 from conveyor.agent.images import ImageProvider
 from conveyor.agent.logship import LogShipper
@@ -82,25 +82,24 @@ async def _wait_event(event: asyncio.Event, timeout: float) -> None:
 
 
 class _Backoff:
-    """Retry delays for control-plane calls: 0.1 s doubling, capped (reconnect fast)."""
+    """Retry delays for control-plane calls (``policy.control_plane_backoff``: 0.1 s doubling,
+    capped, jittered), and one log line when calls start and stop failing."""
 
     def __init__(self, cap: float) -> None:
         self.cap = cap
-        self.delay = 0.1
-        self.failing = False
+        self.policy = policy.control_plane_backoff(cap)
+        self.failures = 0
 
     def fail(self, what: str, exc: Exception) -> float:
-        if not self.failing:
+        if not self.failures:
             log.warning("%s failed: %s (retrying every <= %gs)", what, exc, self.cap)
-        self.failing = True
-        delay, self.delay = self.delay, min(self.cap, self.delay * 2)
-        return delay
+        self.failures += 1
+        return self.policy.delay(self.failures)
 
     def ok(self, what: str) -> None:
-        if self.failing:
+        if self.failures:
             log.warning("%s works again", what)
-        self.failing = False
-        self.delay = 0.1
+        self.failures = 0
 
 
 class Agent:

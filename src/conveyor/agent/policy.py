@@ -7,8 +7,10 @@ tested by direct calls and changed in one place.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 
+from conveyor.domain.backoff import Backoff
 from conveyor.domain.wire import InstanceState
 
 #: First restart delay after a crash; doubles per consecutive crash.
@@ -27,18 +29,27 @@ READINESS_PERIOD_S = 0.2
 #: Delays between attempts to prepare an image that failed to fetch or unpack.
 IMAGE_RETRY_INITIAL_S = 1.0
 IMAGE_RETRY_MAX_S = 30.0
+#: Restarting a crashed process is local: no jitter (a fixed schedule reads better in a log).
+RESTART_BACKOFF = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
+#: Fetching an image asks the control plane: every agent of a fleet may retry at once, so jitter.
+IMAGE_RETRY_BACKOFF = Backoff(IMAGE_RETRY_INITIAL_S, IMAGE_RETRY_MAX_S, jitter=0.5)
+#: The agent's calls to the control plane start retrying fast (0.1 s), with jitter; the cap is configured.
+CONTROL_PLANE_RETRY_INITIAL_S = 0.1
+
+
+def control_plane_backoff(cap: float) -> Backoff:
+    return Backoff(CONTROL_PLANE_RETRY_INITIAL_S, cap, jitter=0.5)
 
 
 def restart_delay(streak: int) -> float:
     """Delay before restarting after the ``streak``-th consecutive crash (1-based)."""
-    if streak <= 1:
-        return BACKOFF_INITIAL_S
-    return min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** min(streak - 1, 32))
+    return RESTART_BACKOFF.delay(streak)
 
 
-def image_retry_delay(failures: int) -> float:
-    """Delay before the next attempt after ``failures`` consecutive image failures."""
-    return min(IMAGE_RETRY_MAX_S, IMAGE_RETRY_INITIAL_S * 2 ** max(0, min(failures - 1, 32)))
+def image_retry_delay(failures: int, rand: Callable[[], float] = random.random) -> float:
+    """Delay before the next attempt after ``failures`` consecutive image failures (jittered:
+    between half and all of 1 s doubling, up to 30 s)."""
+    return IMAGE_RETRY_BACKOFF.delay(failures, rand)
 
 
 def next_streak(streak: int, ready_at: float | None, exited_at: float) -> int:

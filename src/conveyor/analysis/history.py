@@ -34,7 +34,7 @@ import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import beta
 
-from conveyor.analysis.model import AnalysisConfig, Interval, Outcome, Verdict
+from conveyor.analysis.model import AnalysisConfig, Interval, Outcome, Verdict, no_regression
 from conveyor.analysis.sequential import GRID
 from conveyor.analysis.series import pct
 
@@ -107,11 +107,7 @@ def judge(
             f"{config.sequential.error_tolerance:.0%}, with evidence e = {math.exp(min(path.max(), 700)):.3g} >= {2 / alpha:g}.",
             numbers=numbers,
         )
-    done = step_elapsed_s >= step_duration_s
-    return Verdict(
-        judge=NAME,
-        outcome=Outcome.PASS if done else Outcome.CONTINUE,
-        reason=f"Error rate {pct(rate)} ({errors}/{requests}) in line with the previous release's "
-        f"{pct(ref_errors / ref_requests)} ({ref_errors}/{ref_requests}).",
-        numbers=numbers,
-    )
+    so_far = (f"Error rate {pct(rate)} ({errors}/{requests}) in line with the previous release's "
+              f"{pct(ref_errors / ref_requests)} ({ref_errors}/{ref_requests}).")
+    return no_regression(NAME, numbers, over=step_elapsed_s >= step_duration_s, enough=True,
+                         going=so_far, short=so_far, passed=so_far)

@@ -43,7 +43,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from conveyor.analysis.model import AnalysisConfig, Direction, Interval, MannWhitneyMetric, Outcome, Verdict
+from conveyor.analysis.model import (
+    AnalysisConfig,
+    Direction,
+    Interval,
+    MannWhitneyMetric,
+    Outcome,
+    Verdict,
+    no_regression,
+)
 from conveyor.analysis.series import align, column_value, quantile_column
 
 NAME = "mannwhitney"
@@ -265,25 +273,16 @@ def judge(
             f"{mw.pass_threshold if done else mw.marginal_threshold:g}: {detail}.",
             numbers=numbers,
         )
-    if not done:
-        return Verdict(judge=NAME, outcome=Outcome.CONTINUE, reason=f"Score {sc:.0f} so far: {detail}.", numbers=numbers)
     blind = [m.name for m, c in zip(mw.metrics, classes, strict=True) if m.critical and c == NODATA]
-    if blind:
-        return Verdict(
-            judge=NAME,
-            outcome=Outcome.INCONCLUSIVE,
-            reason=f"Score {sc:.0f} but the critical metric {', '.join(blind)} could not be compared: {detail}.",
-            numbers=numbers,
-        )
-    if n_c < config.min_requests or n_b < config.min_requests:
-        return Verdict(
-            judge=NAME,
-            outcome=Outcome.INCONCLUSIVE,
-            reason=f"Score {sc:.0f} but not enough traffic to trust it: {n_c} canary and {n_b} baseline requests, "
-            f"at least {config.min_requests} each are required.",
-            numbers=numbers,
-        )
-    return Verdict(judge=NAME, outcome=Outcome.PASS, reason=f"Score {sc:.0f} meets the pass threshold {mw.pass_threshold:g}: {detail}.", numbers=numbers)
+    traffic = n_c >= config.min_requests and n_b >= config.min_requests
+    return no_regression(
+        NAME, numbers, over=done, enough=traffic and not blind,
+        going=f"Score {sc:.0f} so far: {detail}.",
+        short=f"Score {sc:.0f} but the critical metric {', '.join(blind)} could not be compared: {detail}." if blind
+        else f"Score {sc:.0f} but not enough traffic to trust it: {n_c} canary and {n_b} baseline requests, "
+        f"at least {config.min_requests} each are required.",
+        passed=f"Score {sc:.0f} meets the pass threshold {mw.pass_threshold:g}: {detail}.",
+    )
 
 
 def _num(v: float) -> float | None:

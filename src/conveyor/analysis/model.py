@@ -25,7 +25,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from conveyor.domain.histogram import Histogram
 from conveyor.domain.manifest import parse_duration
 
-JUDGES = ("threshold", "mannwhitney", "sequential")
 JudgeName = Literal["threshold", "mannwhitney", "sequential"]
 MetricName = Literal["error_rate", "latency_p50", "latency_p95", "latency_p99", "latency_mean"]
 Direction = Literal["increase", "decrease", "either"]
@@ -108,6 +107,19 @@ class Verdict(BaseModel):
     @classmethod
     def _finite(cls, v: dict[str, Number]) -> dict[str, Number]:
         return {k: (None if isinstance(x, float) and not math.isfinite(x) else x) for k, x in v.items()}
+
+
+def no_regression(
+    judge: str, numbers: dict[str, Number], *, over: bool, enough: bool, going: str, short: str, passed: str
+) -> Verdict:
+    """The ending every judge shares once it found no regression: ``continue`` while the step runs
+    (``going`` says how it looks so far), then ``inconclusive`` when the data cannot be trusted
+    (``short`` says what is missing: a quiet canary is never a silent pass), else ``pass``."""
+    if not over:
+        return Verdict(judge=judge, outcome=Outcome.CONTINUE, reason=going, numbers=numbers)
+    if not enough:
+        return Verdict(judge=judge, outcome=Outcome.INCONCLUSIVE, reason=short, numbers=numbers)
+    return Verdict(judge=judge, outcome=Outcome.PASS, reason=passed, numbers=numbers)
 
 
 # ---------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
-from conveyor.analysis.model import AnalysisConfig, Interval, Outcome, Verdict
+from conveyor.analysis.model import AnalysisConfig, Interval, Outcome, Verdict, no_regression
 from conveyor.analysis.series import Aligned, align, column_value, fmt_ms, ms, pct, quantile_column
 from conveyor.domain.histogram import GAMMA
 
@@ -279,26 +279,13 @@ def judge(
         + f"; largest e-value {biggest if biggest is not None else 'n/a'}"
         + f" (a regression needs {numbers['error_e_value_level'] or numbers['latency_e_value_level']})"
     )
-    if step_elapsed_s < step_duration_s:
-        return Verdict(
-            judge=NAME,
-            outcome=Outcome.CONTINUE,
-            reason=f"No evidence of regression yet after {step_elapsed_s:g} of {step_duration_s:g} s: {summary}.",
-            numbers=numbers,
-        )
-    if n_c < config.min_requests or n_b < config.min_requests:
-        return Verdict(
-            judge=NAME,
-            outcome=Outcome.INCONCLUSIVE,
-            reason=f"Not enough traffic to judge: {n_c} canary and {n_b} baseline requests in "
-            f"{step_elapsed_s:g} s, at least {config.min_requests} each are required.",
-            numbers=numbers,
-        )
-    return Verdict(
-        judge=NAME,
-        outcome=Outcome.PASS,
-        reason=f"No evidence of regression after {step_elapsed_s:g} s and {n_c} canary requests: {summary}.",
-        numbers=numbers,
+    return no_regression(
+        NAME, numbers, over=step_elapsed_s >= step_duration_s,
+        enough=n_c >= config.min_requests and n_b >= config.min_requests,
+        going=f"No evidence of regression yet after {step_elapsed_s:g} of {step_duration_s:g} s: {summary}.",
+        short=f"Not enough traffic to judge: {n_c} canary and {n_b} baseline requests in "
+        f"{step_elapsed_s:g} s, at least {config.min_requests} each are required.",
+        passed=f"No evidence of regression after {step_elapsed_s:g} s and {n_c} canary requests: {summary}.",
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from conveyor.analysis.model import AnalysisConfig, Interval, Outcome, Verdict
+from conveyor.analysis.model import AnalysisConfig, Interval, Outcome, Verdict, no_regression
 from conveyor.analysis.series import fmt_ms, merged, ms, pct
 
 NAME = "threshold"
@@ -62,25 +62,11 @@ def judge(
                 numbers=numbers,
             )
     summary = f"error rate {pct(rate)}, p50 {fmt_ms(quantiles['p50'])}, p99 {fmt_ms(quantiles['p99'])}"
-    if step_elapsed_s < step_duration_s:
-        return Verdict(
-            judge=NAME,
-            outcome=Outcome.CONTINUE,
-            reason=f"Within limits so far ({requests} canary requests, {summary}).",
-            numbers=numbers,
-        )
     needed = max(th.min_requests, config.min_requests)
-    if requests < needed:
-        return Verdict(
-            judge=NAME,
-            outcome=Outcome.INCONCLUSIVE,
-            reason=f"Not enough traffic to check the limits: {requests} canary requests in "
-            f"{step_elapsed_s:g} s, at least {needed} are required.",
-            numbers=numbers,
-        )
-    return Verdict(
-        judge=NAME,
-        outcome=Outcome.PASS,
-        reason=f"Canary within its limits over {requests} requests: {summary}.",
-        numbers=numbers,
+    return no_regression(
+        NAME, numbers, over=step_elapsed_s >= step_duration_s, enough=requests >= needed,
+        going=f"Within limits so far ({requests} canary requests, {summary}).",
+        short=f"Not enough traffic to check the limits: {requests} canary requests in "
+        f"{step_elapsed_s:g} s, at least {needed} are required.",
+        passed=f"Canary within its limits over {requests} requests: {summary}.",
     )

@@ -31,6 +31,10 @@ from conveyor.config import (
     load_or_create_token,
     save_client_config,
 )
+from conveyor.domain.backoff import Backoff
+
+#: A child that died is restarted after 1 s, 2 s, 4 s … 30 s (reset once it ran a minute). Local: no jitter.
+CHILD_RESTART = Backoff(1.0, 30.0)
 
 
 @dataclass
@@ -96,7 +100,7 @@ def supervise(children: list[Child], stop_flag: list[bool]) -> None:
                 up_for = now - c.started_at
                 if up_for > 60:
                     c.restarts = 0
-                delay = min(30.0, 2.0 ** c.restarts)
+                delay = CHILD_RESTART.delay(c.restarts + 1)
                 c.restarts += 1
                 c.next_start = now + delay
                 o.err.print(f"[yellow]{c.name} exited with code {code}; restarting in {delay:.0f}s (log: {c.log})[/yellow]")

@@ -38,6 +38,13 @@ def test_liveness_unhealthy_after_three_failures_and_back() -> None:
 
 
 def test_image_retry_delay_is_bounded() -> None:
-    assert policy.image_retry_delay(1) == 1.0
-    assert policy.image_retry_delay(2) == 2.0
-    assert policy.image_retry_delay(50) == policy.IMAGE_RETRY_MAX_S
+    assert policy.image_retry_delay(1, rand=lambda: 0.0) == 1.0
+    assert policy.image_retry_delay(2, rand=lambda: 0.0) == 2.0
+    assert policy.image_retry_delay(50, rand=lambda: 0.0) == policy.IMAGE_RETRY_MAX_S
+
+
+def test_image_retry_delay_is_jittered_down_to_half() -> None:
+    """Agents of a fleet retry the control plane at spread-out times, never later than without jitter."""
+    assert policy.image_retry_delay(2, rand=lambda: 1.0) == 1.0
+    delays = {policy.image_retry_delay(3) for _ in range(50)}
+    assert len(delays) > 1 and all(2.0 <= d <= 4.0 for d in delays)

@@ -129,3 +129,18 @@ def test_verdict_is_json_and_never_carries_nan() -> None:
     assert data["outcome"] == "fail"
     assert Verdict.model_validate(data) == v
     assert Outcome.PASS == "pass"
+
+
+def test_no_regression_is_the_judges_shared_ending() -> None:
+    """continue while the step runs; then inconclusive without enough data (never a silent pass); else pass."""
+    from conveyor.analysis.model import Outcome, no_regression
+
+    def outcome(over: bool, enough: bool) -> tuple[str, str]:
+        v = no_regression("j", {"n": 1}, over=over, enough=enough, going="g", short="s", passed="p")
+        assert v.judge == "j" and v.numbers == {"n": 1}
+        return v.outcome, v.reason
+
+    assert outcome(False, False) == (Outcome.CONTINUE, "g")
+    assert outcome(False, True) == (Outcome.CONTINUE, "g")
+    assert outcome(True, False) == (Outcome.INCONCLUSIVE, "s")
+    assert outcome(True, True) == (Outcome.PASS, "p")
