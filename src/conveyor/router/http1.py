@@ -46,11 +46,6 @@ _RID_FORMAT: Final = _RID_PREFIX + b"-%x"
 _rid_counter: Final = itertools.count(1)
 
 
-def new_request_id() -> bytes:
-    """A request id unique across processes (random per-process prefix + counter), cheap to make."""
-    return _RID_FORMAT % next(_rid_counter)
-
-
 class BadRequest(Exception):
     """The client's request cannot be forwarded safely: status and a reason for a human."""
 
