@@ -172,8 +172,8 @@ def classify_metric(canary: np.ndarray, baseline: np.ndarray, metric: MannWhitne
         confidence=confidence,
         tolerance=tolerance,
         direction=metric.direction,
-        allowed_increase=metric.allowed_increase,
-        allowed_decrease=metric.allowed_decrease,
+        allowed_increase=metric.increase_floor,
+        allowed_decrease=metric.decrease_floor,
     )
 
 
