@@ -354,4 +354,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    if "--real" in sys.argv[1:]:  # real processes: benchmarks/detection_real.py (issue 10, item 4)
+        from detection_real import main as real_main
+
+        real_main([a for a in sys.argv[1:] if a != "--real"])
+    else:
+        main()
