@@ -34,7 +34,7 @@ import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import beta
 
-from conveyor.analysis.model import AnalysisConfig, Interval, Outcome, Verdict
+from conveyor.analysis.model import AnalysisConfig, EffectFloor, Interval, Outcome, Verdict
 from conveyor.analysis.sequential import GRID
 from conveyor.analysis.series import pct
 
@@ -91,20 +91,32 @@ def judge(
             numbers=numbers,
         )
     alpha = config.alpha
+    level = log_level(alpha)
     p_ref = reference_rate_bound(ref_errors, ref_requests, 1.0 - alpha / 2)
     p0 = min(p_ref * (1.0 + config.sequential.error_tolerance), 1.0 - 1e-6)
-    path = log_e_process(np.array([i.errors for i in canary]), np.array([i.requests for i in canary]), p0)
+    ordered = sorted(canary, key=lambda i: i.t)
+    x = np.array([i.errors for i in ordered])
+    n = np.array([i.requests for i in ordered])
+    path = log_e_process(x, n, p0)
+    k = first_alarm(path, level, x, n, ref_errors / ref_requests, config.effects.error_rate)
     e = float(path[-1]) if path.size else 0.0
-    level = math.log(2.0 / alpha)
-    numbers |= {"reference_rate_bound": p_ref, "null_rate": p0, "log_e": round(e, 3), "log_level": round(level, 3)}
+    floor = config.effects.error_rate
+    numbers |= {
+        "reference_rate_bound": p_ref, "null_rate": p0, "log_e": round(e, 3), "log_level": round(level, 3),
+        "floor_relative": floor.relative, "floor_absolute": floor.absolute,
+    }
     rate = errors / requests if requests else None
-    if path.size and float(path.max()) >= level:
+    ref_rate = ref_errors / ref_requests
+    effect = _effect(rate, ref_rate, floor)
+    if k >= 0:
+        c_e, c_n = int(x[: k + 1].sum()), int(n[: k + 1].sum())
         return Verdict(
             judge=NAME,
             outcome=Outcome.FAIL,
-            reason=f"Error rate {pct(rate)} ({errors}/{requests}) during the bake is above the previous release's "
-            f"{pct(ref_errors / ref_requests)} ({ref_errors}/{ref_requests}) by more than "
-            f"{config.sequential.error_tolerance:.0%}, with evidence e = {math.exp(min(path.max(), 700)):.3g} >= {2 / alpha:g}.",
+            reason=f"Error rate {pct(c_e / c_n)} ({c_e}/{c_n}) during the bake is above the previous release's "
+            f"{pct(ref_rate)} ({ref_errors}/{ref_requests}) by more than "
+            f"{config.sequential.error_tolerance:.0%}, {_effect(c_e / c_n, ref_rate, floor)}, with evidence "
+            f"e = {math.exp(min(float(path[k]), 700)):.3g} >= {math.exp(level):g}.",
             numbers=numbers,
         )
     done = step_elapsed_s >= step_duration_s
@@ -112,6 +124,32 @@ def judge(
         judge=NAME,
         outcome=Outcome.PASS if done else Outcome.CONTINUE,
         reason=f"Error rate {pct(rate)} ({errors}/{requests}) in line with the previous release's "
-        f"{pct(ref_errors / ref_requests)} ({ref_errors}/{ref_requests}).",
+        f"{pct(ref_rate)} ({ref_errors}/{ref_requests}): {effect}.",
         numbers=numbers,
     )
+
+
+def log_level(alpha: float) -> float:
+    """The log e-value the bake's test must reach: ``log(2 / alpha)`` (half of alpha, the bound takes the rest)."""
+    return math.log(2.0 / alpha)
+
+
+def first_alarm(
+    path: np.ndarray, level: float, errors: np.ndarray, requests: np.ndarray, ref_rate: float, floor: EffectFloor
+) -> int:
+    """First second at which the evidence reaches ``level`` and the rate so far exceeds both floors; -1 if none."""
+    if path.size == 0:
+        return -1
+    cum_n = np.cumsum(requests)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(cum_n > 0, np.cumsum(errors) / np.maximum(cum_n, 1), np.nan)
+        rel = rate / ref_rate - 1.0 if ref_rate > 0 else np.where(rate > 0, np.inf, 0.0)
+        hit = (path >= level) & (rel >= floor.relative - 1e-9) & (rate - ref_rate >= floor.absolute - 1e-9)
+    return int(np.argmax(hit)) if hit.any() else -1
+
+
+def _effect(rate: float | None, ref: float, floor: EffectFloor) -> str:
+    if rate is None:
+        return f"no requests yet (floors +{floor.relative * 100:g}% and +{floor.absolute * 100:g} points)"
+    rel = "from zero" if ref == 0 and rate > 0 else f"{(rate / ref - 1.0) * 100 if ref else 0.0:+.1f}%"
+    return f"effect {rel} / {(rate - ref) * 100:+.2f} points (floors +{floor.relative * 100:g}% and +{floor.absolute * 100:g} points)"
