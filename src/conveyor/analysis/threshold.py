@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import beta
 
 from conveyor.analysis.model import AnalysisConfig, Interval, Outcome, Verdict
 from conveyor.analysis.sequential import requests_to_judge
@@ -51,6 +52,8 @@ class Limits:
 
 
 ABSOLUTE, RELATIVE, OFF, UNSET = 0, 1, 2, -1
+#: Confidence of the upper bound on the baseline's error rate used to decide "near the limit".
+NEAR_CONFIDENCE = 0.95
 
 
 def limits_batch(
@@ -69,9 +72,10 @@ def limits_batch(
     services (10 % errors for a service that normally fails 5 % of requests), and
     then ordinary noise crosses it: 6.7 % of healthy canaries of such a service
     were rolled back. When the baseline itself is at ``near_fraction`` of a limit
-    or above (over at least ``min_requests`` baseline requests),
-    ``near_baseline = "relative"`` moves the limit with the baseline (errors:
-    baseline rate + limit; latency: at least twice the baseline's quantile) and
+    or above (for errors: the 95 % upper confidence bound of the baseline's rate,
+    so a few quiet seconds do not count as "far"), ``near_baseline = "relative"``
+    moves the limit with the baseline (errors: that bound + limit; latency: at
+    least twice the baseline's quantile) and
     ``"off"`` drops it; the comparative judges still apply.
     """
     th = config.threshold
@@ -85,7 +89,14 @@ def limits_batch(
     for key, q in _Q.items():
         c_vals[key] = column_value(quantile_column(c_cum, q), offset)
         b_vals[key] = column_value(quantile_column(b_cum, q), offset)
-    enough_baseline = br >= th.min_requests
+    # The baseline's error rate as an upper confidence bound (95 %, Clopper-Pearson): judging "near the
+    # limit" on the point estimate would flip on noise in the first seconds, exactly when a limit on
+    # the canary's own few requests is noisiest. Latency quantiles are taken as measured.
+    be = np.cumsum(baseline_errors, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b_upper = np.where(br > be, beta.ppf(NEAR_CONFIDENCE, be + 1, np.maximum(br - be, 1)), 1.0)
+    b_upper = np.where(br > 0, b_upper, np.nan)
+    b_vals["error_rate_bound"] = b_upper
     limit: dict[str, np.ndarray] = {}
     mode: dict[str, np.ndarray] = {}
     alarm = np.zeros(cr.shape, dtype=bool)
@@ -95,9 +106,9 @@ def limits_batch(
             limit[key] = np.full(cr.shape, np.nan)
             mode[key] = np.full(cr.shape, UNSET)
             continue
-        b = b_vals[key]
+        b = b_upper if key == "error_rate" else b_vals[key]
         with np.errstate(invalid="ignore"):
-            near = enough_baseline & np.isfinite(b) & (b >= th.near_fraction * written)
+            near = np.isfinite(b) & (b >= th.near_fraction * written)
         if th.near_baseline == "absolute":
             near = np.zeros_like(near)
         moved = np.minimum(1.0, b + written) if key == "error_rate" else np.maximum(written, 2.0 * b)
@@ -137,7 +148,7 @@ def judge(
         failing = bool(lim.alarm[-1])
     else:
         last = dict.fromkeys(_KEYS)
-        b_last = dict.fromkeys(_KEYS)
+        b_last = dict.fromkeys((*_KEYS, "error_rate_bound"))
         limits = {k: (th.max_error_rate if k == "error_rate" else getattr(th, f"max_{k}")) for k in _KEYS}
         modes = {k: (UNSET if limits[k] is None else ABSOLUTE) for k in _KEYS}
         failing = False
@@ -147,6 +158,7 @@ def judge(
         "canary_errors": errors,
         "canary_error_rate": rate,
         "baseline_error_rate": b_last["error_rate"],
+        "baseline_error_rate_bound": b_last["error_rate_bound"],
         **{f"canary_{n}_ms": ms(last[n]) for n in _Q},
         "max_error_rate": limits["error_rate"],
         **{f"max_{n}_ms": ms(limits[n]) for n in _Q},
@@ -154,7 +166,8 @@ def judge(
         **{f"{k}_limit_off": int(m == OFF) for k, m in modes.items() if m != UNSET},
         "min_requests": th.min_requests,
     }
-    notes = [_mode_note(k, m, config, b_last[k]) for k, m in modes.items() if m in (RELATIVE, OFF)]
+    notes = [_mode_note(k, m, config, b_last["error_rate_bound" if k == "error_rate" else k])
+             for k, m in modes.items() if m in (RELATIVE, OFF)]
     for n in ("p95", "p99"):
         need = requests_to_judge(_Q[n])
         if modes[n] in (ABSOLUTE, RELATIVE) and requests < need:
@@ -212,5 +225,6 @@ def _mode_note(key: str, mode: int, config: AnalysisConfig, baseline_value: floa
     if mode == OFF:
         return f"{label} limit {shown} off: the baseline's own {pct(baseline_value) if key == 'error_rate' else fmt_ms(baseline_value)} is near it (near_baseline = \"off\")"
     if key == "error_rate":
-        return f"{label} limit relative to the baseline: its {pct(baseline_value)} + {shown}, as it is near the absolute limit"
+        return (f"{label} limit relative to the baseline: its rate (at most {pct(baseline_value)}, 95 % bound) + {shown}, "
+                "as it is near the absolute limit")
     return f"{label} limit relative to the baseline: twice its {fmt_ms(baseline_value)}, as it is near the absolute {shown}"
