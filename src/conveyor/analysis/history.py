@@ -51,16 +51,16 @@ def reference_rate_bound(errors: int, requests: int, confidence: float) -> float
 
 
 def log_e_process(errors: np.ndarray, requests: np.ndarray, p0: float) -> np.ndarray:
-    """Log of the mixture e-process for "rate > p0" after each second (shape (T,))."""
+    """Log of the mixture e-process for "rate > p0" after each second, shape (..., T) like the inputs."""
     x = np.asarray(errors, dtype=float)
     n = np.asarray(requests, dtype=float)
     if x.size == 0:
-        return np.zeros(0)
+        return np.zeros(x.shape)
     p1 = np.minimum(p0 * GRID, 1.0 - 1e-9)  # alternatives; capped below 1
     with np.errstate(divide="ignore", invalid="ignore"):
-        step = x[:, None] * np.log(p1 / p0) + (n - x)[:, None] * (np.log1p(-p1) - math.log1p(-p0))
-    cum = np.cumsum(step, axis=0)
-    return logsumexp(cum, axis=1) - math.log(GRID.size)  # type: ignore[no-any-return]
+        step = x[..., None] * np.log(p1 / p0) + (n - x)[..., None] * (np.log1p(-p1) - math.log1p(-p0))
+    cum = np.cumsum(step, axis=-2)
+    return logsumexp(cum, axis=-1) - math.log(GRID.size)  # type: ignore[no-any-return]
 
 
 def judge(
@@ -137,15 +137,19 @@ def log_level(alpha: float) -> float:
 def first_alarm(
     path: np.ndarray, level: float, errors: np.ndarray, requests: np.ndarray, ref_rate: float, floor: EffectFloor
 ) -> int:
-    """First second at which the evidence reaches ``level`` and the rate so far exceeds both floors; -1 if none."""
-    if path.size == 0:
-        return -1
-    cum_n = np.cumsum(requests)
+    """First second at which the evidence reaches ``level`` and the rate so far exceeds both floors; -1 if none.
+
+    Shapes (..., T) in, (...) out (an int for one bake): the benchmark and the tests run many bakes at once.
+    """
+    if path.shape[-1] == 0:
+        return -1 if path.ndim == 1 else np.full(path.shape[:-1], -1)  # type: ignore[return-value]
+    cum_n = np.cumsum(requests, axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rate = np.where(cum_n > 0, np.cumsum(errors) / np.maximum(cum_n, 1), np.nan)
+        rate = np.where(cum_n > 0, np.cumsum(errors, axis=-1) / np.maximum(cum_n, 1), np.nan)
         rel = rate / ref_rate - 1.0 if ref_rate > 0 else np.where(rate > 0, np.inf, 0.0)
         hit = (path >= level) & (rel >= floor.relative - 1e-9) & (rate - ref_rate >= floor.absolute - 1e-9)
-    return int(np.argmax(hit)) if hit.any() else -1
+    out = np.where(hit.any(axis=-1), np.argmax(hit, axis=-1), -1)
+    return int(out) if out.ndim == 0 else out  # type: ignore[return-value]
 
 
 def _effect(rate: float | None, ref: float, floor: EffectFloor) -> str:
