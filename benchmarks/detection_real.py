@@ -196,6 +196,16 @@ def one_run(p: Platform, app: str, digest: str, version: str, load: OpenLoop, ar
     }
     if dep.get("timed_out"):
         out["timed_out"] = True
+    # How close each step came to a rollback: the sequential judge's largest e-value over its level.
+    closest = {}
+    for v in dep.get("verdicts") or []:
+        n = v.get("numbers") or {}
+        e = next((x for k, x in n.items() if k.endswith("largest_e_value") and x is not None), None)
+        level = min((x for k, x in n.items() if k.endswith("e_value_level") and x), default=None)
+        if e is not None and level:
+            closest[str(v["step"])] = max(closest.get(str(v["step"]), 0.0), round(e / level, 4))
+    if closest:
+        out["largest_e_value_over_level_by_step"] = closest
     if fails:
         f = fails[0]
         out["failed_by"] = f.get("judge")
@@ -268,6 +278,9 @@ def summarise_aa(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "other_outcomes": sorted(r["state"] for r in runs if r["state"] not in ("succeeded", "rolled_back")),
         "false_rollback_reasons": [r["reason"] for r in rolled],
         "median_run_s": statistics.median(r["seconds"] for r in runs),
+        # 1.0 is a rollback: how near the healthy canaries came to one (the sequential judge's e-value / level)
+        "largest_e_value_over_level": max((x for r in runs for x in (r.get("largest_e_value_over_level_by_step") or {}
+                                                                         ).values()), default=None),
         "each": runs,
     }
 
