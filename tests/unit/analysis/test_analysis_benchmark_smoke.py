@@ -65,6 +65,13 @@ def test_the_benchmark_drives_the_judges_own_decisions() -> None:
         canary = detection.simulate(rng, 6, 60, 10.0, error_rate)
         baseline = detection.simulate(rng, 6, 60, 10.0, 0.01)
         _same_decisions(cfg, canary, baseline, detection, thresholds_fail=error_rate > 0.1)
+    # Effect floors that block some significant runs (x5 errors = +4 points, floor +4.5 points): the judge's too.
+    floored = AnalysisConfig.model_validate({"effects": {"error_rate": {"absolute": 0.045}}})
+    rng = np.random.default_rng(12)
+    canary = detection.simulate(rng, 8, 60, 10.0, 0.05)
+    baseline = detection.simulate(rng, 8, 60, 10.0, 0.01)
+    assert (detection.sequential_detect(floored, canary, baseline) != detection.sequential_detect(cfg, canary, baseline)).any()
+    _same_decisions(floored, canary, baseline, detection, thresholds_fail=False)
 
 
 def _same_decisions(cfg, canary, baseline, detection, *, thresholds_fail: bool) -> None:  # type: ignore[no-untyped-def]
