@@ -309,7 +309,8 @@ def classify_batch(
     at_zero = wilcoxon_z(c, b, 0.0)
     p = np.where(np.isfinite(at_zero), 2.0 * stats.norm.sf(np.abs(np.nan_to_num(at_zero))), 1.0)
     p = np.where(flat, 0.0, p)
-    ratio = mean_ratio(c, b)
+    # Kayenta reports a deviation of 1 for identical or constant samples (no test was run).
+    ratio = np.where((special == 1) | (special == 2), 1.0, mean_ratio(c, b))
     effect = cles(c, b) if effect_measure == "cles" else ratio
     neutral = 0.5 if effect_measure == "cles" else 1.0
     bound = tolerance * np.abs(estimate)

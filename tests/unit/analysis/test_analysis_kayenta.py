@@ -61,7 +61,7 @@ def test_classifier_suite(case: dict) -> None:
     assert mw.LABELS[int(r.classification[0])] == case["expected"], (r.estimate, r.lower, r.upper, r.effect)
     if case["expected_critical"] is not None and case["expected"] != "Nodata":
         # (Kayenta also flags a critical metric's Nodata as critical; Conveyor's judge makes that step
-        # inconclusive instead: see test_a_critical_metric_without_data_is_inconclusive.)
+        # inconclusive instead: see test_analysis_mannwhitney.test_judge_without_data_is_inconclusive.)
         assert bool(r.critical[0]) == case["expected_critical"]
 
 
@@ -193,3 +193,69 @@ def test_scorer_suite() -> None:
     # Kayenta scores a group of only Nodata as 0; Conveyor says "no metric could be compared"
     # (inconclusive at the end of a step) rather than failing the canary for silence.
     assert mw.score([mw.NODATA], [False]) is None
+
+
+def test_zero_means_report_kayentas_deviation() -> None:
+    zeros = next(c for c in CLASSIFIER if c["name"] == "Mann-Whitney Zero Mean: Pass Metric")
+    assert _classify(zeros).ratio[0] == 1.0
+    high = next(c for c in CLASSIFIER if c["name"] == "Mann-Whitney Zero Mean: High Metric with Effect Size")
+    assert math.isnan(_classify(high).ratio[0])
+
+
+# --- StatisticSuite: effect sizes ------------------------------------------------------------------
+
+
+CLES_HIGH = (
+    [29.17644856, 25.16947646, 25.88467948, 29.4900454, 27.05622757, 26.13307864, 27.2711558, 26.69139944, 29.05412377,
+     26.39818697, 26.68312641, 24.99600187, 27.99524816, 22.57278291, 23.72798196, 25.82821505, 28.26624521, 28.02370228,
+     24.1792213, 26.02914828, 25.90970275, 31.18337461, 27.44254942, 29.93347686, 26.70848069, 28.12191913, 27.39257837,
+     30.17636627, 29.60240485, 30.10635388],
+    [24.69397578, 25.37120574, 25.86186148, 26.93804252, 22.72232309, 24.15894084, 24.80842752, 26.07830794, 27.35323988,
+     23.25110886, 24.65909111, 23.88299016, 21.34817847, 26.33198082, 23.39498829, 26.6734461, 25.33769589, 23.92348759,
+     25.29740715, 24.21381887, 28.1697053, 22.2271772, 27.16612837, 25.16639243, 26.85955896, 27.13421926, 25.43350074,
+     26.32130314, 23.8854011, 27.86180318],
+)
+CLES_LOW = (
+    [22.58442682, 18.83161858, 22.34282944, 18.52177725, 19.41399147, 21.77120485, 24.33796385, 22.16390531, 23.781802,
+     21.38514296, 22.2205035, 22.06152361, 21.30313392, 21.59652134, 22.38394223, 24.68882792, 20.58916439, 21.03137302,
+     22.26213957, 23.76485986, 20.56271226, 24.56567102, 19.86055958, 22.18967677, 20.31475409, 19.2634656, 24.60283585,
+     20.41729998, 20.62069798, 22.53448767],
+    [23.15322873, 22.09179077, 26.56410603, 23.0971542, 24.26372276, 25.6461273, 29.42730472, 22.08630097, 29.15257054,
+     25.8096766, 24.62191338, 23.67398895, 23.63946085, 26.44684325, 25.76230914, 25.41279862, 22.64005862, 24.58898152,
+     25.01968457, 25.03695883, 23.79864705, 26.60180151, 25.99405034, 22.46726084, 28.31843786, 24.30152484, 22.83713467,
+     21.92380184, 23.44735223, 29.15676219],
+)
+
+
+def test_effect_sizes() -> None:
+    ones = np.ones((1, 5))
+    assert mw.mean_ratio(ones, ones)[0] == 1.0
+    assert mw.mean_ratio(ones * 10, ones)[0] == 10.0
+    assert mw.mean_ratio(ones * 10, ones * 100)[0] == pytest.approx(0.1)
+    assert math.isnan(mw.mean_ratio(ones * 10, ones * 0)[0])
+    five = np.arange(1.0, 6.0)[None]
+    assert mw.cles(five, five)[0] == 0.5
+    low = [2.27776335, 2.61149434, 3.26894105, 2.91672701, 1.40656921, 2.18292082, 3.47901292, 3.00034118, 3.02402043, 4.69912745]
+    high = [25.31531073, 25.19450817, 24.6288846, 24.37991861, 26.40999244, 25.28524759, 24.99788745, 26.13841676, 22.93604649, 24.56817832]
+    assert mw.cles(np.asarray(low)[None], np.asarray(high)[None])[0] == 0.0
+    assert mw.cles(np.asarray(CLES_HIGH[0])[None], np.asarray(CLES_HIGH[1])[None])[0] == pytest.approx(0.771, abs=1e-3)
+    assert mw.cles(np.asarray(CLES_LOW[0])[None], np.asarray(CLES_LOW[1])[None])[0] == pytest.approx(0.12)
+
+
+# --- TransformSuite: preprocessing -----------------------------------------------------------------
+
+
+def test_preprocessing() -> None:
+    remove = MannWhitneyMetric(name="error_rate")
+    replace = MannWhitneyMetric(name="error_rate", nan_strategy="replace")
+    assert mw.preprocess(np.array([0.0, 1.0, np.nan, 1.0, 0.0]), remove).tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert mw.preprocess(np.array([np.nan] * 3), remove).tolist() == []
+    assert mw.preprocess(np.array([np.nan, 10.10, 20.20, 30.30, np.nan, 40.40]), replace).tolist() == [
+        0.0, 10.10, 20.20, 30.30, 0.0, 40.40
+    ]
+    iqr = MannWhitneyMetric(name="latency_p99", outliers="iqr", outlier_factor=1.5)
+    assert mw.preprocess(np.array([21.0, 23.0, 24.0, 25.0, 50.0, 29.0, 23.0, 21.0]), iqr).tolist() == [
+        21.0, 23.0, 24.0, 25.0, 29.0, 23.0, 21.0
+    ]
+    ksigma = MannWhitneyMetric(name="latency_p99", outliers="ksigma", outlier_factor=3.0)
+    assert mw.preprocess(np.array([1.0] * 5 + [20.0] + [1.0] * 5), ksigma).tolist() == [1.0] * 10
