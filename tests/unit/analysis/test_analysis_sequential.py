@@ -206,3 +206,14 @@ def test_sides_scraped_half_a_second_apart_are_still_compared() -> None:
     baseline = intervals(rng, 60, 10, 0.01)
     v = sequential_judge(CFG, canary, baseline, step_elapsed_s=60, step_duration_s=60)
     assert v.outcome == Outcome.FAIL
+
+
+def test_a_quantile_without_enough_canary_traffic_is_said_not_judged() -> None:
+    # 14 s at 10 req/s: 140 canary requests, p99 needs ~1,000 (ten beyond the quantile).
+    canary, baseline = _fast(14, -30, -30, rps=10)
+    v = sequential_judge(CFG, canary, baseline, step_elapsed_s=14, step_duration_s=60)
+    assert "p99 not judged: 140 of the ~1,000 canary requests needed" in v.reason, v.reason
+    assert "p50 not judged" not in v.reason
+    assert v.numbers["p99_requests_needed"] == 1000
+    canary, baseline = _fast(110, -30, -30, rps=10)
+    assert "not judged" not in sequential_judge(CFG, canary, baseline, step_elapsed_s=110, step_duration_s=110).reason
