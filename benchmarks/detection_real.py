@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests"), str(ROOT / "tests" / "integration")]
 
 from cvy_platform import Platform, wait_for  # noqa: E402
-from rollback import OpenLoop, Sample  # noqa: E402  (the open-loop generator; one copy of it)
+from rollback import OpenLoop, Sample, _Pool  # noqa: E402  (the open-loop generator; one copy of it)
 
 #: The benchmark's app: standard library only; ``bench.json`` next to it sets its behaviour.
 APP = '''\
@@ -118,6 +118,52 @@ instances = {instances}
 
 ENDED = {"succeeded", "failed", "rolled_back", "cancelled", "paused"}
 
+#: Bounds of the load generator over a long run: requests in flight (an open loop on a stalled
+#: machine otherwise opens a connection per request until it runs out of file descriptors) and
+#: idle keep-alive connections kept (a burst's connections are closed, not hoarded).
+MAX_IN_FLIGHT = 256
+MAX_IDLE = 32
+
+
+class _BoundedPool(_Pool):
+    async def get(self) -> tuple[int, str]:
+        out = await super().get()
+        while len(self.idle) > MAX_IDLE:
+            self.idle.pop(0)[1].close()
+        return out
+
+
+class BoundedLoad(OpenLoop):
+    """:class:`rollback.OpenLoop` with at most ``MAX_IN_FLIGHT`` requests in flight: a send due
+    while that many are outstanding is skipped and counted in ``skipped`` (the machine stalled)."""
+
+    skipped: int = 0
+
+    async def _main(self) -> None:
+        import asyncio
+
+        pool = _BoundedPool(self.url, self.host)
+        tasks: set[asyncio.Task[None]] = set()
+        start = time.monotonic()
+        n = 0
+        while not self._stop.is_set() and n < self.rate * self.max_s:
+            due = start + n / self.rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.05:
+                self.late += 1
+            n += 1
+            if len(tasks) >= MAX_IN_FLIGHT:
+                self.skipped += 1
+                continue
+            t = asyncio.create_task(self._one(pool))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.wait(tasks, timeout=15)
+        pool.close()
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -173,8 +219,10 @@ def deploy(p: Platform, app: str, digest: str, timeout: float) -> dict[str, Any]
     return dep  # type: ignore[no-any-return]
 
 
-def one_run(p: Platform, app: str, digest: str, version: str, load: OpenLoop, args: argparse.Namespace) -> dict[str, Any]:
-    n_before = len(load.samples)
+def one_run(p: Platform, app: str, digest: str, version: str, load: BoundedLoad, args: argparse.Namespace) -> dict[str, Any]:
+    if not load.alive:
+        raise RuntimeError("the load generator stopped; see stderr")
+    n_before, late, skipped = len(load.samples), load.late, load.skipped
     dep = deploy(p, app, digest, args.run_timeout)
     t0 = dep["_t_deploy"]
     samples: list[Sample] = load.samples[n_before:]
@@ -186,6 +234,9 @@ def one_run(p: Platform, app: str, digest: str, version: str, load: OpenLoop, ar
         "state": dep["state"],
         "reason": dep.get("reason"),
         "seconds": round(time.time() - t0, 1),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "generator_late_sends": load.late - late,
+        "generator_skipped_sends": load.skipped - skipped,
         "canary_requests_seen_by_clients": len(mine),
         "canary_client_error_rate": _rate(mine),
         "stable_client_error_rate": _rate(others),
@@ -234,7 +285,7 @@ def run_app(p: Platform, kind: str, args: argparse.Namespace, out: dict[str, Any
     first = deploy(p, app, v1, args.run_timeout)
     assert first["state"] == "succeeded", first
     result: dict[str, Any] = {"good_behaviour": good}
-    load = OpenLoop(p.url("/"), f"{app}.localhost", args.rate, args.max_load_s).start()
+    load = BoundedLoad(p.url("/"), f"{app}.localhost", args.rate, args.max_load_s).start()
     try:
         wait_for(lambda: len(load.samples) >= args.rate, 30, 0.05, "load to flow")
         live = "v1"
@@ -257,7 +308,9 @@ def run_app(p: Platform, kind: str, args: argparse.Namespace, out: dict[str, Any
                 if r["state"] == "succeeded":  # a miss became live: put the good release back
                     deploy(p, app, v1, args.run_timeout)
             result[variant.name] = summarise_bad(runs, variant.behaviour)
-        result["load"] = {"requests": len(load.samples), "generator_late_sends": load.late}
+        result["load"] = {"requests": len(load.samples), "generator_late_sends": load.late,
+                          "generator_skipped_sends": load.skipped,
+                          "transport_errors": sum(1 for x in load.samples if isinstance(x.status, str))}
     finally:
         load.stop()
     with lock:
