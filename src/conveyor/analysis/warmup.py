@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from conveyor.analysis.evaluate import evaluate
 from conveyor.analysis.model import AnalysisConfig, Interval, Outcome, Verdict
 from conveyor.analysis.series import pct
 
@@ -108,8 +109,6 @@ def evaluate_with_warmup(
     judges on what follows the warm-up; the verdict's numbers say how long the
     warm-up was and how many canary requests it left out.
     """
-    from conveyor.analysis.evaluate import evaluate
-
     end = warmup_end(config, canary, since=since, step_duration_s=step_duration_s)
     if end <= since:  # no warm-up: every interval read for the window counts
         c_warm, c_rest, b_warm, b_rest = [], list(canary), [], list(baseline)

@@ -15,8 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
-from conveyor.analysis import Interval, evaluate, parse_analysis_config
-from conveyor.analysis.warmup import evaluate_with_warmup
+from conveyor.analysis import Interval, evaluate, evaluate_with_warmup, parse_analysis_config
 from conveyor.domain import deploy_machine as dm
 from conveyor.domain.strategies import analysis_request
 from conveyor.domain.wire import baseline_route
