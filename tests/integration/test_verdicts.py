@@ -37,7 +37,7 @@ path = "/healthz"
 interval = "200ms"
 [deploy]
 strategy = "canary"
-steps = [{weight = 10, for = "10s"}, {weight = 50, for = "6s"}]
+steps = [{weight = 20, for = "10s"}, {weight = 50, for = "6s"}]
 bake = "3s"
 drain_timeout = "2s"
 [env.production]
@@ -105,7 +105,7 @@ s.daemon_threads = True
 s.serve_forever()
 '''
 
-BAKE = AA.replace('bake = "3s"', 'bake = "60s"').replace('steps = [{weight = 10, for = "10s"}, {weight = 50, for = "6s"}]',
+BAKE = AA.replace('bake = "3s"', 'bake = "60s"').replace('steps = [{weight = 20, for = "10s"}, {weight = 50, for = "6s"}]',
                                                        'steps = [{weight = 50, for = "4s"}]')
 
 

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from conveyor.domain import deploy_machine as dm
 from conveyor.domain import healing
@@ -37,7 +37,7 @@ from conveyor.deploy.notify import Notifier
 from conveyor.deploy.service import _as_machine
 from conveyor.store import repo
 from conveyor.domain.strategies import analysis_request
-from conveyor.store.tables import deployments, environments, instances, releases, verdicts
+from conveyor.store.tables import deployments, environments, instances, metric_points, releases, verdicts
 
 log = logging.getLogger("conveyor.orchestrator")
 
@@ -53,6 +53,25 @@ VerdictSource = Callable[[Connection, int, dm.Deployment, float], dict[str, Any]
 JUDGE_ERROR = "error"
 #: A judge that keeps raising is recorded again at most this often (seconds), not on every tick.
 JUDGE_ERROR_EVERY = 30.0
+
+
+#: At the end of an analysed window the verdict waits, at most this long (seconds), for the metrics
+#: of the window's last second: on a loaded machine a scrape can come late (or time out and be
+#: covered by the next), and a verdict taken before it sees a step short of its traffic
+#: ("Not enough traffic: the canary served 14 requests in 10 s" while clients saw 300).
+METRICS_GRACE = 10.0
+
+
+def metrics_pending(window_end: float, newest_point: float | None, now: float) -> bool:
+    """Pure: should a verdict due at ``window_end`` wait for the metrics of the window's last second?
+
+    A stored point at second ``t`` was written by a scrape at ``t`` or later, so a point at or
+    after ``window_end`` proves a scrape after the window ended. With no such point the verdict
+    waits, for at most ``METRICS_GRACE`` (an app with no traffic at all has no new points).
+    """
+    if now < window_end or now >= window_end + METRICS_GRACE:
+        return False
+    return newest_point is None or newest_point < window_end
 
 
 def judge_error_verdict(exc: BaseException) -> dict[str, Any]:
@@ -180,7 +199,7 @@ class Orchestrator:
                 touched |= self._apply(conn, env_id, nxt, dm.start(nxt, now))
                 continue
             world = self._observe(conn, env_id, now)
-            verdict = self._judge(conn, env_id, active, now)
+            verdict = None if self._metrics_pending(conn, env_id, active, now) else self._judge(conn, env_id, active, now)
             if verdict is not None:
                 world = dm.World(world.now, world.instances, world.hosts_alive, verdict)
             result = dm.step(active, world)
@@ -188,6 +207,19 @@ class Orchestrator:
             if not result.finished:
                 return touched
         return touched
+
+    def _metrics_pending(self, conn: Connection, env_id: int, dep: dm.Deployment, now: float) -> bool:
+        """True while an analysed window has ended but its last second's metrics are not stored yet."""
+        req = analysis_request(dep)
+        if req is None or req.phase != "step":
+            return False  # the bake ends by the clock; a verdict only ever stops it early
+        end = req.since + req.duration
+        if not end <= now < end + METRICS_GRACE:
+            return False
+        newest = conn.execute(
+            select(func.max(metric_points.c.t)).where(metric_points.c.env_id == env_id, metric_points.c.resolution == 1)
+        ).scalar()
+        return metrics_pending(end, None if newest is None else float(newest), now)
 
     def _judge(self, conn: Connection, env_id: int, dep: dm.Deployment, now: float) -> dict[str, Any] | None:
         """The verdict for ``dep`` now; if the analysis raises, :func:`judge_error_verdict`, recorded.
