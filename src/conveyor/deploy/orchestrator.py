@@ -242,8 +242,11 @@ class Orchestrator:
                 .order_by(verdicts.c.id.desc())
                 .limit(1)
             ).first()
-            repeat = last is not None and last.judge == JUDGE_ERROR and last.reason == verdict["reason"]
-            if not repeat or now - last.at >= JUDGE_ERROR_EVERY:
+            recorded = (
+                last is not None and last.judge == JUDGE_ERROR and last.reason == verdict["reason"]
+                and now - last.at < JUDGE_ERROR_EVERY
+            )
+            if not recorded:
                 conn.execute(
                     insert(verdicts).values(
                         deployment_id=dep.id, at=now, step=req.step if req is not None else 0, judge=JUDGE_ERROR,
