@@ -415,7 +415,12 @@ def judge(
             for q in s.latency_quantiles
         )
         + f"; largest e-value {biggest if biggest is not None else 'n/a'}"
-        + f" (a regression needs {numbers['error_e_value_level'] or numbers['latency_e_value_level']}"
+        + " (a regression needs an e-value of "
+        + " / ".join(
+            f"{lvl:g} ({what})"
+            for lvl, what in ((numbers["error_e_value_level"], "errors"), (numbers["latency_e_value_level"], "latency"))
+            if lvl is not None
+        )
         + " and an effect above its floors)"
         + (f"; {'; '.join(effects)}" if effects else "")
         + (f"; {', '.join(small)}: significant but below the floors" if small else "")
@@ -425,7 +430,8 @@ def judge(
         return Verdict(
             judge=NAME,
             outcome=Outcome.CONTINUE,
-            reason=f"No evidence of regression yet after {step_elapsed_s:g} of {step_duration_s:g} s: {summary}.",
+            reason=f"{'No regression worth a rollback' if small else 'No evidence of regression'} yet after "
+            f"{step_elapsed_s:g} of {step_duration_s:g} s: {summary}.",
             numbers=numbers,
         )
     if n_c < config.min_requests or n_b < config.min_requests:
@@ -439,7 +445,8 @@ def judge(
     return Verdict(
         judge=NAME,
         outcome=Outcome.PASS,
-        reason=f"No evidence of regression after {step_elapsed_s:g} s and {n_c} canary requests: {summary}.",
+        reason=f"{'No regression worth a rollback' if small else 'No evidence of regression'} after "
+        f"{step_elapsed_s:g} s and {n_c} canary requests: {summary}.",
         numbers=numbers,
     )
 
