@@ -21,6 +21,11 @@ with the bound's own ``alpha/2`` the false-rollback rate stays within
 concurrent baseline traffic, so an incident that hits every release during the
 bake counts against the new one: the price of having nothing to compare with.
 
+A failure also needs the bake's error rate so far to exceed the previous
+release's by both error floors (``effects.error_rate``: +25 % and +0.2 points
+by default): practical significance, as in the sequential judge. Adding that
+condition only removes alarms, so the bound above still holds.
+
 Without enough reference traffic (``min_requests``) the judge says so and
 passes: the thresholds still apply.
 """

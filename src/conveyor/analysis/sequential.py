@@ -33,6 +33,13 @@ baseline requests slower than ``tau``, tested exactly like errors with
 ``r <= 1``. Early on, when the baseline has too few requests to place its
 p99, ``tau`` sits at a lower quantile (still a valid, fixed-in-advance choice).
 
+Statistically significant is not enough: a test fails the canary only when,
+at the same second, the effect seen so far (canary vs baseline error rate, or
+q-quantile) exceeds both the relative and the absolute floor of its metric
+(``effects``). At sub-millisecond latencies a fresh process is "+66 %" slower
+by 0.2 ms, which is significant within seconds and matters to nobody. Requiring
+the floors only removes alarms, so the false-alarm bound is unchanged.
+
 Several tests share ``alpha`` (Bonferroni): the error test gets half of it
 (it is the one a broken release trips first) and the latency tests share the
 other half; without latency tests the error test gets all of it.
