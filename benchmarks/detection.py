@@ -29,6 +29,10 @@ that follow a baseline near them included) and ``mannwhitney.scores_batch``
 sequential judge when there is no dedicated baseline and the canary is
 compared with the stable release serving the rest of the traffic.
 
+``threshold_near_baseline`` (item 11) counts healthy canaries of a service
+whose normal error rate is 5 % that the threshold judge fails, with the limit
+absolute (as before), following the baseline (default) or off.
+
 ``power_by_traffic`` (issue 10, item 8) repeats A/A and three regressions for
 the sequential judge at several canary traffic levels (canary and baseline at
 the same rate), with the share of runs whose canary served enough requests to
@@ -64,6 +68,7 @@ LOG_GAMMA = math.log(GAMMA)
 MEDIAN_S = 0.05
 SIGMA = 0.5
 BASE_ERROR = 0.01
+NEAR_BASE_ERROR = 0.05  # a service that normally fails 5 % of requests (item 11)
 LO = math.ceil(math.log(0.002) / LOG_GAMMA)  # 2 ms
 HI = math.ceil(math.log(5.0) / LOG_GAMMA)  # 5 s
 WIDTH = HI - LO + 1
@@ -243,6 +248,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         power[str(rps)] = per_level
     power_report = {"runs_per_level": args.power_runs, "step_seconds": args.seconds, "canary_rps": power}
 
+    # Item 11: healthy canaries of a service whose normal error rate (5 %) is half the default 10 % limit.
+    near: dict[str, Any] = {"base_error_rate": NEAR_BASE_ERROR, "runs": args.power_runs}
+    for mode in ("absolute", "relative", "off"):
+        mode_cfg = AnalysisConfig.model_validate({"threshold": {"near_baseline": mode}})
+        fails = []
+        for start in range(0, args.power_runs, args.chunk):
+            runs = min(args.chunk, args.power_runs - start)
+            canary = simulate(rng, runs, args.seconds, args.canary_rps, NEAR_BASE_ERROR)
+            baseline = simulate(rng, runs, args.seconds, args.baseline_rps, NEAR_BASE_ERROR)
+            fails.append(threshold_detect(mode_cfg, canary, baseline) >= 0)
+        near[f"false_rollback_rate_{mode}"] = round(float(np.concatenate(fails).mean()), 4)
+
     stable_aa = stable.pop("aa")
     stable_report = {
         "baseline_rps": args.stable_rps,
@@ -326,6 +343,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "judges": out_judges,
         "sequential_vs_stable_release": stable_report,
         "power_by_traffic": power_report,
+        "threshold_near_baseline": near,
         "goals": {
             "sequential_false_rollbacks_le_alpha": {
                 "rate": out_judges["sequential"]["false_rollback_rate"],

@@ -30,6 +30,7 @@ def test_detection_benchmark_smoke() -> None:
     assert set(power) == {"10.0", "200.0"}
     assert power["200.0"]["p99_judgeable_share"] == 1.0 and power["10.0"]["p99_judgeable_share"] == 0.0
     assert power["200.0"]["latency_p50_+50%"]["detection_rate"] == 1.0
+    assert set(report["threshold_near_baseline"]) >= {"false_rollback_rate_absolute", "false_rollback_rate_relative"}
     assert set(report["goals"]) == {
         "sequential_false_rollbacks_le_alpha",
         "errors_x5_requests",
