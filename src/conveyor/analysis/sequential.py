@@ -192,7 +192,8 @@ class SequentialTest:
     """One of the judge's tests over a batch of rollouts: evidence and effect after each second.
 
     Every array has shape (..., T). ``alarm`` is where the test fails a canary:
-    the e-process at or above its level (the statistics) *and* the effect seen so
+    the e-process at or above its level once the canary has served enough
+    requests to judge the metric (the statistics) *and* the effect seen so
     far at or above both floors (practical significance). Requiring the floors
     too only removes alarms, so the false-alarm bound of the e-process still holds.
     """
@@ -206,10 +207,11 @@ class SequentialTest:
     floor: EffectFloor
     canary: np.ndarray  # the canary's value so far (rate, or seconds)
     baseline: np.ndarray
+    judgeable: np.ndarray  # enough canary requests to judge this metric at all (requests_to_judge)
 
     @property
     def significant(self) -> np.ndarray:
-        return self.log_e >= self.level
+        return (self.log_e >= self.level) & self.judgeable
 
     @property
     def large_enough(self) -> np.ndarray:
@@ -255,6 +257,7 @@ def sequential_tests(
                 key="error_rate",
                 what="error rate",
                 log_e=error_evidence(canary_requests, canary_errors, baseline_requests, baseline_errors, s.error_tolerance),
+                judgeable=np.ones(cr.shape, dtype=bool),
                 level=err_level,
                 relative=_ratio_minus_one(c_rate, b_rate),
                 absolute=c_rate - b_rate,
@@ -275,6 +278,9 @@ def sequential_tests(
                 key=_qname(q),
                 what=f"{_qname(q)} latency",
                 log_e=latency_evidence(latency_counts(canary_hist, baseline_hist, q, shift)),
+                # A quantile of too few requests is their slowest one or two (one stalled second on a starved
+                # host makes it huge): it is not judged, and the verdict says so (requests_to_judge).
+                judgeable=np.cumsum(np.asarray(canary_hist).sum(axis=-1), axis=-1) >= requests_to_judge(q),
                 level=lat_level,
                 relative=_ratio_minus_one(c_q, b_q),
                 absolute=c_q - b_q,
