@@ -9,8 +9,12 @@ slowest 2 % of requests slower). For each judge it reports the false-rollback
 rate over the A/A runs, and per regression the detection rate and the median
 time to detect, in seconds and in canary requests.
 
-The judges are the library's own array code (``conveyor.analysis.sequential``
-and ``conveyor.analysis.mannwhitney``), run over all simulated runs at once:
+The judges are the library's own decision code, run over all simulated runs
+at once (nothing here re-implements a decision, so a bug in a judge moves
+these figures): ``sequential.sequential_tests``/``first_alarm`` (levels,
+alpha shares and effect floors included), ``threshold.limits_batch`` (limits
+that follow a baseline near them included) and ``mannwhitney.scores_batch``
+(classification and score); each judge's ``judge()`` calls the same functions:
 
 * ``sequential``  - the anytime-valid judge, read after every second;
 * ``threshold``   - the default absolute limits, read after every second;
@@ -25,7 +29,18 @@ and ``conveyor.analysis.mannwhitney``), run over all simulated runs at once:
 sequential judge when there is no dedicated baseline and the canary is
 compared with the stable release serving the rest of the traffic.
 
+``threshold_near_baseline`` (item 11) counts healthy canaries of a service
+whose normal error rate is 5 % that the threshold judge fails, with the limit
+absolute (as before), following the baseline (default) or off.
+
+``power_by_traffic`` (issue 10, item 8) repeats A/A and three regressions for
+the sequential judge at several canary traffic levels (canary and baseline at
+the same rate), with the share of runs whose canary served enough requests to
+judge p99 at all (``sequential.requests_to_judge``): a p99-only regression at
+low traffic is mostly invisible, and the verdict says so.
+
 Prints one JSON object. ``--runs`` scales every scenario (default 1000).
+``--real`` runs the real-process A/A harness instead (``detection_real.py``).
 """
 
 from __future__ import annotations
@@ -46,13 +61,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from conveyor.analysis import AnalysisConfig  # noqa: E402
 from conveyor.analysis import mannwhitney as mw  # noqa: E402
 from conveyor.analysis import sequential as seq  # noqa: E402
-from conveyor.analysis.series import column_value, quantile_column  # noqa: E402
+from conveyor.analysis import threshold as thr  # noqa: E402
 from conveyor.domain.histogram import GAMMA  # noqa: E402
 
 LOG_GAMMA = math.log(GAMMA)
 MEDIAN_S = 0.05
 SIGMA = 0.5
 BASE_ERROR = 0.01
+NEAR_BASE_ERROR = 0.05  # a service that normally fails 5 % of requests (item 11)
 LO = math.ceil(math.log(0.002) / LOG_GAMMA)  # 2 ms
 HI = math.ceil(math.log(5.0) / LOG_GAMMA)  # 5 s
 WIDTH = HI - LO + 1
@@ -72,6 +88,7 @@ SCENARIOS: dict[str, dict[str, float]] = {
 
 
 STABLE_SCENARIOS = ("aa", "errors_x2", "errors_x5", "latency_p50_+50%")
+POWER_SCENARIOS = ("aa", "errors_x5", "latency_p50_+50%", "latency_p99_+100%")
 
 
 def bucket_probabilities(scale: float = 1.0, tail: float = 1.0) -> np.ndarray:
@@ -109,37 +126,20 @@ def first_true(mask: np.ndarray) -> np.ndarray:
 
 
 def sequential_detect(cfg: AnalysisConfig, c: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> np.ndarray:
-    s = cfg.sequential
-    err_level, lat_level = seq.log_levels(cfg)
-    hit = np.zeros(c[0].shape, dtype=bool)
-    if s.errors:
-        hit |= seq.error_evidence(c[0], c[1], b[0], b[1], s.error_tolerance) >= err_level
-    shift = seq.tolerance_buckets(s.latency_tolerance)
-    for q in s.latency_quantiles:
-        hit |= seq.latency_evidence(seq.latency_counts(c[2], b[2], q, shift)) >= lat_level
-    return first_true(hit)
+    """First second at which the sequential judge fails each run: its own tests, levels and effect floors."""
+    return seq.first_alarm(seq.sequential_tests(cfg, c[0], c[1], c[2], b[0], b[1], b[2], LO))
 
 
-def threshold_detect(cfg: AnalysisConfig, c: tuple[np.ndarray, ...]) -> np.ndarray:
-    th = cfg.threshold
-    req = np.cumsum(c[0], axis=-1)
-    err = np.cumsum(c[1], axis=-1)
-    hit = np.zeros(req.shape, dtype=bool)
-    ok = req >= th.min_requests
-    if th.max_error_rate is not None:
-        hit |= ok & (err > th.max_error_rate * np.maximum(req, 1))
-    cum = np.cumsum(c[2], axis=-2)
-    for q, limit in ((0.5, th.max_p50), (0.95, th.max_p95), (0.99, th.max_p99)):
-        if limit is not None:
-            hit |= ok & (column_value(quantile_column(cum, q), LO) > limit)
-    return first_true(hit)
+def threshold_detect(cfg: AnalysisConfig, c: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> np.ndarray:
+    """First second at which the threshold judge fails each run (limits follow a baseline near them)."""
+    return first_true(thr.limits_batch(cfg, c[0], c[1], c[2], b[0], b[1], b[2], LO).alarm)
 
 
 def mannwhitney_looks(
     cfg: AnalysisConfig, c: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...], seconds: int
 ) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """Kayenta scores (R, looks) on the first L seconds for every complete sample period L,
-    and the raw Mann-Whitney p-values (R, looks, metrics)."""
+    """The judge's scores (R, looks) on the first L seconds for every complete sample period L,
+    and the raw two-sided rank-sum p-values (R, looks, metrics), from ``mannwhitney.scores_batch``."""
     m = cfg.mannwhitney
     names = [x.name for x in m.metrics]
     cs = mw.sample_metrics(c[0], c[1], c[2], LO, m.sample_period_s, names)
@@ -150,26 +150,10 @@ def mannwhitney_looks(
     pvalues = np.ones((runs, len(looks), len(m.metrics)))
     for j, length in enumerate(looks):
         k = length // m.sample_period_s
-        classes = []
-        for i, metric in enumerate(m.metrics):
-            r = mw.classify_batch(
-                cs[metric.name][:, :k],
-                bs[metric.name][:, :k],
-                confidence=m.confidence,
-                tolerance=m.tolerance,
-                direction=metric.direction,
-                allowed_increase=metric.allowed_increase,
-                allowed_decrease=metric.allowed_decrease,
-            )
-            classes.append(r.classification)
+        sc, results = mw.scores_batch(m, {n: v[:, :k] for n, v in cs.items()}, {n: v[:, :k] for n, v in bs.items()})
+        scores[:, j] = sc
+        for i, r in enumerate(results):
             pvalues[:, j, i] = np.nan_to_num(r.p_value, nan=1.0)
-        cls = np.stack(classes, axis=1)
-        judged = (cls != mw.NODATA).sum(axis=1)
-        passed = (cls == mw.PASS).sum(axis=1)
-        crit = np.array([x.critical for x in m.metrics])
-        critical_fail = ((cls == mw.HIGH) | (cls == mw.LOW))[:, crit].any(axis=1)
-        sc = np.where(judged > 0, 100.0 * passed / np.maximum(judged, 1), np.nan)
-        scores[:, j] = np.where(critical_fail, 0.0, sc)
     return looks, scores, pvalues
 
 
@@ -196,8 +180,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--stable-rps", type=float, default=190.0, help="stable release requests/s, for the judge run without a baseline")
     ap.add_argument("--seed", type=int, default=20261127)
     ap.add_argument("--chunk", type=int, default=200, help="runs simulated at once (memory)")
+    ap.add_argument("--power-runs", type=int, default=200, help="runs per traffic level for power_by_traffic")
+    ap.add_argument("--power-rps", type=float, nargs="*", default=[2.0, 10.0, 50.0, 200.0],
+                    help="canary (and baseline) requests/s levels for power_by_traffic")
     args = ap.parse_args(argv)
-    if args.runs < 1 or args.seconds < 10 or args.chunk < 1:
+    if args.runs < 1 or args.seconds < 10 or args.chunk < 1 or args.power_runs < 1:
         ap.error("--runs and --chunk must be >= 1 and --seconds >= 10")
 
     started = time.perf_counter()
@@ -216,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             baseline = simulate(rng, runs, args.seconds, args.baseline_rps, BASE_ERROR)
             acc["seq"].append(sequential_detect(cfg, canary, baseline))
-            acc["thr"].append(threshold_detect(cfg, canary))
+            acc["thr"].append(threshold_detect(cfg, canary, baseline))
             looks, scores, pvalues = mannwhitney_looks(cfg, canary, baseline, args.seconds)
             acc["mw"].append(scores)
             acc["p"].append(pvalues)
@@ -238,6 +225,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ttds.append(sequential_detect(cfg, canary, baseline))
             reqs.append(canary[0])
         stable[name] = summarize(np.concatenate(ttds), np.concatenate(reqs))
+    power: dict[str, Any] = {}
+    for rps in args.power_rps:
+        per_level: dict[str, Any] = {}
+        for name in POWER_SCENARIOS:
+            spec = SCENARIOS[name]
+            ttds, reqs = [], []
+            for start in range(0, args.power_runs, args.chunk):
+                runs = min(args.chunk, args.power_runs - start)
+                canary = simulate(
+                    rng, runs, args.seconds, rps, BASE_ERROR * spec.get("error_factor", 1.0),
+                    spec.get("scale", 1.0), spec.get("tail", 1.0),
+                )
+                baseline = simulate(rng, runs, args.seconds, rps, BASE_ERROR)
+                ttds.append(sequential_detect(cfg, canary, baseline))
+                reqs.append(canary[0])
+            all_reqs = np.concatenate(reqs)
+            per_level[name] = summarize(np.concatenate(ttds), all_reqs)
+        need = seq.requests_to_judge(0.99)
+        per_level["p99_judgeable_share"] = round(float((all_reqs.sum(axis=1) >= need).mean()), 4)
+        per_level["p99_requests_needed"] = need
+        power[str(rps)] = per_level
+    power_report = {"runs_per_level": args.power_runs, "step_seconds": args.seconds, "canary_rps": power}
+
+    # Item 11: healthy canaries of a service whose normal error rate (5 %) is half the default 10 % limit.
+    near: dict[str, Any] = {"base_error_rate": NEAR_BASE_ERROR, "runs": args.power_runs}
+    for mode in ("absolute", "relative", "off"):
+        mode_cfg = AnalysisConfig.model_validate({"threshold": {"near_baseline": mode}})
+        fails = []
+        for start in range(0, args.power_runs, args.chunk):
+            runs = min(args.chunk, args.power_runs - start)
+            canary = simulate(rng, runs, args.seconds, args.canary_rps, NEAR_BASE_ERROR)
+            baseline = simulate(rng, runs, args.seconds, args.baseline_rps, NEAR_BASE_ERROR)
+            fails.append(threshold_detect(mode_cfg, canary, baseline) >= 0)
+        near[f"false_rollback_rate_{mode}"] = round(float(np.concatenate(fails).mean()), 4)
+
     stable_aa = stable.pop("aa")
     stable_report = {
         "baseline_rps": args.stable_rps,
@@ -320,6 +342,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "judges": out_judges,
         "sequential_vs_stable_release": stable_report,
+        "power_by_traffic": power_report,
+        "threshold_near_baseline": near,
         "goals": {
             "sequential_false_rollbacks_le_alpha": {
                 "rate": out_judges["sequential"]["false_rollback_rate"],
@@ -354,4 +378,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    if "--real" in sys.argv[1:]:  # real processes: benchmarks/detection_real.py (issue 10, item 4)
+        from detection_real import main as real_main
+
+        real_main([a for a in sys.argv[1:] if a != "--real"])
+    else:
+        main()

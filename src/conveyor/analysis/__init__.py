@@ -5,6 +5,8 @@ step's elapsed and required seconds and an :class:`AnalysisConfig` (parse one
 from ``conveyor.toml`` or API JSON with :func:`parse_analysis_config`); act on
 the returned :class:`Verdict`. Each judge can also be called alone with the
 same signature (``threshold_judge``, ``mannwhitney_judge``, ``sequential_judge``).
+:func:`evaluate_with_warmup` is :func:`evaluate` for a canary step whose first
+seconds are a warm-up (left out of the comparison, watched for hard failures).
 """
 
 from conveyor.analysis.evaluate import JUDGE_FUNCTIONS, evaluate
@@ -12,6 +14,8 @@ from conveyor.analysis.mannwhitney import judge as mannwhitney_judge
 from conveyor.analysis.model import (
     AnalysisConfig,
     AnalysisConfigError,
+    EffectFloor,
+    EffectsConfig,
     Interval,
     MannWhitneyConfig,
     MannWhitneyMetric,
@@ -23,11 +27,14 @@ from conveyor.analysis.model import (
 )
 from conveyor.analysis.sequential import judge as sequential_judge
 from conveyor.analysis.threshold import judge as threshold_judge
+from conveyor.analysis.warmup import evaluate_with_warmup
 
 __all__ = [
     "JUDGE_FUNCTIONS",
     "AnalysisConfig",
     "AnalysisConfigError",
+    "EffectFloor",
+    "EffectsConfig",
     "Interval",
     "MannWhitneyConfig",
     "MannWhitneyMetric",
@@ -36,6 +43,7 @@ __all__ = [
     "ThresholdConfig",
     "Verdict",
     "evaluate",
+    "evaluate_with_warmup",
     "mannwhitney_judge",
     "parse_analysis_config",
     "sequential_judge",

@@ -33,6 +33,13 @@ baseline requests slower than ``tau``, tested exactly like errors with
 ``r <= 1``. Early on, when the baseline has too few requests to place its
 p99, ``tau`` sits at a lower quantile (still a valid, fixed-in-advance choice).
 
+Statistically significant is not enough: a test fails the canary only when,
+at the same second, the effect seen so far (canary vs baseline error rate, or
+q-quantile) exceeds both the relative and the absolute floor of its metric
+(``effects``). At sub-millisecond latencies a fresh process is "+66 %" slower
+by 0.2 ms, which is significant within seconds and matters to nobody. Requiring
+the floors only removes alarms, so the false-alarm bound is unchanged.
+
 Several tests share ``alpha`` (Bonferroni): the error test gets half of it
 (it is the one a broken release trips first) and the latency tests share the
 other half; without latency tests the error test gets all of it.
@@ -47,7 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
-from conveyor.analysis.model import AnalysisConfig, Interval, Outcome, Verdict, no_regression
+from conveyor.analysis.model import AnalysisConfig, EffectFloor, Interval, Outcome, Verdict
 from conveyor.analysis.series import Aligned, align, column_value, fmt_ms, ms, pct, quantile_column
 from conveyor.domain.histogram import GAMMA
 
@@ -166,6 +173,150 @@ def _qname(q: float) -> str:
     return f"p{q * 100:g}".replace(".", "_")
 
 
+def requests_to_judge(q: float) -> int:
+    """Canary requests needed before quantile ``q`` can be judged: ten requests beyond it.
+
+    Why ten: with fewer requests in the tail, the canary's q-quantile is one of its
+    few slowest requests, and a x2 regression there is no more visible than noise
+    (p99 needs ~1,000 requests, p50 20).
+    """
+    return math.ceil(10.0 / (1.0 - q) - 1e-9)
+
+
+#: Effects are compared with their floors with this slack (bucket ratios are powers of GAMMA).
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class SequentialTest:
+    """One of the judge's tests over a batch of rollouts: evidence and effect after each second.
+
+    Every array has shape (..., T). ``alarm`` is where the test fails a canary:
+    the e-process at or above its level once the canary has served enough
+    requests to judge the metric (the statistics) *and* the effect seen so
+    far at or above both floors (practical significance). Requiring the floors
+    too only removes alarms, so the false-alarm bound of the e-process still holds.
+    """
+
+    key: str  # "error_rate" or "p99"
+    what: str  # "error rate" or "p99 latency"
+    log_e: np.ndarray
+    level: float
+    relative: np.ndarray  # canary / baseline - 1 over the seconds so far
+    absolute: np.ndarray  # canary - baseline over the seconds so far (rate, or seconds)
+    floor: EffectFloor
+    canary: np.ndarray  # the canary's value so far (rate, or seconds)
+    baseline: np.ndarray
+    judgeable: np.ndarray  # enough canary requests to judge this metric at all (requests_to_judge)
+
+    @property
+    def significant(self) -> np.ndarray:
+        return (self.log_e >= self.level) & self.judgeable
+
+    @property
+    def large_enough(self) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return (self.relative >= self.floor.relative - _EPS) & (self.absolute >= self.floor.absolute - _EPS)
+
+    @property
+    def alarm(self) -> np.ndarray:
+        return self.significant & self.large_enough
+
+
+def _ratio_minus_one(c: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, c / np.where(b > 0, b, 1.0) - 1.0, np.where(c > 0, np.inf, 0.0))
+
+
+def sequential_tests(
+    config: AnalysisConfig,
+    canary_requests: np.ndarray,
+    canary_errors: np.ndarray,
+    canary_hist: np.ndarray,
+    baseline_requests: np.ndarray,
+    baseline_errors: np.ndarray,
+    baseline_hist: np.ndarray,
+    offset: int,
+) -> list[SequentialTest]:
+    """Every configured test over per-second arrays (..., T) and dense histograms (..., T, B).
+
+    This is the judge's arithmetic; :func:`judge` runs it on one rollout and the
+    detection benchmark on a thousand at once.
+    """
+    s = config.sequential
+    err_level, lat_level = log_levels(config)
+    out: list[SequentialTest] = []
+    if s.errors:
+        cr, ce = np.cumsum(canary_requests, axis=-1), np.cumsum(canary_errors, axis=-1)
+        br, be = np.cumsum(baseline_requests, axis=-1), np.cumsum(baseline_errors, axis=-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c_rate = np.where(cr > 0, ce / np.maximum(cr, 1), np.nan)
+            b_rate = np.where(br > 0, be / np.maximum(br, 1), np.nan)
+        out.append(
+            SequentialTest(
+                key="error_rate",
+                what="error rate",
+                log_e=error_evidence(canary_requests, canary_errors, baseline_requests, baseline_errors, s.error_tolerance),
+                judgeable=np.ones(cr.shape, dtype=bool),
+                level=err_level,
+                relative=_ratio_minus_one(c_rate, b_rate),
+                absolute=c_rate - b_rate,
+                floor=config.effects.error_rate,
+                canary=c_rate,
+                baseline=b_rate,
+            )
+        )
+    shift = tolerance_buckets(s.latency_tolerance)
+    if s.latency_quantiles:
+        c_cum = np.cumsum(canary_hist, axis=-2)
+        b_cum = np.cumsum(baseline_hist, axis=-2)
+    for q in s.latency_quantiles:
+        c_q = column_value(quantile_column(c_cum, q), offset)
+        b_q = column_value(quantile_column(b_cum, q), offset)
+        out.append(
+            SequentialTest(
+                key=_qname(q),
+                what=f"{_qname(q)} latency",
+                log_e=latency_evidence(latency_counts(canary_hist, baseline_hist, q, shift)),
+                # A quantile of too few requests is their slowest one or two (one stalled second on a starved
+                # host makes it huge): it is not judged, and the verdict says so (requests_to_judge).
+                judgeable=np.cumsum(np.asarray(canary_hist).sum(axis=-1), axis=-1) >= requests_to_judge(q),
+                level=lat_level,
+                relative=_ratio_minus_one(c_q, b_q),
+                absolute=c_q - b_q,
+                floor=config.effects.for_quantile(q),
+                canary=c_q,
+                baseline=b_q,
+            )
+        )
+    return out
+
+
+def first_alarm(tests: Sequence[SequentialTest]) -> np.ndarray:
+    """Index of the first second at which any test alarms, per rollout (..., ); -1 when none."""
+    if not tests:
+        raise ValueError("no sequential test configured")
+    hit = np.zeros(tests[0].log_e.shape, dtype=bool)
+    for t in tests:
+        hit |= t.alarm
+    return np.where(hit.any(axis=-1), np.argmax(hit, axis=-1), -1)
+
+
+def _effect(test: SequentialTest, k: int) -> str:
+    """'+66.0 % / +0.2 ms (floors +10 % and +5 ms)' for the test at second ``k``."""
+    rel, ab = float(test.relative[k]), float(test.absolute[k])
+    rel_s = "n/a" if not math.isfinite(rel) else f"{rel * 100:+.1f}%"
+    if rel == math.inf:
+        rel_s = "from zero"
+    if test.key == "error_rate":
+        ab_s = "n/a" if not math.isfinite(ab) else f"{ab * 100:+.2f} points"
+        fl = f"+{test.floor.relative * 100:g}% and +{test.floor.absolute * 100:g} points"
+    else:
+        ab_s = "n/a" if not math.isfinite(ab) else f"{ab * 1000:+.2f} ms"
+        fl = f"+{test.floor.relative * 100:g}% and +{test.floor.absolute * 1000:g} ms"
+    return f"effect {rel_s} / {ab_s} (floors {fl})"
+
+
 def judge(
     config: AnalysisConfig,
     canary: Sequence[Interval],
@@ -174,7 +325,7 @@ def judge(
     step_elapsed_s: float,
     step_duration_s: float,
 ) -> Verdict:
-    """Fail as soon as any test's evidence crosses the level; pass at the step's end otherwise."""
+    """Fail as soon as a test's evidence crosses its level with an effect above both floors; pass at the step's end otherwise."""
     s = config.sequential
     al: Aligned = align(canary, baseline)
     err_level, lat_level = log_levels(config)
@@ -193,81 +344,81 @@ def judge(
         "canary_error_rate": rate_c,
         "baseline_error_rate": rate_b,
     }
-    # (index of the first crossing, what crossed, the sentence that says why)
-    crossings: list[tuple[int, str, str]] = []
-    largest = -math.inf
-
-    def first_cross(path: np.ndarray, level: float) -> int | None:
-        hits = np.flatnonzero(path >= level)
-        return int(hits[0]) if hits.size else None
-
-    if s.errors and al.length:
-        path = error_evidence(al.canary_requests, al.canary_errors, al.baseline_requests, al.baseline_errors, s.error_tolerance)
-        peak = float(path.max())
-        largest = max(largest, peak)
-        numbers["error_e_value"] = _e(peak)
-        k = first_cross(path, err_level)
-        if k is not None:
-            c_r, c_e = int(al.canary_requests[: k + 1].sum()), int(al.canary_errors[: k + 1].sum())
-            b_r, b_e = int(al.baseline_requests[: k + 1].sum()), int(al.baseline_errors[: k + 1].sum())
-            crossings.append(
-                (
-                    k,
-                    "error rate",
-                    f"canary error rate {pct(c_e / c_r if c_r else None)} ({c_e}/{c_r}) vs baseline "
-                    f"{pct(b_e / b_r if b_r else None)} ({b_e}/{b_r}) exceeds the allowed "
-                    f"x{1 + s.error_tolerance:g} with e-value {_e(float(path[k])):g} >= {math.exp(err_level):g}",
-                )
-            )
-
-    shift = tolerance_buckets(s.latency_tolerance)
-    c_all = al.canary_hist.sum(axis=0)
-    b_all = al.baseline_hist.sum(axis=0)
     for q in s.latency_quantiles:
-        name = _qname(q)
-        c_q = float(column_value(quantile_column(c_all, q), al.offset)) if al.length else math.nan
-        b_q = float(column_value(quantile_column(b_all, q), al.offset)) if al.length else math.nan
-        numbers[f"canary_{name}_ms"] = ms(c_q)
-        numbers[f"baseline_{name}_ms"] = ms(b_q)
-        if not al.length:
-            continue
-        counts = latency_counts(al.canary_hist, al.baseline_hist, q, shift)
-        path = latency_evidence(counts)
-        peak = float(path.max())
-        largest = max(largest, peak)
-        numbers[f"{name}_e_value"] = _e(peak)
-        k = first_cross(path, lat_level)
-        if k is not None:
-            tau = float(column_value(counts.threshold_col[k], al.offset))
-            cs, ct = int(counts.canary_slow[: k + 1].sum()), int(counts.canary_total[: k + 1].sum())
-            bs, bt = int(counts.baseline_slow[: k + 1].sum()), int(counts.baseline_total[: k + 1].sum())
-            crossings.append(
-                (
-                    k,
-                    f"{name} latency",
-                    f"{pct(cs / ct if ct else None)} of canary requests were slower than "
-                    f"{fmt_ms(tau * GAMMA**shift)} vs {pct(bs / bt if bt else None)} of baseline requests slower "
-                    f"than the baseline {name} {fmt_ms(tau)} (canary {name} {fmt_ms(c_q)} vs {fmt_ms(b_q)}), "
-                    f"e-value {_e(float(path[k])):g} >= {math.exp(lat_level):g}",
-                )
-            )
-
-    numbers["largest_e_value"] = _e(largest) if math.isfinite(largest) else None
-    if crossings:
-        crossings.sort(key=lambda c: c[0])
-        k, what, text = crossings[0]
-        at = float(al.t[k] - al.t[0] + 1.0)
-        numbers["detected_after_s"] = at
-        numbers["detected_after_canary_requests"] = int(al.canary_requests[: k + 1].sum())
-        others = [c[1] for c in crossings[1:]]
-        more = f" (also {', '.join(others)})" if others else ""
-        return Verdict(
-            judge=NAME,
-            outcome=Outcome.FAIL,
-            reason=f"Regression in {what} after {at:g} s and "
-            f"{numbers['detected_after_canary_requests']} canary requests: {text}{more}.",
-            numbers=numbers,
+        numbers[f"canary_{_qname(q)}_ms"] = None
+        numbers[f"baseline_{_qname(q)}_ms"] = None
+    tests = (
+        sequential_tests(
+            config, al.canary_requests, al.canary_errors, al.canary_hist,
+            al.baseline_requests, al.baseline_errors, al.baseline_hist, al.offset,
         )
+        if al.length
+        else []
+    )
+    largest = -math.inf
+    effects: list[str] = []
+    for t in tests:
+        peak = float(t.log_e.max())
+        largest = max(largest, peak)
+        numbers[f"{'error' if t.key == 'error_rate' else t.key}_e_value"] = _e(peak)
+        numbers[f"{t.key}_effect_relative"] = _finite(t.relative[-1])
+        numbers[f"{t.key}_floor_relative"] = t.floor.relative
+        numbers[f"{t.key}_floor_absolute"] = t.floor.absolute
+        if t.key == "error_rate":
+            numbers["error_rate_effect_absolute"] = _finite(t.absolute[-1])
+        else:
+            numbers[f"{t.key}_effect_absolute_ms"] = ms(_finite(t.absolute[-1]))
+            numbers[f"canary_{t.key}_ms"] = ms(_finite(t.canary[-1]))
+            numbers[f"baseline_{t.key}_ms"] = ms(_finite(t.baseline[-1]))
+        effects.append(f"{t.what} {_effect(t, -1)}")
+    # Quantiles the canary has too little traffic to judge (item: say so rather than pass silently).
+    unjudged: list[str] = []
+    for q in s.latency_quantiles:
+        need = requests_to_judge(q)
+        numbers[f"{_qname(q)}_requests_needed"] = need
+        if n_c < need:
+            unjudged.append(f"{_qname(q)} not judged: {n_c:,} of the ~{need:,} canary requests needed")
+    numbers["largest_e_value"] = _e(largest) if math.isfinite(largest) else None
+
+    if tests:
+        k = int(first_alarm(tests))
+        if k >= 0:
+            t = next(t for t in tests if bool(t.alarm[k]))
+            crossed = [t, *(o for o in tests if o is not t and bool(o.alarm.any()))]
+            at = float(al.t[k] - al.t[0] + 1.0)
+            numbers["detected_after_s"] = at
+            numbers["detected_after_canary_requests"] = int(al.canary_requests[: k + 1].sum())
+            if t.key == "error_rate":
+                c_r, c_e = int(al.canary_requests[: k + 1].sum()), int(al.canary_errors[: k + 1].sum())
+                b_r, b_e = int(al.baseline_requests[: k + 1].sum()), int(al.baseline_errors[: k + 1].sum())
+                text = (
+                    f"canary error rate {pct(c_e / c_r if c_r else None)} ({c_e}/{c_r}) vs baseline "
+                    f"{pct(b_e / b_r if b_r else None)} ({b_e}/{b_r}), {_effect(t, k)}; beyond the allowed "
+                    f"x{1 + s.error_tolerance:g} with e-value {_e(float(t.log_e[k])):g} >= {math.exp(t.level):g}"
+                )
+            else:
+                q = next(q for q in s.latency_quantiles if _qname(q) == t.key)
+                shift = tolerance_buckets(s.latency_tolerance)
+                counts = latency_counts(al.canary_hist[: k + 1], al.baseline_hist[: k + 1], q, shift)
+                tau = float(column_value(counts.threshold_col[k], al.offset))
+                cs, ct = int(counts.canary_slow.sum()), int(counts.canary_total.sum())
+                bs, bt = int(counts.baseline_slow.sum()), int(counts.baseline_total.sum())
+                text = (
+                    f"canary {t.key} {fmt_ms(float(t.canary[k]))} vs baseline {fmt_ms(float(t.baseline[k]))}, "
+                    f"{_effect(t, k)}; {pct(cs / ct if ct else None)} of canary requests were slower than "
+                    f"{fmt_ms(tau * GAMMA**shift)} vs {pct(bs / bt if bt else None)} of baseline requests slower "
+                    f"than {fmt_ms(tau)}, e-value {_e(float(t.log_e[k])):g} >= {math.exp(t.level):g}"
+                )
+            more = f" (also {', '.join(c.what for c in crossed[1:])})" if len(crossed) > 1 else ""
+            return Verdict(
+                judge=NAME,
+                outcome=Outcome.FAIL,
+                reason=f"Regression in {t.what} after {at:g} s and "
+                f"{numbers['detected_after_canary_requests']} canary requests: {text}{more}.",
+                numbers=numbers,
+            )
+    # Significant but too small to matter: said, so nobody wonders why it passed.
+    small = [t.what for t in tests if bool(t.significant[..., -1]) and not bool(t.large_enough[..., -1])]
     biggest = numbers["largest_e_value"]
     summary = (
         f"error rate {pct(rate_c)} vs {pct(rate_b)}"
@@ -277,16 +428,45 @@ def judge(
             for q in s.latency_quantiles
         )
         + f"; largest e-value {biggest if biggest is not None else 'n/a'}"
-        + f" (a regression needs {numbers['error_e_value_level'] or numbers['latency_e_value_level']})"
+        + " (a regression needs an e-value of "
+        + " / ".join(
+            f"{lvl:g} ({what})"
+            for lvl, what in ((numbers["error_e_value_level"], "errors"), (numbers["latency_e_value_level"], "latency"))
+            if lvl is not None
+        )
+        + " and an effect above its floors)"
+        + (f"; {'; '.join(effects)}" if effects else "")
+        + (f"; {', '.join(small)}: significant but below the floors" if small else "")
+        + (f"; {'; '.join(unjudged)}" if unjudged else "")
     )
-    return no_regression(
-        NAME, numbers, over=step_elapsed_s >= step_duration_s,
-        enough=n_c >= config.min_requests and n_b >= config.min_requests,
-        going=f"No evidence of regression yet after {step_elapsed_s:g} of {step_duration_s:g} s: {summary}.",
-        short=f"Not enough traffic to judge: {n_c} canary and {n_b} baseline requests in "
-        f"{step_elapsed_s:g} s, at least {config.min_requests} each are required.",
-        passed=f"No evidence of regression after {step_elapsed_s:g} s and {n_c} canary requests: {summary}.",
+    if step_elapsed_s < step_duration_s:
+        return Verdict(
+            judge=NAME,
+            outcome=Outcome.CONTINUE,
+            reason=f"{'No regression worth a rollback' if small else 'No evidence of regression'} yet after "
+            f"{step_elapsed_s:g} of {step_duration_s:g} s: {summary}.",
+            numbers=numbers,
+        )
+    if n_c < config.min_requests or n_b < config.min_requests:
+        return Verdict(
+            judge=NAME,
+            outcome=Outcome.INCONCLUSIVE,
+            reason=f"Not enough traffic to judge: {n_c} canary and {n_b} baseline requests in "
+            f"{step_elapsed_s:g} s, at least {config.min_requests} each are required.",
+            numbers=numbers,
+        )
+    return Verdict(
+        judge=NAME,
+        outcome=Outcome.PASS,
+        reason=f"{'No regression worth a rollback' if small else 'No evidence of regression'} after "
+        f"{step_elapsed_s:g} s and {n_c} canary requests: {summary}.",
+        numbers=numbers,
     )
+
+
+def _finite(v: float | np.floating) -> float | None:
+    f = float(v)
+    return f if math.isfinite(f) else None
 
 
 def _e(log_value: float) -> float:

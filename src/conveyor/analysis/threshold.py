@@ -9,59 +9,185 @@ canary's totals over the step so far, so each new second only sharpens them.
 They are point estimates checked every second: set each limit well above the
 service's normal level (the defaults assume errors around 1 %), or noise near
 the limit will roll good releases back; the sequential judge handles subtle
-differences with a bounded false-alarm rate.
+differences with a bounded false-alarm rate. When the baseline's own value is
+near a limit, the limit follows the baseline or is dropped
+(:func:`effective_limits`), and the verdict says which.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import beta
 
 from conveyor.analysis.model import AnalysisConfig, Interval, Outcome, Verdict, no_regression
-from conveyor.analysis.series import fmt_ms, merged, ms, pct
+from conveyor.analysis.sequential import requests_to_judge
+from conveyor.analysis.series import align, column_value, fmt_ms, ms, pct, quantile_column
 
 NAME = "threshold"
+
+
+_KEYS = ("error_rate", "p50", "p95", "p99")
+_Q = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits over a batch of rollouts after each second, and what the canary showed.
+
+    Arrays have shape (..., T): the canary's value so far per key (``canary``),
+    the limit applied (``limit``, NaN when off or unset), and ``mode`` per key:
+    0 absolute, 1 relative to the baseline, 2 off, -1 unset.
+    """
+
+    canary: dict[str, np.ndarray]
+    baseline: dict[str, np.ndarray]
+    limit: dict[str, np.ndarray]
+    mode: dict[str, np.ndarray]
+    canary_requests: np.ndarray
+    alarm: np.ndarray  # (..., T): some limit exceeded over at least min_requests canary requests
+
+
+ABSOLUTE, RELATIVE, OFF, UNSET = 0, 1, 2, -1
+#: Confidence of the upper bound on the baseline's error rate used to decide "near the limit".
+NEAR_CONFIDENCE = 0.95
+
+
+def limits_batch(
+    config: AnalysisConfig,
+    canary_requests: np.ndarray,
+    canary_errors: np.ndarray,
+    canary_hist: np.ndarray,
+    baseline_requests: np.ndarray,
+    baseline_errors: np.ndarray,
+    baseline_hist: np.ndarray,
+    offset: int,
+) -> Limits:
+    """The judge's arithmetic on per-second arrays (..., T) and dense histograms (..., T, B).
+
+    Why the limits move: an absolute limit sits near the normal level of some
+    services (10 % errors for a service that normally fails 5 % of requests), and
+    then ordinary noise crosses it: 6.7 % of healthy canaries of such a service
+    were rolled back. When the baseline itself is at ``near_fraction`` of a limit
+    or above (for errors: the 95 % upper confidence bound of the baseline's rate,
+    so a few quiet seconds do not count as "far"), ``near_baseline = "relative"``
+    moves the limit with the baseline (errors: that bound + limit; latency: at
+    least twice the baseline's quantile) and
+    ``"off"`` drops it; the comparative judges still apply.
+    """
+    th = config.threshold
+    cr = np.cumsum(canary_requests, axis=-1)
+    br = np.cumsum(baseline_requests, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c_vals = {"error_rate": np.where(cr > 0, np.cumsum(canary_errors, axis=-1) / np.maximum(cr, 1), np.nan)}
+        b_vals = {"error_rate": np.where(br > 0, np.cumsum(baseline_errors, axis=-1) / np.maximum(br, 1), np.nan)}
+    c_cum = np.cumsum(canary_hist, axis=-2)
+    b_cum = np.cumsum(baseline_hist, axis=-2)
+    for key, q in _Q.items():
+        c_vals[key] = column_value(quantile_column(c_cum, q), offset)
+        b_vals[key] = column_value(quantile_column(b_cum, q), offset)
+    # The baseline's error rate as an upper confidence bound (95 %, Clopper-Pearson): judging "near the
+    # limit" on the point estimate would flip on noise in the first seconds, exactly when a limit on
+    # the canary's own few requests is noisiest. Latency quantiles are taken as measured.
+    be = np.cumsum(baseline_errors, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b_upper = np.where(br > be, beta.ppf(NEAR_CONFIDENCE, be + 1, np.maximum(br - be, 1)), 1.0)
+    b_upper = np.where(br > 0, b_upper, np.nan)
+    b_vals["error_rate_bound"] = b_upper
+    limit: dict[str, np.ndarray] = {}
+    mode: dict[str, np.ndarray] = {}
+    alarm = np.zeros(cr.shape, dtype=bool)
+    for key in _KEYS:
+        written = th.max_error_rate if key == "error_rate" else getattr(th, f"max_{key}")
+        if written is None:
+            limit[key] = np.full(cr.shape, np.nan)
+            mode[key] = np.full(cr.shape, UNSET)
+            continue
+        b = b_upper if key == "error_rate" else b_vals[key]
+        with np.errstate(invalid="ignore"):
+            near = np.isfinite(b) & (b >= th.near_fraction * written)
+        if th.near_baseline == "absolute":
+            near = np.zeros_like(near)
+        moved = np.minimum(1.0, b + written) if key == "error_rate" else np.maximum(written, 2.0 * b)
+        if th.near_baseline == "off":
+            moved = np.full(cr.shape, np.nan)
+        limit[key] = np.where(near, moved, written)
+        mode[key] = np.where(near, RELATIVE if th.near_baseline == "relative" else OFF, ABSOLUTE)
+        with np.errstate(invalid="ignore"):
+            alarm |= (cr >= th.min_requests) & (c_vals[key] > limit[key])
+    return Limits(c_vals, b_vals, limit, mode, cr, alarm)
 
 
 def judge(
     config: AnalysisConfig,
     canary: Sequence[Interval],
-    baseline: Sequence[Interval],  # noqa: ARG001 - same signature as the other judges
+    baseline: Sequence[Interval],
     *,
     step_elapsed_s: float,
     step_duration_s: float,
 ) -> Verdict:
-    """Fail when a limit is exceeded over at least ``threshold.min_requests`` canary requests."""
+    """Fail when a limit is exceeded over at least ``threshold.min_requests`` canary requests.
+
+    The limits apply to the canary's totals over the window so far: the last
+    second of :func:`limits_batch` on the window.
+    """
     th = config.threshold
-    requests = sum(i.requests for i in canary)
-    errors = sum(i.errors for i in canary)
-    hist = merged(canary)
-    rate = errors / requests if requests else None
-    quantiles = {name: hist.quantile(q) for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))}
+    al = align(canary, baseline)
+    requests = int(al.canary_requests.sum())
+    errors = int(al.canary_errors.sum())
+    if al.length:
+        lim = limits_batch(config, al.canary_requests, al.canary_errors, al.canary_hist,
+                           al.baseline_requests, al.baseline_errors, al.baseline_hist, al.offset)
+        last = {k: _num(v[-1]) for k, v in lim.canary.items()}
+        limits = {k: _num(v[-1]) for k, v in lim.limit.items()}
+        modes = {k: int(v[-1]) for k, v in lim.mode.items()}
+        b_last = {k: _num(v[-1]) for k, v in lim.baseline.items()}
+        failing = bool(lim.alarm[-1])
+    else:
+        last = dict.fromkeys(_KEYS)
+        b_last = dict.fromkeys((*_KEYS, "error_rate_bound"))
+        limits = {k: (th.max_error_rate if k == "error_rate" else getattr(th, f"max_{k}")) for k in _KEYS}
+        modes = {k: (UNSET if limits[k] is None else ABSOLUTE) for k in _KEYS}
+        failing = False
+    rate = last["error_rate"]
     numbers: dict[str, float | int | None] = {
         "canary_requests": requests,
         "canary_errors": errors,
         "canary_error_rate": rate,
-        **{f"canary_{n}_ms": ms(v) for n, v in quantiles.items()},
-        "max_error_rate": th.max_error_rate,
-        **{f"max_{n}_ms": ms(getattr(th, f"max_{n}")) for n in quantiles},
+        "baseline_error_rate": b_last["error_rate"],
+        "baseline_error_rate_bound": b_last["error_rate_bound"],
+        **{f"canary_{n}_ms": ms(last[n]) for n in _Q},
+        "max_error_rate": limits["error_rate"],
+        **{f"max_{n}_ms": ms(limits[n]) for n in _Q},
+        **{f"{k}_limit_relative": int(m == RELATIVE) for k, m in modes.items() if m != UNSET},
+        **{f"{k}_limit_off": int(m == OFF) for k, m in modes.items() if m != UNSET},
         "min_requests": th.min_requests,
     }
-    if requests >= th.min_requests:
+    notes = [_mode_note(k, m, config, b_last["error_rate_bound" if k == "error_rate" else k])
+             for k, m in modes.items() if m in (RELATIVE, OFF)]
+    for n in ("p95", "p99"):
+        need = requests_to_judge(_Q[n])
+        if modes[n] in (ABSOLUTE, RELATIVE) and requests < need:
+            notes.append(f"{n} judged on {requests:,} requests, ~{need:,} are needed for a stable {n}")
+    note = f" ({'; '.join(notes)})" if notes else ""
+    if failing:
         broken: list[str] = []
-        if th.max_error_rate is not None and rate is not None and rate > th.max_error_rate:
-            broken.append(f"error rate {pct(rate)} ({errors}/{requests}) > {pct(th.max_error_rate)}")
-        for n, v in quantiles.items():
-            limit = getattr(th, f"max_{n}")
-            if limit is not None and v is not None and v > limit:
-                broken.append(f"{n} latency {fmt_ms(v)} > {fmt_ms(limit)}")
-        if broken:
-            return Verdict(
-                judge=NAME,
-                outcome=Outcome.FAIL,
-                reason=f"Canary over its limits after {requests} requests: {'; '.join(broken)}.",
-                numbers=numbers,
-            )
-    summary = f"error rate {pct(rate)}, p50 {fmt_ms(quantiles['p50'])}, p99 {fmt_ms(quantiles['p99'])}"
+        if limits["error_rate"] is not None and rate is not None and rate > limits["error_rate"]:
+            broken.append(f"error rate {pct(rate)} ({errors}/{requests}) > {pct(limits['error_rate'])}")
+        for n in _Q:
+            v, cap = last[n], limits[n]
+            if cap is not None and v is not None and v > cap:
+                broken.append(f"{n} latency {fmt_ms(v)} > {fmt_ms(cap)}")
+        return Verdict(
+            judge=NAME,
+            outcome=Outcome.FAIL,
+            reason=f"Canary over its limits after {requests} requests: {'; '.join(broken)}{note}.",
+            numbers=numbers,
+        )
+    summary = f"error rate {pct(rate)}, p50 {fmt_ms(last['p50'])}, p99 {fmt_ms(last['p99'])}{note}"
     needed = max(th.min_requests, config.min_requests)
     return no_regression(
         NAME, numbers, over=step_elapsed_s >= step_duration_s, enough=requests >= needed,
@@ -70,3 +196,21 @@ def judge(
         f"{step_elapsed_s:g} s, at least {needed} are required.",
         passed=f"Canary within its limits over {requests} requests: {summary}.",
     )
+
+
+def _num(v: float | np.floating) -> float | None:
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _mode_note(key: str, mode: int, config: AnalysisConfig, baseline_value: float | None) -> str:
+    th = config.threshold
+    written = th.max_error_rate if key == "error_rate" else getattr(th, f"max_{key}")
+    shown = pct(written) if key == "error_rate" else fmt_ms(written)
+    label = "error rate" if key == "error_rate" else f"{key} latency"
+    if mode == OFF:
+        return f"{label} limit {shown} off: the baseline's own {pct(baseline_value) if key == 'error_rate' else fmt_ms(baseline_value)} is near it (near_baseline = \"off\")"
+    if key == "error_rate":
+        return (f"{label} limit relative to the baseline: its rate (at most {pct(baseline_value)}, 95 % bound) + {shown}, "
+                "as it is near the absolute limit")
+    return f"{label} limit relative to the baseline: twice its {fmt_ms(baseline_value)}, as it is near the absolute {shown}"

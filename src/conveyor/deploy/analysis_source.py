@@ -1,7 +1,9 @@
 """Feeds the canary analysis: per-second series from SQL in, a stored verdict out.
 
 The orchestrator calls :func:`verdict_for` on every tick of a deployment that
-is in an analysed phase (a canary step, a paused canary, or the bake). The judges are pure and
+is in an analysed phase (a canary step, a paused canary, or the bake). Each
+canary step (and the blue/green preview) starts with a warm-up whose seconds
+are left out of the comparison on both sides (``analysis/warmup.py``). The judges are pure and
 recompute from the whole window each time, so a restarted control plane
 reaches the same verdict from the same stored points. Decisive verdicts are
 always stored; "continue" ones at most every few seconds, to show progress.
@@ -13,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from conveyor.analysis import Interval, evaluate, parse_analysis_config
+from conveyor.analysis import Interval, evaluate, evaluate_with_warmup, parse_analysis_config
 from conveyor.domain import deploy_machine as dm
 from conveyor.domain.strategies import analysis_request
 from conveyor.domain.wire import baseline_route
@@ -62,7 +64,15 @@ def verdict_for(conn: Connection, env_id: int, dep: dm.Deployment, now: float) -
     else:
         start = (dep.started_at or dep.created_at) - BAKE_REFERENCE_BEFORE
         baseline = [i for i in _intervals(conn, env_id, dep.from_release, window_start(start)) if i.t < req.since]
-    v = evaluate(config, canary, baseline, step_elapsed_s=max(0.0, now - req.since), step_duration_s=req.duration)
+    elapsed = max(0.0, now - req.since)
+    if req.phase == "step" and dep.state != "paused":
+        # A canary step (or the blue/green preview) begins with fresh instances or a new share of
+        # traffic: its first seconds are left out of the comparison on both sides, watched only
+        # for a hard failure (analysis/warmup.py). A paused canary and the bake are warm already.
+        v = evaluate_with_warmup(config, canary, baseline, since=req.since, step_elapsed_s=elapsed,
+                                 step_duration_s=req.duration)
+    else:
+        v = evaluate(config, canary, baseline, step_elapsed_s=elapsed, step_duration_s=req.duration)
     outcome = v.outcome.value if hasattr(v.outcome, "value") else str(v.outcome)
     last = deployments.last_verdict(conn, dep.id, req.step)
     if outcome != "continue" or last is None or now - last["at"] >= PROGRESS_EVERY:

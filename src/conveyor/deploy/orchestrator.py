@@ -9,6 +9,12 @@ the same rows. Nothing is remembered in memory between ticks.
 Ticks happen every ``interval`` seconds and whenever something pokes the
 ``orchestrator`` topic (an agent report, a new deployment), so readiness turns
 into a traffic switch within milliseconds.
+
+One pass drives every environment, so each environment gets its own
+transaction and a failure in one (a judge that raises on data it cannot
+handle, a bug) is logged and costs that environment one pass, never the others.
+A judge that raises is caught closer still (:meth:`Orchestrator._judge`): its
+canary pauses with the error as its verdict, and ``abort`` keeps working.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from conveyor.domain import healing
 from conveyor.domain.manifest import DEFAULT_BAKE, DEFAULT_DRAIN_TIMEOUT
 from conveyor.domain.placement import place
 from conveyor.domain.wire import InstanceState
-from conveyor.store import deployments, hosts, instances, repo
+from conveyor.domain.strategies import analysis_request
+from conveyor.store import deployments, hosts, instances, repo, series
 
 log = logging.getLogger("conveyor.orchestrator")
 
@@ -41,6 +48,47 @@ LEASE_TTL = 5.0
 
 #: Hook for analysis: (connection, environment id, deployment, now) → verdict dict or None.
 VerdictSource = Callable[[Connection, int, dm.Deployment, float], dict[str, Any] | None]
+
+#: The ``judge`` of a verdict row recording that the analysis itself raised.
+JUDGE_ERROR = "error"
+#: A judge that keeps raising is recorded again at most this often (seconds), not on every tick.
+JUDGE_ERROR_EVERY = 30.0
+
+
+#: At the end of an analysed window the verdict waits, at most this long (seconds), for the metrics
+#: of the window's last second: on a loaded machine a scrape can come late (or time out and be
+#: covered by the next), and a verdict taken before it sees a step short of its traffic
+#: ("Not enough traffic: the canary served 14 requests in 10 s" while clients saw 300).
+METRICS_GRACE = 10.0
+
+
+def metrics_pending(window_end: float, newest_point: float | None, now: float) -> bool:
+    """Pure: should a verdict due at ``window_end`` wait for the metrics of the window's last second?
+
+    A stored point at second ``t`` was written by a scrape at ``t`` or later, so a point at or
+    after ``window_end`` proves a scrape after the window ended. With no such point the verdict
+    waits, for at most ``METRICS_GRACE`` (an app with no traffic at all has no new points).
+    """
+    if now < window_end or now >= window_end + METRICS_GRACE:
+        return False
+    return newest_point is None or newest_point < window_end
+
+
+def judge_error_verdict(exc: BaseException) -> dict[str, Any]:
+    """The verdict of an analysis that raised: inconclusive, so a canary step pauses for a human.
+
+    Not "fail": a judge's bug must not roll back a healthy release (that teaches users to switch
+    analysis off), and not "continue": a canary nobody judges must not be promoted by the clock.
+    A paused canary keeps its traffic and can be resumed, promoted or aborted; in the bake
+    (the release is already live) the error is recorded and the bake goes on.
+    """
+    detail = f"{type(exc).__name__}: {exc}"[:300]
+    return {
+        "outcome": "inconclusive",
+        "reason": f"the analysis raised {detail} (a bug or data the judges cannot handle); "
+        "not judged, so paused: resume, promote or abort by hand",
+        "numbers": {},
+    }
 
 
 class Orchestrator:
@@ -105,15 +153,28 @@ class Orchestrator:
             return set()
         touched: set[str] = set()
         with self.engine.begin() as conn:
-            env_ids = deployments.open_env_ids(conn)
-            for env_id in env_ids:
-                touched |= self._drive(conn, env_id)
-            for env_id in repo.env_ids(conn):
+            driven = set(deployments.open_env_ids(conn))
+            env_ids = repo.env_ids(conn)
+        for env_id in env_ids:
+            touched |= self._pass(env_id, env_id in driven)
+        return touched
+
+    def _pass(self, env_id: int, driven: bool) -> set[str]:
+        """One environment's share of a tick, in its own transaction: if it fails, it is rolled back
+        and logged, and the other environments are driven all the same (the next tick retries)."""
+        try:
+            with self.engine.begin() as conn:
+                touched: set[str] = set()
+                if driven:
+                    touched |= self._drive(conn, env_id)
                 touched |= self._retire(conn, env_id)
                 touched |= self._reap_drained(conn, env_id)
-                if env_id not in env_ids:  # a running deployment owns its environment's counts
+                if not driven:  # a running deployment owns its environment's counts
                     touched |= self._heal(conn, env_id)
-        return touched
+                return touched
+        except Exception:
+            log.exception("orchestrator: environment %s failed this pass (rolled back); the others go on", env_id)
+            return set()
 
     def _drive(self, conn: Connection, env_id: int) -> set[str]:
         touched: set[str] = set()
@@ -129,7 +190,7 @@ class Orchestrator:
                 touched |= self._apply(conn, env_id, nxt, dm.start(nxt, now))
                 continue
             world = self._observe(conn, env_id, now)
-            verdict = self.verdicts(conn, env_id, active, now) if self.verdicts is not None else None
+            verdict = None if self._metrics_pending(conn, env_id, active, now) else self._judge(conn, env_id, active, now)
             if verdict is not None:
                 world = dm.World(world.now, world.instances, world.hosts_alive, verdict)
             result = dm.step(active, world)
@@ -137,6 +198,41 @@ class Orchestrator:
             if not result.finished:
                 return touched
         return touched
+
+    def _metrics_pending(self, conn: Connection, env_id: int, dep: dm.Deployment, now: float) -> bool:
+        """True while an analysed window has ended but its last second's metrics are not stored yet."""
+        req = analysis_request(dep)
+        if req is None or req.phase != "step":
+            return False  # the bake ends by the clock; a verdict only ever stops it early
+        end = req.since + req.duration
+        if not end <= now < end + METRICS_GRACE:
+            return False
+        return metrics_pending(end, series.newest_second(conn, env_id), now)
+
+    def _judge(self, conn: Connection, env_id: int, dep: dm.Deployment, now: float) -> dict[str, Any] | None:
+        """The verdict for ``dep`` now; if the analysis raises, :func:`judge_error_verdict`, recorded.
+
+        The analysis runs in a savepoint, so whatever it did in the database before raising (on
+        PostgreSQL an error aborts the whole transaction) is undone and the pass carries on.
+        """
+        if self.verdicts is None:
+            return None
+        try:
+            with conn.begin_nested():
+                return self.verdicts(conn, env_id, dep, now)
+        except Exception as exc:
+            log.exception("analysis of deployment %s raised; pausing it with the error as its verdict", dep.id)
+            verdict = judge_error_verdict(exc)
+            req = analysis_request(dep)
+            last = deployments.newest_verdict(conn, dep.id)
+            recorded = (
+                last is not None and last["judge"] == JUDGE_ERROR and last["reason"] == verdict["reason"]
+                and now - last["at"] < JUDGE_ERROR_EVERY
+            )
+            if not recorded:
+                deployments.add_verdict(conn, dep.id, now, req.step if req is not None else 0, JUDGE_ERROR,
+                                        verdict["outcome"], verdict["reason"], {})
+            return verdict
 
     def _observe(self, conn: Connection, env_id: int, now: float) -> dm.World:
         status = hosts.instance_status_map(conn, now, self.started_at)

@@ -220,7 +220,61 @@ def parse_manifest(data: dict[str, Any], *, source: str = MANIFEST_NAME) -> AppM
     for proc, command in manifest.run.items():
         if not command.strip():
             raise ManifestError(f"{source}: [run] {proc}: expected a command, got an empty string")
+    problems = _analysis_problems(manifest, source)
+    if problems:
+        raise ManifestError("\n".join(problems))
     return manifest
+
+
+#: A canary without ``steps`` runs these step durations (domain/strategies.py DEFAULT_STEPS).
+_DEFAULT_STEP_SECONDS = (30.0, 30.0)
+
+
+def _analysis_problems(manifest: AppManifest, source: str) -> list[str]:
+    """``[deploy.analysis]`` and each ``[env.<name>.analysis]``: valid settings, and a warm-up shorter
+    than every analysed window it applies to (each canary step, the blue/green preview).
+
+    Why here and not only at deploy time: the CLI validates the manifest before it uploads a
+    build, so a typo or an impossible setting is refused before anything is built. The analysis
+    models live in ``conveyor.domain.analysis_config`` (imported here lazily: that module imports this
+    one for durations).
+    """
+    from conveyor.domain.analysis_config import analysis_config_problems, parse_analysis_config
+
+    problems = [f"{source}: [deploy.analysis] {key or '(table)'}: {msg}" for key, msg in analysis_config_problems(manifest.deploy.analysis)]
+    # (where the warm-up is set, the table, the settings whose windows it is cut from)
+    checks: list[tuple[str, dict[str, Any], DeploySection]] = []
+    if not problems:
+        checks.append(("[deploy.analysis] warmup", manifest.deploy.analysis, manifest.deploy))
+    for env_name, env in manifest.env.items():
+        if env.analysis is not None:
+            found = analysis_config_problems(env.analysis)
+            problems += [f"{source}: [env.{env_name}.analysis] {key or '(table)'}: {msg}" for key, msg in found]
+            if not found:
+                checks.append((f"[env.{env_name}.analysis] warmup", env.analysis, manifest.environment(env_name)))
+        elif not problems:
+            checks.append((f"[deploy.analysis] warmup (as used by [env.{env_name}])", manifest.deploy.analysis,
+                           manifest.environment(env_name)))
+    for where, table, settings in checks:
+        config = parse_analysis_config(table)
+        if config.warmup is None:
+            continue
+        windows: list[tuple[str, float]] = []
+        if settings.strategy == "canary":
+            steps = settings.steps or []
+            windows += [(f"step {k + 1}", s.duration) for k, s in enumerate(steps)] or [
+                (f"default step {k + 1}", d) for k, d in enumerate(_DEFAULT_STEP_SECONDS)
+            ]
+        if settings.pre_promotion_analysis and settings.preview_for is not None:
+            windows.append(("preview_for", settings.preview_for))
+        for label, seconds in windows:
+            if config.warmup >= seconds:
+                problems.append(
+                    f"{source}: {where}: the warm-up ({config.warmup:g} s) must be shorter than the window "
+                    f"it is cut from, but {label} lasts {seconds:g} s; shorten warmup or lengthen the step"
+                )
+                break
+    return problems
 
 
 def _procfile_processes(path: Path) -> dict[str, str]:

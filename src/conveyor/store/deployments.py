@@ -127,6 +127,16 @@ def last_verdict(conn: Connection, dep_id: int, step: int) -> RowMapping | None:
     ).mappings().first()
 
 
+def newest_verdict(conn: Connection, dep_id: int) -> RowMapping | None:
+    """(at, judge, reason) of the newest verdict stored for a deployment, any step."""
+    return conn.execute(
+        select(verdicts.c.at, verdicts.c.judge, verdicts.c.reason)
+        .where(verdicts.c.deployment_id == dep_id)
+        .order_by(verdicts.c.id.desc())
+        .limit(1)
+    ).mappings().first()
+
+
 def add_verdict(conn: Connection, dep_id: int, at: float, step: int, judge: str, outcome: str, reason: str,
                 numbers: dict[str, Any]) -> None:
     conn.execute(insert(verdicts).values(deployment_id=dep_id, at=at, step=step, judge=judge, outcome=outcome,

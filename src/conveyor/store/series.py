@@ -110,6 +110,14 @@ def request_totals(conn: Connection, since: float) -> dict[tuple[int, int], int]
     return {(r[0], r[1]): int(r[2] or 0) for r in rows}
 
 
+def newest_second(conn: Connection, env_id: int) -> float | None:
+    """The time of the newest 1 s point stored for an environment (None before the first)."""
+    newest = conn.execute(
+        select(func.max(metric_points.c.t)).where(metric_points.c.env_id == env_id, metric_points.c.resolution == 1)
+    ).scalar()
+    return None if newest is None else float(newest)
+
+
 def prune(conn: Connection, resolution: int, before: float) -> None:
     """Delete the points of ``resolution`` older than ``before``."""
     conn.execute(delete(metric_points).where(metric_points.c.resolution == resolution, metric_points.c.t < before))

@@ -44,9 +44,11 @@ def test_continue_while_the_step_runs() -> None:
 
 
 def test_any_failure_fails_and_names_the_judge() -> None:
-    # Both sides at 30 % errors: no regression against the baseline, but over the absolute limit.
+    # Both sides at 30 % errors: no regression against the baseline, but over the absolute limit
+    # (kept absolute: by default a limit the baseline is near follows the baseline, see test_analysis_threshold).
     c, b = pair(4, 30, 0.3, 0.3)
-    v = evaluate(ALL, c, b, step_elapsed_s=30, step_duration_s=120)
+    absolute = ALL.model_copy(update={"threshold": ALL.threshold.model_copy(update={"near_baseline": "absolute"})})
+    v = evaluate(absolute, c, b, step_elapsed_s=30, step_duration_s=120)
     assert v.outcome == Outcome.FAIL
     assert v.reason.startswith("Failed by threshold:")
     assert {p.judge: p.outcome for p in v.parts}["sequential"] == Outcome.CONTINUE

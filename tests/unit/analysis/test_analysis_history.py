@@ -67,3 +67,16 @@ def test_evaluate_runs_it_for_the_bake() -> None:
     # 3 % errors: under the thresholds' 10 % limit, three times the previous release's 1 %
     v = evaluate(config, _bake(rng, 20, 0.03, 120), _reference(rng, 20_000, 0.01), step_elapsed_s=120, step_duration_s=300)
     assert v.outcome == Outcome.FAIL and v.reason.startswith("Failed by history:"), v.reason
+
+
+def test_the_bake_needs_an_effect_above_the_error_floors() -> None:
+    # 1 % -> 1.5 % at 200 req/s: +50 % and +0.5 points, above the default floors (+25 %, +0.2 points).
+    rng = np.random.default_rng(21)
+    bake = _bake(rng, 200, 0.015, 300)
+    reference = _reference(rng, 200_000, 0.01)
+    v = judge(CONFIG, bake, reference, step_elapsed_s=300, step_duration_s=300)
+    assert v.outcome == Outcome.FAIL and "(floors +25% and +0.2 points)" in v.reason, v.reason
+    # The same evidence with a floor of +1 point: not a regression worth a rollback, and the verdict shows why.
+    floored = parse_analysis_config({"effects": {"error_rate": {"absolute": 0.01}}})
+    v = judge(floored, bake, reference, step_elapsed_s=300, step_duration_s=300)
+    assert v.outcome == Outcome.PASS and "(floors +25% and +1 points)" in v.reason, v.reason

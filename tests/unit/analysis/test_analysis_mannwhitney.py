@@ -171,3 +171,32 @@ def test_missing_seconds_do_not_shift_the_samples() -> None:
     canary = [i for i in intervals(60, 10, 0, 0.05) if i.t != 105.0]
     v = mannwhitney_judge(CFG, canary, intervals(60, 10, 0, 0.05), step_elapsed_s=60, step_duration_s=60)
     assert v.numbers["error_rate_samples"] == 6
+
+
+def test_a_long_step_with_more_than_515_samples_a_side_is_judged() -> None:
+    # One-second samples over 10 minutes: 600 a side. This used to raise OverflowError in min_p_value.
+    cfg = AnalysisConfig.model_validate({"judges": ["mannwhitney"], "mannwhitney": {"sample_period_s": 1}})
+    v = mannwhitney_judge(cfg, intervals(600, 10, 0, 0.05, jitter=1), intervals(600, 10, 0, 0.05, jitter=1),
+                          step_elapsed_s=600, step_duration_s=600)
+    assert v.outcome == Outcome.PASS and v.numbers["latency_p50_samples"] == 600, v.reason
+    v = mannwhitney_judge(cfg, intervals(600, 10, 0, 0.06, jitter=1), intervals(600, 10, 0, 0.05, jitter=1),
+                          step_elapsed_s=600, step_duration_s=600)
+    assert v.outcome == Outcome.FAIL and "latency_p50 High" in v.reason, v.reason
+
+
+def test_critical_effect_thresholds_from_the_manifest() -> None:
+    # p50 x1.6 slower: High. Critical only beyond critical_increase (Kayenta's effectSize.criticalIncrease).
+    canary = intervals(60, 10, 0, 0.08, jitter=1)
+    baseline = intervals(60, 10, 0, 0.05, jitter=1)
+
+    def run(critical_increase: float) -> object:
+        cfg = AnalysisConfig.model_validate({"judges": ["mannwhitney"], "mannwhitney": {"metrics": [
+            {"name": "error_rate"}, {"name": "latency_p50", "critical": True, "critical_increase": critical_increase},
+            {"name": "latency_p99"}, {"name": "latency_mean"},
+        ]}})
+        return mannwhitney_judge(cfg, canary, baseline, step_elapsed_s=60, step_duration_s=60)
+
+    critical = run(1.5)
+    assert critical.numbers["score"] == 0.0 and "latency_p50 High" in critical.reason and "critical" in critical.reason
+    mild = run(2.0)
+    assert mild.numbers["score"] > 0.0 and "critical" not in mild.reason, mild.reason

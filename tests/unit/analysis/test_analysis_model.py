@@ -19,6 +19,8 @@ def test_public_surface_is_exact() -> None:
             "JUDGE_FUNCTIONS",
             "AnalysisConfig",
             "AnalysisConfigError",
+            "EffectFloor",
+            "EffectsConfig",
             "Interval",
             "MannWhitneyConfig",
             "MannWhitneyMetric",
@@ -27,6 +29,7 @@ def test_public_surface_is_exact() -> None:
             "ThresholdConfig",
             "Verdict",
             "evaluate",
+            "evaluate_with_warmup",
             "mannwhitney_judge",
             "parse_analysis_config",
             "sequential_judge",
@@ -144,3 +147,32 @@ def test_no_regression_is_the_judges_shared_ending() -> None:
     assert outcome(False, True) == (Outcome.CONTINUE, "g")
     assert outcome(True, False) == (Outcome.INCONCLUSIVE, "s")
     assert outcome(True, True) == (Outcome.PASS, "p")
+
+
+def test_effect_floors_default_per_metric_and_override_one_key_at_a_time() -> None:
+    cfg = parse_analysis_config({})
+    assert (cfg.effects.latency_p50.relative, cfg.effects.latency_p50.absolute) == (0.10, 0.005)
+    assert (cfg.effects.latency_p99.relative, cfg.effects.latency_p99.absolute) == (0.25, 0.020)
+    assert (cfg.effects.error_rate.relative, cfg.effects.error_rate.absolute) == (0.25, 0.002)
+    cfg = parse_analysis_config({"effects": {"latency_p50": {"absolute": "1ms"}}})
+    assert (cfg.effects.latency_p50.relative, cfg.effects.latency_p50.absolute) == (0.10, 0.001)
+    assert cfg.effects.for_quantile(0.75) == cfg.effects.latency_p50  # nearest listed quantile below
+    assert cfg.effects.for_quantile(0.999) == cfg.effects.latency_p99
+    assert AnalysisConfig.model_validate_json(cfg.model_dump_json()) == cfg
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"effects": {"latency_p42": {}}}, "analysis.effects: unknown metric 'latency_p42'"),
+        ({"effects": {"latency_p50": {"relative": -0.1}}}, "analysis.effects.latency_p50.relative: Input should be greater than or equal to 0"),
+        ({"effects": {"latency_p50": {"absolute": "soon"}}}, 'latency_p50.absolute: expected a duration like "2s"'),
+        ({"warmup": "-5s"}, "analysis.warmup: expected a duration"),
+        ({"warmup_requests": -1}, "analysis.warmup_requests: Input should be greater than or equal to 0"),
+        ({"threshold": {"near_fraction": 0}}, "analysis.threshold.near_fraction: Input should be greater than 0"),
+    ],
+)
+def test_bad_new_settings_say_which_key(data: dict[str, object], expected: str) -> None:
+    with pytest.raises(AnalysisConfigError) as err:
+        parse_analysis_config(data)
+    assert expected in str(err.value)

@@ -10,7 +10,7 @@ from analysis_simdata import intervals
 
 from conveyor.analysis import AnalysisConfig, Interval, Outcome, sequential_judge
 from conveyor.analysis import sequential as seq
-from conveyor.domain.histogram import Histogram
+from conveyor.domain.histogram import Histogram, bucket_index
 
 CFG = AnalysisConfig.model_validate({"judges": ["sequential"], "min_requests": 100})
 
@@ -143,8 +143,61 @@ def test_a_small_latency_difference_within_tolerance_does_not_fail() -> None:
     baseline = [Interval(t=float(i), requests=50, errors=0, latency=Histogram({-31: 25, -30: 25})) for i in range(200)]
     v = sequential_judge(CFG, canary, baseline, step_elapsed_s=200, step_duration_s=200)
     assert v.outcome == Outcome.PASS
-    strict = AnalysisConfig.model_validate({"sequential": {"latency_tolerance": 0}})
+    # With no statistical tolerance the 10 % is significant; it fails only once the effect floors allow +10 %.
+    no_tolerance = AnalysisConfig.model_validate({"sequential": {"latency_tolerance": 0}})
+    v = sequential_judge(no_tolerance, canary, baseline, step_elapsed_s=200, step_duration_s=200)
+    assert v.outcome == Outcome.PASS and "significant but below the floors" in v.reason, v.reason
+    strict = AnalysisConfig.model_validate(
+        {"sequential": {"latency_tolerance": 0}, "effects": {"latency_p99": {"relative": 0.05, "absolute": "1ms"}}}
+    )
     assert sequential_judge(strict, canary, baseline, step_elapsed_s=200, step_duration_s=200).outcome == Outcome.FAIL
+
+
+def _fast(n_seconds: int, canary_bucket: int, baseline_bucket: int, rps: int = 100) -> tuple[list[Interval], list[Interval]]:
+    canary = [Interval(t=float(i), requests=rps, errors=0, latency=Histogram({canary_bucket: rps})) for i in range(n_seconds)]
+    baseline = [Interval(t=float(i), requests=rps, errors=0, latency=Histogram({baseline_bucket: rps})) for i in range(n_seconds)]
+    return canary, baseline
+
+
+def test_a_sub_millisecond_slowdown_is_significant_but_below_the_absolute_floor() -> None:
+    # Every canary request 0.3 ms -> 0.5 ms (+66 %, the false rollback): overwhelming evidence,
+    # but +0.2 ms is below the p50 floor of +5 ms, so the canary passes and the verdict says why.
+    b = math.ceil(math.log(0.0003) / math.log(1.1))
+    c = math.ceil(math.log(0.0005) / math.log(1.1))
+    canary, baseline = _fast(30, c, b)
+    v = sequential_judge(CFG, canary, baseline, step_elapsed_s=30, step_duration_s=30)
+    assert v.outcome == Outcome.PASS, v.reason
+    assert v.numbers["largest_e_value"] > 1e6  # the statistics alone would fail it
+    assert "p50 latency effect +" in v.reason and "(floors +10% and +5 ms)" in v.reason
+    assert "significant but below the floors" in v.reason
+    # The same relative slowdown at 20 ms (+13 ms) is a regression.
+    b20 = math.ceil(math.log(0.020) / math.log(1.1))
+    canary, baseline = _fast(30, b20 + 5, b20)
+    v = sequential_judge(CFG, canary, baseline, step_elapsed_s=30, step_duration_s=30)
+    assert v.outcome == Outcome.FAIL and "p50 latency" in v.reason and "floors +10% and +5 ms" in v.reason, v.reason
+
+
+def test_effect_floors_are_configurable_per_metric() -> None:
+    b = math.ceil(math.log(0.0003) / math.log(1.1))
+    canary, baseline = _fast(30, b + 5, b)
+    cfg = AnalysisConfig.model_validate({"judges": ["sequential"], "effects": {"latency_p50": {"absolute": "0.1ms"}}})
+    v = sequential_judge(cfg, canary, baseline, step_elapsed_s=30, step_duration_s=30)
+    assert v.outcome == Outcome.FAIL and "floors +10% and +0.1 ms" in v.reason, v.reason
+    # Relative floor above the effect (+61 %): passes again.
+    cfg = AnalysisConfig.model_validate({"judges": ["sequential"], "effects": {"latency_p50": {"absolute": "0.1ms", "relative": 1.0}}})
+    assert sequential_judge(cfg, canary, baseline, step_elapsed_s=30, step_duration_s=30).outcome == Outcome.PASS
+
+
+def test_error_floors_need_both_a_ratio_and_an_absolute_increase() -> None:
+    # 0.1 % -> 0.3 % errors at 1,000 req/s: x3 and clear evidence, but +0.2 points is the floor's edge.
+    def side(rate_per_1000: int) -> list[Interval]:
+        return [Interval(t=float(i), requests=1000, errors=rate_per_1000, latency=Histogram({-30: 1000})) for i in range(60)]
+
+    v = sequential_judge(CFG, side(3), side(1), step_elapsed_s=60, step_duration_s=60)
+    assert v.outcome == Outcome.FAIL and "error rate" in v.reason and "+0.20 points" in v.reason, v.reason
+    cfg = AnalysisConfig.model_validate({"judges": ["sequential"], "effects": {"error_rate": {"absolute": 0.005}}})
+    v = sequential_judge(cfg, side(3), side(1), step_elapsed_s=60, step_duration_s=60)
+    assert v.outcome == Outcome.PASS and "error rate effect +200.0% / +0.20 points (floors +25% and +0.5 points)" in v.reason, v.reason
 
 
 def test_sides_scraped_half_a_second_apart_are_still_compared() -> None:
@@ -153,3 +206,27 @@ def test_sides_scraped_half_a_second_apart_are_still_compared() -> None:
     baseline = intervals(rng, 60, 10, 0.01)
     v = sequential_judge(CFG, canary, baseline, step_elapsed_s=60, step_duration_s=60)
     assert v.outcome == Outcome.FAIL
+
+
+def test_a_quantile_without_enough_canary_traffic_is_said_not_judged() -> None:
+    # 14 s at 10 req/s: 140 canary requests, p99 needs ~1,000 (ten beyond the quantile).
+    canary, baseline = _fast(14, -30, -30, rps=10)
+    v = sequential_judge(CFG, canary, baseline, step_elapsed_s=14, step_duration_s=60)
+    assert "p99 not judged: 140 of the ~1,000 canary requests needed" in v.reason, v.reason
+    assert "p50 not judged" not in v.reason
+    assert v.numbers["p99_requests_needed"] == 1000
+    canary, baseline = _fast(110, -30, -30, rps=10)
+    assert "not judged" not in sequential_judge(CFG, canary, baseline, step_elapsed_s=110, step_duration_s=110).reason
+
+
+def test_one_stalled_second_in_a_few_hundred_requests_is_not_a_p99_regression() -> None:
+    # Found on real processes on a starved host: one canary instance descheduled for a second, every request of
+    # that second slow, "p99 1047 ms vs 54.6 ms after 3 s and 126 canary requests". p99 of 150 requests is
+    # their slowest one or two: not judged until ~1,000 requests, and said so.
+    fast, stalled = bucket_index(0.05), bucket_index(1.0)
+    canary = [Interval(t=float(i), requests=30, errors=0, latency=Histogram({stalled if i == 2 else fast: 30})) for i in range(5)]
+    baseline = [Interval(t=float(i), requests=120, errors=0, latency=Histogram({fast: 120})) for i in range(5)]
+    v = sequential_judge(CFG, canary, baseline, step_elapsed_s=5, step_duration_s=30)
+    assert v.outcome == Outcome.CONTINUE, v.reason
+    assert "p99 not judged: 150 of the ~1,000 canary requests needed" in v.reason
+    assert v.numbers["p99_e_value"] > 400  # the evidence alone would have rolled it back

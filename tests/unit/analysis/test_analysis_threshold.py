@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conveyor.analysis import AnalysisConfig, Interval, Outcome, parse_analysis_config, threshold_judge
 from conveyor.domain.histogram import Histogram, bucket_index, bucket_value
 
@@ -60,3 +62,61 @@ def test_unset_limits_are_not_checked() -> None:
     cfg = AnalysisConfig.model_validate({"min_requests": 1, "threshold": {"max_error_rate": None, "max_p99": None}})
     v = threshold_judge(cfg, seconds(10, 10, 10, 9.0), [], step_elapsed_s=10, step_duration_s=10)
     assert v.outcome == Outcome.PASS
+
+
+# --- Limits near the baseline's own level (issue 10, item 11) ------------------------------------
+
+
+def _aa_fail_share(config: AnalysisConfig, runs: int, base: float, seed: int) -> float:
+    """Share of simulated healthy canaries the threshold judge fails at any second (300 s, 10 req/s each side)."""
+    import numpy as np
+
+    from conveyor.analysis import threshold
+
+    rng = np.random.default_rng(seed)
+    shape = (runs, 300)
+    c_req, b_req = rng.poisson(10, shape), rng.poisson(10, shape)
+    c_err, b_err = rng.binomial(c_req, base), rng.binomial(b_req, base)
+    hist = np.zeros((*shape, 1), dtype=np.int64)  # latency is not what this test is about
+    lim = threshold.limits_batch(config, c_req, c_err, hist + c_req[..., None], b_req, b_err, hist + b_req[..., None], -30)
+    return float(lim.alarm.any(axis=-1).mean())
+
+
+def test_a_service_whose_normal_error_rate_is_near_the_limit_is_not_rolled_back() -> None:
+    # The issue's numbers: normal error rate 5 %, default limit 10 %, 300 A/A runs.
+    absolute = parse_analysis_config({"threshold": {"near_baseline": "absolute"}})
+    assert _aa_fail_share(absolute, 300, 0.05, 1) > 0.03  # the old behaviour: several % of healthy canaries
+    assert _aa_fail_share(parse_analysis_config({}), 300, 0.05, 1) <= 0.01
+    assert _aa_fail_share(parse_analysis_config({"threshold": {"near_baseline": "off"}}), 300, 0.05, 1) == 0.0
+
+
+def test_the_verdict_says_which_limit_applied() -> None:
+    cfg = parse_analysis_config({})
+    base = seconds(30, 20, 1, 0.01)  # 5 % errors: at half the 10 % limit
+    v = threshold_judge(cfg, seconds(30, 20, 2, 0.01), base, step_elapsed_s=30, step_duration_s=30)
+    bound = v.numbers["baseline_error_rate_bound"]
+    assert 0.05 < bound < 0.07  # 30 errors of 600: the 95 % upper bound
+    assert v.outcome == Outcome.PASS and "error rate limit relative to the baseline: its rate (at most " in v.reason, v.reason
+    assert v.numbers["max_error_rate"] == pytest.approx(bound + 0.10) and v.numbers["error_rate_limit_relative"] == 1
+    # A broken canary is still failed against the moved limit.
+    v = threshold_judge(cfg, seconds(30, 20, 5, 0.01), base, step_elapsed_s=30, step_duration_s=30)
+    assert v.outcome == Outcome.FAIL and "25.00% (150/600) > 16." in v.reason, v.reason
+    off = parse_analysis_config({"threshold": {"near_baseline": "off"}})
+    v = threshold_judge(off, seconds(30, 20, 5, 0.01), base, step_elapsed_s=30, step_duration_s=30)
+    assert v.outcome == Outcome.PASS and 'error rate limit 10.00% off' in v.reason and v.numbers["max_error_rate"] is None
+    # A quiet baseline keeps the absolute limit, and says nothing about it.
+    v = threshold_judge(cfg, seconds(30, 20, 3, 0.01), seconds(30, 20, 0, 0.01), step_elapsed_s=30, step_duration_s=30)
+    assert v.outcome == Outcome.FAIL and "> 10.00%" in v.reason and "relative" not in v.reason
+
+
+def test_latency_limits_follow_a_slow_baseline() -> None:
+    cfg = parse_analysis_config({"threshold": {"max_p99": "500ms"}})
+    v = threshold_judge(cfg, seconds(60, 20, 0, 0.6), seconds(60, 20, 0, 0.4), step_elapsed_s=60, step_duration_s=60)
+    assert v.outcome == Outcome.PASS and "p99 latency limit relative to the baseline" in v.reason, v.reason
+    v = threshold_judge(cfg, seconds(60, 20, 0, 0.9), seconds(60, 20, 0, 0.4), step_elapsed_s=60, step_duration_s=60)
+    assert v.outcome == Outcome.FAIL, v.reason
+
+
+def test_a_tail_quantile_on_too_few_requests_is_said() -> None:
+    v = threshold_judge(CFG, seconds(7, 20, 0, 0.01), [], step_elapsed_s=7, step_duration_s=7)
+    assert "p99 judged on 140 requests, ~1,000 are needed for a stable p99" in v.reason, v.reason

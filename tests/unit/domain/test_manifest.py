@@ -93,3 +93,103 @@ def test_environment_overrides_deploy_defaults() -> None:
     staging, prod = m.environment("staging"), m.environment("production")
     assert (staging.strategy, staging.instances, staging.bake, staging.vars) == ("bluegreen", 3, 300.0, {"DEBUG": "1"})
     assert prod.strategy == "canary" and prod.steps[0].weight == 5 and prod.steps[0].duration == 30.0
+
+
+# --- [deploy.analysis]: refused before anything is built or deployed (issue 10, "Bad input") ----
+
+CANARY = {"strategy": "canary", "steps": [{"weight": 10, "for": "20s"}, {"weight": 50, "for": "20s"}]}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"deploy": {**CANARY, "analysis": {"effects": {"latency_p50": {"relative": -0.1}}}}},
+            "conveyor.toml: [deploy.analysis] effects.latency_p50.relative: Input should be greater than or equal to 0",
+        ),
+        (
+            {"deploy": {**CANARY, "analysis": {"effects": {"error_rate": {"absolute": -0.01}}}}},
+            "conveyor.toml: [deploy.analysis] effects.error_rate.absolute: Input should be greater than or equal to 0",
+        ),
+        (
+            {"deploy": {**CANARY, "analysis": {"effects": {"latency_p42": {"relative": 0.1}}}}},
+            "conveyor.toml: [deploy.analysis] effects: unknown metric 'latency_p42'; known: error_rate, latency_p50",
+        ),
+        (
+            {"deploy": {**CANARY, "analysis": {"mannwhitney": {"metrics": [{"name": "latency_p42"}]}}}},
+            "conveyor.toml: [deploy.analysis] mannwhitney.metrics.0.name: Input should be 'error_rate'",
+        ),
+        (
+            {"deploy": {**CANARY, "analysis": {"warmup": "30s"}}},
+            "conveyor.toml: [deploy.analysis] warmup: the warm-up (30 s) must be shorter than the window it is cut "
+            "from, but step 1 lasts 20 s",
+        ),
+        (
+            {"deploy": {"strategy": "canary", "analysis": {"warmup": "45s"}}},
+            "[deploy.analysis] warmup: the warm-up (45 s) must be shorter than the window it is cut from, but default step 1 lasts 30 s",
+        ),
+        (
+            {"deploy": {**CANARY, "analysis": {"warmup": "5s"}}, "env": {"production": {"steps": [{"weight": 5, "for": "4s"}]}}},
+            "[deploy.analysis] warmup (as used by [env.production]): the warm-up (5 s) must be shorter",
+        ),
+        (
+            {"deploy": {"pre_promotion_analysis": True, "preview_for": "10s", "analysis": {"warmup": "10s"}}},
+            "[deploy.analysis] warmup: the warm-up (10 s) must be shorter than the window it is cut from, but preview_for lasts 10 s",
+        ),
+        (
+            {"env": {"production": {"analysis": {"warmup_max_error_rate": 0}}}},
+            "conveyor.toml: [env.production.analysis] warmup_max_error_rate: Input should be greater than 0",
+        ),
+        (
+            {"deploy": {"analysis": {"threshold": {"near_baseline": "sometimes"}}}},
+            "[deploy.analysis] threshold.near_baseline: Input should be 'relative', 'off' or 'absolute', got 'sometimes'",
+        ),
+        (
+            {"deploy": {"analysis": {"mannwhitney": {"metrics": [{"name": "latency_p50", "effect_measure": "cles", "allowed_increase": 1.5}]}}}},
+            "[deploy.analysis] mannwhitney.metrics.0: allowed_increase: a CLES effect is a probability between 0 and 1, got 1.5",
+        ),
+        (
+            {"deploy": {"analysis": {"mannwhitney": {"metrics": [{"name": "latency_p50", "allowed_increase": 1.5, "critical_increase": 1.2}]}}}},
+            "[deploy.analysis] mannwhitney.metrics.0: critical_increase (1.2) must be >= allowed_increase (1.5)",
+        ),
+    ],
+)
+def test_impossible_analysis_settings_are_refused_naming_the_key(data: dict, message: str) -> None:
+    with pytest.raises(ManifestError) as exc:
+        parse_manifest({"run": {"web": "x"}, **data})
+    assert message in str(exc.value), str(exc.value)
+
+
+def test_analysis_settings_that_fit_are_accepted() -> None:
+    m = parse_manifest(
+        {
+            "run": {"web": "x"},
+            "deploy": {
+                **CANARY,
+                "analysis": {
+                    "warmup": "5s", "warmup_requests": 100,
+                    "effects": {"latency_p50": {"absolute": "1ms"}, "error_rate": {"relative": 0.5}},
+                },
+            },
+        }
+    )
+    assert m.deploy.analysis["warmup"] == "5s"  # kept as written; the judges parse it
+
+
+def test_a_bad_analysis_table_in_the_file_is_refused_before_upload(tmp_path: Path) -> None:
+    # What `conveyor deploy --source .` (and the build API) run before anything is built.
+    (tmp_path / "conveyor.toml").write_text(
+        '[run]\nweb = "python app.py"\n[deploy]\nstrategy = "canary"\nsteps = [{weight = 10, for = "20s"}]\n'
+        '[deploy.analysis]\nwarmup = "1m"\n[deploy.analysis.effects.latency_p50]\nrelative = -0.5\n'
+    )
+    with pytest.raises(ManifestError) as exc:
+        load_manifest(tmp_path)
+    assert str(exc.value) == (
+        "conveyor.toml: [deploy.analysis] effects.latency_p50.relative: Input should be greater than or equal to 0"
+    )
+    (tmp_path / "conveyor.toml").write_text(
+        '[run]\nweb = "python app.py"\n[deploy]\nstrategy = "canary"\nsteps = [{weight = 10, for = "20s"}]\n'
+        '[deploy.analysis]\nwarmup = "1m"\n'
+    )
+    with pytest.raises(ManifestError, match=r"conveyor.toml: \[deploy.analysis\] warmup: the warm-up \(60 s\)"):
+        load_manifest(tmp_path)
