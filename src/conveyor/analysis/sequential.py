@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
-from conveyor.analysis.model import AnalysisConfig, EffectFloor, Interval, Outcome, Verdict
+from conveyor.analysis.model import AnalysisConfig, EffectFloor, Interval, Outcome, Verdict, no_regression
 from conveyor.analysis.series import Aligned, align, column_value, fmt_ms, ms, pct, quantile_column
 from conveyor.domain.histogram import GAMMA
 
@@ -439,28 +439,14 @@ def judge(
         + (f"; {', '.join(small)}: significant but below the floors" if small else "")
         + (f"; {'; '.join(unjudged)}" if unjudged else "")
     )
-    if step_elapsed_s < step_duration_s:
-        return Verdict(
-            judge=NAME,
-            outcome=Outcome.CONTINUE,
-            reason=f"{'No regression worth a rollback' if small else 'No evidence of regression'} yet after "
-            f"{step_elapsed_s:g} of {step_duration_s:g} s: {summary}.",
-            numbers=numbers,
-        )
-    if n_c < config.min_requests or n_b < config.min_requests:
-        return Verdict(
-            judge=NAME,
-            outcome=Outcome.INCONCLUSIVE,
-            reason=f"Not enough traffic to judge: {n_c} canary and {n_b} baseline requests in "
-            f"{step_elapsed_s:g} s, at least {config.min_requests} each are required.",
-            numbers=numbers,
-        )
-    return Verdict(
-        judge=NAME,
-        outcome=Outcome.PASS,
-        reason=f"{'No regression worth a rollback' if small else 'No evidence of regression'} after "
-        f"{step_elapsed_s:g} s and {n_c} canary requests: {summary}.",
-        numbers=numbers,
+    verdict = "No regression worth a rollback" if small else "No evidence of regression"
+    return no_regression(
+        NAME, numbers, over=step_elapsed_s >= step_duration_s,
+        enough=n_c >= config.min_requests and n_b >= config.min_requests,
+        going=f"{verdict} yet after {step_elapsed_s:g} of {step_duration_s:g} s: {summary}.",
+        short=f"Not enough traffic to judge: {n_c} canary and {n_b} baseline requests in "
+        f"{step_elapsed_s:g} s, at least {config.min_requests} each are required.",
+        passed=f"{verdict} after {step_elapsed_s:g} s and {n_c} canary requests: {summary}.",
     )
 
 
