@@ -168,3 +168,67 @@ def test_only_one_replica_gets_the_lease_on_postgresql(postgres_url: str) -> Non
     with engine.begin() as conn:  # give it back: the module's other tests share this database
         repo.release_lease(conn, "orchestrator", won[0])
     engine.dispose()
+
+
+def _hammer(c: TestClient, n: int, send) -> list[int]:  # type: ignore[no-untyped-def]
+    """Send ``n`` requests at once (``send(i) -> Response``) from ``n`` threads held at a barrier."""
+    barrier = threading.Barrier(n)
+    codes: list[int] = []
+
+    def one(i: int) -> None:
+        barrier.wait(30)
+        codes.append(send(i).status_code)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(codes) == n, f"only {len(codes)} of {n} requests answered"
+    return codes
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def lenient_client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
+    """Like ``client``, but a server error comes back as a 500 (as a real client sees it) instead of raising."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    if url is not None:  # a fresh database per test: the module's tests share the cluster
+        name = f"c{os.getpid()}_{int(time.time() * 1e6)}"
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        admin.dispose()
+        url = url.rsplit("/", 1)[0] + "/" + name
+    app = create_app(ServerSettings(data_dir=tmp_path, admin_token="adm", database_url=url))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_concurrent_deploys_and_app_creations_get_2xx_or_409(lenient_client: TestClient) -> None:
+    """20 deployments at once to an environment that does not exist yet, and 20 creations of one app:
+    every request is queued (201) or refused as a conflict (409), never a 500, and the releases are
+    numbered 1..20 without a gap or a duplicate."""
+    c = lenient_client
+    cp = c.app.state.cp  # type: ignore[attr-defined]
+    assert c.post("/api/v1/apps", json={"name": "hello"}, headers=TOKEN).status_code == 201
+    digest = "sha256:" + "7" * 64
+    with cp.engine.begin() as conn:
+        conn.execute(insert(images).values(
+            digest=digest, app_id=repo.get_app(conn, "hello")["id"],
+            manifest={"schema_version": 1, "layers": [], "config": {}},
+            app_manifest={"run": {"web": "python app.py"}}, size=1, test_status="passed", commit={},
+            created_at=time.time()))
+    for round_ in range(2):
+        env = f"fresh{round_}"
+        codes = _hammer(c, 20, lambda i: c.post("/api/v1/apps/hello/deployments",
+                                                json={"env": env, "image": digest}, headers=TOKEN))
+        assert sorted(codes) == [201] * 20, codes
+        numbers = sorted(d["release"] for d in c.get("/api/v1/apps/hello/deployments",
+                                                     params={"env": env}, headers=TOKEN).json())
+        assert numbers == list(range(1, 21))
+    for round_ in range(3):
+        name = f"twin{round_}"
+        codes = _hammer(c, 20, lambda i: c.post("/api/v1/apps", json={"name": name}, headers=TOKEN))
+        assert sorted(codes) == [201] + [409] * 19, (codes, [a["name"] for a in c.get("/api/v1/apps", headers=TOKEN).json()])
+    names = [a["name"] for a in c.get("/api/v1/apps", headers=TOKEN).json()]
+    assert names == ["hello", "twin0", "twin1", "twin2"]

@@ -24,11 +24,11 @@ def create_app(conn: Connection, name: str, actor: str = "", origin: str = "", t
         raise ValueError(
             f"app name {name!r} is invalid: use 1-40 lower-case letters, digits and '-', starting with a letter"
         )
-    if conn.execute(select(apps.c.id).where(apps.c.name == name)).first():
-        raise Conflict(f"app {name!r} already exists")
     if team is not None and not APP_NAME_RE.match(team):
         raise ValueError(f"team name {team!r} is invalid: use lower-case letters, digits and '-', starting with a letter")
-    conn.execute(insert(apps).values(name=name, team=team, created_at=repo.now(), created_by=actor))
+    # one statement decides between concurrent creators of one name: the others get a 409
+    if not repo.insert_if_absent(conn, apps, name=name, team=team, created_at=repo.now(), created_by=actor):
+        raise Conflict(f"app {name!r} already exists")
     repo.record_event(conn, "app_created", f"app {name} created", app=name, actor=actor, origin=origin)
     return dict(repo.get_app(conn, name))
 
@@ -84,6 +84,8 @@ def queue_deploy(
         )
     manifest = parse_manifest(image["app_manifest"])
     env = repo.get_env(conn, app["id"], env_name, create=True)
+    repo.lock_env(conn, env["id"])
+    env = repo.env_by_id(conn, env["id"])  # as of the lock: current_release may have moved
     number = repo.next_release_number(conn, env["id"])
     now = repo.now()
     conn.execute(
