@@ -24,18 +24,19 @@ from pydantic import BaseModel, Field
 from sqlalchemy import insert, select, update
 
 from conveyor.api.deps import CP, Reader, Writer
+from conveyor.api.schemas import RowId
 from conveyor.api.state import ControlPlane
+from conveyor.api.uploads import checks, receive_upload, remove_stale_uploads
 from conveyor.build.archive import ArchiveError, safe_extract
 from conveyor.build.queue import BuildFailed, BuildQueue, BuildRequest
 from conveyor.build.sources import CommitInfo
 from conveyor.build.worker import UPLOAD_LIMITS
-from conveyor.domain.manifest import MANIFEST_NAME, ManifestError, load_manifest, parse_manifest
+from conveyor.domain.manifest import MANIFEST_NAME, ManifestError, load_manifest, loads_toml, parse_manifest
 from conveyor.store import repo
 from conveyor.store.tables import builds, images
 
 log = logging.getLogger("conveyor.builds")
 router = APIRouter(tags=["builds and images"])
-MAX_UPLOAD = 256 << 20
 GC_EVERY = 3600.0
 #: a release retired less than this long ago still protects its image from GC
 RECENT = 7 * 86400.0
@@ -49,13 +50,14 @@ class GitBuild(BaseModel):
 
 
 async def start(cp: ControlPlane) -> None:
-    """Start-up hook: the build queue, failing builds a previous process lost, hourly image GC."""
+    """Start-up hook: the build queue, failing builds (and removing uploads) a previous process lost, hourly GC."""
     cp.builds = BuildQueue(
         cp.settings.build_workers,
         store_root=cp.settings.images_dir,
         cache_dir=cp.settings.cache_dir,
         log_dir=cp.settings.data_dir / "builds",
     )
+    remove_stale_uploads(cp.settings.uploads_dir)  # their builds are failed just below
     with cp.engine.begin() as conn:
         conn.execute(
             update(builds)
@@ -135,8 +137,6 @@ def _queue(cp: ControlPlane) -> BuildQueue:
 
 def _app_manifest_from_layer(cp: ControlPlane, manifest: dict[str, Any]) -> dict[str, Any]:
     """The app's conveyor.toml, read back from the image's app layer (so git builds get it too)."""
-    import tomllib
-
     app_layer = next(layer for layer in manifest["layers"] if layer["role"] == "app")
     with tarfile.open(cp.artifacts.blob_path(app_layer["digest"]), "r:gz") as tar:  # type: ignore[attr-defined]
         for name in (MANIFEST_NAME, f"./{MANIFEST_NAME}"):
@@ -146,7 +146,7 @@ def _app_manifest_from_layer(cp: ControlPlane, manifest: dict[str, Any]) -> dict
                 continue
             f = tar.extractfile(member)
             assert f is not None
-            data = tomllib.loads(f.read().decode())
+            data = loads_toml(f.read().decode())
             break
         else:
             data = {}
@@ -197,7 +197,7 @@ async def _finish(cp: ControlPlane, build_id: int, app_id: int, job: Any, upload
     cp.notifier.poke("builds")
 
 
-def _validate_upload(path: Path) -> None:
+def _validate_upload(path: Path, app: str) -> None:
     """Unpack the upload safely into a scratch dir and check its manifest, for a fast, clear 422."""
     with tempfile.TemporaryDirectory(prefix="conveyor-check-") as tmp:
         try:
@@ -207,7 +207,7 @@ def _validate_upload(path: Path) -> None:
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise HTTPException(422, f"the uploaded source is not a valid tar.gz archive: {exc}") from None
         try:
-            load_manifest(Path(tmp) / "src")
+            load_manifest(Path(tmp) / "src", app=app)
         except ManifestError as exc:
             raise HTTPException(422, str(exc)) from None
 
@@ -232,41 +232,33 @@ async def create_build(
         req = BuildRequest(git_url=spec.git, git_ref=spec.ref, app=app)
         source: dict[str, Any] = {"kind": "git", "git": spec.git, "ref": spec.ref, "app": app}
     elif ctype in ("application/gzip", "application/x-gzip", "application/x-tar+gzip", "application/octet-stream"):
-        cp.settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(suffix=".tar.gz", dir=cp.settings.uploads_dir)
-        upload = Path(name)
-        size = 0
-        with open(fd, "wb") as f:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_UPLOAD:
-                    upload.unlink(missing_ok=True)
-                    raise HTTPException(413, f"source upload is larger than {MAX_UPLOAD >> 20} MiB")
-                f.write(chunk)
         try:
-            await asyncio.to_thread(_validate_upload, upload)
             info = CommitInfo.from_dict(json.loads(commit)) if commit else CommitInfo()
-        except HTTPException:
-            upload.unlink(missing_ok=True)
-            raise
         except (ValueError, TypeError) as exc:
-            upload.unlink(missing_ok=True)
             raise HTTPException(422, f"commit: expected a JSON object of commit info: {exc}") from None
+        upload, size = await receive_upload(request, cp.settings.uploads_dir)
         req = BuildRequest(tarball=upload, commit=info, app=app)
         source = {"kind": "upload", "bytes": size, "app": app, "commit": info.to_dict()}
     else:
         raise HTTPException(
             415, "send the source as a tar.gz (Content-Type: application/gzip) or a git ref as JSON {'git', 'ref'}"
         )
-    with cp.engine.begin() as conn:
-        build_id = int(
-            conn.execute(
-                insert(builds).values(
-                    app_id=app_row["id"], state="queued", source=source, created_by=p.name, created_at=time.time()
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-        )
-    job = _queue(cp).submit(req, build_id=str(build_id))
+    try:  # until _finish owns the upload, any failure (a 4xx, a 500, a cancelled request) removes it
+        if upload is not None:
+            await checks.run(_validate_upload, upload, app)
+        with cp.engine.begin() as conn:
+            build_id = int(
+                conn.execute(
+                    insert(builds).values(
+                        app_id=app_row["id"], state="queued", source=source, created_by=p.name, created_at=time.time()
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
+            )
+        job = _queue(cp).submit(req, build_id=str(build_id))
+    except BaseException:
+        if upload is not None:
+            upload.unlink(missing_ok=True)
+        raise
     with cp.engine.begin() as conn:
         conn.execute(update(builds).where(builds.c.id == build_id).values(state="running"))
     task = asyncio.create_task(_finish(cp, build_id, app_row["id"], job, upload))
@@ -298,12 +290,12 @@ def read_build(cp: ControlPlane, build_id: int) -> dict[str, Any]:
 
 
 @router.get("/builds/{build_id}", summary="A build and, once built, its image")
-def get_build(build_id: int, cp: CP, _p: Reader) -> dict[str, Any]:
+def get_build(build_id: RowId, cp: CP, _p: Reader) -> dict[str, Any]:
     return read_build(cp, build_id)
 
 
 @router.get("/builds/{build_id}/log", summary="A build's output (follow streams it live)")
-async def build_log(build_id: int, cp: CP, _p: Reader, follow: bool = False):  # type: ignore[no-untyped-def]
+async def build_log(build_id: RowId, cp: CP, _p: Reader, follow: bool = False):  # type: ignore[no-untyped-def]
     read_build(cp, build_id)
     job = _queue(cp).get(str(build_id))
     if follow and job is not None:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from conveyor.api.deps import CP, Reader, Writer
-from conveyor.api.schemas import CommandRequest, DeployRequest, Deployment, RollbackRequest
+from conveyor.api.schemas import CommandRequest, DeployRequest, Deployment, RollbackRequest, RowId
 from conveyor.deploy import service
 from conveyor.domain.wire import deployment_fingerprint
 from conveyor.store import repo
@@ -80,7 +80,7 @@ def list_deployments(
 
 @router.get("/deployments/{dep_id}", response_model=Deployment, summary="A deployment (long-poll with wait)")
 async def get_deployment(
-    dep_id: int,
+    dep_id: RowId,
     cp: CP,
     _p: Reader,
     wait: float = Query(0.0, ge=0, le=60, description="seconds to wait for a change"),
@@ -100,7 +100,7 @@ def fingerprint(dep: Deployment) -> str:
 
 
 @router.post("/deployments/{dep_id}/cancel", response_model=Deployment, summary="Cancel a queued deployment")
-def cancel_deployment(dep_id: int, cp: CP, p: Writer) -> Deployment:
+def cancel_deployment(dep_id: RowId, cp: CP, p: Writer) -> Deployment:
     with cp.engine.begin() as conn:
         service.cancel(conn, dep_id, actor=p.name)
     cp.notifier.poke("orchestrator", "deployments")
@@ -108,7 +108,7 @@ def cancel_deployment(dep_id: int, cp: CP, p: Writer) -> Deployment:
 
 
 def _command(action: str):  # type: ignore[no-untyped-def]
-    def handler(dep_id: int, cp: CP, p: Writer, body: CommandRequest | None = None) -> Deployment:
+    def handler(dep_id: RowId, cp: CP, p: Writer, body: CommandRequest | None = None) -> Deployment:
         with cp.engine.begin() as conn:
             service.command(conn, dep_id, action, full=bool(body and body.full), actor=p.name)
         cp.notifier.poke("orchestrator", "deployments")

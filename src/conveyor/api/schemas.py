@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
+
+from conveyor.domain.wire import INT64_MAX
+
+#: A row id in a URL path (a deployment, a build): out of SQL's range is a 422, not a driver overflow.
+RowId = Annotated[int, Path(ge=1, le=INT64_MAX, description="a positive id below 2^63")]
 
 
 class _Body(BaseModel):
@@ -45,7 +51,7 @@ class CommandRequest(_Body):
 
 class RollbackRequest(_Body):
     env: str = "production"
-    release: int | None = Field(None, description="target release; default: the previous live release")
+    release: int | None = Field(None, ge=1, le=INT64_MAX, description="target release; default: the previous live release")
 
 
 class Deployment(BaseModel):

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from conveyor.api.deps import CP, Reader, _token_from
+from conveyor.api.schemas import RowId
 from conveyor.web import views
 from conveyor.web.deploy_pages import snapshot
 from conveyor.web.session import LOGIN_CODE_TTL, issue_login_code
@@ -57,5 +58,5 @@ def login_link(request: Request, cp: CP, _p: Reader, next: str = "/") -> dict[st
 
 
 @router.get("/deployments/{dep_id}/view", summary="Everything the live deployment page shows")
-async def deployment_view(dep_id: int, cp: CP, _p: Reader) -> dict[str, Any]:
+async def deployment_view(dep_id: RowId, cp: CP, _p: Reader) -> dict[str, Any]:
     return await run_in_threadpool(snapshot, cp, dep_id)
