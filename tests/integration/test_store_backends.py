@@ -146,25 +146,57 @@ def test_deploy_route_rollback_and_series_on_each_backend(client: TestClient) ->
 
 
 def test_only_one_replica_gets_the_lease_on_postgresql(postgres_url: str) -> None:
-    """Two replicas race for the orchestrator lease on PostgreSQL, each in its own open transaction:
-    the conditional UPDATE lets exactly one through (the other waits on the row lock, then sees it held)."""
+    """Two replicas race for a free orchestrator lease on PostgreSQL, 20 times, forced to overlap:
+    both open a transaction and pass a barrier; whichever UPDATE runs first is then held between
+    its UPDATE and its COMMIT until the other is seen blocked on the row lock (pg_stat_activity),
+    so every round really has both writers in flight at once. (Both cannot sit past their UPDATE
+    together: the second one's UPDATE is exactly what waits.) Exactly one may win each round."""
+    from sqlalchemy import text, update
+
+    from conveyor.store.tables import leases
+
     engine = create_engine(postgres_url)
     migrate(engine)
-    barrier = threading.Barrier(2)
-    won: list[str] = []
+    db = postgres_url.rsplit("/", 1)[1]
 
-    def race(me: str) -> None:
-        with engine.begin() as conn:
-            barrier.wait(10)
-            if repo.take_lease(conn, "orchestrator", me, 4_000_000_000.0, 5.0):
-                won.append(me)
+    def blocked_on_a_lock() -> bool:
+        with engine.connect() as conn:
+            return bool(conn.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = :db AND wait_event_type = 'Lock'"
+            ), {"db": db}).scalar())
 
-    threads = [threading.Thread(target=race, args=(name,)) for name in ("a", "b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert len(won) == 1, won
+    for round_ in range(20):
+        with engine.begin() as conn:  # free: expired long ago, held by nobody
+            conn.execute(update(leases).where(leases.c.name == "orchestrator").values(holder="", expires_at=0.0))
+        barrier = threading.Barrier(2)
+        order: list[str] = []
+        won: list[str] = []
+        errors: list[BaseException] = []
+        guard = threading.Lock()
+
+        def race(me: str) -> None:
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text("SELECT 1"))  # the transaction is open on the server
+                    barrier.wait(10)
+                    took = repo.take_lease(conn, "orchestrator", me, 4_000_000_000.0 + round_, 5.0)
+                    with guard:
+                        order.append(me)
+                        first = len(order) == 1
+                    if first:  # hold between UPDATE and COMMIT until the other writer waits on our row
+                        wait_for(blocked_on_a_lock, 20, 0.01, "the other writer to block on the lease row")
+                    if took:
+                        won.append(me)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=race, args=(name,)) for name in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert len(won) == 1, (round_, won)
     with engine.begin() as conn:  # give it back: the module's other tests share this database
         repo.release_lease(conn, "orchestrator", won[0])
     engine.dispose()
