@@ -14,8 +14,6 @@ import io
 import json
 import os
 import socket
-import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -25,56 +23,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cvy_platform import free_port, wait_for
+from api_server import TOKEN, Server
+from cvy_platform import wait_for
 
 pytestmark = pytest.mark.integration
-TOKEN = "hardening-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-class Server:
-    def __init__(self, root: Path) -> None:
-        self.data_dir = root / "data"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = root / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.api = httpx.Client(base_url=f"{self.url}/api/v1", headers=AUTH, timeout=30)
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "conveyor", "server", "--data-dir", str(self.data_dir), "--port",
-                 str(self.port), "--admin-token", TOKEN], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(self._up, 60, 0.1, "conveyor server to answer /healthz")
-
-    def _up(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"conveyor server exited:\n{self.log_path.read_text()}")
-        return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-            self.proc = None
-
-    @property
-    def uploads(self) -> list[str]:
-        d = self.data_dir / "uploads"
-        return sorted(p.name for p in d.iterdir()) if d.exists() else []
-
-    def peak_rss_mib(self) -> float:
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise AssertionError("no VmHWM in /proc/PID/status")
 
 
 def _running(root: Path) -> Iterator[Server]:
