@@ -18,7 +18,8 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-#: Names as the OpenAPI document states them (the same rules the services enforce).
+#: Names as the OpenAPI document states them. Stated in the schema only (``json_schema_extra``):
+#: the services enforce them with messages that say what to fix, which Pydantic's would not.
 NAME = APP_NAME_RE.pattern
 ENV = ENV_NAME_RE.pattern
 #: An image: a full digest or a unique prefix of at least 7 hex digits.
@@ -27,12 +28,12 @@ IMAGE_REF = r"^(sha256:)?[0-9a-f]{7,64}$"
 
 class AppCreate(_Body):
     name: str = Field(description="1-40 lower-case letters, digits and '-', starting with a letter", examples=["hello"],
-                      pattern=NAME)
-    team: str | None = Field(None, description="the owning team (DORA keys can be shown per team)", pattern=NAME)
+                      json_schema_extra={"pattern": NAME})
+    team: str | None = Field(None, description="the owning team (DORA keys can be shown per team)", json_schema_extra={"pattern": NAME})
 
 
 class AppUpdate(_Body):
-    team: str | None = Field(description="the owning team, or null for none", pattern=NAME)
+    team: str | None = Field(description="the owning team, or null for none", json_schema_extra={"pattern": NAME})
 
 
 class App(BaseModel):
@@ -51,8 +52,8 @@ class DeployRequest(_Body):
         {"required": ["from_env"], "properties": {"from_env": {"type": "string"}}},
     ]})
 
-    env: str = Field("production", description="target environment; created on first deploy", pattern=ENV)
-    image: str | None = Field(None, description="image digest or a unique prefix (≥ 7 hex digits)", pattern=IMAGE_REF)
+    env: str = Field("production", description="target environment; created on first deploy", json_schema_extra={"pattern": ENV})
+    image: str | None = Field(None, description="image digest or a unique prefix (≥ 7 hex digits)", json_schema_extra={"pattern": IMAGE_REF})
     from_env: str | None = Field(
         None, description="promote: deploy the image that this environment currently runs (no rebuild)", pattern=ENV
     )
@@ -66,7 +67,7 @@ class CommandRequest(_Body):
 
 
 class RollbackRequest(_Body):
-    env: str = Field("production", pattern=ENV)
+    env: str = Field("production", json_schema_extra={"pattern": ENV})
     release: int | None = Field(None, ge=1, le=INT64_MAX, description="target release; default: the previous live release")
 
 
