@@ -226,3 +226,26 @@ def test_out_of_range_ids_are_4xx_with_a_message(server: Server, method: str, pa
     assert detail and ("2^63" in json.dumps(detail) or "less than or equal" in json.dumps(detail)
                        or "greater than or equal" in json.dumps(detail)), detail
     assert "Internal Server Error" not in r.text and os.path.exists(server.data_dir)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [("a = " + "[" * 500 + "]" * 500 + "\n", "conveyor.toml: "),
+     ('[run]\nweb = "python app.py"\n[deploy]\nbake = nan\n', "conveyor.toml: [deploy] bake: expected a duration"),
+     ('[run]\nweb = "python app.py"\n[env.production]\nvars = { "A=B" = "1" }\n', "expected a variable name")],
+)
+def test_the_cli_refuses_a_bad_manifest_before_uploading_without_a_traceback(
+    server: Server, tmp_path: Path, toml: str, message: str
+) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "conveyor.toml").write_text(toml)
+    (tmp_path / "app.py").write_text("print('hi')\n")
+    env = {**os.environ, "CONVEYOR_URL": server.url, "CONVEYOR_TOKEN": TOKEN,
+           "CONVEYOR_CONFIG": str(tmp_path / "client.json")}
+    res = subprocess.run([sys.executable, "-m", "conveyor", "deploy", "hello", "--source", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    assert message in res.stderr and "Traceback" not in res.stderr + res.stdout, res.stderr
+    assert server.uploads == []
