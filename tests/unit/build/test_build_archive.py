@@ -169,7 +169,8 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], str, str]] = {
     "fifo": (lambda: _tar([_special("pipe", tarfile.FIFOTYPE)]), "pipe", "special-file"),
     "too big": (lambda: _tar([_file("a", b"x" * 600), _file("b", b"y" * 600)]), "b", "too-large"),
     "too many members": (lambda: _many(30), "f20", "too-many-members"),
-    "huge pax header": (_huge_pax_header, "<archive>", "too-large"),
+    # refused from its header block, before tarfile reads the 300 KB of records (max_header_bytes)
+    "huge pax header": (_huge_pax_header, "././@PaxHeader", "header-too-large"),
     "corrupt gzip": (_corrupt_gzip, "", "corrupt"),
     "not a tar": (_garbage, "", "corrupt"),
     "duplicate file": (lambda: _tar([_file("a"), _file("a")]), "a", "duplicate"),
