@@ -232,5 +232,5 @@ def test_a_huge_gnu_long_name_is_refused_before_it_is_read(tmp_path: Path) -> No
         tar.addfile(info, io.BytesIO(b"x"))
     with pytest.raises(ArchiveError) as err:
         safe_extract(io.BytesIO(buf.getvalue()), tmp_path / "out", limits=ArchiveLimits(max_header_bytes=4096))
-    assert err.value.rule == "header-too-large" and "100001 bytes" in str(err.value)
+    assert err.value.rule == "header-too-large" and err.value.member == "././@LongLink", str(err.value)
     assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
