@@ -81,6 +81,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     for exc_type, status in ERROR_STATUS.items():
         app.add_exception_handler(exc_type, _json_error(status))
+    from conveyor.api import contract
+
+    contract.install(app)  # the OpenAPI document names every status, body and content type we answer
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -215,7 +215,9 @@ def register(app: typer.Typer) -> None:
         settings.viewer_tokens = [t for t in (viewer_token or []) if t]
         app_ = create_app(settings)
         print(f"conveyor server listening on http://{host}:{port}", flush=True)
-        uvicorn.run(app_, host=host, port=port, log_level="warning", loop="uvloop", http="httptools",
+        from conveyor.api.httpserver import HeadTimeoutProtocol  # httptools + the router's head timeout
+
+        uvicorn.run(app_, host=host, port=port, log_level="warning", loop="uvloop", http=HeadTimeoutProtocol,
                     timeout_graceful_shutdown=1)  # long-polls end; clients re-poll
 
     ctx = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
