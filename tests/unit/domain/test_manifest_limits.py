@@ -110,7 +110,7 @@ def test_analysis_mistakes_fail_the_manifest_with_its_prefix() -> None:
         parse_manifest({**RUN, "deploy": {"analysis": {"bogus": 1}}, "env": {"staging": {"analysis": {"judges": 5}}}})
     lines = str(exc.value).splitlines()
     assert len(lines) == 2 and all(line.startswith("conveyor.toml: ") for line in lines)
-    assert "[deploy] analysis.bogus" in lines[0] and "[env.staging] analysis.judges" in lines[1]
+    assert "[deploy.analysis] bogus" in lines[0] and "[env.staging.analysis] judges" in lines[1]
     parse_manifest({**RUN, "deploy": {"analysis": {}}})  # empty tables are the defaults
 
 
