@@ -15,6 +15,8 @@ from pathlib import Path
 
 import platformdirs
 
+from conveyor import logfile
+
 DEFAULT_API_PORT = 7700
 DEFAULT_ROUTER_PORT = 7780
 
@@ -41,6 +43,10 @@ class ServerSettings:
     keep_images: int = 10  # per app, besides every image a live or recent release uses
     viewer_tokens: list[str] = field(default_factory=list)  # may read, not change
     router_url: str | None = None  # shown to users ("open http://hello.localhost:7780")
+    #: Most bytes of output kept per instance ($CONVEYOR_LOG_MAX_BYTES, default 8 MiB; see conveyor.logfile).
+    log_max_bytes: int = field(default_factory=logfile.default_max_bytes)
+    #: Log streams one token may follow at once ($CONVEYOR_LOG_FOLLOWERS_PER_TOKEN).
+    log_followers_per_token: int = field(default_factory=lambda: int(os.environ.get("CONVEYOR_LOG_FOLLOWERS_PER_TOKEN") or 8))
 
     @property
     def db_url(self) -> str:

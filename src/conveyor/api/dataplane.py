@@ -19,6 +19,7 @@ from conveyor.api.schemas import RoutersView, RouterView
 from conveyor.api.state import router_sync
 from conveyor.deploy.documents import desired_state, routing_table
 from conveyor.domain.wire import AgentStatus, DesiredState, LogBatch, RoutingTable
+from conveyor.logfile import SegmentedLog, stamp
 from conveyor.store.tables import hosts
 
 router = APIRouter(tags=["data plane"])
@@ -120,22 +121,32 @@ def post_logs(host: str, batch: LogBatch, cp: CP, _p: Writer) -> dict[str, int]:
     for chunk in batch.chunks:
         if not _safe_name(chunk.instance):
             continue
-        path = logs / f"{chunk.instance}.log"
-        size = path.stat().st_size if path.exists() else 0
+        log = SegmentedLog(logs / f"{chunk.instance}.log", cp.settings.log_max_bytes)
+        have = log.end()  # logical: counts bytes rotated away (conveyor.logfile)
         data = chunk.data.encode()
         end = chunk.offset + len(data)
-        if end <= size:
+        if end <= have:
             continue  # already have it (at-least-once delivery)
-        if chunk.offset > size:  # a gap (control plane lost data): keep what we got, mark the gap
-            data = f"[conveyor: {chunk.offset - size} bytes of output missing]\n".encode() + data
+        if chunk.offset > have:  # a gap (rotated away on the agent before shipping, or lost here): say so
+            fill_gap(log, have, chunk.offset)
         else:
-            data = data[size - chunk.offset :]
-        with path.open("ab") as f:
-            f.write(data)
+            data = data[have - chunk.offset :]
+        log.append(data)
         written += len(data)
     if written:
         cp.notifier.poke("logs")
     return {"written": written}
+
+
+def fill_gap(log: SegmentedLog, have: int, offset: int) -> None:
+    """Mark bytes ``have``..``offset`` of a log as missing, so that its logical end becomes ``offset``."""
+    gap = offset - have
+    note = f"{stamp(time.time())} [conveyor: {gap} bytes of output missing (rotated away before shipping)]\n".encode()
+    if len(note) <= gap:
+        log.skip_to(offset - len(note))
+        log.append(note)
+    else:  # a few bytes: fill them
+        log.append(b"~" * (gap - 1) + b"\n")
 
 
 def _safe_name(name: str) -> bool:
