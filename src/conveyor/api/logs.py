@@ -41,8 +41,8 @@ router = APIRouter(tags=["logs"])
 
 #: Most bytes read per instance for the history of one request.
 HISTORY_BYTES = 2 * 1024 * 1024
-#: Most bytes read per instance per follow round.
-FOLLOW_BYTES = 256 * 1024
+#: Most bytes read per instance per follow round (a follower that falls further behind is told what it missed).
+FOLLOW_BYTES = 64 * 1024
 
 
 # --- pure helpers ------------------------------------------------------------
@@ -264,7 +264,7 @@ async def get_logs(
                 new = await run_in_threadpool(_new_lines, cp, ids, offsets, pattern, grep)
                 if new:
                     yield _render(new).encode()
-                await asyncio.sleep(0.1)  # at most ~10 reads a second per follower, however busy the logs
+                await asyncio.sleep(0.2)  # at most ~5 reads a second per follower, however busy the logs
         finally:
             limit.release(key)
 

@@ -205,27 +205,45 @@ def hosts(json: JsonOpt = False) -> None:
 def logs(
     app_name: Annotated[str, typer.Argument(metavar="APP")],
     env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.")] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming new output.")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines of history per instance.")] = 100,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming new output (Ctrl-C stops).")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines of history, all instances together.")] = 100,
+    since: Annotated[str | None, typer.Option("--since", help="Only output since: 10m, 1h, or a UTC time 2026-12-02T07:30.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Also instances that no longer exist (history).")] = False,
+    health: Annotated[bool, typer.Option("--health", help="Keep the health checks' requests (hidden by default).")] = False,
     grep: Annotated[str | None, typer.Option("--grep", help="Only lines containing this text.")] = None,
     json: JsonOpt = False,
 ) -> None:
-    """Instance output (stdout and stderr), prefixed by instance."""
+    """Instance output (stdout and stderr) merged by time, with timestamps (UTC) and instance names.
+
+    Only the instances that exist now, unless --all; the platform's health
+    checks are left out unless --health.
+    """
 
     def body() -> None:
         params: dict[str, Any] = {"lines": lines, "follow": follow}
-        if env:
-            params["env"] = env
-        if grep:
-            params["grep"] = grep
+        for key, value in (("env", env), ("grep", grep), ("since", since)):
+            if value:
+                params[key] = value
+        if all_:
+            params["all"] = True
+        if health:
+            params["health"] = True
+        printed = 0
         with Api() as api:
             for line in api.stream_lines(f"/apps/{app_name}/logs", **params):
+                stamp, _, rest = line.partition(" ")
+                inst, _, text = rest.partition("| ")
                 if json:  # one JSON object per line, for jq and log shippers
-                    inst, _, text = line.partition("| ")
-                    sys.stdout.write(jsonlib.dumps({"instance": inst, "line": text}) + "\n")
+                    sys.stdout.write(jsonlib.dumps({"time": stamp if stamp != "-" else None, "instance": inst, "line": text}) + "\n")
                 else:
-                    sys.stdout.write(line + "\n")
+                    when = stamp.replace("T", " ").rstrip("Z") if stamp != "-" else ""
+                    short = inst[len(app_name) + 1 :] if inst.startswith(app_name + "-") else inst
+                    o.out.print(f"[dim]{when}[/dim] [cyan]{escape(short)}[/cyan] {escape(text)}", highlight=False, soft_wrap=True)
+                printed += 1
                 sys.stdout.flush()
+        if not printed and not json and not follow:
+            o.err.print(f"No output{' since ' + since if since else ''} from the instances of {app_name}"
+                        f"{'' if all_ else ' that exist now (add --all for earlier ones)'}.")
 
     try:
         run(body)
