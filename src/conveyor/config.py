@@ -91,6 +91,10 @@ class ClientConfig:
     url: str
     token: str | None
     router_url: str | None = None
+    #: Where each setting came from, for `conveyor context` and error messages.
+    source: str = ""  # the client config file read ("" when none)
+    url_source: str = "default"
+    token_source: str = "none"
 
 
 def save_client_config(url: str, token: str, router_url: str | None) -> Path:
@@ -104,13 +108,22 @@ def save_client_config(url: str, token: str, router_url: str | None) -> Path:
 
 
 def load_client_config() -> ClientConfig:
+    """The CLI's control plane: ``$CONVEYOR_URL``/``$CONVEYOR_TOKEN`` over the saved client config
+    (``$CONVEYOR_CONFIG`` or the user's config dir), over the default URL."""
     saved: dict[str, str | None] = {}
     path = client_config_path()
+    source = ""
     if path.exists():
         try:
             saved = json.loads(path.read_text())
+            source = str(path)
         except (OSError, ValueError):
             saved = {}
-    url = os.environ.get("CONVEYOR_URL") or saved.get("url") or f"http://127.0.0.1:{DEFAULT_API_PORT}"
-    token = os.environ.get("CONVEYOR_TOKEN") or saved.get("token")
-    return ClientConfig(url=url.rstrip("/"), token=token, router_url=saved.get("router_url"))
+    env_url, env_token = os.environ.get("CONVEYOR_URL"), os.environ.get("CONVEYOR_TOKEN")
+    url = env_url or saved.get("url") or f"http://127.0.0.1:{DEFAULT_API_PORT}"
+    token = env_token or saved.get("token")
+    return ClientConfig(
+        url=url.rstrip("/"), token=token, router_url=saved.get("router_url"), source=source,
+        url_source="CONVEYOR_URL" if env_url else (source if saved.get("url") else "default"),
+        token_source="CONVEYOR_TOKEN" if env_token else (source if saved.get("token") else "none"),
+    )

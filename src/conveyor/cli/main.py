@@ -28,8 +28,10 @@ Start the platform on this machine with `conveyor up`, then:
   conveyor rollback hello --wait
 
 Exit codes: 0 ok, 1 operation failed, 2 bad input, 3 not found, 4 conflict,
-5 control plane unreachable. CONVEYOR_URL and CONVEYOR_TOKEN select the
-control plane; `conveyor up` saves them for this machine.
+5 control plane unreachable. Which control plane: CONVEYOR_URL and
+CONVEYOR_TOKEN, else the client config that `conveyor up` saves (another one
+with CONVEYOR_CONFIG, e.g. CONVEYOR_CONFIG=.demo/client.json after `make
+demo`). `conveyor context` shows which one this CLI uses.
 """
 
 app = typer.Typer(help=HELP, no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False)
@@ -106,6 +108,55 @@ def apps_set_team(
         o.emit_json(updated) if json else o.out.print(f"{name} now belongs to team {team or '(none)'}.")
 
     run(body)
+
+
+# --- which control plane ----------------------------------------------------
+
+
+@app.command()
+def context(json: JsonOpt = False) -> None:
+    """Which control plane this CLI talks to, where that came from, and whether it answers and accepts the token.
+
+    The URL and token come from CONVEYOR_URL / CONVEYOR_TOKEN, else the client
+    config (CONVEYOR_CONFIG, or the one `conveyor up` saves), else the default.
+    """
+    import httpx
+
+    from conveyor.config import client_config_path, load_client_config
+
+    cfg = load_client_config()
+    doc: dict[str, Any] = {
+        "url": cfg.url, "url_from": cfg.url_source, "token_from": cfg.token_source,
+        "token": (cfg.token[:8] + "…") if cfg.token else None, "client_config": str(client_config_path()),
+        "client_config_exists": bool(cfg.source), "router_url": cfg.router_url, "reachable": False, "signed_in": False,
+    }
+    try:
+        health = httpx.get(cfg.url + "/healthz", timeout=5)
+        doc["reachable"] = health.status_code == 200
+        if cfg.token:
+            r = httpx.get(cfg.url + "/api/v1/apps", headers={"Authorization": f"Bearer {cfg.token}"}, timeout=5)
+            doc["signed_in"] = r.status_code == 200
+    except httpx.HTTPError as exc:
+        doc["error"] = f"{exc.__class__.__name__}: {exc}"
+    if json:
+        o.emit_json(doc)
+    else:
+        o.out.print(f"control plane  {cfg.url}   (from {cfg.url_source})")
+        o.out.print(f"token          {doc['token'] or '(none)'}   (from {cfg.token_source})")
+        o.out.print(f"client config  {doc['client_config']}{'' if cfg.source else '   (does not exist)'}")
+        if cfg.router_url:
+            o.out.print(f"router         {cfg.router_url}")
+        state = ("[green]reachable, token accepted[/green]" if doc["signed_in"]
+                 else "[yellow]reachable, token refused or missing[/yellow]" if doc["reachable"]
+                 else "[red]not reachable[/red]")
+        o.out.print(f"status         {state}")
+        if not doc["signed_in"]:
+            from conveyor.cli.client import credentials_hint
+
+            o.err.print(credentials_hint(cfg) if doc["reachable"] else
+                        "Start it with `conveyor up`, or point CONVEYOR_URL (or CONVEYOR_CONFIG) at a running one.")
+    if not doc["signed_in"]:
+        raise typer.Exit(int(ExitCode.UNAVAILABLE))
 
 
 # --- status and history ---------------------------------------------------

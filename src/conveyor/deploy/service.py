@@ -224,7 +224,7 @@ def command(conn: Connection, dep_id: int, action: str, *, full: bool = False, a
 def _deployment_row(conn: Connection, dep_id: int) -> dict[str, Any]:
     row = conn.execute(select(deployments).where(deployments.c.id == dep_id)).mappings().first()
     if row is None:
-        raise NotFound(f"deployment {dep_id} not found; list them with `conveyor deployments APP`")
+        raise NotFound(f"deployment {dep_id} not found; list them with `conveyor deployments list APP`")
     return dict(row)
 
 
