@@ -16,7 +16,7 @@ from conveyor.api.deps import CP, Reader
 from conveyor.domain import dora
 from conveyor.store import repo
 from conveyor.store.repo import NotFound
-from conveyor.store.tables import apps, deployments, environments, images
+from conveyor.store.tables import apps, deployments, environments, images, releases
 
 router = APIRouter(tags=["dora"])
 
@@ -25,11 +25,12 @@ def load_history(conn: Connection, app: str | None = None, env: str = "productio
                  since: float | None = None, team: str | None = None) -> list[dora.DeployRecord]:
     """Production deployments (of ``app``, or all apps) created at or after ``since``, with commit info."""
     q = (
-        select(deployments, apps.c.name.label("app_name"), images.c.commit)
+        select(deployments, apps.c.name.label("app_name"), images.c.commit, releases.c.live_at.label("release_live_at"))
         .select_from(
             deployments.join(environments, environments.c.id == deployments.c.env_id)
             .join(apps, apps.c.id == environments.c.app_id)
             .outerjoin(images, (images.c.digest == deployments.c.image_digest) & (images.c.app_id == apps.c.id))
+            .outerjoin(releases, (releases.c.env_id == deployments.c.env_id) & (releases.c.number == deployments.c.to_release))
         )
         .where(environments.c.name == env)
         .order_by(deployments.c.created_at, deployments.c.id)
@@ -50,8 +51,28 @@ def load_history(conn: Connection, app: str | None = None, env: str = "productio
             from_release=r["from_release"], created_at=r["created_at"], started_at=r["started_at"],
             finished_at=r["finished_at"], commit_sha=commit.get("sha"),
             commit_time=float(ctime) if ctime is not None else None, created_by=r["created_by"],
+            traffic_at=traffic_at(r["kind"], r["strategy"], r["started_at"], r["finished_at"], r["release_live_at"]),
         ))
     return out
+
+
+def traffic_at(kind: str, strategy: str, started: float | None, finished: float | None,
+               live_at: float | None) -> float | None:
+    """When a deploy's release first took traffic, from what SQL keeps.
+
+    A canary or rolling deploy routes to the new release as soon as its first
+    new instances are ready, so its start is the closest record. A blue/green
+    one switches when its release is made current (``live_at``), unless that
+    was overwritten by a later return to the release (then it is after the
+    deploy ended, and unknown here).
+    """
+    if kind != "deploy" or started is None:
+        return None
+    if strategy in ("canary", "rolling"):
+        return started
+    if live_at is not None and started <= live_at <= (finished if finished is not None else live_at):
+        return live_at
+    return None
 
 
 def report(cp: Any, app: str | None, since: str, now: float | None = None, team: str | None = None) -> dict[str, Any]:
