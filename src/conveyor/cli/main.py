@@ -358,9 +358,10 @@ def deployments_cancel(dep_id: Annotated[int, typer.Argument(metavar="ID")], jso
 
 
 def _register() -> None:
-    from conveyor.cli import deploy, up
+    from conveyor.cli import deploy, init, up
 
     deploy.register(app)
+    init.register(app)
     up.register(app)
     __import__("conveyor.cli.web_cmds", fromlist=["register"]).register(app)  # conveyor dora, conveyor ui
 
