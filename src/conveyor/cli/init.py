@@ -167,7 +167,22 @@ def detect(files: dict[str, str], name: str) -> Guess:
     return g
 
 
-def render(g: Guess) -> str:
+CANARY_DEPLOY = """[deploy]
+strategy = "canary"      # steps of traffic, each analysed against the current release; then promoted
+steps = [{weight = 20, for = "20s"}, {weight = 50, for = "20s"}]
+bake = "30s"             # after 100%: still watched, the previous release kept warm for an instant rollback
+
+[deploy.analysis]
+min_requests = 20        # fewer canary requests in a step: the deployment pauses and says so
+"""
+
+BLUEGREEN_DEPLOY = """[deploy]
+strategy = "bluegreen"   # or "canary" (steps of traffic, each analysed) or "rolling"
+bake = "2m"              # the previous release stays warm this long: rollback = routing change
+"""
+
+
+def render(g: Guess, strategy: str = "bluegreen") -> str:
     """The ``conveyor.toml`` text for a guess, commented so that a person can check each choice."""
     web = (g.web or "python app.py").replace("\\", "\\\\").replace('"', '\\"')
     todo = "" if g.web else "   # TODO: no web app was found: the command that serves yours on $PORT"
@@ -187,10 +202,7 @@ timeout = "2s"
 [test]
 {test}
 
-[deploy]
-strategy = "bluegreen"   # or "canary" (steps of traffic, each analysed) or "rolling"
-bake = "2m"              # the previous release stays warm this long: rollback = routing change
-
+{CANARY_DEPLOY if strategy == "canary" else BLUEGREEN_DEPLOY}
 [env.production]
 instances = 2
 """
@@ -226,6 +238,7 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str | None, typer.Option("--name", help="The app's name (default: the directory's).")] = None,
         force: Annotated[bool, typer.Option("--force", help="Overwrite an existing conveyor.toml.")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the file instead of writing it.")] = False,
+        strategy: Annotated[str, typer.Option("--strategy", help="bluegreen or canary: the [deploy] section to start from.")] = "bluegreen",
         json: Annotated[bool, typer.Option("--json", help="Print the guesses as JSON.")] = False,
     ) -> None:
         """Write a commented conveyor.toml for an existing Python web app (Flask, Django, FastAPI, WSGI/ASGI, Procfile).
@@ -235,6 +248,9 @@ def register(app: typer.Typer) -> None:
         """
 
         def body() -> None:
+            if strategy not in ("bluegreen", "canary"):
+                raise CliError(f"--strategy {strategy!r}: use bluegreen or canary (rolling: edit [deploy] afterwards)",
+                               ExitCode.USAGE)
             root = directory.resolve()
             if not root.is_dir():
                 raise CliError(f"{directory}: not a directory", ExitCode.USAGE)
@@ -245,7 +261,7 @@ def register(app: typer.Typer) -> None:
             slug = re.sub(r"[^a-z0-9-]+", "-", (name or root.name).lower()).strip("-")
             slug = (slug if slug[:1].isalpha() else "app-" + slug)[:40].rstrip("-") or "app"
             g = detect(_read_project(root), slug)
-            text = render(g)
+            text = render(g, strategy)
             if not dry_run:
                 target.write_text(text)
             if json:

@@ -330,13 +330,24 @@ def deployments_list(
 
 
 @deployments_app.command("show")
-def deployments_show(dep_id: Annotated[int, typer.Argument(metavar="ID")], json: JsonOpt = False) -> None:
-    """One deployment: state, steps, weights and every analysis verdict with its numbers."""
+def deployments_show(
+    dep: Annotated[str, typer.Argument(metavar="ID|APP", help="A deployment id, or an app: its latest deployment.")],
+    env: Annotated[str | None, typer.Option("--env", "-e", help="With APP: the latest of this environment.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """One deployment: state, steps with weights and durations, and every analysis verdict with its numbers and reason."""
     from conveyor.cli.deploy import print_deployment
 
     def body() -> None:
         with Api() as api:
-            d = api.get(f"/deployments/{dep_id}")
+            if dep.isdigit():
+                d = api.get(f"/deployments/{dep}")
+            else:
+                latest = api.get(f"/apps/{dep}/deployments", params={"limit": 1, **({"env": env} if env else {})})
+                if not latest:
+                    raise CliError(f"{dep} has no deployments yet: `conveyor deploy {dep} --source DIR --wait`",
+                                   ExitCode.NOT_FOUND)
+                d = api.get(f"/deployments/{latest[0]['id']}")
         if json:
             o.emit_json(d)
         else:
