@@ -174,6 +174,9 @@ bake = "30s"             # after 100%: still watched, the previous release kept 
 
 [deploy.analysis]
 min_requests = 20        # fewer canary requests in a step: the deployment pauses and says so
+
+[deploy.analysis.threshold]
+min_requests = 20        # the same for the absolute limits (error rate, p99)
 """
 
 BLUEGREEN_DEPLOY = """[deploy]
