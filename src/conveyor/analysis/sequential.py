@@ -283,7 +283,7 @@ def judge(
         return Verdict(
             judge=NAME,
             outcome=Outcome.CONTINUE,
-            reason=f"No evidence of regression yet after {step_elapsed_s:.1f} of {step_duration_s:g} s: {summary}.",
+            reason=f"No evidence of regression yet after {round(step_elapsed_s, 1):g} of {step_duration_s:g} s: {summary}.",
             numbers=numbers,
         )
     if n_c < config.min_requests or n_b < config.min_requests:
@@ -291,13 +291,13 @@ def judge(
             judge=NAME,
             outcome=Outcome.INCONCLUSIVE,
             reason=f"Not enough traffic to judge: {n_c} canary and {n_b} baseline requests in "
-            f"{step_elapsed_s:.1f} s, at least {config.min_requests} each are required.",
+            f"{round(step_elapsed_s, 1):g} s, at least {config.min_requests} each are required.",
             numbers=numbers,
         )
     return Verdict(
         judge=NAME,
         outcome=Outcome.PASS,
-        reason=f"No evidence of regression after {step_elapsed_s:.1f} s and {n_c} canary requests: {summary}.",
+        reason=f"No evidence of regression after {round(step_elapsed_s, 1):g} s and {n_c} canary requests: {summary}.",
         numbers=numbers,
     )
 

@@ -75,7 +75,7 @@ def judge(
             judge=NAME,
             outcome=Outcome.INCONCLUSIVE,
             reason=f"Not enough traffic to check the limits: {requests} canary requests in "
-            f"{step_elapsed_s:.1f} s, at least {needed} are required.",
+            f"{round(step_elapsed_s, 1):g} s, at least {needed} are required.",
             numbers=numbers,
         )
     return Verdict(
