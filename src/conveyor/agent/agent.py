@@ -31,10 +31,10 @@ from pathlib import Path
 
 import httpx
 
+from conveyor import logfile
 from conveyor.agent import statefile
 from conveyor.agent.client import ControlPlaneClient
 from conveyor.agent.images import ImageProvider
-from conveyor import logfile
 from conveyor.agent.logship import LogShipper
 from conveyor.agent.process import Process, find_instances, same_process_alive, terminate
 from conveyor.agent.reconcile import Actual, Reject, Replace, Start, Stop, plan

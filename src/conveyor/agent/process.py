@@ -251,15 +251,21 @@ def spawn(
         )
         os.close(write_end)
         write_end = -1
-        writer = subprocess.Popen(  # noqa: S603 - our own module
-            [sys.executable, "-m", "conveyor.logfile", str(log_path), str(log.max_bytes)],
-            stdin=read_end,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        )
+        try:
+            writer = subprocess.Popen(  # noqa: S603 - our own module
+                [sys.executable, "-m", "conveyor.logfile", str(log_path), str(log.max_bytes)],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                close_fds=True,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            )
+        except OSError:  # no writer, no instance: one without a reader would die of SIGPIPE unseen
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            raise
     finally:
         os.close(read_end)
         if write_end >= 0:
