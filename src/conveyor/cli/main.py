@@ -141,9 +141,9 @@ def context(json: JsonOpt = False) -> None:
     if json:
         o.emit_json(doc)
     else:
-        o.out.print(f"control plane  {cfg.url}   (from {cfg.url_source})")
-        o.out.print(f"token          {doc['token'] or '(none)'}   (from {cfg.token_source})")
-        o.out.print(f"client config  {doc['client_config']}{'' if cfg.source else '   (does not exist)'}")
+        o.out.print(f"control plane  {cfg.url}   (from {cfg.url_source})", soft_wrap=True)
+        o.out.print(f"token          {doc['token'] or '(none)'}   (from {cfg.token_source})", soft_wrap=True)
+        o.out.print(f"client config  {doc['client_config']}{'' if cfg.source else '   (does not exist)'}", soft_wrap=True)
         if cfg.router_url:
             o.out.print(f"router         {cfg.router_url}")
         state = ("[green]reachable, token accepted[/green]" if doc["signed_in"]
