@@ -173,10 +173,10 @@ steps = [{weight = 20, for = "20s"}, {weight = 50, for = "20s"}]
 bake = "30s"             # after 100%: still watched, the previous release kept warm for an instant rollback
 
 [deploy.analysis]
-min_requests = 20        # fewer canary requests in a step: the deployment pauses and says so
+min_requests = 10        # fewer canary requests in a step: the deployment pauses and says so
 
 [deploy.analysis.threshold]
-min_requests = 20        # the same for the absolute limits (error rate, p99)
+min_requests = 10        # the same for the absolute limits (error rate, p99)
 """
 
 BLUEGREEN_DEPLOY = """[deploy]
