@@ -459,3 +459,13 @@ def list_events(
 
 def event_kinds(conn: Connection) -> list[str]:
     return sorted(r[0] for r in conn.execute(select(events.c.kind).distinct()))
+
+
+def health_paths_of_app(conn: Connection, app_id: int) -> list[str]:
+    """The health-check paths of every release of an app's environments."""
+    cfgs = conn.execute(
+        select(releases.c.config)
+        .select_from(releases.join(environments, environments.c.id == releases.c.env_id))
+        .where(environments.c.app_id == app_id)
+    ).scalars()
+    return sorted({((c or {}).get("health") or {}).get("path") or "" for c in cfgs} - {""})
