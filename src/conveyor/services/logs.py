@@ -48,6 +48,10 @@ def health_pattern(paths: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile(r"\b(?:GET|HEAD) (?:" + "|".join(alts) + r")(?:[?\s\"]|$)")
 
 
+#: What ``since`` may be: an ISO time (UTC), or a duration ago (``10m``, ``1h30m``, ``90s``).
+SINCE_PATTERN = r"^(\d{4}-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d+)?)?)?Z?|(\d{1,9}(\.\d{1,6})?(ms|s|m|h)){1,4})$"
+
+
 def parse_since(value: str, now: float) -> str:
     """``"10m"`` (ago), ``"90s"``, or an ISO time ``2026-12-02T07:30:00`` → a stamp to compare lines with.
 
@@ -57,6 +61,12 @@ def parse_since(value: str, now: float) -> str:
     if re.fullmatch(r"\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)?Z?", value):
         text = value.replace(" ", "T").rstrip("Z")
         return text if len(text) > 10 else text + "T00:00:00"
+    if re.fullmatch(SINCE_PATTERN, value):
+        try:
+            ago = parse_duration(value)
+        except ValueError:  # longer ago than any setting allows: older than every log kept, so all of it
+            return ""
+        return logfile.stamp(now - ago)
     try:
         ago = parse_duration(value)
     except ValueError:

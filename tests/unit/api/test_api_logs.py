@@ -85,7 +85,7 @@ def test_lines_of_live_instances_merged_by_time_without_health_checks(client: Te
 
 def test_bad_since_is_a_clear_422(client: TestClient) -> None:
     r = client.get("/api/v1/apps/hello/logs", params={"since": "yesterday-ish"}, headers=ADMIN)
-    assert r.status_code == 422 and "10m" in r.json()["detail"]
+    assert r.status_code == 422 and "since" in str(r.json()["detail"])
 
 
 def test_the_control_plane_keeps_at_most_the_cap_per_instance_and_marks_gaps(client: TestClient, tmp_path: Path) -> None:
