@@ -37,6 +37,7 @@ from conveyor.agent.images import ImageProvider
 from conveyor.agent.logship import LogShipper
 from conveyor.agent.process import Process, find_instances, same_process_alive, terminate
 from conveyor.agent.reconcile import Actual, Reject, Replace, Start, Stop, plan
+from conveyor.agent.sandbox import Isolation
 from conveyor.agent.supervisor import Supervisor, SupervisorContext
 from conveyor.domain.wire import AgentStatus, DesiredState, InstanceState, InstanceStatus
 
@@ -60,6 +61,9 @@ class AgentConfig:
     log_interval_s: float = 0.5
     retry_max_s: float = 2.0
     reconcile_every_s: float = 1.0
+    #: Isolation: bubblewrap sandbox (when the host has it) and cgroup limits. None: neither
+    #: (unit tests that drive the agent with fakes).
+    isolation: Isolation | None = None
 
     @property
     def state_path(self) -> Path:
@@ -101,6 +105,12 @@ class _Backoff:
             log.warning("%s works again", what)
         self.failing = False
         self.delay = 0.1
+
+
+def _sandbox_note(iso: Isolation | None) -> str:
+    if iso is None:
+        return "UNSANDBOXED: no isolation configured"
+    return f"UNSANDBOXED: {iso.warning}" if iso.warning else "bubblewrap"
 
 
 class Agent:
@@ -210,6 +220,7 @@ class Agent:
             http=self._probe_http,
             on_change=self._dirty.set,
             on_process=self.save,
+            isolation=self.config.isolation,
         )
 
     # ------------------------------------------------------------------ state
@@ -229,7 +240,7 @@ class Agent:
 
     def status(self) -> AgentStatus:
         """The report for the control plane: every supervised instance, plus rejected ones."""
-        instances = [s.status.model_copy() for _, s in sorted(self.supervisors.items())]
+        instances = [s.status.model_copy(update={"usage": s.usage()}) for _, s in sorted(self.supervisors.items())]
         instances += [
             InstanceStatus(id=i, state=InstanceState.FAILED, message=m) for i, m in sorted(self.rejected.items()) if i not in self.supervisors
         ]
@@ -239,6 +250,7 @@ class Agent:
             desired_version=self.desired.version,
             instances=instances,
             agent_version=AGENT_VERSION,
+            sandbox=_sandbox_note(self.config.isolation),
         )
 
     # ------------------------------------------------------------------ reconcile

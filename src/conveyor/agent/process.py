@@ -214,15 +214,22 @@ def spawn(
     env: Mapping[str, str],
     log_path: Path,
     banner: str = "",
+    argv: list[str] | None = None,
 ) -> Process:
-    """Start ``command`` through ``/bin/sh -c`` in a new session, output appended to ``log_path``."""
+    """Start ``command`` through ``/bin/sh -c`` in a new session, output appended to ``log_path``.
+
+    ``argv`` replaces ``/bin/sh -c command`` when the instance is sandboxed or limited
+    (:class:`conveyor.agent.sandbox.Isolation` builds it around the same shell command).
+    The session leader is then bubblewrap; the app stays in its process group, so
+    signalling the group still reaches it.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         if banner:
             log.write(banner.encode("utf-8", "replace"))
             log.flush()
         child = subprocess.Popen(  # noqa: S603 - running the app's command is the point
-            ["/bin/sh", "-c", command],
+            argv or ["/bin/sh", "-c", command],
             cwd=str(cwd),
             env=dict(env),
             stdin=subprocess.DEVNULL,
@@ -235,8 +242,13 @@ def spawn(
     return Process(pid=child.pid, start_ticks=info[1] if info else 0, child=child)
 
 
-def describe_exit(code: int | None) -> str:
-    """A human phrase for an exit code (negative: killed by a signal)."""
+def describe_exit(code: int | None, oom_limit: str | None = None) -> str:
+    """A human phrase for an exit code (negative: killed by a signal).
+
+    ``oom_limit``: the instance's memory cgroup recorded an OOM kill since it started.
+    """
+    if oom_limit is not None:
+        return f"killed: out of memory, limit {oom_limit}"
     if code is None:
         return "exited (exit code unknown: the process was adopted from an earlier agent)"
     if code < 0:

@@ -33,8 +33,9 @@ from conveyor.agent import policy
 from conveyor.agent.health import probe, probe_host
 from conveyor.agent.images import ImageError, ImageProvider
 from conveyor.agent.process import Process, build_env, describe_exit, free_port, spawn, tail_lines, terminate
+from conveyor.agent.sandbox import Isolation
 from conveyor.agent.statefile import ProcessRecord
-from conveyor.domain.wire import DesiredInstance, InstanceState, InstanceStatus
+from conveyor.domain.wire import DesiredInstance, InstanceState, InstanceStatus, InstanceUsage, ResourceLimits
 
 log = logging.getLogger("conveyor.agent")
 
@@ -54,6 +55,7 @@ class SupervisorContext:
     http: httpx.AsyncClient
     on_change: Callable[[], None]
     on_process: Callable[[], None]
+    isolation: Isolation | None = None
 
 
 class Supervisor:
@@ -70,6 +72,8 @@ class Supervisor:
         self._crash_times: list[float] = []
         self._ready_mono: float | None = None
         self._restart_pending = False
+        self._oom_seen = 0
+        self._work_dir: Path | None = None
         if adopted is not None:
             self.process = Process(pid=adopted.pid, start_ticks=adopted.start_ticks)
             self.status.pid = adopted.pid
@@ -101,6 +105,15 @@ class Supervisor:
             ready_at=self.status.ready_at,
         )
 
+    def usage(self) -> InstanceUsage | None:
+        """What the instance uses now (its cgroups), or None where it has none."""
+        iso = self._ctx.isolation
+        if iso is None or not iso.cgroups.hierarchies or self.process is None:
+            return None
+        u = iso.cgroups.usage(self.spec.id)
+        return InstanceUsage(memory_bytes=int(u["memory_bytes"]) if "memory_bytes" in u else None,
+                             cpu_seconds=u.get("cpu_seconds"), pids=int(u["pids"]) if "pids" in u else None)
+
     @property
     def started(self) -> bool:
         return self._task is not None
@@ -121,6 +134,8 @@ class Supervisor:
             self.status.exit_code = code
             self.process = None
             self._ctx.on_process()
+        if self._ctx.isolation is not None:
+            await asyncio.to_thread(self._ctx.isolation.finished, self.spec, self._work_dir)
 
     # ------------------------------------------------------------------
 
@@ -185,8 +200,22 @@ class Supervisor:
             agent_dir=self._ctx.agent_dir,
         )
         banner = f"--- conveyor agent: starting {self.spec.id} (release {self.spec.release}) on port {port}: {self.spec.command}\n"
+        argv = None
+        iso = self._ctx.isolation
+        if iso is not None:
+            try:
+                launch = await asyncio.to_thread(iso.launch, self.spec, self.spec.command, root)
+            except OSError as exc:
+                return f"cannot set up the instance's sandbox or limits: {exc}"
+            argv, self._work_dir = launch.argv, launch.work_dir
+            env.update(launch.env)
+            self.status.sandbox = launch.note
+            lim = iso.limits_of(self.spec)
+            self.status.limits = ResourceLimits(memory=lim.memory, cpu=lim.cpu, pids=lim.pids)
+            self._oom_seen = iso.cgroups.oom_kills(self.spec.id)
+            banner += f"--- conveyor agent: {launch.note}; limits memory {lim.memory_text()} cpu {lim.cpu} pids {lim.pids}\n"
         try:
-            self.process = spawn(self.spec.command, cwd=root, env=env, log_path=self.log_path, banner=banner)
+            self.process = spawn(self.spec.command, cwd=root, env=env, log_path=self.log_path, banner=banner, argv=argv)
         except OSError as exc:
             return f"cannot start {self.spec.command!r} in {root}: {exc}"
         if self._restart_pending:
@@ -256,7 +285,14 @@ class Supervisor:
         self._streak = policy.next_streak(self._streak, self._ready_mono, now)
         delay = policy.restart_delay(self._streak)
         tail = tail_lines(self.log_path)
-        what = describe_exit(code)
+        iso = self._ctx.isolation
+        oom = None
+        if iso is not None:
+            kills = iso.cgroups.oom_kills(self.spec.id)
+            if kills > self._oom_seen:
+                oom = iso.limits_of(self.spec).memory_text()
+            self._oom_seen = kills
+        what = describe_exit(code, oom)
         self.process = None
         self.status.pid = None
         self.status.exit_code = code

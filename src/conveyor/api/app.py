@@ -75,6 +75,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
     from conveyor.api import prometheus
 
     app.include_router(prometheus.router)
+    from conveyor.api import audit, tokens
+
+    app.include_router(tokens.router, prefix=API_PREFIX)
+    app.include_router(audit.router, prefix=API_PREFIX)
+    app.add_middleware(audit.AuditMiddleware)
     from conveyor import web
 
     web.install(app)  # the web UI's pages, at /

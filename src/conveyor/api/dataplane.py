@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from sqlalchemy import insert, select, update
 from starlette.concurrency import run_in_threadpool
 
-from conveyor.api.deps import CP, Reader, Writer
+from conveyor.api.deps import CP, AgentCaller, AnyCaller, ImageReader, Reader
 from conveyor.api.schemas import RoutersView, RouterView
 from conveyor.api.state import router_sync
 from conveyor.deploy.documents import desired_state, routing_table
+from conveyor.domain.access import Principal, admin_url_problem
 from conveyor.domain.wire import AgentStatus, DesiredState, LogBatch, RoutingTable
 from conveyor.store.tables import hosts
 
@@ -35,17 +36,39 @@ async def _long_poll(cp, topic: str, after: int | None, wait: float, read):  # t
         await cp.notifier.wait(topic, min(remaining, 1.0))
 
 
+def _check_registration(p: Principal, router_id: str | None, admin: str | None, caller: str, server: str) -> None:
+    """Only a router, with its own join token, registers — as itself, scraped on its own host."""
+    if not router_id:
+        if admin:
+            raise HTTPException(422, "admin= needs router=: only a registering router gives its admin URL")
+        if not (p.is_person or p.role == "router"):
+            raise HTTPException(403, f"a {p.role} join token may not read the routing table")
+        return
+    if p.role != "router":
+        raise HTTPException(403, "only a router, with its own join token (`conveyor hosts join-token HOST --router`), "
+                                 "may register (router=, admin=)")
+    if p.host != router_id:
+        raise HTTPException(403, f"this router join token belongs to router {p.host!r}, not {router_id!r}: "
+                                 f"start the router with --router-id {p.host}")
+    problem = admin_url_problem(admin, caller, server)
+    if problem:
+        raise HTTPException(403, problem)
+
+
 @router.get("/routing", response_model=RoutingTable, summary="The routing table (long-poll)")
 async def get_routing(
+    request: Request,
     cp: CP,
-    _p: Reader,
+    p: AnyCaller,
     after: int | None = Query(None, description="version the caller holds; wait for a newer one"),
     wait: float = Query(0.0, ge=0, le=MAX_WAIT, description="seconds to wait for a change"),
     router_id: str | None = Query(None, alias="router"),
     admin: str | None = Query(None, description="the router's admin URL, for metrics scraping"),
 ) -> RoutingTable:
-    if router_id:
-        cp.saw_router(router_id, admin, after or 0)
+    server = request.scope.get("server") or ("", 0)
+    _check_registration(p, router_id, admin, request.client.host if request.client else "", server[0] or "")
+    if router_id and not cp.saw_router(router_id, admin, after or 0):
+        raise HTTPException(503, "too many routers are registered: retire some, or wait for silent ones to expire")
     table = await _long_poll(cp, "routing", after, wait, lambda: routing_table(cp.engine, cp.settings.domain))
     if router_id:
         cp.saw_router(router_id, admin, after or 0)
@@ -79,7 +102,7 @@ async def get_routers(
 async def get_desired(
     host: str,
     cp: CP,
-    _p: Writer,
+    _p: AgentCaller,
     after: int | None = Query(None),
     wait: float = Query(0.0, ge=0, le=MAX_WAIT),
 ) -> DesiredState:
@@ -87,10 +110,8 @@ async def get_desired(
 
 
 @router.put("/agents/{host}/status", summary="An agent's report of what runs on its host")
-def put_status(host: str, report: AgentStatus, cp: CP, _p: Writer) -> dict[str, bool]:
+def put_status(host: str, report: AgentStatus, cp: CP, _p: AgentCaller) -> dict[str, bool]:
     if report.host != host:
-        from fastapi import HTTPException
-
         raise HTTPException(422, f"report is for host {report.host!r} but was sent to /agents/{host}/status")
     doc = report.model_dump(mode="json")
     now = time.time()
@@ -113,7 +134,7 @@ def _routing_view(status: dict | None) -> list[tuple[str, str, int | None, int]]
 
 
 @router.post("/agents/{host}/logs", summary="New output of instances on a host")
-def post_logs(host: str, batch: LogBatch, cp: CP, _p: Writer) -> dict[str, int]:
+def post_logs(host: str, batch: LogBatch, cp: CP, _p: AgentCaller) -> dict[str, int]:
     written = 0
     logs = cp.settings.logs_dir
     logs.mkdir(parents=True, exist_ok=True)
@@ -143,8 +164,6 @@ def _safe_name(name: str) -> bool:
 
 
 def _checked(cp, digest: str, *, manifest: bool) -> None:  # type: ignore[no-untyped-def]
-    from fastapi import HTTPException
-
     from conveyor.build.digest import is_digest
 
     if not is_digest(digest):
@@ -155,13 +174,13 @@ def _checked(cp, digest: str, *, manifest: bool) -> None:  # type: ignore[no-unt
 
 
 @router.get("/images/{digest}/manifest", summary="An image manifest (canonical JSON bytes, verifiable by digest)")
-def get_image_manifest(digest: str, cp: CP, _p: Reader) -> Response:
+def get_image_manifest(digest: str, cp: CP, _p: ImageReader) -> Response:
     _checked(cp, digest, manifest=True)
     return Response(cp.artifacts.manifest_bytes(digest), media_type="application/json")
 
 
 @router.get("/blobs/{digest}", summary="A layer archive by digest")
-def get_blob(digest: str, cp: CP, _p: Reader) -> Response:
+def get_blob(digest: str, cp: CP, _p: ImageReader) -> Response:
     from starlette.responses import FileResponse
 
     _checked(cp, digest, manifest=False)

@@ -1,30 +1,31 @@
 """Shared API plumbing: the control-plane state, authentication, request origin.
 
 Why bearer tokens compared in constant time: the API is reachable from the
-network and the admin token is the only secret of an embedded install. Roles:
-``admin`` may change things, ``viewer`` may only read (the web UI's viewers).
+network. Who may do what is decided in ``conveyor.domain.access`` (roles admin,
+deployer, viewer for people; agent and router join tokens for hosts); the
+dependencies here apply it to each endpoint:
+
+* ``Reader`` — people (admin, deployer, viewer); join tokens are refused;
+* ``Writer`` — admin, or a deployer whose scope covers the app in the path
+  (``{app}``, or the app of ``{dep_id}``);
+* ``Admin`` — admin only (tokens, join tokens);
+* ``AgentCaller`` — the agent join token of the ``{host}`` in the path, or admin;
+* ``ImageReader`` — people and agents (images and blobs);
+* ``AnyCaller`` — any valid credential (the routing table: people and routers).
 """
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
 from conveyor.api.state import ControlPlane
+from conveyor.domain.access import Principal, write_refusal
+from conveyor.store import tokens as token_store
 
-
-@dataclass(frozen=True)
-class Principal:
-    name: str
-    role: str  # admin | viewer
-    origin: str
-
-    @property
-    def can_write(self) -> bool:
-        return self.role == "admin"
+__all__ = ["Principal", "Reader", "Writer", "Admin", "AgentCaller", "ImageReader", "AnyCaller", "CP"]
 
 
 def get_cp(request: Request) -> ControlPlane:
@@ -62,7 +63,8 @@ def _token_from(request: Request) -> str | None:
     return token
 
 
-def principal(request: Request, cp: Annotated[ControlPlane, Depends(get_cp)]) -> Principal:
+def any_caller(request: Request, cp: Annotated[ControlPlane, Depends(get_cp)]) -> Principal:
+    """Whoever the credential says (any role); 401 with the reason, 429 after repeated failures."""
     token = _token_from(request)
     origin = request.client.host if request.client else ""
     if not token:
@@ -72,16 +74,59 @@ def principal(request: Request, cp: Annotated[ControlPlane, Depends(get_cp)]) ->
             "(the CLI reads CONVEYOR_TOKEN or the config `conveyor up` saved)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    role = cp.role_of(token)
-    if role is None:
-        raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
-    return Principal(name="admin" if role == "admin" else "viewer", role=role, origin=origin)
-
-
-def writer(p: Annotated[Principal, Depends(principal)]) -> Principal:
-    if not p.can_write:
-        raise HTTPException(403, "this token may only read; ask an admin for a token that may deploy")
+    p = cp.auth.authenticate(token, origin)
+    request.state.principal = p  # for the audit log
     return p
+
+
+def principal(p: Annotated[Principal, Depends(any_caller)]) -> Principal:
+    """People only: a host's join token reaches its data-plane endpoints and nothing else."""
+    if not p.is_person:
+        raise HTTPException(403, f"a {p.role} join token may only call its host's data-plane endpoints")
+    return p
+
+
+def _path_app(request: Request, cp: ControlPlane) -> str | None:
+    params = request.path_params
+    if "app" in params:
+        return str(params["app"])
+    if "dep_id" in params:
+        try:
+            return token_store.app_of_deployment(cp.engine, int(params["dep_id"]))
+        except ValueError:
+            return None
+    return None
+
+
+def writer(request: Request, p: Annotated[Principal, Depends(principal)], cp: Annotated[ControlPlane, Depends(get_cp)]) -> Principal:
+    app = _path_app(request, cp)
+    request.state.audit_app = app
+    team = token_store.app_team(cp.engine, app) if app and p.scope_team is not None else None
+    refusal = write_refusal(p, app, team)
+    if refusal:
+        raise HTTPException(403, refusal)
+    return p
+
+
+def admin_only(p: Annotated[Principal, Depends(principal)]) -> Principal:
+    if p.role != "admin":
+        raise HTTPException(403, "only an admin token may do this")
+    return p
+
+
+def agent_caller(request: Request, p: Annotated[Principal, Depends(any_caller)]) -> Principal:
+    host = request.path_params.get("host")
+    if p.role == "admin" or (p.role == "agent" and p.host == host):
+        return p
+    if p.role == "agent":
+        raise HTTPException(403, f"this agent join token belongs to host {p.host!r}, not {host!r}")
+    raise HTTPException(403, "only the host's agent (its join token: `conveyor hosts join-token`) or an admin may call this")
+
+
+def image_reader(p: Annotated[Principal, Depends(any_caller)]) -> Principal:
+    if p.is_person or p.role == "agent":
+        return p
+    raise HTTPException(403, f"a {p.role} join token may not fetch images")
 
 
 def constant_time_equal(a: str, b: str) -> bool:
@@ -90,4 +135,8 @@ def constant_time_equal(a: str, b: str) -> bool:
 
 Reader = Annotated[Principal, Depends(principal)]
 Writer = Annotated[Principal, Depends(writer)]
+Admin = Annotated[Principal, Depends(admin_only)]
+AgentCaller = Annotated[Principal, Depends(agent_caller)]
+ImageReader = Annotated[Principal, Depends(image_reader)]
+AnyCaller = Annotated[Principal, Depends(any_caller)]
 CP = Annotated[ControlPlane, Depends(get_cp)]

@@ -8,7 +8,6 @@ deployment state of its own: everything that matters is in SQL.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from conveyor.api.auth import Authenticator
 from conveyor.config import ServerSettings
 from conveyor.deploy.notify import Notifier
 from conveyor.deploy.orchestrator import Orchestrator
@@ -37,6 +37,9 @@ class RouterInfo:
 #: A router that long-polled within this many seconds counts as live (it re-polls at least
 #: every ``--poll-wait``, at most 60 s, and at once after each new table).
 ROUTER_LIVE_WINDOW = 70.0
+#: At most this many routers are registered at once (each needs its own router join token;
+#: the bound keeps the scraper's work finite whatever happens).
+MAX_ROUTERS = 64
 
 
 @dataclass(frozen=True)
@@ -78,25 +81,38 @@ class ControlPlane:
     artifacts: Any = None  # conveyor.build.store.ArtifactStore
     #: web session id -> token, in SQL (survives a restart)
     sessions: SessionStore = field(init=False)
+    auth: Authenticator = field(init=False)
 
     def __post_init__(self) -> None:
         self.sessions = SessionStore(self.engine, lambda: [self.settings.admin_token, *self.viewer_tokens])
+        self.auth = Authenticator(self)
 
     def role_of(self, token: str) -> str | None:
-        if hmac.compare_digest(token.encode(), self.settings.admin_token.encode()):
-            return "admin"
-        if any(hmac.compare_digest(token.encode(), t.encode()) for t in self.viewer_tokens):
-            return "viewer"
-        return None
+        """The role of a token, or None (no rate limiting: the web sign-in applies its own)."""
+        p = self.auth.resolve(token, time.time())
+        return None if isinstance(p, str) else p.role
 
-    def saw_router(self, router_id: str, admin_url: str | None, version: int) -> None:
+    def saw_router(self, router_id: str, admin_url: str | None, version: int) -> bool:
+        """Record a router's poll; False when the registration is refused (too many routers).
+
+        Registrations expire: a router silent for ``ROUTER_LIVE_WINDOW`` is forgotten, so
+        neither the scraper nor ``deploy --wait`` keeps a dead one.
+        """
+        now = time.time()
+        for rid, r in list(self.routers.items()):
+            if now - r.last_seen > ROUTER_LIVE_WINDOW:
+                del self.routers[rid]
         info = self.routers.get(router_id)
         if info is None:
-            self.routers[router_id] = RouterInfo(router_id, admin_url, version, time.time())
+            if len(self.routers) >= MAX_ROUTERS:
+                log.warning("router %s not registered: %d routers are registered already", router_id, MAX_ROUTERS)
+                return False
+            self.routers[router_id] = RouterInfo(router_id, admin_url, version, now)
             self.notifier.poke("routers")
         else:
             info.admin_url = admin_url or info.admin_url
             if info.version != version:
                 self.notifier.poke("routers")  # someone may wait for this router to catch up
             info.version = version
-            info.last_seen = time.time()
+            info.last_seen = now
+        return True

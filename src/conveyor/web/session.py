@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from conveyor.api.deps import SESSION_COOKIE, Principal, constant_time_equal, csrf_token_for
 from conveyor.api.state import ControlPlane
+from conveyor.domain.access import write_refusal
+from conveyor.store.tokens import app_team
 from conveyor.store.web_sessions import SESSION_MAX_AGE
 from conveyor.web.render import render
 
@@ -76,11 +78,10 @@ def current_user(request: Request) -> Principal | None:
     cp = _cp(request)
     sid = request.cookies.get(SESSION_COOKIE)
     token = cp.sessions.get(sid)
-    role = cp.role_of(token) if token else None
-    if sid is None or role is None:
+    resolved = cp.auth.resolve(token, time.time()) if token else None
+    if sid is None or resolved is None or isinstance(resolved, str) or not resolved.is_person:
         return None
-    user = Principal(name="admin" if role == "admin" else "viewer", role=role,
-                     origin=request.client.host if request.client else "")
+    user = replace(resolved, origin=request.client.host if request.client else "")
     request.state.web_user = user
     request.state.web_csrf = csrf_token_for(cp, sid)
     return user
@@ -101,6 +102,10 @@ def form_writer(request: Request, user: Annotated[Principal, Depends(page_user)]
         raise PageError(403, "the form's CSRF token is missing or stale: reload the page and submit again")
     if not user.can_write:
         raise PageError(403, "you are signed in as a viewer: viewers can look but not deploy")
+    app = request.path_params.get("app")
+    refusal = write_refusal(user, app, app_team(_cp(request).engine, app) if app and user.scope_team else None)
+    if refusal:
+        raise PageError(403, refusal)
     return user
 
 
@@ -160,8 +165,14 @@ def login_submit(request: Request, token: Annotated[str, Form()] = "", csrf: Ann
     token = token.strip()
     if not token:
         return _login_form(request, next, "paste a token: the admin token `conveyor up` printed, or a viewer token", 422)
-    if cp.role_of(token) is None:
-        return _login_form(request, next, "that token is not valid here: check for a typo, or ask an admin", 401)
+    try:  # rate-limited and logged per address, like the API's bearer tokens
+        who = cp.auth.authenticate(token, request.client.host if request.client else "")
+    except HTTPException as exc:
+        if exc.status_code == 429:
+            return _login_form(request, next, str(exc.detail), 429)
+        return _login_form(request, next, f"that token is not valid here ({exc.detail}): check for a typo, or ask an admin", 401)
+    if not who.is_person:
+        return _login_form(request, next, "that is a host's join token: sign in with a person's token", 401)
     return _start_session(request, token, next)
 
 
