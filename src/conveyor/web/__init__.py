@@ -2,7 +2,7 @@
 
 ``router`` holds every page (mounted without a prefix); ``api_router``
 (``conveyor.web.twins``) holds the JSON twins the core API lacks (mounted under ``/api/v1``). Page families:
-``session`` (sign-in), ``overview`` (overview, hosts, audit), ``app_pages``
+``session`` (sign-in), ``overview`` (overview, hosts, audit), ``calls_page`` (the audit trail), ``app_pages``
 (an app and its buttons), ``deploy_pages`` (the live deployment), ``build_pages``
 (builds, images, logs), ``insights`` (metrics, DORA).
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from conveyor.web import app_pages, build_pages, deploy_pages, insights, overview, session, twins
+from conveyor.web import app_pages, build_pages, calls_page, deploy_pages, insights, overview, session, twins
 from conveyor.web.render import static_router
 
 router = APIRouter(include_in_schema=False)
-for _module in (session, overview, app_pages, deploy_pages, build_pages, insights):
+for _module in (session, overview, calls_page, app_pages, deploy_pages, build_pages, insights):
     router.include_router(_module.router)
 router.include_router(static_router)
 

@@ -197,3 +197,16 @@ def test_every_mutating_call_is_audited_and_the_log_is_append_only(client: TestC
     for method in ("DELETE", "PUT", "PATCH", "POST"):
         assert client.request(method, "/api/v1/audit", headers=ADMIN).status_code == 405
     assert len(client.get("/api/v1/audit", headers=VIEWER).json()) >= len(rows)  # nothing was removed
+
+
+def test_the_audit_trail_page_renders_what_its_twin_returns(client: TestClient) -> None:
+    client.post("/api/v1/apps", json={"name": "a"}, headers=ADMIN)
+    client.post("/api/v1/apps", json={"name": "b"}, headers=VIEWER)
+    assert client.get("/audit/calls", follow_redirects=False).status_code == 303  # sign in first
+    page = client.get("/login")
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    assert client.post("/login", data={"token": "view-token-0123456789", "csrf": csrf, "next": "/"}).status_code == 200
+    html = client.get("/audit/calls").text
+    assert "POST /api/v1/apps" in html and "denied" in html and "/api/v1/audit" in html
+    assert "POST /login" in client.get("/audit/calls").text  # the sign-in itself is a mutating call
+    assert client.get("/audit/calls", params={"since": "whenever"}).status_code == 422
