@@ -11,6 +11,7 @@ The sandbox tests need bubblewrap: without it they skip saying so, except under
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -146,7 +147,7 @@ def _hostile_source(plat: Platform, neighbour_pid: int) -> Path:
     shutil.copytree(HOSTILE, dest)
     targets = {
         "EVIL_DATA_DIR": str(plat.data_dir), "EVIL_CLIENT_CONFIG": str(plat.root / "client.json"),
-        "EVIL_ADMIN_TOKEN": plat.token, "EVIL_NEIGHBOUR_SECRET": SECRET, "EVIL_ROUTER_PORT": str(plat.router_port),
+        "EVIL_ADMIN_TOKEN_SHA256": hashlib.sha256(plat.token.encode()).hexdigest(), "EVIL_ROUTER_PORT": str(plat.router_port),
         "EVIL_AGENT_PID": str(plat.child_pid("agent")), "EVIL_ROUTER_PID": str(plat.child_pid("router")),
         "EVIL_SERVER_PID": str(plat.child_pid("server")), "EVIL_NEIGHBOUR_PID": str(neighbour_pid),
         "EVIL_PIDS_LIMIT": "64",
@@ -183,6 +184,8 @@ def test_hostile_app_is_contained_and_the_neighbour_keeps_serving(plat: Platform
     toml = (hello / "conveyor.toml").read_text().replace("[env.production]\ninstances = 2",
                                                           f'[env.production]\ninstances = 2\n\n[env.production.vars]\nSECRET = "{SECRET}"')
     (hello / "conveyor.toml").write_text(toml)
+    plat.cli("apps", "create", "hello", check=True)
+    plat.cli("apps", "create", "evil", check=True)
     out = plat.deploy("hello", hello)
     assert out["_exit"] == 0 and out["state"] == "succeeded", out
     neighbour = _instances(plat, "hello")[0]
@@ -215,6 +218,7 @@ def test_an_app_over_its_memory_limit_is_reported_and_rolled_back(plat: Platform
     good = plat.app_copy("hog", "v1")
     (good / "conveyor.toml").write_text((good / "conveyor.toml").read_text().replace('name = "hello"', 'name = "hog"')
                                         + '\n[limits]\nmemory = "64M"\n')
+    plat.cli("apps", "create", "hog", check=True)
     out = plat.deploy("hog", good)
     assert out["_exit"] == 0 and out["state"] == "succeeded", out
     source = (good / "app.py").read_text()

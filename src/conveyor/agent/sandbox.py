@@ -27,9 +27,11 @@ directly and the hostile-app suite runs them for real.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +68,20 @@ def sandbox_warning() -> str | None:
     if os.geteuid() != 0:
         return ("the agent is not root, so it cannot run each app as its own user: app instances run UNSANDBOXED as "
                 "the agent's user. Run the agent as root to isolate them.")
+    return _probe()
+
+
+@functools.lru_cache(maxsize=1)
+def _probe() -> str | None:
+    """Whether bubblewrap can make a sandbox here (a container may forbid namespaces); once per process."""
+    argv = [bwrap_path() or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid",
+            "--unshare-ipc", "--cap-drop", "ALL", "--", "/bin/true"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bubblewrap does not run here ({exc}): app instances run UNSANDBOXED"
+    if done.returncode != 0:
+        return f"bubblewrap cannot make a sandbox here ({done.stderr.strip()[:200]}): app instances run UNSANDBOXED"
     return None
 
 
@@ -129,16 +145,19 @@ def plan_command(spec: SandboxSpec, argv: Sequence[str], *, bwrap: str = "bwrap"
                 out += ["--perms", "1777", "--size", str(spec.tmp_bytes)]
             out += ["--tmpfs", path]
     # Put back, read-only, what the app needs from masked places: the interpreter, its image.
-    for path in (spec.python_prefix, str(spec.image_dir)):
+    # Put back what the app needs from masked places: the interpreter and its image read-only,
+    # its own directory writable.
+    for path, how in ((spec.python_prefix, "--ro-bind"), (str(spec.image_dir), "--ro-bind"), (str(spec.work_dir), "--bind")):
         if _under(path, hidden):
             # The directories between the mask and the bound path: traversable by the app's user
-            # whatever the agent's umask (bwrap would make them with it).
+            # (bwrap would make them 0700).
             top = max((h for h in hidden if _under(path, [h])), key=len)
             parts = Path(path).relative_to(top).parts[:-1]
             for i in range(1, len(parts) + 1):
                 out += ["--perms", "0755", "--dir", str(Path(top, *parts[:i]))]
-            out += ["--ro-bind", path, path]
-    out += ["--bind", str(spec.work_dir), str(spec.work_dir)]
+            out += [how, path, path]
+        elif how == "--bind":
+            out += [how, path, path]
     out += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", "conveyor-app"]
     # Root keeps capabilities in bwrap by default: keep only what setpriv needs to drop to the app's user.
     out += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]

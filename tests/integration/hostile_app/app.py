@@ -9,6 +9,7 @@ the instance down (fork bomb, memory) run in child processes.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import signal
@@ -62,14 +63,15 @@ def attacks() -> None:
     try_read("join_tokens", f"{data}/agent-join-token", f"{data}/router-join-token")
     try_read("client_config", T["client_config"])
     try_read("agent_state", f"{data}/agent/agent-state.json")
-    # Another app's files: its unpacked image and its writable directory.
+    # Other apps' files (their images, their writable directories) and the platform's: everything
+    # under the data dir that is not this instance's own image or directory.
+    own = (str(Path.cwd().parent), os.environ.get("HOME", "/nonexistent"))
     found = []
-    for d in (f"{data}/agent/images", f"{data}/agent/work", f"{data}/images"):
-        try:
-            found += os.listdir(d)
-        except OSError:
-            pass
-    record("other_apps_files", not found, f"listed {found[:5]}")
+    for dirpath, _dirs, files in os.walk(data):
+        if dirpath.startswith(own):
+            continue
+        found += [f"{dirpath}/{f}" for f in files]
+    record("other_apps_files", not found, f"found {len(found)} files: {found[:3]}")
     # Credentials in other processes' environments.
     leaked = []
     for pid in os.listdir("/proc"):
@@ -78,7 +80,9 @@ def attacks() -> None:
                 env = Path(f"/proc/{pid}/environ").read_bytes()
             except OSError:
                 continue
-            if b"CONVEYOR_TOKEN=" in env or T["neighbour_secret"].encode() in env or T["admin_token"].encode() in env:
+            entries = env.split(b"\0")
+            if any(e.startswith((b"CONVEYOR_TOKEN=", b"SECRET=")) for e in entries) or any(
+                    hashlib.sha256(e.split(b"=", 1)[-1]).hexdigest() == T["admin_token_sha256"] for e in entries):
                 leaked.append(pid)
     record("proc_environ", not leaked, f"credentials in the environ of pids {leaked}; visible pids: {len(os.listdir('/proc'))}")
     try_write("write_outside", f"{os.getcwd()}/pwned", "/etc/pwned", f"{data}/pwned", "/usr/pwned")
