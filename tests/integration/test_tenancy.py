@@ -233,3 +233,16 @@ def test_an_app_over_its_memory_limit_is_reported_and_rolled_back(plat: Platform
     events = json.dumps(plat.api.get("/events", params={"app": "hog"}).json())
     assert "killed: out of memory, limit 64M" in json.dumps(out) + events + json.dumps(messages), (out, messages)
     assert plat.get("hog.localhost").text == "hello from v1\n"  # still serving the good release
+
+
+def test_ps_and_audit_show_usage_isolation_and_who_did_what(plat: Platform) -> None:
+    _need_sandbox()
+    rows = plat.cli_json("ps", "evil")
+    assert rows and all(r["app"] == "evil" for r in rows)
+    assert rows[0]["limits"]["memory"] == 128 * 2**20 and rows[0]["usage"]["memory_bytes"] > 0
+    human = plat.cli("ps", "evil", check=True).stdout
+    assert "/ 128.0M" in human and "bubblewrap, uid" in human
+    calls = plat.cli_json("audit", "--app", "evil", "--since", "1h")
+    assert any(c["action"] == "POST /api/v1/apps/evil/builds" and c["actor"] == "admin" and c["outcome"] == "ok" for c in calls), calls
+    everything = plat.cli_json("audit")
+    assert any(c["action"] == "POST /api/v1/tokens" for c in everything)  # the attacker's viewer token, made above

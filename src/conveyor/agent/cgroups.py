@@ -37,6 +37,8 @@ from conveyor.domain.limits import Limits
 log = logging.getLogger("conveyor.agent.cgroups")
 
 CONTROLLERS = ("memory", "cpu", "pids")
+#: v1 only: CPU time is accounted by its own controller (v2's cpu.stat has it).
+ACCOUNTING = ("cpuacct",)
 CPU_PERIOD_US = 100_000
 
 
@@ -68,7 +70,7 @@ def _mounts(mountinfo: str) -> tuple[Path | None, dict[str, Path]]:
             v2 = Path(fields[4])
         elif fstype == "cgroup":
             for opt in options:
-                if opt in CONTROLLERS and opt not in v1:
+                if opt in CONTROLLERS + ACCOUNTING and opt not in v1:
                     v1[opt] = Path(fields[4])
     return v2, v1
 
@@ -84,7 +86,7 @@ def _own_paths(proc_cgroup: str) -> tuple[str, dict[str, str]]:
         if parts[0] == "0" and parts[1] == "":
             v2 = parts[2]
         for c in parts[1].split(","):
-            if c in CONTROLLERS:
+            if c in CONTROLLERS + ACCOUNTING:
                 v1[c] = parts[2]
     return v2, v1
 
@@ -100,6 +102,8 @@ def discover(mountinfo: str, proc_cgroup: str, v2_controllers: str) -> dict[str,
             found[c] = Hierarchy(c, v2_mount, True, v2_path)
         elif c in v1_mounts:
             found[c] = Hierarchy(c, v1_mounts[c], False, v1_paths.get(c, "/"))
+    if "cpu" in found and not found["cpu"].v2 and "cpuacct" in v1_mounts:
+        found["cpuacct"] = Hierarchy("cpuacct", v1_mounts["cpuacct"], False, v1_paths.get("cpuacct", "/"))
     return found
 
 
@@ -153,6 +157,7 @@ class Cgroups:
         return {c: ("v2" if h.v2 else "v1") for c, h in self.hierarchies.items()}
 
     def missing(self) -> list[str]:
+        """Limit controllers this host does not give us (their limits are not enforced)."""
         return [c for c in CONTROLLERS if c not in self.hierarchies]
 
     def create(self, instance_id: str, limits: Limits) -> list[Path]:
@@ -205,15 +210,14 @@ class Cgroups:
             with contextlib.suppress(OSError, ValueError):
                 out["pids"] = float((d / "pids.current").read_text().strip())
         d = self._dir("cpu", instance_id)
+        if d is not None and self.hierarchies["cpu"].v2:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                stat = dict(line.split(" ", 1) for line in (d / "cpu.stat").read_text().splitlines() if " " in line)
+                out["cpu_seconds"] = int(stat["usage_usec"]) / 1e6
+        d = self._dir("cpuacct", instance_id)
         if d is not None:
             with contextlib.suppress(OSError, ValueError):
-                if self.hierarchies["cpu"].v2:
-                    stat = dict(line.split(" ", 1) for line in (d / "cpu.stat").read_text().splitlines() if " " in line)
-                    out["cpu_seconds"] = int(stat["usage_usec"]) / 1e6
-                else:
-                    stat = dict(line.split(" ", 1) for line in (d / "cpu.stat").read_text().splitlines() if " " in line)
-                    if "usage_usec" in stat:  # newer v1 kernels; else cpuacct is not ours to read
-                        out["cpu_seconds"] = int(stat["usage_usec"]) / 1e6
+                out["cpu_seconds"] = int((d / "cpuacct.usage").read_text().strip()) / 1e9
         return out
 
     def remove(self, instance_id: str) -> None:

@@ -23,7 +23,7 @@ V2_MOUNTINFO = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdel
 
 def test_v1_is_used_when_the_v2_mount_has_no_controllers() -> None:
     found = discover(V1_MOUNTINFO, V1_SELF, "hugetlb\n")
-    assert {c: h.v2 for c, h in found.items()} == {"memory": False, "cpu": False, "pids": False}
+    assert {c: h.v2 for c, h in found.items()} == {"memory": False, "cpu": False, "pids": False, "cpuacct": False}
     assert found["memory"].base == Path("/sys/fs/cgroup/memory/process_api/abc/conveyor")
     assert found["pids"].base == Path("/sys/fs/cgroup/pids/conveyor")
 
