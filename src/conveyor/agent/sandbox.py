@@ -227,8 +227,8 @@ class Isolation:
         env = {**procs_env(procs), "HOME": str(work), "TMPDIR": "/tmp"}
         return Launch([*wrapper, *argv], env, work, f"bubblewrap, uid {uid}", procs)
 
-    def finished(self, spec: DesiredInstance, launch_dir: Path | None) -> None:
-        """The instance is stopped for good: remove its cgroups and writable directory."""
+    def finished(self, spec: DesiredInstance, launch_dir: Path | None = None) -> None:
+        """The instance is stopped for good: remove its cgroups and writable directory
+        (also of an instance adopted from an earlier agent, which never told us its dir)."""
         self.cgroups.remove(spec.id)
-        if launch_dir is not None:
-            shutil.rmtree(launch_dir, ignore_errors=True)
+        shutil.rmtree(launch_dir or self.data_dir / "work" / spec.id, ignore_errors=True)

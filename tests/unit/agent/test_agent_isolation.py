@@ -86,3 +86,19 @@ def test_each_app_gets_its_own_user() -> None:
     assert allocate_uid({}, "a") == UID_BASE
     assert allocate_uid({"a": UID_BASE}, "a") == UID_BASE
     assert allocate_uid({"a": UID_BASE, "c": UID_BASE + 2}, "b") == UID_BASE + 1
+
+
+def test_a_host_without_the_sandbox_says_so(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from conveyor.agent import sandbox
+    from conveyor.agent.cgroups import Cgroups
+    from conveyor.domain.wire import DesiredInstance
+
+    monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)
+    assert "bubblewrap (bwrap) is not installed" in (sandbox.sandbox_warning() or "")
+    iso = sandbox.Isolation(tmp_path, cgroups=Cgroups({}))
+    spec = DesiredInstance(id="i1", app="a", env="e", release=1, image="sha256:" + "0" * 64, command="true")
+    launch = iso.launch(spec, "true", tmp_path)
+    assert launch.note.startswith("UNSANDBOXED: bubblewrap (bwrap) is not installed")
+    assert launch.argv == ["/bin/sh", "-c", "true"]  # and it runs all the same, said loudly
+    off = sandbox.Isolation(tmp_path, sandbox=False, cgroups=Cgroups({}))
+    assert off.launch(spec, "true", tmp_path).note == "UNSANDBOXED: the agent was started with --no-sandbox"
