@@ -17,6 +17,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -240,8 +241,10 @@ def test_ps_and_audit_show_usage_isolation_and_who_did_what(plat: Platform) -> N
     rows = plat.cli_json("ps", "evil")
     assert rows and all(r["app"] == "evil" for r in rows)
     assert rows[0]["limits"]["memory"] == 128 * 2**20 and rows[0]["usage"]["memory_bytes"] > 0
-    human = plat.cli("ps", "evil", check=True).stdout
-    assert "128.0M" in human and "bubblewrap" in human  # (Rich wraps the columns to the terminal's width)
+    wide = {**plat.env, "COLUMNS": "250"}  # Rich fits tables to the terminal: give it room
+    human = subprocess.run([sys.executable, "-m", "conveyor", "ps", "evil"], capture_output=True, text=True, env=wide,
+                           timeout=60, check=True).stdout
+    assert " / 128.0M" in human and "bubblewrap, uid 6" in human, human
     calls = plat.cli_json("audit", "--app", "evil", "--since", "1h")
     assert any(c["action"] == "POST /api/v1/apps/evil/builds" and c["actor"] == "admin" and c["outcome"] == "ok" for c in calls), calls
     everything = plat.cli_json("audit")
