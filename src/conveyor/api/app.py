@@ -114,9 +114,9 @@ _extensions: list = []  # type: ignore[type-arg]
 
 def _optional_routers() -> list:  # type: ignore[type-arg]
     """Routers of subsystems that register themselves (imported here to keep the core import-light)."""
-    from conveyor.api import builds, dora, metrics
+    from conveyor.api import builds, domains, dora, metrics
     from conveyor.web import twins
 
     _extensions.clear()
     _extensions.extend([builds.start, metrics.start])
-    return [builds, dora, twins, metrics]
+    return [builds, dora, twins, metrics, domains]

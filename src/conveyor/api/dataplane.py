@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from conveyor.api.deps import CP, Reader, Writer
 from conveyor.api.schemas import RoutersView, RouterView
 from conveyor.api.state import router_sync
+from conveyor.services.domains import secret_box
 from conveyor.deploy.documents import desired_state, routing_table
 from conveyor.domain.wire import AgentStatus, DesiredState, LogBatch, RoutingTable
 from conveyor.store.tables import hosts
@@ -46,7 +47,7 @@ async def get_routing(
 ) -> RoutingTable:
     if router_id:
         cp.saw_router(router_id, admin, after or 0)
-    table = await _long_poll(cp, "routing", after, wait, lambda: routing_table(cp.engine, cp.settings.domain))
+    table = await _long_poll(cp, "routing", after, wait, lambda: routing_table(cp.engine, cp.settings.domain, secret_box(cp.settings.data_dir)))
     if router_id:
         cp.saw_router(router_id, admin, after or 0)
     return table
@@ -63,7 +64,7 @@ async def get_routers(
     requests sent next reach the new release."""
     deadline = time.monotonic() + wait
     while True:
-        table = await run_in_threadpool(routing_table, cp.engine, cp.settings.domain)
+        table = await run_in_threadpool(routing_table, cp.engine, cp.settings.domain, secret_box(cp.settings.data_dir))
         sync = router_sync(cp.routers, table.version, time.time())
         remaining = deadline - time.monotonic()
         if sync.synced or remaining <= 0:

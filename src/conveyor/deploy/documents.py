@@ -22,10 +22,12 @@ from conveyor.domain.wire import (
     baseline_route,
 )
 from conveyor.store import repo
+from conveyor.store.domains import routing_parts as domain_parts
+from conveyor.store.secretbox import SecretBox
 from conveyor.store.tables import apps, environments, hosts, instances, releases
 
 
-def routing_table(engine: Engine, domain: str) -> RoutingTable:
+def routing_table(engine: Engine, domain: str, box: SecretBox | None) -> RoutingTable:
     """The current routing table, with a version that changes only with its content.
 
     Usually the content is unchanged and this only reads. For new content the counter is read
@@ -38,7 +40,7 @@ def routing_table(engine: Engine, domain: str) -> RoutingTable:
         try:
             with engine.begin() as conn:
                 version, note = repo.counter(conn, "routing")
-                table = _compute_table(conn, domain)
+                table = _compute_table(conn, domain, box)
                 key = content_key(table)
                 if note == key and version:
                     return table.model_copy(update={"version": version})
@@ -49,7 +51,7 @@ def routing_table(engine: Engine, domain: str) -> RoutingTable:
     raise RuntimeError("the routing table version kept moving under 20 attempts")
 
 
-def _compute_table(conn: Connection, domain: str) -> RoutingTable:
+def _compute_table(conn: Connection, domain: str, box: SecretBox | None = None) -> RoutingTable:
     envs = [
         EnvRoutes(env_id=r.id, app=r.app, env=r.name, weights=repo.routes_of(r._mapping), sticky=bool(r.sticky))
         for r in conn.execute(
@@ -78,7 +80,11 @@ def _compute_table(conn: Connection, domain: str) -> RoutingTable:
                 state=InstanceState(st.get("state", "pending")),
             )
         )
-    return build_table(envs, live, domain)
+    extra_hosts, certs, https = domain_parts(conn, box)
+    table = build_table(envs, live, domain, extra_hosts)
+    table.certificates = certs
+    table.https = https
+    return table
 
 
 def desired_state(engine: Engine, host: str) -> DesiredState:

@@ -76,16 +76,6 @@ def _key(cert: RouteCertificate) -> str:
     return cert.fingerprint or hashlib.sha256((cert.cert_pem + cert.key_pem).encode()).hexdigest()
 
 
-def name_matches(pattern: str, name: str) -> bool:
-    """Does certificate name ``pattern`` cover host ``name``? ``*.a.b`` covers exactly one label."""
-    if pattern == name:
-        return True
-    if pattern.startswith("*."):
-        head, dot, rest = name.partition(".")
-        return bool(dot) and bool(head) and rest == pattern[2:]
-    return False
-
-
 @dataclass
 class CertificateSet:
     """The certificates in force, by the names they cover (exact names first, then wildcards)."""

@@ -1,0 +1,122 @@
+"""Queries for domains and their certificates (tables ``domains`` and ``certificates``).
+
+Plain reads and writes on a connection the caller's transaction owns; the rules
+(which names are valid, what a certificate must satisfy) live in
+``conveyor.domain.certs`` and the transactions in ``conveyor.services.domains``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, delete, insert, select, update
+
+from conveyor.domain.wire import RouteCertificate, RouteHttps
+from conveyor.store.repo import Conflict, NotFound
+from conveyor.store.secretbox import SecretBox
+from conveyor.store.tables import apps, certificates, domains, environments
+
+
+def _with_owner() -> Any:
+    return (
+        select(domains, apps.c.name.label("app"), environments.c.name.label("env"))
+        .select_from(domains.join(environments, environments.c.id == domains.c.env_id).join(apps, apps.c.id == environments.c.app_id))
+    )
+
+
+def get(conn: Connection, name: str) -> RowMapping | None:
+    return conn.execute(_with_owner().where(domains.c.name == name)).mappings().first()
+
+
+def add(conn: Connection, name: str, env_id: int, redirect: bool, hsts_max_age: int, at: float, by: str) -> None:
+    """Insert a domain; :class:`Conflict` naming its owner when it exists already."""
+    owner = get(conn, name)
+    if owner is not None:
+        raise Conflict(
+            f"domain {name} already belongs to {owner['app']}/{owner['env']}: "
+            f"remove it there first (`conveyor domains remove {owner['app']} {name}`)"
+        )
+    conn.execute(
+        insert(domains).values(
+            name=name, env_id=env_id, redirect=redirect, hsts_max_age=hsts_max_age,
+            cert_status="none", cert_error="", created_at=at, created_by=by,
+        )
+    )
+
+
+def remove(conn: Connection, app_id: int, name: str) -> None:
+    row = get(conn, name)
+    env_ids = {r.id for r in conn.execute(select(environments.c.id).where(environments.c.app_id == app_id)).all()}
+    if row is None or row["env_id"] not in env_ids:
+        raise NotFound(f"domain {name} is not a domain of this app (see `conveyor domains list`)")
+    conn.execute(delete(certificates).where(certificates.c.domain == name))
+    conn.execute(delete(domains).where(domains.c.name == name))
+
+
+def listing(conn: Connection, app_id: int | None = None) -> list[dict[str, Any]]:
+    """Domains (of one app, or all) with their owner and certificate facts (never the key)."""
+    q = (
+        select(
+            domains,
+            apps.c.name.label("app"),
+            environments.c.name.label("env"),
+            certificates.c.source,
+            certificates.c.fingerprint,
+            certificates.c.names.label("cert_names"),
+            certificates.c.issuer,
+            certificates.c.not_before,
+            certificates.c.not_after,
+        )
+        .select_from(
+            domains.join(environments, environments.c.id == domains.c.env_id)
+            .join(apps, apps.c.id == environments.c.app_id)
+            .outerjoin(certificates, certificates.c.domain == domains.c.name)
+        )
+        .order_by(apps.c.name, environments.c.name, domains.c.name)
+    )
+    if app_id is not None:
+        q = q.where(apps.c.id == app_id)
+    return [dict(r) for r in conn.execute(q).mappings().all()]
+
+
+def save_certificate(conn: Connection, domain: str, values: dict[str, Any]) -> None:
+    """Set ``domain``'s certificate (replacing the one it had) and mark it ok."""
+    conn.execute(delete(certificates).where(certificates.c.domain == domain))
+    conn.execute(insert(certificates).values(domain=domain, **values))
+    set_status(conn, domain, "ok", "")
+
+
+def set_status(conn: Connection, domain: str, status: str, error: str) -> None:
+    conn.execute(update(domains).where(domains.c.name == domain).values(cert_status=status, cert_error=error))
+
+
+def for_routing(conn: Connection) -> list[RowMapping]:
+    """Every domain with its environment and, when it has one, its certificate (key encrypted)."""
+    return list(
+        conn.execute(
+            select(
+                domains.c.name, domains.c.env_id, domains.c.redirect, domains.c.hsts_max_age,
+                certificates.c.cert_pem, certificates.c.key_encrypted, certificates.c.fingerprint,
+            )
+            .select_from(domains.outerjoin(certificates, certificates.c.domain == domains.c.name))
+            .order_by(domains.c.name)
+        ).mappings().all()
+    )
+
+
+def routing_parts(conn: Connection, box: SecretBox | None) -> tuple[dict[int, list[str]], list[RouteCertificate], list[RouteHttps]]:
+    """What domains add to the routing table: hosts per environment, certificates (keys decrypted:
+    this is the one place they are), and each domain's HTTPS settings.
+
+    Without a box (no key available) domains are routed over plain HTTP and no certificate is sent.
+    """
+    hosts: dict[int, list[str]] = {}
+    certs: list[RouteCertificate] = []
+    https: list[RouteHttps] = []
+    for r in for_routing(conn):
+        hosts.setdefault(r["env_id"], []).append(r["name"])
+        https.append(RouteHttps(host=r["name"], redirect=bool(r["redirect"]), hsts_max_age=int(r["hsts_max_age"])))
+        if r["fingerprint"] and box is not None:
+            certs.append(RouteCertificate(names=[r["name"]], cert_pem=r["cert_pem"], key_pem=box.decrypt(r["key_encrypted"]),
+                                          fingerprint=r["fingerprint"]))
+    return hosts, certs, https
