@@ -196,8 +196,14 @@ def app_page(cp: ControlPlane, app: str) -> dict[str, Any]:
                                      "number": row["number"]}
         e["rollback_target"] = _rollback_target(cp, app, e["name"], e["release"])
     deps = [d.model_dump(mode="json") for d in list_deployments(app, cp, p, env=None, limit=20)]
+    from conveyor.services.domains import list_domains
+
+    domains = [d.model_dump(mode="json") for d in list_domains(cp.engine, app)]
+    for e in st["environments"]:
+        e["domains"] = [d for d in domains if d["env"] == e["name"]]
     return {
         "app": app,
+        "domains": domains,
         "environments": st["environments"],
         "images": recent_images(cp, app),
         "releases": releases,
