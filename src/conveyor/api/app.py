@@ -118,5 +118,7 @@ def _optional_routers() -> list:  # type: ignore[type-arg]
     from conveyor.web import twins
 
     _extensions.clear()
-    _extensions.extend([builds.start, metrics.start])
+    from conveyor.services import acme
+
+    _extensions.extend([builds.start, metrics.start, acme.start])
     return [builds, dora, twins, metrics, domains]

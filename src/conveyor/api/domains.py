@@ -18,7 +18,7 @@ router = APIRouter(tags=["domains"])
 
 
 def _poke(cp) -> service.Poke:  # type: ignore[no-untyped-def]
-    return lambda: cp.notifier.poke("routing")
+    return lambda: cp.notifier.poke("routing", "acme")
 
 
 @router.get("/domains", response_model=list[DomainView], summary="Every domain, its environment and certificate")

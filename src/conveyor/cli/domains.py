@@ -41,7 +41,9 @@ def _cert_text(d: dict[str, Any]) -> str:
 
 def _status(d: dict[str, Any]) -> str:
     st = d["status"]
-    text = {"ok": "[green]https[/green]", "none": "[dim]http only[/dim]", "expired": "[red]expired[/red]"}.get(st, f"[red]{escape(st)}[/red]")
+    text = {"ok": "[green]https[/green]", "none": "[dim]http only[/dim]", "expired": "[red]expired[/red]",
+            "pending": "[yellow]pending[/yellow]", "issuing": "[yellow]issuing[/yellow]",
+            "renewing": "[green]https[/green] [yellow]renewing[/yellow]"}.get(st, f"[red]{escape(st)}[/red]")
     return text + (f" [red]{escape(d['error'])}[/red]" if d.get("error") else "")
 
 
@@ -52,18 +54,20 @@ def domains_add(
     env: Annotated[str, typer.Option("--env", "-e", help="The environment it serves.")] = "production",
     no_redirect: Annotated[bool, typer.Option("--no-redirect", help="Keep serving plain HTTP (no 308 to HTTPS).")] = False,
     hsts: Annotated[int, typer.Option("--hsts", help="Strict-Transport-Security max-age in seconds (0: none).")] = 0,
+    no_acme: Annotated[bool, typer.Option("--no-acme", help="Do not obtain its certificate by ACME (add one with `conveyor certs add`).")] = False,
     json: JsonOpt = False,
 ) -> None:
     """Route DOMAIN to APP's environment. Point its DNS at the router; add a certificate with `conveyor certs add`."""
 
     def body() -> None:
         with Api() as api:
-            d = api.post(f"/apps/{app_name}/domains", json={"name": name, "env": env, "redirect": not no_redirect, "hsts_max_age": hsts})
+            d = api.post(f"/apps/{app_name}/domains", json={"name": name, "env": env, "redirect": not no_redirect, "hsts_max_age": hsts, "acme": not no_acme})
         if json:
             o.emit_json(d)
         else:
-            o.out.print(f"{d['name']} now routes to {d['app']}/{d['env']}. "
-                        f"Add its certificate: `conveyor certs add {d['name']} --cert FULLCHAIN.pem --key KEY.pem`.")
+            then = ("its certificate is being obtained by ACME (see `conveyor domains list`)" if d["acme"] else
+                    f"add its certificate: `conveyor certs add {d['name']} --cert FULLCHAIN.pem --key KEY.pem`")
+            o.out.print(f"{d['name']} now routes to {d['app']}/{d['env']}; {then}.")
 
     _run(body)
 

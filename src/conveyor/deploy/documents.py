@@ -22,6 +22,7 @@ from conveyor.domain.wire import (
     baseline_route,
 )
 from conveyor.store import repo
+from conveyor.store.domains import challenges as domain_challenges
 from conveyor.store.domains import routing_parts as domain_parts
 from conveyor.store.secretbox import SecretBox
 from conveyor.store.tables import apps, environments, hosts, instances, releases
@@ -84,6 +85,7 @@ def _compute_table(conn: Connection, domain: str, box: SecretBox | None = None) 
     table = build_table(envs, live, domain, extra_hosts)
     table.certificates = certs
     table.https = https
+    table.acme_challenges = domain_challenges(conn)
     return table
 
 

@@ -144,3 +144,28 @@ def _day(ts: float) -> str:
 def renewal_due(not_before: float, not_after: float) -> float:
     """When a certificate should be renewed: at two thirds of its lifetime."""
     return not_before + (not_after - not_before) * 2 / 3
+
+
+#: ACME retries after a failed order: 30 s, 1 min, 2 min, ... at most 6 hours apart.
+ACME_RETRY_BASE = 30.0
+ACME_RETRY_MAX = 6 * 3600.0
+
+
+def acme_retry_delay(attempts: int, base: float = ACME_RETRY_BASE) -> float:
+    """Seconds to wait after the ``attempts``-th failed order in a row (exponential, capped)."""
+    return min(base * 2 ** max(attempts - 1, 0), ACME_RETRY_MAX)
+
+
+def acme_action(source: str | None, not_before: float | None, not_after: float | None, next_attempt_at: float, now: float) -> str | None:
+    """What the ACME issuer should do for one domain now: ``"issue"``, ``"renew"`` or None.
+
+    Issue when it has no certificate; renew an ACME certificate from two thirds of its
+    lifetime; never touch a certificate from a file; wait out the backoff after a failure.
+    """
+    if now < next_attempt_at:
+        return None
+    if source is None or not_before is None or not_after is None:
+        return "issue"
+    if source == "acme" and now >= renewal_due(not_before, not_after):
+        return "renew"
+    return None

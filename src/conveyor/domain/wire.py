@@ -105,6 +105,14 @@ class RouteHttps(_Wire):
     hsts_max_age: int = Field(default=0, ge=0, description="Strict-Transport-Security max-age in seconds; 0 = no header")
 
 
+class AcmeChallenge(_Wire):
+    """An ACME HTTP-01 challenge: routers answer ``GET /.well-known/acme-challenge/{token}`` over
+    plain HTTP with ``key_authorization`` (RFC 8555 §8.3), for any host."""
+
+    token: str
+    key_authorization: str
+
+
 class RoutingTable(_Wire):
     """The whole routing table. Applied atomically by every router."""
 
@@ -112,6 +120,7 @@ class RoutingTable(_Wire):
     environments: list[RouteEnvironment] = Field(default_factory=list)
     certificates: list[RouteCertificate] = Field(default_factory=list)
     https: list[RouteHttps] = Field(default_factory=list)
+    acme_challenges: list[AcmeChallenge] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------

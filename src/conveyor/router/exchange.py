@@ -115,7 +115,12 @@ class Exchange:
         assert info is not None
         client = self.client
         env = client.hosts.get(info.host_raw)
-        if env is None:  # not cached: a new or unknown host, a redirect, HSTS (see Proxy.host_cache)
+        if env is None:  # not cached: a new or unknown host, a redirect, HSTS, ACME (see Proxy.host_cache)
+            if state.acme and not client.tls:
+                answer = state.acme_answer(info.forwarded_head.split(b" ", 2)[1])
+                if answer is not None:
+                    self.respond(200, answer, close=False)
+                    return
             env = state.lookup_host(info.host_raw, client.tls)
             if env is None:
                 self.no_route(info)

@@ -69,6 +69,10 @@ class Proxy:
         self.https_port = 443  # the port redirects point to (the TLS listener's)
         self.redirects: dict[str, bool] = {}  # hosts whose plain HTTP gets a 308 to https://
         self.hsts: dict[str, bytes] = {}  # hosts -> their Strict-Transport-Security header line
+        #: ACME HTTP-01 answers, by request target ("/.well-known/acme-challenge/TOKEN"). While
+        #: any is pending, plain HTTP caches no host, so every request passes the check in the
+        #: miss path (``Exchange.activate``); with none, the plain path does no extra work.
+        self.acme: dict[bytes, str] = {}
 
     def lookup_host(self, raw_host: bytes, tls: bool = False) -> EnvRoute | None:
         host = normalise_host(raw_host.decode("latin-1"))
@@ -83,7 +87,7 @@ class Proxy:
         if host in self.redirects:
             return None
         env = self.table.hosts.get(host)
-        if env is not None:
+        if env is not None and not self.acme:
             if len(self.host_cache) > 4096:  # random Host headers must not grow it forever
                 self.host_cache.clear()
             self.host_cache[raw_host] = env
@@ -98,6 +102,10 @@ class Proxy:
         if not url.startswith(b"/"):
             url = b"/"  # absolute-form or '*': keep the origin only
         return b"https://" + host.encode("idna") + port + url
+
+    def acme_answer(self, url: bytes) -> str | None:
+        """The key authorization for an ACME HTTP-01 challenge request, or None."""
+        return self.acme.get(url)
 
     def hsts_header(self, raw_host: bytes) -> bytes | None:
         return self.hsts.get(normalise_host(raw_host.decode("latin-1"))) if self.hsts else None
@@ -144,6 +152,7 @@ class Proxy:
                     hsts[host] = b"Strict-Transport-Security: max-age=%d\r\n" % h.hsts_max_age
         self.redirects = redirects
         self.hsts = hsts
+        self.acme = {b"/.well-known/acme-challenge/" + c.token.encode(): c.key_authorization for c in table.acme_challenges}
 
     # -- lifecycle ---------------------------------------------------------
 

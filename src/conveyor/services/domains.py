@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, select
 
 from conveyor.domain.certs import CertificateInfo, check_certificate, check_hostname, renewal_due
 from conveyor.domain.routing import hostnames
+from conveyor.services.acme import enabled as acme_enabled
 from conveyor.store import domains as store
 from conveyor.store import repo
 from conveyor.store.secretbox import SecretBox
@@ -44,7 +45,8 @@ class DomainView(BaseModel):
     env: str
     redirect: bool = Field(description="plain HTTP answered with 308 to HTTPS (once a certificate covers it)")
     hsts_max_age: int
-    status: str = Field(description="'none' (no certificate: HTTP only), 'ok', 'expired', or 'failed'")
+    acme: bool = Field(description="its certificate comes from ACME (off once a file certificate is added)")
+    status: str = Field(description="'none' (no certificate: HTTP only), 'pending', 'issuing', 'renewing', 'ok', 'expired', or 'failed'")
     error: str = ""
     certificate: CertificateView | None = None
     created_at: float
@@ -56,6 +58,7 @@ class DomainIn(BaseModel):
     env: str = "production"
     redirect: bool = True
     hsts_max_age: int = Field(default=0, ge=0, le=2 * 365 * 86400)
+    acme: bool = Field(default=True, description="obtain and renew its certificate by ACME (when the server has an ACME directory)")
 
 
 class CertificateIn(BaseModel):
@@ -91,7 +94,7 @@ def _view(row: dict[str, Any], now: float) -> DomainView:
             status = "expired"
     return DomainView(
         name=row["name"], app=row["app"], env=row["env"], redirect=bool(row["redirect"]),
-        hsts_max_age=int(row["hsts_max_age"]), status=status, error=row["cert_error"] or "",
+        hsts_max_age=int(row["hsts_max_age"]), acme=bool(row["acme"]), status=status, error=row["cert_error"] or "",
         certificate=cert, created_at=row["created_at"], created_by=row["created_by"] or "",
     )
 
@@ -117,11 +120,11 @@ def add_domain(engine: Engine, app: str, body: DomainIn, by: str, base_domain: s
         if owner is not None:
             raise repo.Conflict(f"{name} is the default hostname of {owner} (from --domain {base_domain}); it needs no adding")
         env = repo.get_env(conn, a["id"], body.env, create=True)
-        store.add(conn, name, env["id"], body.redirect, body.hsts_max_age, now, by)
+        store.add(conn, name, env["id"], body.redirect, body.hsts_max_age, now, by, acme=body.acme and acme_enabled())
         repo.record_event(conn, "domain_added", f"domain {name} added to {app}/{body.env}", app=app, env=body.env, actor=by,
                           data={"domain": name})
         row = next(r for r in store.listing(conn, a["id"]) if r["name"] == name)
-    poke()
+    poke()  # routing, and the ACME loop (services/acme.py) when it is on
     return _view(row, now)
 
 
@@ -161,6 +164,8 @@ def add_certificate(engine: Engine, box: SecretBox, name: str, body: Certificate
             "fingerprint": info.fingerprint, "names": list(info.names), "issuer": info.issuer,
             "not_before": info.not_before, "not_after": info.not_after, "added_at": now,
         })
+        if source == "file":  # the user manages it now: ACME neither replaces nor renews it
+            store.set_status(conn, name, "ok", "", acme=False, attempts=0, next_attempt_at=0.0)
         repo.record_event(conn, "certificate_added",
                           f"certificate for {name} ({source}, expires {time.strftime('%Y-%m-%d', time.gmtime(info.not_after))})",
                           app=row["app"], env=row["env"], actor=by, data={"domain": name, "fingerprint": info.fingerprint})

@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, delete, insert, select, update
 
-from conveyor.domain.wire import RouteCertificate, RouteHttps
+from conveyor.domain.wire import AcmeChallenge, RouteCertificate, RouteHttps
 from conveyor.store.repo import Conflict, NotFound
 from conveyor.store.secretbox import SecretBox
-from conveyor.store.tables import apps, certificates, domains, environments
+from conveyor.store.tables import acme_challenges, apps, certificates, domains, environments
 
 
 def _with_owner() -> Any:
@@ -28,7 +28,7 @@ def get(conn: Connection, name: str) -> RowMapping | None:
     return conn.execute(_with_owner().where(domains.c.name == name)).mappings().first()
 
 
-def add(conn: Connection, name: str, env_id: int, redirect: bool, hsts_max_age: int, at: float, by: str) -> None:
+def add(conn: Connection, name: str, env_id: int, redirect: bool, hsts_max_age: int, at: float, by: str, acme: bool = False) -> None:
     """Insert a domain; :class:`Conflict` naming its owner when it exists already."""
     owner = get(conn, name)
     if owner is not None:
@@ -39,7 +39,8 @@ def add(conn: Connection, name: str, env_id: int, redirect: bool, hsts_max_age: 
     conn.execute(
         insert(domains).values(
             name=name, env_id=env_id, redirect=redirect, hsts_max_age=hsts_max_age,
-            cert_status="none", cert_error="", created_at=at, created_by=by,
+            cert_status="pending" if acme else "none", cert_error="", acme=acme, attempts=0, next_attempt_at=0.0,
+            created_at=at, created_by=by,
         )
     )
 
@@ -50,6 +51,7 @@ def remove(conn: Connection, app_id: int, name: str) -> None:
     if row is None or row["env_id"] not in env_ids:
         raise NotFound(f"domain {name} is not a domain of this app (see `conveyor domains list`)")
     conn.execute(delete(certificates).where(certificates.c.domain == name))
+    conn.execute(delete(acme_challenges).where(acme_challenges.c.domain == name))
     conn.execute(delete(domains).where(domains.c.name == name))
 
 
@@ -86,8 +88,30 @@ def save_certificate(conn: Connection, domain: str, values: dict[str, Any]) -> N
     set_status(conn, domain, "ok", "")
 
 
-def set_status(conn: Connection, domain: str, status: str, error: str) -> None:
-    conn.execute(update(domains).where(domains.c.name == domain).values(cert_status=status, cert_error=error))
+def set_status(conn: Connection, domain: str, status: str, error: str, **more: Any) -> None:
+    conn.execute(update(domains).where(domains.c.name == domain).values(cert_status=status, cert_error=error, **more))
+
+
+def acme_candidates(conn: Connection) -> list[RowMapping]:
+    """ACME domains with their certificate's source and dates (None without one)."""
+    return list(
+        conn.execute(
+            select(domains.c.name, domains.c.attempts, domains.c.next_attempt_at, domains.c.cert_status,
+                   certificates.c.source, certificates.c.not_before, certificates.c.not_after)
+            .select_from(domains.outerjoin(certificates, certificates.c.domain == domains.c.name))
+            .where(domains.c.acme.is_(True))
+            .order_by(domains.c.name)
+        ).mappings().all()
+    )
+
+
+def put_challenge(conn: Connection, domain: str, token: str, key_authorization: str, at: float) -> None:
+    conn.execute(delete(acme_challenges).where(acme_challenges.c.token == token))
+    conn.execute(insert(acme_challenges).values(token=token, domain=domain, key_authorization=key_authorization, created_at=at))
+
+
+def clear_challenges(conn: Connection, domain: str) -> None:
+    conn.execute(delete(acme_challenges).where(acme_challenges.c.domain == domain))
 
 
 def for_routing(conn: Connection) -> list[RowMapping]:
@@ -102,6 +126,11 @@ def for_routing(conn: Connection) -> list[RowMapping]:
             .order_by(domains.c.name)
         ).mappings().all()
     )
+
+
+def challenges(conn: Connection) -> list[AcmeChallenge]:
+    return [AcmeChallenge(token=r.token, key_authorization=r.key_authorization)
+            for r in conn.execute(select(acme_challenges).order_by(acme_challenges.c.token)).all()]
 
 
 def routing_parts(conn: Connection, box: SecretBox | None) -> tuple[dict[int, list[str]], list[RouteCertificate], list[RouteHttps]]:

@@ -244,6 +244,11 @@ domains = Table(
     Column("hsts_max_age", Integer, nullable=False, default=0),
     Column("cert_status", String(32), nullable=False, default="none"),
     Column("cert_error", Text, nullable=False, default=""),
+    # ACME (services/acme.py): certificates obtained and renewed automatically, unless a file
+    # certificate was added; failed orders are retried with backoff from ``next_attempt_at``.
+    Column("acme", Boolean, nullable=False, default=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False, default=0.0),
     Column("created_at", Float, nullable=False),
     Column("created_by", String(100), nullable=False, default=""),
 )
@@ -263,4 +268,15 @@ certificates = Table(
     Column("not_before", Float, nullable=False),
     Column("not_after", Float, nullable=False),
     Column("added_at", Float, nullable=False),
+)
+
+# HTTP-01 challenges of ACME orders in progress: routers answer
+# GET /.well-known/acme-challenge/{token} with ``key_authorization`` (routing table).
+acme_challenges = Table(
+    "acme_challenges",
+    metadata,
+    Column("token", String(200), primary_key=True),
+    Column("domain", String(253), ForeignKey("domains.name", ondelete="CASCADE"), nullable=False),
+    Column("key_authorization", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
 )

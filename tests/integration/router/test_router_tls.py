@@ -255,3 +255,18 @@ def test_new_certificate_reaches_new_connections_without_dropping_open_ones(
         assert "PRIVATE KEY" not in http_get(r.admin_port, "/table")[2].decode()
     finally:
         cp.stop()
+
+
+def test_acme_http01_challenges_answered_by_the_router(backend: Callable[..., Backend], router: Callable[..., Router]) -> None:
+    """The router answers /.well-known/acme-challenge/TOKEN over plain HTTP from its table, for any
+    host and before any redirect; everything else routes as usual."""
+    b = backend("b1")
+    t = make_table(1, [(1, 100, [b])], host=HOST)
+    t["acme_challenges"] = [{"token": "tok-123_AB", "key_authorization": "tok-123_AB.thumbprint"}]
+    r = router(t)
+    for host in (HOST, "new.example.test"):  # a routed host, and one not in the table yet
+        status, _, body = http_get(r.port, "/.well-known/acme-challenge/tok-123_AB", host=host)
+        assert (status, body) == (200, b"tok-123_AB.thumbprint"), (host, status, body)
+    assert http_get(r.port, "/.well-known/acme-challenge/other", host="new.example.test")[0] == 404
+    assert http_get(r.port, "/", host=HOST)[2] == b"b1\n"
+    assert http_get(r.port, "/", host=HOST)[2] == b"b1\n"  # (served twice: not cached while a challenge is pending)

@@ -25,6 +25,9 @@ def upgrade() -> None:
         sa.Column("hsts_max_age", sa.Integer(), nullable=False),
         sa.Column("cert_status", sa.String(length=32), nullable=False),
         sa.Column("cert_error", sa.Text(), nullable=False),
+        sa.Column("acme", sa.Boolean(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", sa.Float(), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("created_by", sa.String(length=100), nullable=False),
         sa.ForeignKeyConstraint(
@@ -51,8 +54,21 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("domain", name=op.f("pk_certificates")),
     )
 
+    op.create_table(
+        "acme_challenges",
+        sa.Column("token", sa.String(length=200), nullable=False),
+        sa.Column("domain", sa.String(length=253), nullable=False),
+        sa.Column("key_authorization", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.Float(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["domain"], ["domains.name"], name=op.f("fk_acme_challenges_domain_domains"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("token", name=op.f("pk_acme_challenges")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("acme_challenges")
     op.drop_table("certificates")
     op.drop_index(op.f("ix_domains_env_id"), table_name="domains")
     op.drop_table("domains")
