@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from conveyor.api.deps import CP, Reader, Writer
 from conveyor.api.schemas import RoutersView, RouterView
 from conveyor.api.state import router_sync
-from conveyor.services.domains import secret_box
+from conveyor.services.domains import redact_keys, secret_box
 from conveyor.deploy.documents import desired_state, routing_table
 from conveyor.domain.wire import AgentStatus, DesiredState, LogBatch, RoutingTable
 from conveyor.store.tables import hosts
@@ -50,6 +50,8 @@ async def get_routing(
     table = await _long_poll(cp, "routing", after, wait, lambda: routing_table(cp.engine, cp.settings.domain, secret_box(cp.settings.data_dir)))
     if router_id:
         cp.saw_router(router_id, admin, after or 0)
+    if not _p.can_write:  # private keys go to routers (admin token) only, never to viewers
+        table = redact_keys(table)
     return table
 
 

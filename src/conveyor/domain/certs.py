@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.x509.oid import ExtensionOID
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -106,7 +105,7 @@ def check_certificate(cert_pem: bytes, key_pem: bytes, domain: str, now: float) 
     if _public_bytes(key.public_key()) != _public_bytes(leaf.public_key()):
         raise CertificateError("the private key does not match the certificate (the first certificate in the file must be the leaf for this key)")
     try:
-        san = leaf.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = tuple(n.lower() for n in san.get_values_for_type(x509.DNSName))
     except x509.ExtensionNotFound:
         names = ()

@@ -155,16 +155,19 @@ class AcmeIssuer:
             with os.fdopen(fd, "wb") as f:
                 f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption()))
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        return jose.JWKRSA(key=key)
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(loaded, rsa.RSAPrivateKey):
+            raise RuntimeError(f"{path} is not an RSA key: delete it to have a new ACME account made")
+        return jose.JWKRSA(key=loaded)
 
     def _acme(self) -> Any:
         if self._client is not None:
             return self._client
         from acme import client, errors, messages
 
-        net = client.ClientNetwork(self._account_key(), user_agent="conveyor",
-                                   verify_ssl=self.settings.ca_bundle or True)
+        # verify_ssl goes to requests' ``verify``, which also takes a CA file (typed bool upstream).
+        verify: Any = self.settings.ca_bundle or True
+        net = client.ClientNetwork(self._account_key(), user_agent="conveyor", verify_ssl=verify)
         directory = client.ClientV2.get_directory(self.settings.directory, net)
         c = client.ClientV2(directory, net)
         reg = messages.NewRegistration.from_data(email=self.settings.email, terms_of_service_agreed=True)

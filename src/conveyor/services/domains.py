@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, select
 
 from conveyor.domain.certs import CertificateInfo, check_certificate, check_hostname, renewal_due
 from conveyor.domain.routing import hostnames
+from conveyor.domain.wire import RoutingTable
 from conveyor.services.acme import enabled as acme_enabled
 from conveyor.store import domains as store
 from conveyor.store import repo
@@ -78,6 +79,12 @@ def secret_box(data_dir: Path) -> SecretBox:
     if box is None:
         box = _boxes[key] = SecretBox.for_data_dir(data_dir)
     return box
+
+
+def redact_keys(table: RoutingTable) -> RoutingTable:
+    """``table`` without its certificates' private keys (for callers that are not routers)."""
+    certs = [c.model_copy(update={"key_pem": "(redacted)"}) for c in table.certificates]
+    return table.model_copy(update={"certificates": certs})
 
 
 def _view(row: dict[str, Any], now: float) -> DomainView:

@@ -100,3 +100,21 @@ def test_a_chain_out_of_order_is_refused(ca: TestCA) -> None:
 
 def test_renewal_at_two_thirds_of_the_lifetime() -> None:
     assert renewal_due(0.0, 90.0) == pytest.approx(60.0)
+
+
+def test_acme_action_issue_renew_or_wait() -> None:
+    from conveyor.domain.certs import acme_action
+
+    assert acme_action(None, None, None, 0.0, now=100.0) == "issue"
+    assert acme_action(None, None, None, next_attempt_at=150.0, now=100.0) is None  # backing off
+    assert acme_action("acme", 0.0, 90.0, 0.0, now=59.0) is None
+    assert acme_action("acme", 0.0, 90.0, 0.0, now=60.0) == "renew"  # two thirds of 90
+    assert acme_action("file", 0.0, 90.0, 0.0, now=89.0) is None  # a file certificate is the user's
+    assert acme_action("acme", 0.0, 90.0, next_attempt_at=70.0, now=65.0) is None
+
+
+def test_acme_retry_backoff_doubles_and_is_capped() -> None:
+    from conveyor.domain.certs import ACME_RETRY_MAX, acme_retry_delay
+
+    assert [acme_retry_delay(n, base=30) for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
+    assert acme_retry_delay(40) == ACME_RETRY_MAX

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tls_certs import TestCA
-from web_site import ADMIN, Site
+from web_site import ADMIN, VIEWER, Site
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
@@ -49,6 +49,10 @@ def test_app_page_and_twin_show_domains_and_their_certificates(web: Site) -> Non
     assert [(x["names"], x["fingerprint"]) for x in table["certificates"]] == [(["shop.example.org"], good.fingerprint)]
     assert table["certificates"][0]["key_pem"] == good.key_pem
     assert {h["host"] for h in table["https"]} == {"shop.example.org", "www.example.org"}
+    # A viewer's token reads the table without the key (only routers, with the admin token, get it).
+    seen = c.get("/api/v1/routing", headers={"Authorization": f"Bearer {VIEWER}"})
+    assert seen.status_code == 200 and seen.json()["certificates"][0]["key_pem"] == "(redacted)"
+    assert "PRIVATE KEY" not in seen.text
 
     assert c.delete("/api/v1/apps/hello/domains/www.example.org", headers=AUTH).status_code == 204
     assert c.delete("/api/v1/apps/hello/domains/www.example.org", headers=AUTH).status_code == 404
