@@ -165,6 +165,8 @@ class Supervisor:
         """Prepare the image and start the process; return why not, or ``None``."""
         if self.status.state == InstanceState.PENDING:
             self._ctx.on_change()
+        if self.spec.withheld():
+            return "waiting for the control plane: this instance's secrets are kept in memory only"
         try:
             root, image_env = await asyncio.to_thread(self._ctx.images.prepare, self.spec.image)
         except ImageError as exc:

@@ -39,15 +39,17 @@ def print_deployment(d: dict[str, Any]) -> None:
 
 def _upload_and_build(api: Api, app_name: str, source: Path, json_out: bool) -> dict[str, Any]:
     from conveyor.build.archive import pack_directory
-    from conveyor.domain.manifest import ManifestError, load_manifest
+    from conveyor.domain.manifest import ManifestError, load_manifest, secret_var_warnings
 
     if not source.is_dir():
         raise CliError(f"--source {source}: not a directory", ExitCode.USAGE)
     api.get(f"/apps/{app_name}")  # an unknown app is reported before anything is uploaded
     try:
-        load_manifest(source)
+        manifest = load_manifest(source)
     except ManifestError as exc:
         raise CliError(f"{source}/{exc}", ExitCode.USAGE) from None
+    for warning in secret_var_warnings(manifest):
+        o.err.print(f"[yellow]warning:[/] {escape(warning)}")
     from conveyor.build.sources import describe_directory
 
     commit = describe_directory(source)

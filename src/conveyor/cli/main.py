@@ -294,6 +294,7 @@ def _register() -> None:
     deploy.register(app)
     up.register(app)
     __import__("conveyor.cli.web_cmds", fromlist=["register"]).register(app)  # conveyor dora, conveyor ui
+    __import__("conveyor.cli.config", fromlist=["register"]).register(app)  # conveyor config, conveyor secrets
 
 
 _register()

@@ -9,6 +9,9 @@ agents see no change at all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -75,8 +78,12 @@ def _compute_table(conn: Connection, domain: str, now: float, started_at: float)
     return build_table(envs, live, domain)
 
 
-def desired_state(engine: Engine, host: str) -> DesiredState:
-    """Everything ``host`` should run, versioned by the global ``desired`` counter."""
+def desired_state(engine: Engine, host: str,
+                  open_secrets: Callable[[dict[str, Any]], dict[str, str]] | None = None) -> DesiredState:
+    """Everything ``host`` should run, versioned by the global ``desired`` counter.
+
+    ``open_secrets`` turns a release's config into its secrets in clear (``services.config``); each
+    host's document carries the secrets of its own instances only."""
     with engine.connect() as conn:
         version, _ = repo.counter(conn, "desired")
         rows = instances.desired_on(conn, host)
@@ -92,6 +99,7 @@ def desired_state(engine: Engine, host: str) -> DesiredState:
                 image=r.image_digest,
                 command=cfg.get("command", ""),
                 environment=dict(cfg.get("environment", {})),
+                secrets=open_secrets(cfg) if open_secrets is not None and cfg.get("secrets") else {},
                 health=HealthCheck(**cfg.get("health", {})),
             )
         )

@@ -177,6 +177,27 @@ class AppManifest(_Section):
         return EnvSection.model_validate(merged)
 
 
+#: Var names that look like secrets (``*PASSWORD*``, ``*TOKEN*``, ``*SECRET*``, ``*_KEY``): a manifest is
+#: committed to git and shown to every reader, so such a var gets a warning pointing to
+#: `conveyor config set --secret`.
+_SECRET_LOOKING = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|_KEY$|^KEY$", re.IGNORECASE)
+
+
+def secret_looking(names: list[str]) -> list[str]:
+    """The names among ``names`` that look like secrets, sorted."""
+    return sorted(n for n in names if _SECRET_LOOKING.search(n))
+
+
+def secret_var_warnings(manifest: AppManifest) -> list[str]:
+    """One warning per manifest var whose name looks like a secret, saying what to do instead."""
+    return [
+        f"{MANIFEST_NAME}: [env.{env}] vars.{key} looks like a secret, but a manifest is committed to git and "
+        f"shown to every reader: use `conveyor config set APP --env {env} --secret {key}=…` (or --stdin {key})"
+        for env, section in sorted(manifest.env.items())
+        for key in secret_looking(list(section.vars))
+    ]
+
+
 def _key_of(loc: tuple[int | str, ...]) -> str:
     """('health', 'timeout') → '[health] timeout'; ('env', 'production', 'instances') → '[env.production] instances'."""
     parts = [str(p) for p in loc]

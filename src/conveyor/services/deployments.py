@@ -19,7 +19,7 @@ from conveyor.domain import deploy_machine as dm
 from conveyor.domain.manifest import ENV_NAME_RE, AppManifest, parse_manifest
 from conveyor.services.schemas import Deployment
 from conveyor.services.state import ControlPlane
-from conveyor.store import deployments, repo
+from conveyor.store import config_vars, deployments, repo
 from conveyor.store.repo import Conflict
 
 
@@ -32,11 +32,24 @@ def deploy_params(manifest: AppManifest, env: str, strategy: str | None) -> dict
     return params
 
 
-def release_config(manifest: AppManifest, env: str, app: str, number: int) -> dict[str, Any]:
+def release_config(manifest: AppManifest, env: str, app: str, number: int,
+                   set_vars: list[dict[str, Any]] | None = None, changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """How the release's instances run. ``set_vars`` (``config_vars.snapshot``) win over the manifest's
+    ``vars``; secrets stay sealed here (``secrets``) and are opened only for a host's desired state."""
     settings = manifest.environment(env)
     environment = dict(settings.vars)
+    secrets: dict[str, str] = {}
+    for var in set_vars or []:
+        if var["secret"]:
+            environment.pop(var["key"], None)
+            secrets[var["key"]] = var["sealed"]
+        else:
+            environment[var["key"]] = var["value"]
     environment.update({"CONVEYOR_APP": app, "CONVEYOR_ENV": env, "CONVEYOR_RELEASE": str(number)})
     return {
+        "secrets": secrets,
+        "vars": list(set_vars or []),
+        "changes": changes or {},
         "command": manifest.processes["web"],
         "environment": environment,
         "health": {
@@ -59,8 +72,11 @@ def queue_deploy(
     strategy: str | None = None,
     actor: str = "",
     origin: str = "",
+    changes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Queue a deployment of an image to an environment; returns the deployment row."""
+    """Queue a deployment of an image to an environment, as a new release with the environment's
+    config vars; returns the deployment row. ``changes`` (a config change's keys) goes into the
+    release's history."""
     if not ENV_NAME_RE.match(env_name):
         raise ValueError(f"environment name {env_name!r} is invalid: use lower-case letters, digits and '-'")
     if strategy is not None and strategy not in ("bluegreen", "rolling", "canary"):
@@ -76,7 +92,8 @@ def queue_deploy(
     env = repo.get_env(conn, app["id"], env_name, create=True)
     number = repo.next_release_number(conn, env["id"])
     now = repo.now()
-    repo.add_release(conn, env["id"], number, image["digest"], release_config(manifest, env_name, app_name, number),
+    repo.add_release(conn, env["id"], number, image["digest"], release_config(manifest, env_name, app_name, number,
+                                                                       config_vars.snapshot(conn, env["id"]), changes),
                      actor, now)
     params = deploy_params(manifest, env_name, strategy)
     try:
@@ -116,6 +133,8 @@ def queue_rollback(
     if target == current:
         raise Conflict(f"release {target} is already the current release of {app_name}/{env_name}")
     now = repo.now()
+    if "vars" in rel["config"]:  # the config vars come back with the release: the next deploy ships them
+        config_vars.replace_all(conn, env["id"], list(rel["config"]["vars"]), actor, now)
     params = {"instances": rel["config"].get("instances", 1), "ready_timeout": 60.0, "strategy": "bluegreen"}
     dep_id = deployments.insert_queued(conn, env["id"], "rollback", "bluegreen", current, target, rel["image_digest"], params, actor, now)
     repo.record_event(

@@ -140,3 +140,37 @@ class RoutersView(BaseModel):
     table_version: int = Field(description="the control plane's current routing table version")
     synced: bool = Field(description="every live router holds the current table")
     routers: list[RouterView]
+
+
+class ConfigSet(_Body):
+    env: str = Field("production", description="the environment (created if new)")
+    values: dict[str, str] = Field(description="KEY → VALUE; a secret's value is sealed at once and never returned")
+    secret: bool = Field(False, description="seal the values: they can be replaced, never read back")
+    deploy: bool = Field(True, description="ship the change now as a new release; false: stage it for the next deploy")
+
+
+class ConfigUnset(_Body):
+    env: str = "production"
+    keys: list[str]
+    deploy: bool = True
+
+
+class ConfigChange(BaseModel):
+    """What a config change did: the keys (never values) and the release that ships it, if any."""
+
+    app: str
+    env: str
+    set: list[str]
+    unset: list[str]
+    deployment: int | None = Field(None, description="the deployment shipping the change (None: staged)")
+    release: int | None = None
+    staged: bool = Field(description="true: applies at the next deploy (--no-deploy, or nothing deployed yet)")
+
+
+class ConfigVar(BaseModel):
+    key: str
+    secret: bool
+    source: Literal["set", "manifest"]
+    value: str | None = Field(None, description="null for a secret (never returned) or for a token that may only read")
+    updated_at: float | None = None
+    updated_by: str = ""

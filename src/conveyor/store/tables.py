@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    PrimaryKeyConstraint,
     Integer,
     MetaData,
     String,
@@ -228,4 +229,35 @@ leases = Table(
     Column("name", String(64), primary_key=True),
     Column("holder", String(200), nullable=False),
     Column("expires_at", Float, nullable=False),
+)
+
+
+# An environment's config vars as set with `conveyor config set` (manifest ``vars`` are the defaults;
+# these win). A secret's value is only ever stored sealed (``store/sealing.py``): ``value`` is NULL
+# and ``sealed`` holds the Fernet token; a plain var has ``value`` and no ``sealed``. Each release
+# snapshots the vars it ran with in its ``config``, so a rollback restores them with the image.
+config_vars = Table(
+    "config_vars",
+    metadata,
+    Column("env_id", Integer, ForeignKey("environments.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(100), nullable=False),
+    Column("secret", Boolean, nullable=False, default=False),
+    Column("value", Text, nullable=True),
+    Column("sealed", Text, nullable=True),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(100), nullable=False, default=""),
+    PrimaryKeyConstraint("env_id", "key", name="pk_config_vars"),
+)
+
+# How many instances of each process type an environment runs (`conveyor scale`): overrides the
+# manifest's ``instances`` (for ``web``) and 1 (for other process types) without a new release.
+process_counts = Table(
+    "process_counts",
+    metadata,
+    Column("env_id", Integer, ForeignKey("environments.id", ondelete="CASCADE"), nullable=False),
+    Column("process", String(40), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(100), nullable=False, default=""),
+    PrimaryKeyConstraint("env_id", "process", name="pk_process_counts"),
 )
