@@ -223,6 +223,14 @@ class Supervisor:
 
     async def _probe_loop(self) -> None:
         health = self.spec.health
+        if not health.path:  # a worker: no HTTP endpoint; ready once it has stayed up a while
+            if self._ready_mono is None:
+                await asyncio.sleep(policy.WORKER_READY_AFTER_S)
+                self._ready_mono = time.monotonic()
+                self.status.ready_at = time.time()
+                self._ctx.on_process()
+                self._set(InstanceState.READY, "")
+            await asyncio.Event().wait()  # nothing more to probe; _watch sees the exit
         path = health.path if health.path.startswith("/") else "/" + health.path
         url = f"http://{probe_host(self._ctx.address)}:{self.status.port}{path}"
         timeout = max(0.1, health.timeout_s)

@@ -90,6 +90,9 @@ def desired_state(engine: Engine, host: str,
     out = []
     for r in rows:
         cfg = r.config or {}
+        process = r.process or "web"
+        # a worker has no HTTP endpoint: an empty health path tells the agent to judge it by staying up
+        health = HealthCheck(**cfg.get("health", {})) if process == "web" else HealthCheck(path="")
         out.append(
             DesiredInstance(
                 id=r.id,
@@ -97,10 +100,10 @@ def desired_state(engine: Engine, host: str,
                 env=r.env,
                 release=r.release,
                 image=r.image_digest,
-                command=cfg.get("command", ""),
+                command=(cfg.get("processes") or {}).get(process, cfg.get("command", "")),
                 environment=dict(cfg.get("environment", {})),
                 secrets=open_secrets(cfg) if open_secrets is not None and cfg.get("secrets") else {},
-                health=HealthCheck(**cfg.get("health", {})),
+                health=health,
             )
         )
     return DesiredState(version=version, host=host, instances=out)

@@ -26,11 +26,11 @@ from sqlalchemy import Connection, Engine
 
 from conveyor.deploy.notify import Notifier
 from conveyor.domain import deploy_machine as dm
-from conveyor.domain import healing
+from conveyor.domain import healing, processes
 from conveyor.domain.manifest import DEFAULT_BAKE, DEFAULT_DRAIN_TIMEOUT
 from conveyor.domain.placement import place
 from conveyor.domain.wire import InstanceState
-from conveyor.store import deployments, hosts, instances, repo
+from conveyor.store import config_vars, deployments, hosts, instances, repo
 
 log = logging.getLogger("conveyor.orchestrator")
 
@@ -113,6 +113,7 @@ class Orchestrator:
                 touched |= self._reap_drained(conn, env_id)
                 if env_id not in env_ids:  # a running deployment owns its environment's counts
                     touched |= self._heal(conn, env_id)
+                    touched |= self._scale(conn, env_id)
         return touched
 
     def _drive(self, conn: Connection, env_id: int) -> set[str]:
@@ -153,6 +154,7 @@ class Orchestrator:
                     state=InstanceState(st.get("state", "pending")),
                     restarts=int(st.get("restarts", 0)),
                     message=str(st.get("message", ""))[-300:],
+                    process=row["process"],
                 )
             )
         return dm.World(now=now, instances=tuple(observed), hosts_alive=len(hosts.alive(conn, now)))
@@ -177,8 +179,8 @@ class Orchestrator:
             touched.add("routing")  # instances or weights may have changed; the table is versioned by content
         for action in result.actions:
             match action:
-                case dm.EnsureInstances(release=rel, count=count, role=role):
-                    if self._ensure(conn, env_id, app, env, rel, count, role):
+                case dm.EnsureInstances(release=rel, count=count, role=role, process=process):
+                    if self._ensure(conn, env_id, app, env, rel, count, role, process):
                         touched.add("desired")
                 case dm.RemoveInstances(release=rel, role=role):
                     if rel not in routed_before:  # never took traffic (e.g. a failed deploy): nothing to drain
@@ -205,8 +207,9 @@ class Orchestrator:
                                     "failed" if result.state == "failed" else "rolled_back", retired_at=now)
         return touched
 
-    def _ensure(self, conn: Connection, env_id: int, app: str, env: str, release: int, count: int, role: str) -> bool:
-        ids = instances.active_ids(conn, env_id, release, role)
+    def _ensure(self, conn: Connection, env_id: int, app: str, env: str, release: int, count: int, role: str,
+                process: str = "web") -> bool:
+        ids = instances.active_ids(conn, env_id, release, role, process)
         if len(ids) == count:
             return False
         now = self.clock()
@@ -218,8 +221,9 @@ class Orchestrator:
         if not chosen:
             return False  # nothing can run it yet; the deployment's ready timeout reports that
         for host in chosen:
-            iid = f"{app}-{env}-r{release}-{secrets.token_hex(3)}"
-            instances.add(conn, iid, env_id, release, host, role, now)
+            kind = "" if process == "web" else f"{process}-"
+            iid = f"{app}-{env}-r{release}-{kind}{secrets.token_hex(3)}"
+            instances.add(conn, iid, env_id, release, host, role, now, process)
         repo.bump_counter(conn, "desired")
         return True
 
@@ -249,6 +253,22 @@ class Orchestrator:
                 data={"release": release, "hosts": sorted({i.host for i in gone}), "instances": [i.id for i in gone]},
             )
         return {"desired", "routing"}
+
+    def _scale(self, conn: Connection, env_id: int) -> set[str]:
+        """Hold the current release at the counts `conveyor scale` set (``domain/processes.scale``): more
+        instances start, extra ones drain (the router finishes their requests; workers get SIGTERM)."""
+        env = repo.env_by_id(conn, env_id)
+        counts = config_vars.counts_of(conn, env_id)
+        if env["current_release"] is None or not counts:
+            return set()
+        release = env["current_release"]
+        cfg = repo.get_release(conn, env_id, release)["config"] or {}
+        app, env_name = repo.app_env_names(conn, env_id)
+        touched: set[str] = set()
+        for action in processes.scale(release, counts, set(cfg.get("processes") or {"web": ""})):
+            if self._ensure(conn, env_id, app, env_name, action.release, action.count, action.role, action.process):
+                touched |= {"desired", "routing"}
+        return touched
 
     def _reap_drained(self, conn: Connection, env_id: int) -> set[str]:
         """Delete (so the agent stops) instances whose drain period is over."""

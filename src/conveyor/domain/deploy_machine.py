@@ -45,10 +45,11 @@ class IllegalTransition(ValueError):
 class ObservedInstance:
     id: str
     release: int
-    role: str  # main | canary | baseline
+    role: str  # main | canary | baseline | worker
     state: InstanceState
     restarts: int = 0
     message: str = ""
+    process: str = "web"
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,16 @@ class World:
         return [i for i in self.instances if i.release == release and (role is None or i.role == role)]
 
     def ready(self, release: int, role: str | None = None) -> int:
-        return sum(1 for i in self.of(release, role) if i.state == InstanceState.READY)
+        """Ready web instances (of ``role``; with none, of every role but ``worker``)."""
+        return sum(1 for i in self.of(release, role) if i.state == InstanceState.READY
+                   and (role is not None or i.role != "worker"))
+
+    def workers_ready(self, release: int, counts: dict[str, int]) -> bool:
+        """Whether ``counts[process]`` workers of each process type of ``release`` are ready (stayed up)."""
+        return all(
+            sum(1 for i in self.of(release, "worker") if i.process == name and i.state == InstanceState.READY) >= n
+            for name, n in counts.items()
+        )
 
     def crashlooping(self, release: int) -> list[ObservedInstance]:
         return [i for i in self.of(release) if i.state in (InstanceState.CRASHLOOP, InstanceState.FAILED)]
@@ -95,11 +105,12 @@ class World:
 
 @dataclass(frozen=True)
 class EnsureInstances:
-    """Make exactly ``count`` desired instances of ``release`` with ``role`` exist."""
+    """Make exactly ``count`` desired instances of ``release`` with ``role`` (and process type) exist."""
 
     release: int
     count: int
     role: str = "main"
+    process: str = "web"
 
 
 @dataclass(frozen=True)
@@ -195,7 +206,32 @@ def step(dep: Deployment, world: World) -> Step:
     handler = _HANDLERS.get(dep.state)
     if handler is None:
         return Step(dep.state, dict(dep.progress))
-    return handler(dep, world)
+    return with_workers(dep, handler(dep, world))
+
+
+def _workers(dep: Deployment) -> dict[str, int]:
+    return {str(k): int(v) for k, v in (dep.params.get("workers") or {}).items()}
+
+
+def worker_actions(dep: Deployment, release: int) -> list[Action]:
+    """Ensure the process types other than web (workers, schedulers) of ``release`` at their counts."""
+    return [EnsureInstances(release, n, role="worker", process=name) for name, n in sorted(_workers(dep).items())]
+
+
+def with_workers(dep: Deployment, result: Step) -> Step:
+    """The workers ship with the release, whatever the strategy: the new release's run from the
+    start (a crash-looping one fails the deployment, as ``world.of`` sees it); once the deployment
+    succeeded the previous release's stop (drained: SIGTERM, then the drain period; the params'
+    ``previous_workers`` says it had some); a rolled-back deployment brings the previous release's
+    back (``roll_back``). Failing removes the new release entirely."""
+    if not _workers(dep) and not dep.params.get("previous_workers"):
+        return result
+    actions = list(result.actions)
+    if result.state in ACTIVE or result.state == "succeeded":
+        actions = [*worker_actions(dep, dep.to_release), *actions]
+    if result.state == "succeeded" and dep.from_release is not None and dep.from_release != dep.to_release:
+        actions.append(RemoveInstances(dep.from_release, role="worker"))
+    return Step(result.state, result.progress, actions, result.reason, result.consumed_command)
 
 
 def _starting(dep: Deployment, world: World) -> Step:
@@ -226,7 +262,7 @@ def _starting(dep: Deployment, world: World) -> Step:
         return _fail(dep, progress, reason)
     progress.pop("broken_since", None)
     baseline_ready = not with_baseline or world.ready(dep.from_release or 0, "baseline") >= want
-    if world.ready(dep.to_release) >= want and baseline_ready:
+    if world.ready(dep.to_release) >= want and baseline_ready and world.workers_ready(dep.to_release, _workers(dep)):
         if strategy_of(dep) == "canary":
             from conveyor.domain.strategies import enter_canary_step
 
@@ -285,6 +321,7 @@ def roll_back(dep: Deployment, progress: dict[str, Any], reason: str, *, was_cur
         actions.append(MakeCurrent(dep.from_release, dep.to_release, retire_as="rolled_back"))
     actions += [
         EnsureInstances(dep.from_release, _instances(dep)),
+        *worker_actions(dep, dep.from_release),
         RemoveInstances(dep.to_release),
         *_baseline_removal(dep),
         Event("rolled_back", f"release {dep.to_release} rolled back to {dep.from_release}: {reason}",

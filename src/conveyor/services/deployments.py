@@ -23,17 +23,28 @@ from conveyor.store import config_vars, deployments, repo
 from conveyor.store.repo import Conflict
 
 
-def deploy_params(manifest: AppManifest, env: str, strategy: str | None) -> dict[str, Any]:
+def process_counts(manifest: AppManifest, env: str, scaled: dict[str, int]) -> tuple[int, dict[str, int]]:
+    """(web instances, {worker process type: instances}): `conveyor scale` counts win over the manifest's
+    ``instances`` (web) and 1 (every other process type)."""
+    web = scaled.get("web", manifest.environment(env).instances)
+    workers = {name: scaled.get(name, 1) for name in sorted(manifest.processes) if name != "web"}
+    return web, workers
+
+
+def deploy_params(manifest: AppManifest, env: str, strategy: str | None,
+                  scaled: dict[str, int] | None = None) -> dict[str, Any]:
     """The strategy settings of a deployment, frozen when it is queued."""
     settings = manifest.environment(env)
     params = settings.model_dump(by_alias=True, exclude={"vars"})
+    params["instances"], params["workers"] = process_counts(manifest, env, scaled or {})
     if strategy:
         params["strategy"] = strategy
     return params
 
 
 def release_config(manifest: AppManifest, env: str, app: str, number: int,
-                   set_vars: list[dict[str, Any]] | None = None, changes: dict[str, Any] | None = None) -> dict[str, Any]:
+                   set_vars: list[dict[str, Any]] | None = None, changes: dict[str, Any] | None = None,
+                   scaled: dict[str, int] | None = None) -> dict[str, Any]:
     """How the release's instances run. ``set_vars`` (``config_vars.snapshot``) win over the manifest's
     ``vars``; secrets stay sealed here (``secrets``) and are opened only for a host's desired state."""
     settings = manifest.environment(env)
@@ -49,6 +60,8 @@ def release_config(manifest: AppManifest, env: str, app: str, number: int,
     return {
         "secrets": secrets,
         "vars": list(set_vars or []),
+        "processes": manifest.processes,
+        "workers": process_counts(manifest, env, scaled or {})[1],
         "changes": changes or {},
         "command": manifest.processes["web"],
         "environment": environment,
@@ -57,7 +70,7 @@ def release_config(manifest: AppManifest, env: str, app: str, number: int,
             "timeout_s": manifest.health.timeout,
             "interval_s": manifest.health.interval,
         },
-        "instances": settings.instances,
+        "instances": process_counts(manifest, env, scaled or {})[0],
         "bake": settings.bake,
         "drain": settings.drain_timeout,
     }
@@ -91,11 +104,15 @@ def queue_deploy(
     manifest = parse_manifest(image["app_manifest"])
     env = repo.get_env(conn, app["id"], env_name, create=True)
     number = repo.next_release_number(conn, env["id"])
+    scaled = config_vars.counts_of(conn, env["id"])
     now = repo.now()
     repo.add_release(conn, env["id"], number, image["digest"], release_config(manifest, env_name, app_name, number,
-                                                                       config_vars.snapshot(conn, env["id"]), changes),
+                                                                       config_vars.snapshot(conn, env["id"]), changes,
+                                                                       scaled),
                      actor, now)
-    params = deploy_params(manifest, env_name, strategy)
+    params = deploy_params(manifest, env_name, strategy, scaled)
+    if env["current_release"] is not None:
+        params["previous_workers"] = bool(repo.get_release(conn, env["id"], env["current_release"])["config"].get("workers"))
     try:
         parse_analysis_config(params.get("analysis") or {}, source=f"[env.{env_name}] analysis")
     except AnalysisConfigError as exc:
@@ -135,7 +152,10 @@ def queue_rollback(
     now = repo.now()
     if "vars" in rel["config"]:  # the config vars come back with the release: the next deploy ships them
         config_vars.replace_all(conn, env["id"], list(rel["config"]["vars"]), actor, now)
-    params = {"instances": rel["config"].get("instances", 1), "ready_timeout": 60.0, "strategy": "bluegreen"}
+    params = {"instances": rel["config"].get("instances", 1), "ready_timeout": 60.0, "strategy": "bluegreen",
+              "workers": dict(rel["config"].get("workers") or {}),
+              "previous_workers": bool(repo.get_release(conn, env["id"], current)["config"].get("workers"))
+              if current is not None else False}
     dep_id = deployments.insert_queued(conn, env["id"], "rollback", "bluegreen", current, target, rel["image_digest"], params, actor, now)
     repo.record_event(
         conn,

@@ -142,7 +142,10 @@ instances = Table(
     Column("env_id", Integer, ForeignKey("environments.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("release", Integer, nullable=False),
     Column("host", String(100), nullable=False, index=True),
-    Column("role", String(16), nullable=False, default="main"),  # main | canary | baseline
+    Column("role", String(16), nullable=False, default="main"),  # main | canary | baseline | worker
+    # The process type it runs ([run] / Procfile): "web" is routed and health-checked; any other
+    # (role "worker") runs beside it, unrouted.
+    Column("process", String(40), nullable=False, default="web", server_default="web"),
     Column("created_at", Float, nullable=False),
     # Set when the instance is to go: it leaves the routing table at once (the
     # router drains its in-flight requests) and the row, hence the process, is

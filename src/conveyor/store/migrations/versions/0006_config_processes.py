@@ -17,6 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("instances") as batch:
+        batch.add_column(sa.Column("process", sa.String(length=40), nullable=False, server_default="web"))
     op.create_table(
         "config_vars",
         sa.Column("env_id", sa.Integer(), nullable=False),
@@ -44,5 +46,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("instances") as batch:
+        batch.drop_column("process")
     op.drop_table("process_counts")
     op.drop_table("config_vars")

@@ -1,0 +1,29 @@
+"""`conveyor scale` and `conveyor ps`: thin over ``services/processes.py``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from conveyor.api.deps import CP, Reader, Writer
+from conveyor.services import processes
+
+router = APIRouter(tags=["processes"])
+
+
+class ScaleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    env: str = "production"
+    counts: list[str] = Field(description='TYPE=COUNT pairs, e.g. ["web=3", "worker=2"]')
+
+
+@router.post("/apps/{app}/scale", summary="Instances per process type, without a new release")
+def scale(app: str, body: ScaleRequest, cp: CP, p: Writer) -> dict[str, Any]:
+    return processes.scale(cp, app, body.env, body.counts, actor=p.name, origin=p.origin)
+
+
+@router.get("/apps/{app}/ps", summary="Every instance of every process type: host, state, restarts, uptime")
+def ps(app: str, cp: CP, _p: Reader, env: str | None = None) -> list[dict[str, Any]]:
+    return processes.ps(cp, app, env)
