@@ -121,6 +121,9 @@ def _finish(d: dict[str, Any], json_out: bool) -> None:
     if json_out:
         o.emit_json(d)
     else:
+        if d.get("release_output"):
+            o.err.print(f"[bold]release command[/] ({escape(str(d['params'].get('release_command')))}):")
+            o.err.print(escape(d["release_output"].rstrip()), highlight=False)
         print_deployment(d)
     routers = d.get("routers")
     if routers and not routers["synced"] and not json_out:
@@ -144,6 +147,7 @@ def register(app: typer.Typer) -> None:
         env: EnvOpt = "production",
         strategy: Annotated[str | None, typer.Option("--strategy", help="bluegreen, rolling or canary (default: the manifest's).")] = None,
         wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow the deployment until it ends and every live router holds its routing table; exit 1 unless it succeeded.")] = False,
+        skip_release_phase: Annotated[bool, typer.Option("--skip-release-phase", help="Do not run the manifest's [release] command this time (recorded in the audit log).")] = False,
         json: JsonOpt = False,
     ) -> None:
         """Build (from --source) or pick (--image/--from) an image and deploy it to an environment.
@@ -156,7 +160,7 @@ def register(app: typer.Typer) -> None:
 
         def body() -> None:
             with Api() as api:
-                body: dict[str, Any] = {"env": env, "strategy": strategy}
+                body: dict[str, Any] = {"env": env, "strategy": strategy, "skip_release_phase": skip_release_phase}
                 if source is not None:
                     body["image"] = _upload_and_build(api, app_name, source, json)["image"]["digest"]
                 elif image:

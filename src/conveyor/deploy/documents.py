@@ -26,6 +26,9 @@ from conveyor.domain.wire import (
 )
 from conveyor.store import hosts, instances, repo
 
+#: The process type of a release's run-once release command (``[release] command``).
+RELEASE_PROCESS = "release"
+
 
 def routing_table(engine: Engine, domain: str, now: float, started_at: float) -> RoutingTable:
     """The current routing table, with a version that changes only with its content.
@@ -93,6 +96,8 @@ def desired_state(engine: Engine, host: str,
         process = r.process or "web"
         # a worker has no HTTP endpoint: an empty health path tells the agent to judge it by staying up
         health = HealthCheck(**cfg.get("health", {})) if process == "web" else HealthCheck(path="")
+        once = process == RELEASE_PROCESS
+        command = cfg.get("release_command", "") if once else (cfg.get("processes") or {}).get(process, cfg.get("command", ""))
         out.append(
             DesiredInstance(
                 id=r.id,
@@ -100,7 +105,8 @@ def desired_state(engine: Engine, host: str,
                 env=r.env,
                 release=r.release,
                 image=r.image_digest,
-                command=(cfg.get("processes") or {}).get(process, cfg.get("command", "")),
+                command=command,
+                once=once,
                 environment=dict(cfg.get("environment", {})),
                 secrets=open_secrets(cfg) if open_secrets is not None and cfg.get("secrets") else {},
                 health=health,

@@ -155,6 +155,7 @@ class Orchestrator:
                     restarts=int(st.get("restarts", 0)),
                     message=str(st.get("message", ""))[-300:],
                     process=row["process"],
+                    exit_code=st.get("exit_code"),
                 )
             )
         return dm.World(now=now, instances=tuple(observed), hosts_alive=len(hosts.alive(conn, now)))

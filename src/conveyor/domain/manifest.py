@@ -71,6 +71,14 @@ class TestSection(_Section):
     timeout: Duration = 300.0
 
 
+class ReleaseSection(_Section):
+    """``[release] command``: run once per new release, before any of its instances takes traffic
+    (database migrations); a non-zero exit or a timeout fails the deployment with nothing moved."""
+
+    command: str | None = None
+    timeout: Duration = 600.0
+
+
 class HealthSection(_Section):
     path: str = "/"
     timeout: Duration = 2.0
@@ -148,6 +156,7 @@ class AppManifest(_Section):
     run: dict[str, str] = Field(default_factory=dict)
     health: HealthSection = Field(default_factory=HealthSection)
     test: TestSection = Field(default_factory=TestSection)
+    release: ReleaseSection = Field(default_factory=ReleaseSection)
     deploy: DeploySection = Field(default_factory=DeploySection)
     env: dict[str, EnvSection] = Field(default_factory=dict)
 

@@ -127,6 +127,7 @@ class DesiredInstance(_Wire):
         "memory and never writes them to disk (its state file holds WITHHELD instead)",
     )
     health: HealthCheck = Field(default_factory=HealthCheck)
+    once: bool = Field(False, description="run once and report EXITED with the exit code; never restarted (the release command)")
 
     def withheld(self) -> bool:
         """Whether this spec came from the agent's state file without its secrets' values."""
@@ -159,6 +160,7 @@ class InstanceState(StrEnum):
     CRASHLOOP = "crashloop"  # restarted too often in a short time; still retried, slowly
     FAILED = "failed"  # cannot run at all (bad image, fetch failed)
     STOPPING = "stopping"  # being stopped because it is no longer desired
+    EXITED = "exited"  # a run-once process (release command) ended; see exit_code
 
 
 class InstanceStatus(_Wire):

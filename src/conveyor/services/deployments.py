@@ -10,6 +10,7 @@ ones that take the ``ControlPlane`` own theirs and poke the orchestrator.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection
@@ -37,6 +38,9 @@ def deploy_params(manifest: AppManifest, env: str, strategy: str | None,
     settings = manifest.environment(env)
     params = settings.model_dump(by_alias=True, exclude={"vars"})
     params["instances"], params["workers"] = process_counts(manifest, env, scaled or {})
+    if manifest.release.command:
+        params["release_command"] = manifest.release.command
+        params["release_timeout"] = manifest.release.timeout
     if strategy:
         params["strategy"] = strategy
     return params
@@ -61,6 +65,7 @@ def release_config(manifest: AppManifest, env: str, app: str, number: int,
         "secrets": secrets,
         "vars": list(set_vars or []),
         "processes": manifest.processes,
+        "release_command": manifest.release.command,
         "workers": process_counts(manifest, env, scaled or {})[1],
         "changes": changes or {},
         "command": manifest.processes["web"],
@@ -86,6 +91,7 @@ def queue_deploy(
     actor: str = "",
     origin: str = "",
     changes: dict[str, Any] | None = None,
+    skip_release_phase: bool = False,
 ) -> dict[str, Any]:
     """Queue a deployment of an image to an environment, as a new release with the environment's
     config vars; returns the deployment row. ``changes`` (a config change's keys) goes into the
@@ -111,6 +117,9 @@ def queue_deploy(
                                                                        scaled),
                      actor, now)
     params = deploy_params(manifest, env_name, strategy, scaled)
+    if skip_release_phase:
+        params["skip_release_phase"] = True
+        params["skip_release_phase_by"] = actor or "someone"
     if env["current_release"] is not None:
         params["previous_workers"] = bool(repo.get_release(conn, env["id"], env["current_release"])["config"].get("workers"))
     try:
@@ -122,12 +131,14 @@ def queue_deploy(
     repo.record_event(
         conn,
         "deploy_queued",
-        f"deployment {dep_id} of image {image['digest'][7:19]} as release {number} queued by {actor or 'someone'}",
+        f"deployment {dep_id} of image {image['digest'][7:19]} as release {number} queued by {actor or 'someone'}"
+        + (" (release command skipped)" if skip_release_phase and params.get("release_command") else ""),
         app=app_name,
         env=env_name,
         actor=actor,
         origin=origin,
-        data={"deployment": dep_id, "release": number, "image": image["digest"], "commit": image["commit"]},
+        data={"deployment": dep_id, "release": number, "image": image["digest"], "commit": image["commit"],
+              **({"skip_release_phase": True} if skip_release_phase else {})},
     )
     return get_deployment(conn, dep_id)
 
@@ -186,7 +197,7 @@ COMMANDS = {
     "promote": {"canary", "paused", "preview"},
     "pause": {"canary"},
     "resume": {"paused"},
-    "abort": {"starting", "canary", "paused", "baking", "rolling", "preview"},
+    "abort": {"releasing", "starting", "canary", "paused", "baking", "rolling", "preview"},
 }
 
 
@@ -240,14 +251,28 @@ def get_deployment(conn: Connection, dep_id: int) -> dict[str, Any]:
     }
 
 
-def with_verdicts(conn: Connection, dep_id: int) -> Deployment:
-    """A deployment with its analysis verdicts: what ``GET /deployments/{id}`` and the pages show."""
-    return Deployment(**get_deployment(conn, dep_id), verdicts=deployments.verdicts_of(conn, dep_id))
+def with_verdicts(conn: Connection, dep_id: int, logs_dir: Path | None = None) -> Deployment:
+    """A deployment with its analysis verdicts (and, given the logs directory, its release command's
+    output): what ``GET /deployments/{id}`` and the pages show."""
+    dep = get_deployment(conn, dep_id)
+    output = None
+    if logs_dir is not None and dep["kind"] == "deploy" and (dep["params"] or {}).get("release_command"):
+        output = release_output(logs_dir, dep["app"], dep["env"], dep["release"])
+    return Deployment(**dep, verdicts=deployments.verdicts_of(conn, dep_id), release_output=output)
+
+
+def release_output(logs_dir: Path, app: str, env: str, release: int, limit: int = 64 * 1024) -> str | None:
+    """The release command's log (its instance is ``{app}-{env}-r{release}-release-{hex}``), last ``limit`` bytes."""
+    found = sorted(logs_dir.glob(f"{app}-{env}-r{release}-release-*.log"))
+    if not found:
+        return None
+    data = found[-1].read_bytes()
+    return data[-limit:].decode(errors="replace")
 
 
 def read(cp: ControlPlane, dep_id: int) -> Deployment:
     with cp.engine.connect() as conn:
-        return with_verdicts(conn, dep_id)
+        return with_verdicts(conn, dep_id, cp.settings.logs_dir)
 
 
 def list_for_app(cp: ControlPlane, app: str, env: str | None = None, limit: int = 50) -> list[Deployment]:
@@ -267,7 +292,7 @@ def promoted_image(conn: Connection, app: str, from_env: str) -> str:
 
 
 def deploy(cp: ControlPlane, app: str, env: str, image: str | None, *, from_env: str | None = None,
-           strategy: str | None = None, actor: str = "", origin: str = "") -> int:
+           strategy: str | None = None, actor: str = "", origin: str = "", skip_release_phase: bool = False) -> int:
     """Queue a deployment of ``image``, or of what ``from_env`` runs (promote); its id.
 
     Raises ``ValueError`` when neither is given."""
@@ -276,7 +301,8 @@ def deploy(cp: ControlPlane, app: str, env: str, image: str | None, *, from_env:
             image = promoted_image(conn, app, from_env)
         if not image:
             raise ValueError("give the image to deploy: 'image' (a digest) or 'from_env' (promote)")
-        dep = queue_deploy(conn, app, env, image, strategy=strategy, actor=actor, origin=origin)
+        dep = queue_deploy(conn, app, env, image, strategy=strategy, actor=actor, origin=origin,
+                           skip_release_phase=skip_release_phase)
     cp.notifier.poke("orchestrator", "deployments")
     return int(dep["id"])
 

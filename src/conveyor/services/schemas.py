@@ -41,6 +41,7 @@ class DeployRequest(_Body):
     strategy: Literal["bluegreen", "rolling", "canary"] | None = Field(
         None, description="override the manifest's strategy for this deployment"
     )
+    skip_release_phase: bool = Field(False, description="do not run [release] command for this deployment (audited)")
 
 
 class CommandRequest(_Body):
@@ -72,6 +73,7 @@ class Deployment(BaseModel):
     started_at: float | None
     finished_at: float | None
     verdicts: list[dict[str, Any]] = Field(default_factory=list)
+    release_output: str | None = Field(None, description="the output of the release's [release] command, if it ran")
 
 
 class InstanceView(BaseModel):
