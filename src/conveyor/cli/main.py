@@ -296,6 +296,7 @@ def _register() -> None:
     __import__("conveyor.cli.web_cmds", fromlist=["register"]).register(app)  # conveyor dora, conveyor ui
     __import__("conveyor.cli.config", fromlist=["register"]).register(app)  # conveyor config, conveyor secrets
     __import__("conveyor.cli.processes", fromlist=["register"]).register(app)  # conveyor scale, conveyor ps
+    __import__("conveyor.cli.run", fromlist=["register"]).register(app)  # conveyor run
 
 
 _register()

@@ -28,6 +28,8 @@ from conveyor.store import hosts, instances, repo
 
 #: The process type of a release's run-once release command (``[release] command``).
 RELEASE_PROCESS = "release"
+#: The process type of a one-off command (`conveyor run`): its command is on its instance row.
+RUN_PROCESS = "run"
 
 
 def routing_table(engine: Engine, domain: str, now: float, started_at: float) -> RoutingTable:
@@ -96,8 +98,13 @@ def desired_state(engine: Engine, host: str,
         process = r.process or "web"
         # a worker has no HTTP endpoint: an empty health path tells the agent to judge it by staying up
         health = HealthCheck(**cfg.get("health", {})) if process == "web" else HealthCheck(path="")
-        once = process == RELEASE_PROCESS
-        command = cfg.get("release_command", "") if once else (cfg.get("processes") or {}).get(process, cfg.get("command", ""))
+        once = process in (RELEASE_PROCESS, RUN_PROCESS)
+        if process == RUN_PROCESS:
+            command = r.command or ""
+        elif process == RELEASE_PROCESS:
+            command = cfg.get("release_command") or ""
+        else:
+            command = (cfg.get("processes") or {}).get(process, cfg.get("command", ""))
         out.append(
             DesiredInstance(
                 id=r.id,

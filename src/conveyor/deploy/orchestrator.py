@@ -38,6 +38,8 @@ log = logging.getLogger("conveyor.orchestrator")
 #: renews it every tick; if it dies, another replica takes over once the lease has expired.
 LEASE = "orchestrator"
 LEASE_TTL = 5.0
+#: A one-off command (`conveyor run`) is stopped after this long whatever its client asked (24 h).
+RUN_MAX_AGE = 24 * 3600.0
 
 #: Hook for analysis: (connection, environment id, deployment, now) → verdict dict or None.
 VerdictSource = Callable[[Connection, int, dm.Deployment, float], dict[str, Any] | None]
@@ -105,6 +107,11 @@ class Orchestrator:
             return set()
         touched: set[str] = set()
         with self.engine.begin() as conn:
+            stale_runs = instances.runs_before(conn, self.clock() - RUN_MAX_AGE)
+            if stale_runs:  # a `conveyor run` whose client went away: no run outlives the longest timeout
+                instances.delete_ids(conn, stale_runs)
+                repo.bump_counter(conn, "desired")
+                touched.add("desired")
             env_ids = deployments.open_env_ids(conn)
             for env_id in env_ids:
                 touched |= self._drive(conn, env_id)

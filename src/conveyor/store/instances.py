@@ -66,9 +66,9 @@ def load_by_host(conn: Connection) -> dict[str, int]:
 
 
 def add(conn: Connection, iid: str, env_id: int, release: int, host: str, role: str, now: float,
-        process: str = "web") -> None:
+        process: str = "web", command: str | None = None) -> None:
     conn.execute(insert(instances).values(id=iid, env_id=env_id, release=release, host=host, role=role, created_at=now,
-                                          process=process))
+                                          process=process, command=command))
 
 
 def _of_release(env_id: int, release: int, role: str | None) -> ColumnElement[bool]:
@@ -146,6 +146,7 @@ def desired_on(conn: Connection, host: str) -> list[Row]:  # type: ignore[type-a
                 instances.c.id,
                 instances.c.release,
                 instances.c.process,
+                instances.c.command,
                 environments.c.name.label("env"),
                 apps.c.name.label("app"),
                 releases.c.image_digest,
@@ -179,3 +180,13 @@ def owners(conn: Connection) -> dict[str, tuple[str, str, int, str]]:
             )
         )
     }
+
+
+def get(conn: Connection, iid: str) -> RowMapping | None:
+    return conn.execute(select(instances).where(instances.c.id == iid)).mappings().first()
+
+
+def runs_before(conn: Connection, cutoff: float) -> list[str]:
+    """Ids of one-off runs (`conveyor run`) started before ``cutoff``: past the longest timeout."""
+    return [r.id for r in conn.execute(select(instances.c.id).where(instances.c.process == "run",
+                                                                    instances.c.created_at < cutoff))]

@@ -146,6 +146,8 @@ instances = Table(
     # The process type it runs ([run] / Procfile): "web" is routed and health-checked; any other
     # (role "worker") runs beside it, unrouted.
     Column("process", String(40), nullable=False, default="web", server_default="web"),
+    # A one-off command (`conveyor run`, process "run"): what it runs instead of a process type's.
+    Column("command", Text, nullable=True),
     Column("created_at", Float, nullable=False),
     # Set when the instance is to go: it leaves the routing table at once (the
     # router drains its in-flight requests) and the row, hence the process, is

@@ -1,4 +1,4 @@
-"""config vars and secrets, process counts
+"""config vars and secrets, process counts, process types and one-off commands of instances
 
 Revision ID: 0006
 Revises: 0003
@@ -19,6 +19,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("instances") as batch:
         batch.add_column(sa.Column("process", sa.String(length=40), nullable=False, server_default="web"))
+        batch.add_column(sa.Column("command", sa.Text(), nullable=True))
     op.create_table(
         "config_vars",
         sa.Column("env_id", sa.Integer(), nullable=False),
@@ -47,6 +48,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("instances") as batch:
+        batch.drop_column("command")
         batch.drop_column("process")
     op.drop_table("process_counts")
     op.drop_table("config_vars")
