@@ -27,3 +27,19 @@ def scale(app: str, body: ScaleRequest, cp: CP, p: Writer) -> dict[str, Any]:
 @router.get("/apps/{app}/ps", summary="Every instance of every process type: host, state, restarts, uptime")
 def ps(app: str, cp: CP, _p: Reader, env: str | None = None) -> list[dict[str, Any]]:
     return processes.ps(cp, app, env)
+
+
+class RestartRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    env: str = "production"
+    process: str | None = Field(None, description="one process type (default: every one)")
+
+
+@router.post("/apps/{app}/restart", summary="Rolling restart of the current release (no new release)")
+def restart(app: str, body: RestartRequest, cp: CP, p: Writer) -> dict[str, Any]:
+    return processes.restart(cp, app, body.env, body.process, actor=p.name, origin=p.origin)
+
+
+@router.get("/apps/{app}/restart", summary="The process types whose rolling restart is in progress")
+def restart_pending(app: str, cp: CP, _p: Reader, env: str = "production") -> dict[str, Any]:
+    return {"pending": processes.restarts_pending(cp, app, env)}

@@ -120,6 +120,7 @@ class Orchestrator:
                 touched |= self._reap_drained(conn, env_id)
                 if env_id not in env_ids:  # a running deployment owns its environment's counts
                     touched |= self._heal(conn, env_id)
+                    touched |= self._restart(conn, env_id)
                     touched |= self._scale(conn, env_id)
         return touched
 
@@ -273,8 +274,40 @@ class Orchestrator:
         cfg = repo.get_release(conn, env_id, release)["config"] or {}
         app, env_name = repo.app_env_names(conn, env_id)
         touched: set[str] = set()
-        for action in processes.scale(release, counts, set(cfg.get("processes") or {"web": ""})):
+        restarting = config_vars.restarts_of(conn, env_id)  # a restart holds its own count (one surge)
+        for action in processes.scale(release, {k: v for k, v in counts.items() if k not in restarting},
+                                      set(cfg.get("processes") or {"web": ""})):
             if self._ensure(conn, env_id, app, env_name, action.release, action.count, action.role, action.process):
+                touched |= {"desired", "routing"}
+        return touched
+
+    def _restart(self, conn: Connection, env_id: int) -> set[str]:
+        """Advance each rolling restart of the environment by one step (``domain/processes.restart_plan``)."""
+        pending = config_vars.restarts_of(conn, env_id)
+        if not pending:
+            return set()
+        env = repo.env_by_id(conn, env_id)
+        release = env["current_release"]
+        now = self.clock()
+        status = hosts.instance_status_map(conn, now, self.started_at)
+        app, env_name = repo.app_env_names(conn, env_id)
+        touched: set[str] = set()
+        for process, (requested_at, count) in sorted(pending.items()):
+            role = "main" if process == "web" else "worker"
+            have = [
+                processes.Running(r["id"], float(r["created_at"]), status.get(r["id"], ("", {}))[1].get("state") == "ready")
+                for r in instances.of_env(conn, env_id)
+                if r["release"] == release and r["role"] == role and r["process"] == process and r["draining_since"] is None
+            ]
+            plan = processes.restart_plan(requested_at, count, have)
+            if plan.done:
+                config_vars.restart_done(conn, env_id, process)
+                repo.record_event(conn, "restarted", f"{process} instances of release {release} restarted",
+                                  app=app, env=env_name, actor="conveyor", data={"process": process, "release": release})
+                touched.add("deployments")
+            if plan.grow_to is not None and self._ensure(conn, env_id, app, env_name, release, plan.grow_to, role, process):
+                touched |= {"desired", "routing"}
+            if plan.drain and instances.drain_ids(conn, plan.drain, now):
                 touched |= {"desired", "routing"}
         return touched
 

@@ -9,6 +9,7 @@ params) rule, and ``deploy_machine.with_workers`` ships the workers with it.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from conveyor.domain.deploy_machine import EnsureInstances
 
@@ -45,3 +46,35 @@ def parse_counts(pairs: list[str], known: set[str]) -> dict[str, int]:
     if not out:
         raise ValueError("give at least one TYPE=COUNT, e.g. web=3")
     return out
+
+
+@dataclass(frozen=True)
+class Running:
+    """One instance of the process type being restarted, as the orchestrator sees it."""
+
+    id: str
+    created_at: float
+    ready: bool
+
+
+@dataclass(frozen=True)
+class RestartPlan:
+    grow_to: int | None  # make this many instances exist (one more than ``count``: the surge)
+    drain: list[str]  # drain these (old) instances now
+    done: bool  # nothing old is left: forget the restart
+
+
+def restart_plan(requested_at: float, count: int, have: list[Running]) -> RestartPlan:
+    """One step of a rolling restart with a surge of one: while old instances (created before the
+    request) remain, keep ``count + 1`` instances; each time every new one is ready, drain one old
+    one (the oldest). Web instances leave the routing table as they drain, so no request fails;
+    the level-triggered caller just repeats this until ``done``."""
+    old = sorted((i for i in have if i.created_at < requested_at), key=lambda i: (i.created_at, i.id))
+    new = [i for i in have if i.created_at >= requested_at]
+    if not old:
+        return RestartPlan(None, [], True)
+    if len(old) + len(new) < count + 1:
+        return RestartPlan(count + 1, [], False)
+    if all(i.ready for i in new) and new:
+        return RestartPlan(None, [old[0].id], False)
+    return RestartPlan(None, [], False)

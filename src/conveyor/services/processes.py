@@ -58,3 +58,35 @@ def ps(cp: ControlPlane, app: str, env: str | None = None) -> list[dict[str, Any
                     "scaled_to": counts.get(i["process"]),
                 })
     return sorted(out, key=lambda r: (r["env"], r["process"] != "web", r["process"], r["release"], r["id"]))
+
+
+def restart(cp: ControlPlane, app: str, env: str, process: str | None = None, actor: str = "",
+            origin: str = "") -> dict[str, Any]:
+    """A rolling restart of one process type (or all) of the current release: no new release; a new
+    instance is ready before an old one drains, so no request fails (the orchestrator does it)."""
+    now = cp.clock()
+    with cp.engine.begin() as conn:
+        env_row = repo.get_env(conn, repo.get_app(conn, app)["id"], env)
+        release = env_row["current_release"]
+        if release is None:
+            raise Conflict(f"{app}/{env} has no release to restart: deploy it first")
+        cfg = repo.get_release(conn, env_row["id"], release)["config"] or {}
+        known = sorted(cfg.get("processes") or {"web": ""})
+        if process is not None and process not in known:
+            raise ValueError(f"process type {process!r} is unknown: this release has {', '.join(known)}")
+        chosen = [process] if process is not None else known
+        for name in chosen:
+            count = len(instances.active_ids(conn, env_row["id"], release, "main" if name == "web" else "worker", name))
+            config_vars.request_restart(conn, env_row["id"], name, count, actor, now)
+        repo.record_event(conn, "restart_requested", f"rolling restart of {', '.join(chosen)} of {app}/{env} "
+                          f"(release {release}) by {actor or 'someone'}", app=app, env=env, actor=actor, origin=origin,
+                          data={"processes": chosen, "release": release})
+    cp.notifier.poke("orchestrator", "deployments")
+    return {"app": app, "env": env, "release": release, "processes": chosen}
+
+
+def restarts_pending(cp: ControlPlane, app: str, env: str) -> list[str]:
+    """The process types whose rolling restart is still in progress."""
+    with cp.engine.connect() as conn:
+        env_row = repo.get_env(conn, repo.get_app(conn, app)["id"], env)
+        return sorted(config_vars.restarts_of(conn, env_row["id"]))

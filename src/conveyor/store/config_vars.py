@@ -1,4 +1,5 @@
-"""Queries over an environment's config vars and process counts (tables ``config_vars``, ``process_counts``).
+"""Queries over an environment's config vars, process counts and restarts (tables ``config_vars``,
+``process_counts``, ``restarts``).
 
 Values arrive here already sealed when secret: this module never sees a secret in clear.
 """
@@ -9,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, delete, insert, select, update
 
-from conveyor.store.tables import config_vars, process_counts
+from conveyor.store.tables import config_vars, process_counts, restarts
 
 
 def of_env(conn: Connection, env_id: int) -> list[RowMapping]:
@@ -78,3 +79,21 @@ def set_count(conn: Connection, env_id: int, process: str, count: int, actor: st
     if not moved:
         conn.execute(insert(process_counts).values(env_id=env_id, process=process, count=count, updated_at=now,
                                                    updated_by=actor))
+
+
+# --- rolling restarts ----------------------------------------------------------
+
+
+def restarts_of(conn: Connection, env_id: int) -> dict[str, tuple[float, int]]:
+    """process type → (requested_at, count) of the restarts in progress."""
+    return {r.process: (float(r.requested_at), int(r.count)) for r in
+            conn.execute(select(restarts.c.process, restarts.c.requested_at, restarts.c.count).where(restarts.c.env_id == env_id))}
+
+
+def request_restart(conn: Connection, env_id: int, process: str, count: int, actor: str, now: float) -> None:
+    conn.execute(delete(restarts).where(restarts.c.env_id == env_id, restarts.c.process == process))
+    conn.execute(insert(restarts).values(env_id=env_id, process=process, requested_at=now, count=count, requested_by=actor))
+
+
+def restart_done(conn: Connection, env_id: int, process: str) -> None:
+    conn.execute(delete(restarts).where(restarts.c.env_id == env_id, restarts.c.process == process))

@@ -266,3 +266,17 @@ process_counts = Table(
     Column("updated_by", String(100), nullable=False, default=""),
     PrimaryKeyConstraint("env_id", "process", name="pk_process_counts"),
 )
+
+# A rolling restart in progress (`conveyor restart`): the instances of ``process`` created before
+# ``requested_at`` are replaced one at a time (a new one ready, then an old one drains); ``count`` is
+# how many there were. The row goes when none is left (domain/processes.restart_plan).
+restarts = Table(
+    "restarts",
+    metadata,
+    Column("env_id", Integer, ForeignKey("environments.id", ondelete="CASCADE"), nullable=False),
+    Column("process", String(40), nullable=False),
+    Column("requested_at", Float, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("requested_by", String(100), nullable=False, default=""),
+    PrimaryKeyConstraint("env_id", "process", name="pk_restarts"),
+)

@@ -87,3 +87,18 @@ def test_bad_counts_say_what_to_fix(pairs: list[str], needle: str) -> None:
     with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
         parse_counts(pairs, {"web", "worker"})
     assert parse_counts(["web=3", "worker=0"], {"web", "worker"}) == {"web": 3, "worker": 0}
+
+
+def test_restart_surges_one_then_drains_the_oldest_once_the_new_one_is_ready() -> None:
+    from conveyor.domain.processes import RestartPlan, Running, restart_plan
+
+    old = [Running("a", 1.0, True), Running("b", 2.0, True)]
+    assert restart_plan(10.0, 2, old) == RestartPlan(3, [], False)  # start one new
+    starting = [*old, Running("n1", 11.0, False)]
+    assert restart_plan(10.0, 2, starting) == RestartPlan(None, [], False)  # wait for it
+    ready = [*old, Running("n1", 11.0, True)]
+    assert restart_plan(10.0, 2, ready) == RestartPlan(None, ["a"], False)  # then the oldest goes
+    after = [Running("b", 2.0, True), Running("n1", 11.0, True)]
+    assert restart_plan(10.0, 2, after) == RestartPlan(3, [], False)
+    assert restart_plan(10.0, 2, [Running("n1", 11.0, True), Running("n2", 12.0, True)]) == RestartPlan(None, [], True)
+    assert restart_plan(10.0, 0, []) == RestartPlan(None, [], True)

@@ -44,9 +44,21 @@ def upgrade() -> None:
                                 ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("env_id", "process", name="pk_process_counts"),
     )
+    op.create_table(
+        "restarts",
+        sa.Column("env_id", sa.Integer(), nullable=False),
+        sa.Column("process", sa.String(length=40), nullable=False),
+        sa.Column("requested_at", sa.Float(), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("requested_by", sa.String(length=100), nullable=False),
+        sa.ForeignKeyConstraint(["env_id"], ["environments.id"], name=op.f("fk_restarts_env_id_environments"),
+                                ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("env_id", "process", name="pk_restarts"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("restarts")
     with op.batch_alter_table("instances") as batch:
         batch.drop_column("command")
         batch.drop_column("process")
