@@ -141,6 +141,8 @@ def test_config_and_secret_ship_as_releases_roll_back_and_never_leak(platform_fa
             r = browser.get(page)
             assert r.status_code == 200, page
             seen.append(r.text)
+        app_page = browser.get("/apps/shop").text  # the UI shows the config, the secret masked
+        assert "DB_PASSWORD" in app_page and "•••••• secret" in app_page and "LOG_LEVEL" in app_page
     for text in seen:
         assert SECRET not in text
     for f in p.root.rglob("*"):

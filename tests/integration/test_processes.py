@@ -6,10 +6,12 @@ serving; `conveyor scale` changes counts without a release (web under load: no f
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from cvy_platform import Platform, wait_for
@@ -140,6 +142,21 @@ def test_workers_ship_scale_and_fail_with_their_release(platform_factory: Any) -
     assert load.failures == [], load.failures[:5]
     assert len(load.served()) > 50 and set(load.served()) == {"web v2"}
     assert len(p.api.get("/apps/jobs/releases").json()) == releases_before
+
+    # the app page's scale control does the same (a form with the session's CSRF token)
+    with httpx.Client(base_url=p.api_url, follow_redirects=True, timeout=30) as browser:
+        assert browser.get(p.api.post("/ui/login-link").json()["path"]).status_code == 200
+        page = browser.get("/apps/jobs").text
+        assert "Process types" in page and 'name="count_worker" value="2"' in page
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        r = browser.post("/apps/jobs/scale", data={"csrf": csrf, "env": "production", "count_web": "1", "count_worker": "1"})
+        assert r.status_code == 200 and 'name="count_worker" value="1"' in r.text
+        bad = browser.post("/apps/jobs/scale", data={"csrf": csrf, "env": "production", "count_worker": "-3"})
+        assert bad.status_code == 422 and "a count is between 0 and 100" in bad.text
+    wait_for(lambda: len([r for r in _ps(p) if r["process"] == "worker" and r["state"] != "draining"]) == 1, 30, 0.2,
+             "one worker after scaling from the page")
+    p.cli("scale", "jobs", "worker=2", check=True)
+    wait_for(lambda: len(_running(p, "worker", 2)) == 2, 30, 0.2, "two workers again")
 
     # bad input changes nothing
     for args, needle in [(["mailer=1"], "process type 'mailer' is unknown"), (["worker=-1"], "a count is between 0 and 100")]:

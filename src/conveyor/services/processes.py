@@ -90,3 +90,23 @@ def restarts_pending(cp: ControlPlane, app: str, env: str) -> list[str]:
     with cp.engine.connect() as conn:
         env_row = repo.get_env(conn, repo.get_app(conn, app)["id"], env)
         return sorted(config_vars.restarts_of(conn, env_row["id"]))
+
+
+def process_types(cp: ControlPlane, app: str, env: str) -> list[dict[str, Any]]:
+    """The current release's process types with their wanted count (set by scale, else the release's)
+    and how many instances run now: what the app page's scale control shows."""
+    with cp.engine.connect() as conn:
+        env_row = repo.get_env(conn, repo.get_app(conn, app)["id"], env)
+        release = env_row["current_release"]
+        if release is None:
+            return []
+        cfg = repo.get_release(conn, env_row["id"], release)["config"] or {}
+        scaled = config_vars.counts_of(conn, env_row["id"])
+        default = {"web": int(cfg.get("instances", 1)), **{k: int(v) for k, v in (cfg.get("workers") or {}).items()}}
+        out = []
+        for name in sorted(cfg.get("processes") or {"web": cfg.get("command", "")}, key=lambda n: (n != "web", n)):
+            role = "main" if name == "web" else "worker"
+            out.append({"name": name, "command": (cfg.get("processes") or {}).get(name, cfg.get("command", "")),
+                        "count": scaled.get(name, default.get(name, 1)), "scaled": name in scaled,
+                        "running": len(instances.active_ids(conn, env_row["id"], release, role, name))})
+    return out
