@@ -145,6 +145,13 @@ def status(app_name: Annotated[str, typer.Argument(metavar="APP")], json: JsonOp
     run(body)
 
 
+def _config_change(release: dict[str, Any]) -> str:
+    """What a config release changed (keys only: the API never returns values)."""
+    ch = (release.get("config") or {}).get("changes") or {}
+    parts = [*(f"{k} set" for k in ch.get("set", [])), *(f"{k} unset" for k in ch.get("unset", []))]
+    return escape(", ".join(parts)) + (" (secret)" if ch.get("secret") else "")
+
+
 @app.command()
 def releases(
     app_name: Annotated[str, typer.Argument(metavar="APP")],
@@ -161,9 +168,9 @@ def releases(
             return
         o.table(
             f"Releases of {app_name}",
-            ["ENV", "RELEASE", "STATUS", "IMAGE", "COMMIT", "BY", "CREATED"],
+            ["ENV", "RELEASE", "STATUS", "IMAGE", "COMMIT", "CONFIG CHANGE", "BY", "CREATED"],
             [[r["env"], r["number"], o.styled(r["status"]), o.short(r["image"]), ((r.get("commit") or {}).get("sha") or "")[:10],
-              r["created_by"], o.ago(r["created_at"])] for r in rels],
+              _config_change(r), r["created_by"], o.ago(r["created_at"])] for r in rels],
         )
 
     run(body)

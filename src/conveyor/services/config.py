@@ -62,19 +62,6 @@ def check_var(key: str, value: str) -> None:
         raise ValueError(f"the value of {key} is {len(value.encode())} bytes; the limit is {MAX_VALUE} (32 kB)")
 
 
-def parse_pairs(pairs: list[str]) -> dict[str, str]:
-    """``["KEY=VALUE", …]`` → dict; ``ValueError`` for a pair without ``=`` (naming the key part only)."""
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            shown = key if len(key) <= 40 else key[:40] + "…"
-            raise ValueError(f"{shown!r} is not KEY=VALUE: give each variable as KEY=VALUE")
-        check_var(key, value)
-        out[key] = value
-    return out
-
-
 def _env(conn: Connection, app: str, env: str, *, create: bool) -> tuple[Any, Any]:
     app_row = repo.get_app(conn, app)
     return app_row, repo.get_env(conn, app_row["id"], env, create=create)
