@@ -99,7 +99,8 @@ def test_config_and_secret_ship_as_releases_roll_back_and_never_leak(platform_fa
     assert history[0]["config"]["changes"]["set"] == ["API_TOKEN", "LOG_LEVEL"]
     assert history[1]["config"]["changes"] == {"set": ["DB_PASSWORD"], "unset": [], "secret": True, "by": "admin"}
     assert history[1]["config"]["secret_keys"] == ["DB_PASSWORD"]
-    table = p.cli("releases", "shop", check=True).stdout  # the history shows keys changed, never values
+    table = subprocess.run([sys.executable, "-m", "conveyor", "releases", "shop"], capture_output=True, text=True,
+                           env={**p.env, "COLUMNS": "200"}, timeout=60, cwd=p.root).stdout  # keys changed, never values
     assert "DB_PASSWORD set (secret)" in table and "LOG_LEVEL set" in table and SECRET not in table
 
     # a rollback restores image *and* config, and the set vars with them (the next deploy ships those)
