@@ -72,7 +72,7 @@ web = "python web.py"
 worker = "python worker.py"
 
 [deploy]
-bake = "1s"
+bake = "60s"  # the previous web instances stay warm: its workers must still go at once
 drain_timeout = "1s"
 ready_timeout = "60s"
 
