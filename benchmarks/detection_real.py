@@ -139,35 +139,14 @@ class _BoundedPool(_Pool):
 
 
 class BoundedLoad(OpenLoop):
-    """:class:`rollback.OpenLoop` with at most ``MAX_IN_FLIGHT`` requests in flight: a send due
-    while that many are outstanding is skipped and counted in ``skipped`` (the machine stalled)."""
+    """:class:`rollback.OpenLoop` with at most ``MAX_IN_FLIGHT`` requests in flight (the rest are
+    skipped and counted) and at most ``MAX_IDLE`` idle connections kept."""
 
-    skipped: int = 0
+    def __init__(self, url: str, host: str, rate: float, max_s: float) -> None:
+        super().__init__(url, host, rate, max_s, max_in_flight=MAX_IN_FLIGHT)
 
-    async def _main(self) -> None:
-        import asyncio
-
-        pool = _BoundedPool(self.url, self.host)
-        tasks: set[asyncio.Task[None]] = set()
-        start = time.monotonic()
-        n = 0
-        while not self._stop.is_set() and n < self.rate * self.max_s:
-            due = start + n / self.rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -0.05:
-                self.late += 1
-            n += 1
-            if len(tasks) >= MAX_IN_FLIGHT:
-                self.skipped += 1
-                continue
-            t = asyncio.create_task(self._one(pool))
-            tasks.add(t)
-            t.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.wait(tasks, timeout=15)
-        pool.close()
+    def _pool(self) -> _Pool:
+        return _BoundedPool(self.url, self.host)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,8 @@ class OpenLoop:
     max_s: float
     samples: list[Sample] = field(default_factory=list)
     late: int = 0  # requests sent more than 50 ms behind schedule (the generator itself was starved)
+    max_in_flight: int | None = None  # a send due while this many are outstanding is skipped ...
+    skipped: int = 0  # ... and counted here (the machine stalled)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -106,8 +108,11 @@ class OpenLoop:
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
             self.samples.append(Sample(sent, time.time(), type(exc).__name__, ""))
 
+    def _pool(self) -> _Pool:
+        return _Pool(self.url, self.host)
+
     async def _main(self) -> None:
-        pool = _Pool(self.url, self.host)
+        pool = self._pool()
         tasks: set[asyncio.Task[None]] = set()
         start = time.monotonic()
         n = 0
@@ -118,10 +123,13 @@ class OpenLoop:
                 await asyncio.sleep(delay)
             elif delay < -0.05:
                 self.late += 1
+            n += 1
+            if self.max_in_flight is not None and len(tasks) >= self.max_in_flight:
+                self.skipped += 1
+                continue
             t = asyncio.create_task(self._one(pool))
             tasks.add(t)
             t.add_done_callback(tasks.discard)
-            n += 1
         if tasks:
             await asyncio.wait(tasks, timeout=15)
         pool.close()
