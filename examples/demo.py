@@ -54,8 +54,21 @@ instances = 2
 """
 
 
+#: ANSI styles only on a terminal: `make demo > demo.log` gets plain text.
+COLOUR = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def bold(text: str, code: str = "1") -> str:
+    return f"\033[{code}m{text}\033[0m" if COLOUR else text
+
+
 def say(text: str) -> None:
-    print(f"\n\033[1;36m==> {text}\033[0m", flush=True)
+    print("\n" + bold(f"==> {text}", "1;36"), flush=True)
+
+
+def mix(counts: Counter[str]) -> str:
+    """``Counter({"v1": 120, "HTTP 500": 3})`` → ``v1: 120, HTTP 500: 3`` (versions first)."""
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: (not kv[0].startswith("v"), kv[0]))) or "none"
 
 
 def _die_with_parent() -> None:
@@ -141,8 +154,8 @@ def deploy_watching(args: list[str], env: dict[str, str], traffic: Traffic | Non
     while proc.poll() is None:
         time.sleep(1.0)
         if traffic is not None:
-            mix = traffic.take()
-            line = "  ".join(f"{k}: {v}" for k, v in sorted(mix.items())) or "(no requests)"
+            counts = traffic.take()
+            line = mix(counts) if counts else "(no requests)"
             print(f"   [{label}] traffic last second → {line}", flush=True)
         try:
             deps = [d for d in api.get("/apps/hello/deployments", params={"limit": 1}).json() if d["id"] > newer_than]
@@ -150,7 +163,7 @@ def deploy_watching(args: list[str], env: dict[str, str], traffic: Traffic | Non
             for v in verdicts[shown:]:
                 if v["outcome"] != "continue":
                     where = "bake" if v["step"] < 0 else f"step {v['step'] + 1}"
-                    print(f"   \033[1mverdict\033[0m {where}: {v['outcome']} — {v['reason']}", flush=True)
+                    print(f"   {bold('verdict')} {where}: {v['outcome']} — {v['reason']}", flush=True)
             shown = len(verdicts)
         except httpx.HTTPError:
             pass
@@ -192,6 +205,8 @@ def main() -> int:
             up.wait(40)
         except subprocess.TimeoutExpired:
             up.kill()
+        print("   Stopped: the platform, its agent, router and app instances are down. "
+              f"Its data stays in {DEMO} until the next `make demo`.", flush=True)
         raise SystemExit(0)
 
     signal.signal(signal.SIGINT, stop)
@@ -200,7 +215,7 @@ def main() -> int:
     traffic = Traffic(router, "hello.localhost")
 
     def source(version: str, canary: bool = False, fail_rate: float = 0.0) -> Path:
-        d = DEMO / "src" / version
+        d = DEMO / "src" / (version + ("-canary" if canary else ""))
         shutil.copytree(REPO / "examples" / "hello", d)
         (d / "VERSION").write_text(version + "\n")
         if canary:
@@ -226,7 +241,7 @@ def main() -> int:
     print(f"   rollback #{d['id']}: {d['state']} in {time.monotonic() - t0:.2f}s (including the CLI's start-up)")
 
     say("Shipping v2 again as a canary: 20% then 50% of traffic, each step analysed, then promoted and baked")
-    d = deploy_watching(["deploy", "hello", "--source", str(source("v2-canary", canary=True))], env, traffic, "canary")
+    d = deploy_watching(["deploy", "hello", "--source", str(source("v2", canary=True))], env, traffic, "canary")
     print(f"   deployment #{d['id']}: {d['state']}, release {d['release']}")
     if d["state"] != "succeeded":  # e.g. paused for lack of traffic on a very slow machine: finish it by hand
         print("   (promoting it by hand: conveyor promote hello --full)")
@@ -236,15 +251,16 @@ def main() -> int:
 
     say("Shipping a broken v3 (30% of its requests fail) as a canary: analysis catches it and rolls it back")
     d = deploy_watching(["deploy", "hello", "--source", str(source("v3", canary=True, fail_rate=0.3))], env, traffic, "v3 canary")
-    print(f"   deployment #{d['id']}: \033[1m{d['state']}\033[0m — {d['reason']}")
+    print(f"   deployment #{d['id']}: {bold(d['state'])} — {d['reason']}")
 
     total = traffic.total
     failed = sum(v for k, v in total.items() if not k.startswith("v"))
-    say(f"Demo traffic: {sum(total.values())} requests, {failed} failed ({dict(total)})")
+    say(f"Demo traffic: {sum(total.values())} requests, {failed} failed ({mix(total)})")
     print(f"""
    Open the web UI:     http://127.0.0.1:{api_port}/   (token: {token})
    Open the app:        http://hello.localhost:{router_port}/
-   Try the CLI:         CONVEYOR_CONFIG={DEMO / 'client.json'} .venv/bin/conveyor status hello
+   Try the CLI:         export PATH="$PWD/.venv/bin:$PATH" CONVEYOR_CONFIG="$PWD/.demo/client.json"
+                        conveyor context && conveyor status hello   (see the README's "Using it")
    Metrics:             http://127.0.0.1:{router_port + 1}/metrics
 
    The platform stays up. Press Ctrl-C to stop it.""", flush=True)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import platformdirs
 
+from conveyor import logfile
+
 DEFAULT_API_PORT = 7700
 DEFAULT_ROUTER_PORT = 7780
 
@@ -41,6 +43,10 @@ class ServerSettings:
     keep_images: int = 10  # per app, besides every image a live or recent release uses
     viewer_tokens: list[str] = field(default_factory=list)  # may read, not change
     router_url: str | None = None  # shown to users ("open http://hello.localhost:7780")
+    #: Most bytes of output kept per instance ($CONVEYOR_LOG_MAX_BYTES, default 8 MiB; see conveyor.logfile).
+    log_max_bytes: int = field(default_factory=logfile.default_max_bytes)
+    #: Log streams one token may follow at once ($CONVEYOR_LOG_FOLLOWERS_PER_TOKEN).
+    log_followers_per_token: int = field(default_factory=lambda: int(os.environ.get("CONVEYOR_LOG_FOLLOWERS_PER_TOKEN") or 8))
 
     @property
     def db_url(self) -> str:
@@ -85,6 +91,10 @@ class ClientConfig:
     url: str
     token: str | None
     router_url: str | None = None
+    #: Where each setting came from, for `conveyor context` and error messages.
+    source: str = ""  # the client config file read ("" when none)
+    url_source: str = "default"
+    token_source: str = "none"
 
 
 def save_client_config(url: str, token: str, router_url: str | None) -> Path:
@@ -98,13 +108,22 @@ def save_client_config(url: str, token: str, router_url: str | None) -> Path:
 
 
 def load_client_config() -> ClientConfig:
+    """The CLI's control plane: ``$CONVEYOR_URL``/``$CONVEYOR_TOKEN`` over the saved client config
+    (``$CONVEYOR_CONFIG`` or the user's config dir), over the default URL."""
     saved: dict[str, str | None] = {}
     path = client_config_path()
+    source = ""
     if path.exists():
         try:
             saved = json.loads(path.read_text())
+            source = str(path)
         except (OSError, ValueError):
             saved = {}
-    url = os.environ.get("CONVEYOR_URL") or saved.get("url") or f"http://127.0.0.1:{DEFAULT_API_PORT}"
-    token = os.environ.get("CONVEYOR_TOKEN") or saved.get("token")
-    return ClientConfig(url=url.rstrip("/"), token=token, router_url=saved.get("router_url"))
+    env_url, env_token = os.environ.get("CONVEYOR_URL"), os.environ.get("CONVEYOR_TOKEN")
+    url = env_url or saved.get("url") or f"http://127.0.0.1:{DEFAULT_API_PORT}"
+    token = env_token or saved.get("token")
+    return ClientConfig(
+        url=url.rstrip("/"), token=token, router_url=saved.get("router_url"), source=source,
+        url_source="CONVEYOR_URL" if env_url else (source if saved.get("url") else "default"),
+        token_source="CONVEYOR_TOKEN" if env_token else (source if saved.get("token") else "none"),
+    )

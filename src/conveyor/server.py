@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from conveyor import __version__, web
+from conveyor.api.httpserver import HeadTimeoutProtocol
 from conveyor.api import apps, builds, dataplane, deployments, dora, logs, metrics, prometheus, twins
 from conveyor.build.store import ArtifactStore
 from conveyor.config import ServerSettings
@@ -35,6 +36,15 @@ from conveyor.store.db import make_engine, migrate
 from conveyor.store.repo import Conflict, NotFound
 
 log = logging.getLogger("conveyor.server")
+
+
+def serve(app: FastAPI, host: str, port: int) -> None:
+    """Run the control plane's app: uvicorn over httptools, with the router's head timeout (a slow
+    request head gets 408 after 10 s instead of holding a connection)."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", loop="uvloop", http=HeadTimeoutProtocol,
+                timeout_graceful_shutdown=1)  # long-polls end; clients re-poll
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -81,6 +91,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     for exc_type, status in ERROR_STATUS.items():
         app.add_exception_handler(exc_type, _json_error(status))
+    from conveyor.api import contract
+
+    contract.install(app)  # the OpenAPI document names every status, body and content type we answer
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

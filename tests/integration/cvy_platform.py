@@ -65,6 +65,8 @@ class Platform(UpPlatform):
         dest = self.root / "src" / f"{name}-{version}-{time.monotonic_ns()}"
         shutil.copytree(EXAMPLES / "hello", dest)
         (dest / "VERSION").write_text(version + "\n")
+        manifest = dest / "conveyor.toml"  # its [app] name must be the app it is built for (else 422)
+        manifest.write_text(manifest.read_text().replace('name = "hello"', f'name = "{name}"', 1))
         for fname, content in files.items():
             (dest / fname.replace("__", ".")).write_text(content)
         return dest

@@ -213,7 +213,8 @@ def test_good_canary_is_promoted_through_its_steps_and_bake_without_a_failed_req
     assert kinds.count("canary_step") == 2
     assert _releases(p, "good") == {1: "superseded", 2: "live"}
     shown = p.cli("deployments", "show", str(out["id"]), check=True).stdout
-    assert "succeeded" in shown and "traffic: r2 100%" in shown and "pass" in shown
+    assert "succeeded" in shown and "traffic: release 2 100%" in shown and "pass" in shown
+    assert "step 1 " in shown and "bake bake: pass" in shown and "step -1" not in shown  # counted as people count
 
 
 def test_broken_canary_is_rolled_back_automatically(shared_platform: Platform) -> None:

@@ -146,25 +146,121 @@ def test_deploy_route_rollback_and_series_on_each_backend(client: TestClient) ->
 
 
 def test_only_one_replica_gets_the_lease_on_postgresql(postgres_url: str) -> None:
-    """Two replicas race for the orchestrator lease on PostgreSQL, each in its own open transaction:
-    the conditional UPDATE lets exactly one through (the other waits on the row lock, then sees it held)."""
+    """Two replicas race for a free orchestrator lease on PostgreSQL, 20 times, forced to overlap:
+    both open a transaction and pass a barrier; whichever UPDATE runs first is then held between
+    its UPDATE and its COMMIT until the other is seen blocked on the row lock (pg_stat_activity),
+    so every round really has both writers in flight at once. (Both cannot sit past their UPDATE
+    together: the second one's UPDATE is exactly what waits.) Exactly one may win each round."""
+    from sqlalchemy import text, update
+
+    from conveyor.store.tables import leases
+
     engine = create_engine(postgres_url)
     migrate(engine)
-    barrier = threading.Barrier(2)
-    won: list[str] = []
+    db = postgres_url.rsplit("/", 1)[1]
 
-    def race(me: str) -> None:
-        with engine.begin() as conn:
-            barrier.wait(10)
-            if repo.take_lease(conn, "orchestrator", me, 4_000_000_000.0, 5.0):
-                won.append(me)
+    def blocked_on_a_lock() -> bool:
+        with engine.connect() as conn:
+            return bool(conn.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = :db AND wait_event_type = 'Lock'"
+            ), {"db": db}).scalar())
 
-    threads = [threading.Thread(target=race, args=(name,)) for name in ("a", "b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert len(won) == 1, won
+    for round_ in range(20):
+        with engine.begin() as conn:  # free: expired long ago, held by nobody
+            conn.execute(update(leases).where(leases.c.name == "orchestrator").values(holder="", expires_at=0.0))
+        barrier = threading.Barrier(2)
+        order: list[str] = []
+        won: list[str] = []
+        errors: list[BaseException] = []
+        guard = threading.Lock()
+
+        def race(me: str) -> None:
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text("SELECT 1"))  # the transaction is open on the server
+                    barrier.wait(10)
+                    took = repo.take_lease(conn, "orchestrator", me, 4_000_000_000.0 + round_, 5.0)
+                    with guard:
+                        order.append(me)
+                        first = len(order) == 1
+                    if first:  # hold between UPDATE and COMMIT until the other writer waits on our row
+                        wait_for(blocked_on_a_lock, 20, 0.01, "the other writer to block on the lease row")
+                    if took:
+                        won.append(me)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=race, args=(name,)) for name in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert len(won) == 1, (round_, won)
     with engine.begin() as conn:  # give it back: the module's other tests share this database
         repo.release_lease(conn, "orchestrator", won[0])
     engine.dispose()
+
+
+def _hammer(c: TestClient, n: int, send) -> list[int]:  # type: ignore[no-untyped-def]
+    """Send ``n`` requests at once (``send(i) -> Response``) from ``n`` threads held at a barrier."""
+    barrier = threading.Barrier(n)
+    codes: list[int] = []
+
+    def one(i: int) -> None:
+        barrier.wait(30)
+        codes.append(send(i).status_code)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(codes) == n, f"only {len(codes)} of {n} requests answered"
+    return codes
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def lenient_client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
+    """Like ``client``, but a server error comes back as a 500 (as a real client sees it) instead of raising."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    if url is not None:  # a fresh database per test: the module's tests share the cluster
+        name = f"c{os.getpid()}_{int(time.time() * 1e6)}"
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        admin.dispose()
+        url = url.rsplit("/", 1)[0] + "/" + name
+    app = create_app(ServerSettings(data_dir=tmp_path, admin_token="adm", database_url=url))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_concurrent_deploys_and_app_creations_get_2xx_or_409(lenient_client: TestClient) -> None:
+    """20 deployments at once to an environment that does not exist yet, and 20 creations of one app:
+    every request is queued (201) or refused as a conflict (409), never a 500, and the releases are
+    numbered 1..20 without a gap or a duplicate."""
+    c = lenient_client
+    cp = c.app.state.cp  # type: ignore[attr-defined]
+    assert c.post("/api/v1/apps", json={"name": "hello"}, headers=TOKEN).status_code == 201
+    digest = "sha256:" + "7" * 64
+    with cp.engine.begin() as conn:
+        conn.execute(insert(images).values(
+            digest=digest, app_id=repo.get_app(conn, "hello")["id"],
+            manifest={"schema_version": 1, "layers": [], "config": {}},
+            app_manifest={"run": {"web": "python app.py"}}, size=1, test_status="passed", commit={},
+            created_at=time.time()))
+    for round_ in range(2):
+        env = f"fresh{round_}"
+        codes = _hammer(c, 20, lambda i: c.post("/api/v1/apps/hello/deployments",
+                                                json={"env": env, "image": digest}, headers=TOKEN))
+        assert sorted(codes) == [201] * 20, codes
+        numbers = sorted(d["release"] for d in c.get("/api/v1/apps/hello/deployments",
+                                                     params={"env": env}, headers=TOKEN).json())
+        assert numbers == list(range(1, 21))
+    for round_ in range(3):
+        name = f"twin{round_}"
+        codes = _hammer(c, 20, lambda i: c.post("/api/v1/apps", json={"name": name}, headers=TOKEN))
+        assert sorted(codes) == [201] + [409] * 19, (codes, [a["name"] for a in c.get("/api/v1/apps", headers=TOKEN).json()])
+    names = [a["name"] for a in c.get("/api/v1/apps", headers=TOKEN).json()]
+    assert names == ["hello", "twin0", "twin1", "twin2"]

@@ -244,25 +244,50 @@ def test_restart_keeps_state(platform_factory) -> None:  # type: ignore[no-untyp
 
 
 def test_data_plane_outlives_a_killed_control_plane(platform_factory) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL the control plane under traffic and watch until well past the lost-host grace
+    (a restarted control plane judges no host for HOST_LOST_AFTER s, then judges them by their
+    reports): had it wrongly taken the agent for lost at that moment, the routes would change
+    (the router's table version moves) and instances would be replaced (their pids change)."""
     import os
     import signal
+
+    from conveyor.store.repo import HOST_LOST_AFTER
 
     p = platform_factory()
     p.start()
     p.cli("apps", "create", "hello", check=True)
     _deployed(p, "hello", "v1")
     before = {i["id"]: i["port"] for i in p.cli_json("status", "hello")["environments"][0]["instances"]}
+    pids_before = _instance_pids(p)
+    version = _router_table_version(p)
     with TrafficLoop(p, HOST) as loop:
         server = p.child_pid("server")
         os.kill(server, signal.SIGKILL)
         # the supervisor restarts it; meanwhile the router and the agent carry on
         wait_for(lambda: p.child_pid("server") != server and p.api.get("/apps").status_code == 200, 60, 0.2,
                  "control plane back")
-        back = time.monotonic()  # and traffic keeps flowing once it is back: 50 more requests
-        wait_for(lambda: sum(1 for r in loop.results if r[0] >= back) >= 50, 30, 0.02, "traffic after the restart")
+        back = time.monotonic()
+        # keep watching for the grace and 5 s more (a lost-host judgement shows within a tick)
+        versions = set()
+        while time.monotonic() < back + HOST_LOST_AFTER + 5:
+            versions.add(_router_table_version(p))
+            assert _instance_pids(p) == pids_before, "instances were restarted or replaced"
+            time.sleep(0.5)
+        assert versions == {version}, f"the routing table changed after the restart: {version} -> {versions}"
+        assert sum(1 for r in loop.results if r[0] >= back + HOST_LOST_AFTER) >= 50, "too little traffic past the grace"
     assert loop.failures == [], loop.failures[:3]
-    assert len(loop.results) > 50
     after = {i["id"]: i["port"] for i in p.cli_json("status", "hello")["environments"][0]["instances"]}
     assert after == before  # same instances on the same ports: nothing restarted, nothing duplicated
     agent_state = json.loads((p.data_dir / "agent" / "agent-state.json").read_text())
     assert sorted(agent_state["processes"]) == sorted(before)
+
+
+def _router_table_version(p: Platform) -> int:
+    """The version of the routing table the router holds (its admin port's /metrics.json)."""
+    return int(httpx.get(f"http://{p.host}:{p.admin_port}/metrics.json", timeout=5).json()["table_version"])
+
+
+def _instance_pids(p: Platform) -> dict[str, int]:
+    """Instance id -> pid, as the agent recorded them (agent-state.json)."""
+    doc = json.loads((p.data_dir / "agent" / "agent-state.json").read_text())
+    return {iid: int(rec["pid"]) for iid, rec in (doc.get("processes") or {}).items()}

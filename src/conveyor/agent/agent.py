@@ -31,6 +31,7 @@ from pathlib import Path
 
 import httpx
 
+from conveyor import logfile
 from conveyor.agent import policy, statefile
 from conveyor.agent.client import ControlPlaneClient
 from conveyor.agent.images import ImageProvider
@@ -60,6 +61,7 @@ class AgentConfig:
     log_interval_s: float = 0.5
     retry_max_s: float = 2.0
     reconcile_every_s: float = 1.0
+    log_max_bytes: int = logfile.DEFAULT_MAX_BYTES  # per instance, both log segments together
 
     @property
     def state_path(self) -> Path:
@@ -209,6 +211,7 @@ class Agent:
             http=self._probe_http,
             on_change=self._dirty.set,
             on_process=self.save,
+            log_max_bytes=self.config.log_max_bytes,
         )
 
     # ------------------------------------------------------------------ state
@@ -329,7 +332,7 @@ class Agent:
 
     async def _ship_logs_once(self) -> bool:
         """Post one batch; return whether there may be more to send right away."""
-        batch = self._shipper.collect()
+        batch = await asyncio.to_thread(self._shipper.collect)  # file reads stay off the event loop
         if not batch.chunks:
             return False
         await self.client.post_logs(batch)

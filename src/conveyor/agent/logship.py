@@ -1,7 +1,8 @@
 """Log shipping: new bytes of each instance's log file, by offset, at least once.
 
-Each instance's output goes to ``{data_dir}/logs/{instance}.log`` (append
-only). The shipper remembers, per instance, the byte offset the control plane
+Each instance's output goes to ``{data_dir}/logs/{instance}.log`` (stamped,
+capped and rotated by :mod:`conveyor.logfile`; offsets are logical, so they
+survive rotation). The shipper remembers, per instance, the byte offset the control plane
 has acknowledged; each round it reads what lies beyond (bounded per instance
 and per batch), and only a successful POST moves the offsets. A failed POST
 or an agent restart sends the same bytes again with the same offsets, which
@@ -14,11 +15,11 @@ chunk are replaced, which is the one case where the lengths differ.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from conveyor.domain.wire import LogBatch, LogChunk
+from conveyor.logfile import SegmentedLog
 
 #: Most bytes of one instance in one batch.
 MAX_CHUNK_BYTES = 64 * 1024
@@ -40,23 +41,20 @@ def utf8_cut(data: bytes) -> int:
     return end if end - i >= need else i
 
 
-def read_chunk(path: Path, offset: int, max_bytes: int) -> tuple[str, int]:
-    """``(text, bytes consumed)`` of ``path`` from ``offset``, at most ``max_bytes`` bytes.
+def read_chunk(path: Path, offset: int, max_bytes: int) -> tuple[int, str, int]:
+    """``(start, text, bytes consumed)`` of the log at ``path`` from logical ``offset``.
 
-    A missing file, or nothing beyond ``offset``, gives ``("", 0)``.
+    ``start`` is later than ``offset`` when the bytes there were rotated away
+    (see :mod:`conveyor.logfile`); the control plane marks that gap. A missing
+    log, or nothing beyond ``offset``, gives ``(offset, "", 0)``.
     """
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read(max_bytes)
-    except FileNotFoundError:
-        return "", 0
+    start, data = SegmentedLog(path).read(offset, max_bytes)
     if not data:
-        return "", 0
+        return offset, "", 0
     keep = utf8_cut(data)
     if keep == 0:  # max_bytes smaller than one character: send it anyway
         keep = len(data)
-    return data[:keep].decode("utf-8", "replace"), keep
+    return start, data[:keep].decode("utf-8", "replace"), keep
 
 
 class LogShipper:
@@ -101,13 +99,11 @@ class LogShipper:
                 break
             path = self.logs_dir / f"{instance_id}.log"
             offset = self.offsets[instance_id]
-            try:
-                size = os.path.getsize(path)
-            except OSError:
-                size = 0
-            if size < offset:  # the file was replaced: start over
+            if SegmentedLog(path).end() < offset:  # the log was replaced: start over
                 self.offsets[instance_id] = offset = 0
-            text, used = read_chunk(path, offset, min(self.max_chunk, budget))
+            start, text, used = read_chunk(path, offset, min(self.max_chunk, budget))
+            if start != offset:  # rotated away before it was shipped: skip to what is kept
+                self.offsets[instance_id] = offset = start
             if used:
                 chunks.append(LogChunk(instance=instance_id, offset=offset, data=text))
                 self._sizes[(instance_id, offset)] = used

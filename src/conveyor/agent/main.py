@@ -16,6 +16,7 @@ import socket
 import sys
 from pathlib import Path
 
+from conveyor import logfile
 from conveyor.agent.agent import Agent, AgentConfig
 from conveyor.agent.images import DirectoryImageProvider, ImageCacheProvider, ImageError, ImageProvider
 
@@ -46,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="run images from local directories instead of fetching them: JSON {digest: directory} (tests, local dev)",
     )
+    p.add_argument(
+        "--log-max-bytes",
+        default=None,
+        metavar="SIZE",
+        help="most bytes of output kept per instance, e.g. 8M (default: $CONVEYOR_LOG_MAX_BYTES or 8M); older output rotates away",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -62,7 +69,12 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         socket.inet_aton(args.address)
     except OSError:
         parser.error(f"--address must be an IPv4 address, got {args.address!r}")
+    try:
+        log_max_bytes = logfile.parse_size(args.log_max_bytes) if args.log_max_bytes else logfile.default_max_bytes()
+    except ValueError as exc:
+        parser.error(f"--log-max-bytes (or ${logfile.MAX_BYTES_ENV}): {exc}")
     return AgentConfig(
+        log_max_bytes=log_max_bytes,
         control_plane=args.control_plane,
         token=token,
         host=args.host or socket.gethostname(),

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from conveyor import logfile
 from conveyor.domain.wire import DesiredInstance
 
 #: Directories searched after the image's own ``bin``: the Python the agent was
@@ -188,13 +189,22 @@ class Process:
     pid: int
     start_ticks: int
     child: subprocess.Popen[bytes] | None = None
+    writer: subprocess.Popen[bytes] | None = None  # the log writer (reaped once it exits)
 
     def poll(self) -> tuple[bool, int | None]:
         """``(alive, exit_code)``; the exit code is ``None`` when unknown or still running."""
+        if self.writer is not None:
+            self.writer.poll()  # reap it once the instance's output has ended
         if self.child is not None:
             code = self.child.poll()
             return (code is None, code)
         return (same_process_alive(self.pid, self.start_ticks), None)
+
+    async def output_written(self, timeout: float = 2.0) -> None:
+        """Wait (up to ``timeout``) for the log writer to store the last output of an instance that ended."""
+        deadline = time.monotonic() + timeout
+        while self.writer is not None and self.writer.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     def signal_group(self, sig: int) -> None:
         """Send ``sig`` to the process group (the instance's session); ignore it being gone."""
@@ -214,25 +224,60 @@ def spawn(
     env: Mapping[str, str],
     log_path: Path,
     banner: str = "",
+    log_max_bytes: int = logfile.DEFAULT_MAX_BYTES,
 ) -> Process:
-    """Start ``command`` through ``/bin/sh -c`` in a new session, output appended to ``log_path``."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        if banner:
-            log.write(banner.encode("utf-8", "replace"))
-            log.flush()
+    """Start ``command`` through ``/bin/sh -c`` in a new session; its output goes to ``log_path``.
+
+    The output passes through a pipe to a log writer process
+    (``python -m conveyor.logfile``) that stamps each line with its time and
+    keeps the log within ``log_max_bytes`` (see :mod:`conveyor.logfile`). The
+    writer has its own session: it outlives an agent restart like the instance
+    does, and exits when the instance's last process closes the pipe.
+    """
+    log = logfile.SegmentedLog(log_path, log_max_bytes)
+    if banner:
+        log.append(logfile.stamp_lines(banner.encode("utf-8", "replace"), True, time.time())[0])
+    read_end, write_end = os.pipe()
+    try:
         child = subprocess.Popen(  # noqa: S603 - running the app's command is the point
             ["/bin/sh", "-c", command],
             cwd=str(cwd),
             env=dict(env),
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=write_end,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
         )
+        os.close(write_end)
+        write_end = -1
+        try:
+            writer = subprocess.Popen(  # noqa: S603 - our own module
+                [sys.executable, "-m", "conveyor.logfile", str(log_path), str(log.max_bytes)],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                close_fds=True,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            )
+        except OSError:  # no writer, no instance: one without a reader would die of SIGPIPE unseen
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            raise
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
     info = proc_stat(child.pid)
-    return Process(pid=child.pid, start_ticks=info[1] if info else 0, child=child)
+    return Process(pid=child.pid, start_ticks=info[1] if info else 0, child=child, writer=writer)
+
+
+def append_line(log_path: Path, text: str, max_bytes: int = logfile.DEFAULT_MAX_BYTES) -> None:
+    """Append one agent line (stamped) to an instance's log."""
+    line = text if text.endswith("\n") else text + "\n"
+    logfile.SegmentedLog(log_path, max_bytes).append(logfile.stamp_lines(line.encode("utf-8", "replace"), True, time.time())[0])
 
 
 def describe_exit(code: int | None) -> str:
@@ -249,17 +294,12 @@ def describe_exit(code: int | None) -> str:
 
 
 def tail_lines(path: Path, lines: int = 8, max_bytes: int = 2048) -> str:
-    """The last ``lines`` lines of a log (at most ``max_bytes``), for status messages."""
+    """The last ``lines`` lines of a log (at most ``max_bytes`` read), without timestamps, for status messages."""
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
+        found = logfile.SegmentedLog(path).tail(lines, max_bytes=max_bytes)
     except OSError:
         return ""
-    text = data.decode("utf-8", "replace")
-    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+    return "\n".join(logfile.split_stamp(line)[1] for line in found)
 
 
 async def terminate(process: Process, grace: float, *, poll_every: float = 0.05) -> int | None:

@@ -32,7 +32,8 @@ import httpx
 from conveyor.agent import policy
 from conveyor.agent.health import probe, probe_host
 from conveyor.agent.images import ImageError, ImageProvider
-from conveyor.agent.process import Process, build_env, describe_exit, free_port, spawn, tail_lines, terminate
+from conveyor import logfile
+from conveyor.agent.process import Process, append_line, build_env, describe_exit, free_port, spawn, tail_lines, terminate
 from conveyor.agent.statefile import ProcessRecord
 from conveyor.domain.wire import DesiredInstance, InstanceState, InstanceStatus
 
@@ -54,6 +55,7 @@ class SupervisorContext:
     http: httpx.AsyncClient
     on_change: Callable[[], None]
     on_process: Callable[[], None]
+    log_max_bytes: int = logfile.DEFAULT_MAX_BYTES  # per instance (see conveyor.logfile)
 
 
 class Supervisor:
@@ -186,7 +188,8 @@ class Supervisor:
         )
         banner = f"--- conveyor agent: starting {self.spec.id} (release {self.spec.release}) on port {port}: {self.spec.command}\n"
         try:
-            self.process = spawn(self.spec.command, cwd=root, env=env, log_path=self.log_path, banner=banner)
+            self.process = spawn(self.spec.command, cwd=root, env=env, log_path=self.log_path, banner=banner,
+                                 log_max_bytes=self._ctx.log_max_bytes)
         except OSError as exc:
             return f"cannot start {self.spec.command!r} in {root}: {exc}"
         if self._restart_pending:
@@ -255,6 +258,7 @@ class Supervisor:
         self._crash_times = policy.recent_crashes([*self._crash_times, now], now)
         self._streak = policy.next_streak(self._streak, self._ready_mono, now)
         delay = policy.restart_delay(self._streak)
+        await self.process.output_written()  # the last words are in the log before we quote them
         tail = tail_lines(self.log_path)
         what = describe_exit(code)
         self.process = None
@@ -262,8 +266,9 @@ class Supervisor:
         self.status.exit_code = code
         self._restart_pending = True
         self._ctx.on_process()
-        with contextlib.suppress(OSError), open(self.log_path, "ab") as f:
-            f.write(f"--- conveyor agent: {self.spec.id} {what}; restarting in {delay:g}s\n".encode())
+        with contextlib.suppress(OSError):
+            append_line(self.log_path, f"--- conveyor agent: {self.spec.id} {what}; restarting in {delay:g}s",
+                        self._ctx.log_max_bytes)
         state = InstanceState.CRASHLOOP if policy.in_crashloop(self._crash_times, now) else InstanceState.CRASHED
         message = f"{what}; restart {self.status.restarts + 1} in {delay:g}s"
         if tail:

@@ -77,12 +77,12 @@ def evaluate(
     if step_elapsed_s < step_duration_s:
         return verdict(
             Outcome.CONTINUE,
-            f"Analysing: {step_elapsed_s:g} of {step_duration_s:g} s, {requests} canary requests, no judge has failed.",
+            f"Analysing: {round(step_elapsed_s, 1):g} of {step_duration_s:g} s, {requests} canary requests, no judge has failed.",
         )
     if requests < config.min_requests:
         return verdict(
             Outcome.INCONCLUSIVE,
-            f"Not enough traffic: the canary served {requests} requests in {step_elapsed_s:g} s, "
+            f"Not enough traffic: the canary served {requests} requests in {round(step_elapsed_s, 1):g} s, "
             f"at least {config.min_requests} are required; pausing.",
         )
     unsure = [p for p in parts if p.outcome != Outcome.PASS]

@@ -316,7 +316,7 @@ def judge(
         return Verdict(
             judge=NAME,
             outcome=Outcome.CONTINUE,
-            reason=f"Mann-Whitney judges once, at the end of the step ({step_elapsed_s:g} of {step_duration_s:g} s).",
+            reason=f"Mann-Whitney judges once, at the end of the step ({round(step_elapsed_s, 1):g} of {step_duration_s:g} s).",
             numbers=numbers,
         )
     # Put both sides on a contiguous one-second grid so sample periods line up.
@@ -373,7 +373,7 @@ def judge(
         return Verdict(
             judge=NAME,
             outcome=Outcome.INCONCLUSIVE,
-            reason=f"No metric had enough data to compare after {step_elapsed_s:g} s "
+            reason=f"No metric had enough data to compare after {round(step_elapsed_s, 1):g} s "
             f"({n_c} canary, {n_b} baseline requests): {detail}.",
             numbers=numbers,
         )

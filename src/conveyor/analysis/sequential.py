@@ -443,10 +443,10 @@ def judge(
     return no_regression(
         NAME, numbers, over=step_elapsed_s >= step_duration_s,
         enough=n_c >= config.min_requests and n_b >= config.min_requests,
-        going=f"{verdict} yet after {step_elapsed_s:g} of {step_duration_s:g} s: {summary}.",
+        going=f"{verdict} yet after {round(step_elapsed_s, 1):g} of {step_duration_s:g} s: {summary}.",
         short=f"Not enough traffic to judge: {n_c} canary and {n_b} baseline requests in "
-        f"{step_elapsed_s:g} s, at least {config.min_requests} each are required.",
-        passed=f"{verdict} after {step_elapsed_s:g} s and {n_c} canary requests: {summary}.",
+        f"{round(step_elapsed_s, 1):g} s, at least {config.min_requests} each are required.",
+        passed=f"{verdict} after {round(step_elapsed_s, 1):g} s and {n_c} canary requests: {summary}.",
     )
 
 

@@ -193,7 +193,7 @@ def judge(
         NAME, numbers, over=step_elapsed_s >= step_duration_s, enough=requests >= needed,
         going=f"Within limits so far ({requests} canary requests, {summary}).",
         short=f"Not enough traffic to check the limits: {requests} canary requests in "
-        f"{step_elapsed_s:g} s, at least {needed} are required.",
+        f"{round(step_elapsed_s, 1):g} s, at least {needed} are required.",
         passed=f"Canary within its limits over {requests} requests: {summary}.",
     )
 

@@ -8,9 +8,7 @@ and streams the build log.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +17,13 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from conveyor.api.deps import CP, Reader, Writer
+from conveyor.api.uploads import checks, receive_upload
 from conveyor.build.queue import BuildRequest
 from conveyor.build.sources import CommitInfo
 from conveyor.services import builds
+from conveyor.services.schemas import RowId
 
 router = APIRouter(tags=["builds and images"])
-MAX_UPLOAD = 256 << 20
 
 
 class GitBuild(BaseModel):
@@ -56,43 +55,37 @@ async def create_build(
         req = BuildRequest(git_url=spec.git, git_ref=spec.ref, app=app)
         source: dict[str, Any] = {"kind": "git", "git": spec.git, "ref": spec.ref, "app": app}
     elif ctype in ("application/gzip", "application/x-gzip", "application/x-tar+gzip", "application/octet-stream"):
-        cp.settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(suffix=".tar.gz", dir=cp.settings.uploads_dir)
-        upload = Path(name)
-        size = 0
-        with open(fd, "wb") as f:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_UPLOAD:
-                    upload.unlink(missing_ok=True)
-                    raise HTTPException(413, f"source upload is larger than {MAX_UPLOAD >> 20} MiB")
-                f.write(chunk)
-        try:
-            await asyncio.to_thread(builds.validate_upload, upload)
-        except ValueError as exc:
-            upload.unlink(missing_ok=True)
-            raise HTTPException(422, str(exc)) from None
         try:
             info = CommitInfo.from_dict(json.loads(commit)) if commit else CommitInfo()
-        except (ValueError, TypeError) as exc:
-            upload.unlink(missing_ok=True)
+        except (ValueError, TypeError, AttributeError) as exc:
             raise HTTPException(422, f"commit: expected a JSON object of commit info: {exc}") from None
+        upload, size = await receive_upload(request, cp.settings.uploads_dir)
         req = BuildRequest(tarball=upload, commit=info, app=app)
         source = {"kind": "upload", "bytes": size, "app": app, "commit": info.to_dict()}
     else:
         raise HTTPException(
             415, "send the source as a tar.gz (Content-Type: application/gzip) or a git ref as JSON {'git', 'ref'}"
         )
-    return builds.submit(cp, app_id, req, source, p.name, upload)
+    try:  # until the build owns the upload, any failure (a 4xx, a 500, a cancelled request) removes it
+        if upload is not None:
+            try:
+                await checks.run(builds.validate_upload, upload, app)
+            except ValueError as exc:
+                raise HTTPException(422, str(exc)) from None
+        return builds.submit(cp, app_id, req, source, p.name, upload)
+    except BaseException:
+        if upload is not None:
+            upload.unlink(missing_ok=True)
+        raise
 
 
 @router.get("/builds/{build_id}", summary="A build and, once built, its image")
-def get_build(build_id: int, cp: CP, _p: Reader) -> dict[str, Any]:
+def get_build(build_id: RowId, cp: CP, _p: Reader) -> dict[str, Any]:
     return builds.read(cp, build_id)
 
 
 @router.get("/builds/{build_id}/log", summary="A build's output (follow streams it live)")
-async def build_log(build_id: int, cp: CP, _p: Reader, follow: bool = False):  # type: ignore[no-untyped-def]
+async def build_log(build_id: RowId, cp: CP, _p: Reader, follow: bool = False):  # type: ignore[no-untyped-def]
     builds.read(cp, build_id)
     job = builds.job(cp, build_id)
     if follow and job is not None:

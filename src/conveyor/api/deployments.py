@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from conveyor.api.deps import CP, Reader, Writer
 from conveyor.domain.wire import deployment_fingerprint
 from conveyor.services import deployments
-from conveyor.services.schemas import CommandRequest, DeployRequest, Deployment, RollbackRequest
+from conveyor.services.schemas import CommandRequest, DeployRequest, Deployment, RollbackRequest, RowId
 
 router = APIRouter(tags=["deployments"])
 
@@ -42,7 +42,7 @@ def list_deployments(
 
 @router.get("/deployments/{dep_id}", response_model=Deployment, summary="A deployment (long-poll with wait)")
 async def get_deployment(
-    dep_id: int,
+    dep_id: RowId,
     cp: CP,
     _p: Reader,
     wait: float = Query(0.0, ge=0, le=60, description="seconds to wait for a change"),
@@ -62,13 +62,13 @@ def fingerprint(dep: Deployment) -> str:
 
 
 @router.post("/deployments/{dep_id}/cancel", response_model=Deployment, summary="Cancel a queued deployment")
-def cancel_deployment(dep_id: int, cp: CP, p: Writer) -> Deployment:
+def cancel_deployment(dep_id: RowId, cp: CP, p: Writer) -> Deployment:
     deployments.cancel_queued(cp, dep_id, actor=p.name)
     return deployments.read(cp, dep_id)
 
 
 def _command(action: str):  # type: ignore[no-untyped-def]
-    def handler(dep_id: int, cp: CP, p: Writer, body: CommandRequest | None = None) -> Deployment:
+    def handler(dep_id: RowId, cp: CP, p: Writer, body: CommandRequest | None = None) -> Deployment:
         deployments.request(cp, dep_id, action, full=bool(body and body.full), actor=p.name)
         return deployments.read(cp, dep_id)
 

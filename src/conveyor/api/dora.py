@@ -21,7 +21,8 @@ def get_dora(
     cp: CP,
     _p: Reader,
     app: str | None = Query(None, description="only this app (default: every app)"),
-    since: str = Query("30d", description="the period: e.g. 24h, 7d, 30d, 12w"),
+    since: str = Query("30d", description="the period: e.g. 24h, 7d, 30d, 12w (at most 3 years)",
+                       pattern=r"^([1-9][0-9]{0,3}(m|min|h)|[1-9][0-9]{0,2}d|[1-9][0-9]?w)$"),
     team: str | None = Query(None, description="only the apps of this team"),
 ) -> dict[str, Any]:
     return metrics.dora_report(cp, app or None, since, team=team or None)

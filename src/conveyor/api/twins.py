@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from conveyor.api.deps import CP, Reader, token_from
 from conveyor.services import builds, hosts, views
 from conveyor.services.auth import LOGIN_CODE_TTL, issue_login_code
+from conveyor.services.schemas import RowId
 
 router = APIRouter(tags=["web UI twins"])
 
@@ -57,5 +58,5 @@ def login_link(request: Request, cp: CP, _p: Reader, next: str = "/") -> dict[st
 
 
 @router.get("/deployments/{dep_id}/view", summary="Everything the live deployment page shows")
-async def deployment_view(dep_id: int, cp: CP, _p: Reader) -> dict[str, Any]:
+async def deployment_view(dep_id: RowId, cp: CP, _p: Reader) -> dict[str, Any]:
     return await run_in_threadpool(views.deployment_snapshot, cp, dep_id)

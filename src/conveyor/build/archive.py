@@ -60,7 +60,7 @@ class ArchiveError(ValueError):
     ``member`` is the entry's name as written in the archive (or ``"<archive>"``
     when the archive itself is broken) and ``rule`` a short rule id such as
     ``absolute-path``, ``parent-traversal``, ``link-escape``, ``special-file``,
-    ``too-large``, ``too-many-members``, ``corrupt``.
+    ``too-large``, ``header-too-large``, ``too-many-members``, ``corrupt``.
     """
 
     def __init__(self, member: str, rule: str, detail: str) -> None:
@@ -78,6 +78,9 @@ class ArchiveLimits:
     max_total_bytes: int = 4 << 30
     max_file_bytes: int = 2 << 30
     max_path_length: int = 1024
+    #: the data of one extended header (PAX records, GNU long name or link): tarfile reads it
+    #: whole into memory before any check of ours runs, so it is bounded before it is read
+    max_header_bytes: int = 64 << 10
 
 
 #: The default bounds (layers).
@@ -309,7 +312,26 @@ def _open_tar(source: Path | BinaryIO, limits: ArchiveLimits) -> Iterator[tarfil
             head = cast(IO[bytes], gz)
         budget = limits.max_total_bytes + limits.max_members * 4 * 512 + (64 << 10)
         bounded = io.BufferedReader(_Bounded(head, budget), buffer_size=1 << 16)
-        yield stack.enter_context(tarfile.open(fileobj=bounded, mode="r|"))
+        yield stack.enter_context(tarfile.open(fileobj=bounded, mode="r|", tarinfo=_bounded_tarinfo(limits)))
+
+
+_EXTENDED_HEADERS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                     tarfile.SOLARIS_XHDTYPE)
+
+
+def _bounded_tarinfo(limits: ArchiveLimits) -> type[tarfile.TarInfo]:
+    """A TarInfo that refuses an extended header larger than ``limits.max_header_bytes`` *before*
+    tarfile reads its data: a 300 MB PAX or GNU long-name header in a 290 KB upload would
+    otherwise sit in memory several times over while it is parsed."""
+
+    class BoundedTarInfo(tarfile.TarInfo):
+        def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+            if self.type in _EXTENDED_HEADERS and self.size > limits.max_header_bytes:
+                raise ArchiveError(self.name or "<archive>", "header-too-large",
+                                   f"extended header of {self.size} bytes (limit {limits.max_header_bytes})")
+            return super()._proc_member(tarfile_)  # type: ignore[misc,no-any-return]
+
+    return BoundedTarInfo
 
 
 class _Prefixed(io.RawIOBase):

@@ -13,6 +13,8 @@ layers. A per-mirror ``flock`` makes concurrent builds of one repository safe.
 
 from __future__ import annotations
 
+import math
+
 import fcntl
 import hashlib
 import io
@@ -59,6 +61,10 @@ class CommitInfo:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CommitInfo:
+        """Commit info from JSON; a ValueError (never another error) when it is not an object of them."""
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object of commit info, got {type(d).__name__}")
+
         def opt_str(key: str) -> str | None:
             v = d.get(key)
             return None if v is None else str(v)
@@ -68,7 +74,7 @@ class CommitInfo:
             sha=opt_str("sha"),
             author=opt_str("author"),
             message=opt_str("message"),
-            time=None if t is None else float(t),
+            time=None if t is None else _finite(t),
             dirty=bool(d.get("dirty", False)),
             ref=opt_str("ref"),
             repository=opt_str("repository"),
@@ -208,3 +214,10 @@ class GitSource:
             sha=info.sha, author=info.author, message=info.message, time=info.time, ref=ref, repository=_normalise_url(url)
         )
         return Checkout(path=dest, commit=commit, fetch=how)
+
+
+def _finite(value: Any) -> float:
+    t = float(value)
+    if not math.isfinite(t):
+        raise ValueError(f"time: expected a finite number of seconds, got {value!r}")
+    return t

@@ -47,6 +47,26 @@ _STATUS_CODES = {
 }
 
 
+def _validation_message(d: dict[str, Any]) -> str:
+    """``{"loc": ["body", "strategy"], "msg": "Input should be ..."}`` → ``strategy: input should be ...``."""
+    loc = [str(x) for x in d.get("loc", []) if x not in ("body", "query", "path")]
+    msg = str(d.get("msg", "invalid"))
+    msg = msg[:1].lower() + msg[1:]
+    return f"{'.'.join(loc)}: {msg}" if loc else msg
+
+
+def credentials_hint(config: ClientConfig) -> str:
+    """How to get credentials, naming where this CLI looked (issue 17: every such message says it)."""
+    where = f"the client config {config.source}" if config.source else "CONVEYOR_TOKEN"
+    if not config.token:
+        return (f"No token configured ({where} has none): run `conveyor up` on this machine (it saves one), "
+                "or after `make demo` export CONVEYOR_CONFIG=$PWD/.demo/client.json, "
+                "or set CONVEYOR_URL and CONVEYOR_TOKEN. `conveyor context` shows what the CLI uses.")
+    return (f"The control plane at {config.url} refused the token from {config.token_source}: "
+            "set CONVEYOR_TOKEN to a token it accepts (`conveyor up` prints the admin token). "
+            "`conveyor context` shows what the CLI uses.")
+
+
 class Api:
     def __init__(self, config: ClientConfig | None = None, timeout: float = 30.0) -> None:
         self.config = config or load_client_config()
@@ -66,8 +86,9 @@ class Api:
             resp = self.http.request(method, path, **kw)
         except httpx.TransportError as exc:
             raise CliError(
-                f"cannot reach the control plane at {self.config.url} ({exc.__class__.__name__}): "
-                "is `conveyor up` running? Set CONVEYOR_URL to point elsewhere.",
+                f"cannot reach the control plane at {self.config.url} (from {self.config.url_source}; "
+                f"{exc.__class__.__name__}): is `conveyor up` running? Set CONVEYOR_URL, or CONVEYOR_CONFIG to "
+                "another client config (after `make demo`: $PWD/.demo/client.json); `conveyor context` shows what the CLI uses.",
                 ExitCode.UNAVAILABLE,
             ) from None
         return self._result(resp)
@@ -78,10 +99,10 @@ class Api:
                 detail = resp.json().get("detail", resp.text)
             except ValueError:
                 detail = resp.text
-            if isinstance(detail, list):  # FastAPI validation errors
-                detail = "; ".join(f"{'.'.join(str(x) for x in d.get('loc', []))}: {d.get('msg')}" for d in detail)
-            if resp.status_code == 401 and not self.config.token:
-                detail = f"{detail}. No token configured: set CONVEYOR_TOKEN or run `conveyor up` on this machine"
+            if isinstance(detail, list):  # FastAPI validation errors, phrased for a person
+                detail = "; ".join(_validation_message(d) for d in detail if isinstance(d, dict))
+            if resp.status_code == 401:
+                detail = f"{detail}. {credentials_hint(self.config)}"
             raise CliError(str(detail), _STATUS_CODES.get(resp.status_code, ExitCode.FAILED))
         if resp.headers.get("content-type", "").startswith("application/json"):
             return resp.json()

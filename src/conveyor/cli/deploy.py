@@ -23,31 +23,118 @@ from conveyor.cli.main import EnvOpt, JsonOpt, run
 FINAL_OK = {"succeeded"}
 
 
-def print_deployment(d: dict[str, Any]) -> None:
-    o.out.print(
+#: The numbers shown beside each verdict (the web UI's headline numbers).
+HEADLINE = ("canary_requests", "baseline_requests", "canary_error_rate", "baseline_error_rate", "canary_p99_ms", "baseline_p99_ms")
+
+
+def step_label(step: int | None) -> str:
+    """A verdict's step as people count it: steps from 1, the bake by name (the machine's -1)."""
+    if step is None:
+        return "-"
+    return "bake" if step < 0 else f"step {step + 1}"
+
+
+def figure(x: Any) -> str:
+    """A number rounded for reading: 0.0717616 → 0.0718, 1234.5678 → 1235, rates as given."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)
+    if isinstance(x, int) or float(x).is_integer():
+        return str(int(x))
+    return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
+
+
+def seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 60:
+        return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
+    return f"{s / 60:.0f} min" if s < 3600 else f"{s / 3600:.1f} h"
+
+
+def deployment_lines(d: dict[str, Any]) -> list[str]:
+    """A deployment as the UI shows it, in plain lines (Rich markup): steps from 1 with their
+    weights and durations, the bake by name, each verdict's reason and headline numbers."""
+    lines = [
         f"Deployment [bold]#{d['id']}[/bold] {d['app']}/{d['env']}: {d['kind']} "
         f"release {d['from_release'] or '-'} → [bold]{d['release']}[/bold] ({d['strategy']}) {o.styled(d['state'])}"
-    )
+    ]
     if d.get("reason"):
-        o.out.print(f"  reason: {escape(d['reason'])}")
+        lines.append(f"  reason: {escape(d['reason'])}")
+    started, finished = d.get("started_at"), d.get("finished_at")
+    if started and finished:
+        lines.append(f"  took {seconds(finished - started)}")
     prog = d.get("progress") or {}
-    if "weights" in prog:
-        o.out.print("  traffic: " + ", ".join(f"r{k} {v}%" for k, v in prog["weights"].items()))
-    for v in d.get("verdicts", []):
-        o.out.print(f"  step {v['step']} {v['judge']}: {o.styled(v['outcome'])} — {escape(v['reason'])}")
+    if prog.get("weights"):
+        lines.append("  traffic: " + ", ".join(f"release {k} {v}%" for k, v in prog["weights"].items()))
+    params = d.get("params") or {}
+    steps = params.get("steps") or []
+    if d.get("strategy") == "canary" and steps:
+        current = prog.get("step")
+        lines.append("  steps:")
+        for n, st in enumerate(steps, start=1):
+            dur = float(st.get("for", st.get("duration", 0)) or 0)
+            done = d["state"] == "succeeded" or (current is not None and current >= n)
+            mark = "✓" if done else ("▶" if current is not None and current + 1 == n and d["state"] not in ("rolled_back", "failed") else " ")
+            lines.append(f"    {mark} step {n}: {st['weight']}% of traffic for {seconds(dur)}")
+        bake = params.get("bake")
+        lines.append(f"      then 100%" + (f", bake {seconds(float(bake))}" if bake else ""))
+    verdicts = d.get("verdicts", [])
+    if verdicts:
+        lines.append("  verdicts:")
+    for v in verdicts:
+        nums = v.get("numbers") or {}
+        head = []
+        for name in HEADLINE:
+            hit = next((x for k, x in nums.items() if (k == name or k.endswith("." + name)) and x is not None), None)
+            if hit is not None:
+                head.append(f"{name.replace('_', ' ')} {figure(hit)}")
+        lines.append(f"    {step_label(v.get('step'))} {v['judge']}: {o.styled(v['outcome'])} — {escape(v['reason'])}"
+                     + (f" [dim]({', '.join(head)})[/dim]" if head else ""))
+    return lines
 
 
-def _upload_and_build(api: Api, app_name: str, source: Path, json_out: bool) -> dict[str, Any]:
-    from conveyor.build.archive import pack_directory
-    from conveyor.domain.manifest import ManifestError, load_manifest
+def print_deployment(d: dict[str, Any]) -> None:
+    for line in deployment_lines(d):
+        o.out.print(line, soft_wrap=True)
 
+
+def check_local(app_name: str, source: Path | None, env: str | None = None, strategy: str | None = None) -> None:
+    """Every check that needs no control plane, before anything is uploaded or built.
+
+    Errors say what to write instead; a manifest error names ``conveyor.toml``
+    and the key (the manifest's own validator, never a copy of it).
+    """
+    from typing import get_args
+
+    from conveyor.domain.manifest import APP_NAME_RE, ENV_NAME_RE, MANIFEST_NAME, ManifestError, Strategy, load_manifest
+
+    if not APP_NAME_RE.match(app_name):
+        raise CliError(f"app name {app_name!r} is invalid: use 1-40 lower-case letters, digits and '-', "
+                       "starting with a letter", ExitCode.USAGE)
+    if env is not None and not ENV_NAME_RE.match(env):
+        raise CliError(f"--env {env!r} is not an environment name: use 1-40 lower-case letters, digits and '-', "
+                       "starting with a letter (e.g. production, staging)", ExitCode.USAGE)
+    strategies = get_args(Strategy)
+    if strategy is not None and strategy not in strategies:
+        raise CliError(f"--strategy {strategy!r} is not a strategy: use one of {', '.join(strategies)}", ExitCode.USAGE)
+    if source is None:
+        return
     if not source.is_dir():
         raise CliError(f"--source {source}: not a directory", ExitCode.USAGE)
-    api.get(f"/apps/{app_name}")  # an unknown app is reported before anything is uploaded
+    if not (source / MANIFEST_NAME).exists() and not (source / "Procfile").exists():
+        raise CliError(f"{source} has no {MANIFEST_NAME} (nor a Procfile): run `conveyor init` in it to write one, "
+                       "then check what it guessed", ExitCode.USAGE)
     try:
         load_manifest(source)
     except ManifestError as exc:
         raise CliError(f"{source}/{exc}", ExitCode.USAGE) from None
+
+
+def _upload_and_build(api: Api, app_name: str, source: Path, json_out: bool) -> dict[str, Any]:
+    from conveyor.build.archive import pack_directory
+
+    check_local(app_name, source)
+    api.get(f"/apps/{app_name}")  # an unknown app is reported before anything is uploaded
     from conveyor.build.sources import describe_directory
 
     commit = describe_directory(source)
@@ -105,7 +192,7 @@ def _follow(api: Api, dep: dict[str, Any], json_out: bool) -> dict[str, Any]:
     def show(d: dict[str, Any]) -> None:
         nonlocal seen_verdicts
         for v in d.get("verdicts", [])[seen_verdicts:]:
-            o.err.print(f"  analysis step {v['step']} {v['judge']}: {o.styled(v['outcome'])} — {escape(v['reason'])}")
+            o.err.print(f"  analysis {step_label(v['step'])} {v['judge']}: {o.styled(v['outcome'])} — {escape(v['reason'])}")
         seen_verdicts = len(d.get("verdicts", []))
         weights = (d.get("progress") or {}).get("weights")
         extra = (" traffic " + ", ".join(f"r{k} {w}%" for k, w in weights.items())) if weights else ""
@@ -153,6 +240,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(int(ExitCode.USAGE))
 
         def body() -> None:
+            check_local(app_name, source, env, strategy)  # before anything is uploaded or built
             with Api() as api:
                 body: dict[str, Any] = {"env": env, "strategy": strategy}
                 if source is not None:

@@ -28,8 +28,10 @@ Start the platform on this machine with `conveyor up`, then:
   conveyor rollback hello --wait
 
 Exit codes: 0 ok, 1 operation failed, 2 bad input, 3 not found, 4 conflict,
-5 control plane unreachable. CONVEYOR_URL and CONVEYOR_TOKEN select the
-control plane; `conveyor up` saves them for this machine.
+5 control plane unreachable. Which control plane: CONVEYOR_URL and
+CONVEYOR_TOKEN, else the client config that `conveyor up` saves (another one
+with CONVEYOR_CONFIG, e.g. CONVEYOR_CONFIG=.demo/client.json after `make
+demo`). `conveyor context` shows which one this CLI uses.
 """
 
 app = typer.Typer(help=HELP, no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False)
@@ -106,6 +108,55 @@ def apps_set_team(
         o.emit_json(updated) if json else o.out.print(f"{name} now belongs to team {team or '(none)'}.")
 
     run(body)
+
+
+# --- which control plane ----------------------------------------------------
+
+
+@app.command()
+def context(json: JsonOpt = False) -> None:
+    """Which control plane this CLI talks to, where that came from, and whether it answers and accepts the token.
+
+    The URL and token come from CONVEYOR_URL / CONVEYOR_TOKEN, else the client
+    config (CONVEYOR_CONFIG, or the one `conveyor up` saves), else the default.
+    """
+    import httpx
+
+    from conveyor.config import client_config_path, load_client_config
+
+    cfg = load_client_config()
+    doc: dict[str, Any] = {
+        "url": cfg.url, "url_from": cfg.url_source, "token_from": cfg.token_source,
+        "token": (cfg.token[:8] + "…") if cfg.token else None, "client_config": str(client_config_path()),
+        "client_config_exists": bool(cfg.source), "router_url": cfg.router_url, "reachable": False, "signed_in": False,
+    }
+    try:
+        health = httpx.get(cfg.url + "/healthz", timeout=5)
+        doc["reachable"] = health.status_code == 200
+        if cfg.token:
+            r = httpx.get(cfg.url + "/api/v1/apps", headers={"Authorization": f"Bearer {cfg.token}"}, timeout=5)
+            doc["signed_in"] = r.status_code == 200
+    except httpx.HTTPError as exc:
+        doc["error"] = f"{exc.__class__.__name__}: {exc}"
+    if json:
+        o.emit_json(doc)
+    else:
+        o.out.print(f"control plane  {cfg.url}   (from {cfg.url_source})", soft_wrap=True)
+        o.out.print(f"token          {doc['token'] or '(none)'}   (from {cfg.token_source})", soft_wrap=True)
+        o.out.print(f"client config  {doc['client_config']}{'' if cfg.source else '   (does not exist)'}", soft_wrap=True)
+        if cfg.router_url:
+            o.out.print(f"router         {cfg.router_url}")
+        state = ("[green]reachable, token accepted[/green]" if doc["signed_in"]
+                 else "[yellow]reachable, token refused or missing[/yellow]" if doc["reachable"]
+                 else "[red]not reachable[/red]")
+        o.out.print(f"status         {state}")
+        if not doc["signed_in"]:
+            from conveyor.cli.client import credentials_hint
+
+            o.err.print(credentials_hint(cfg) if doc["reachable"] else
+                        "Start it with `conveyor up`, or point CONVEYOR_URL (or CONVEYOR_CONFIG) at a running one.")
+    if not doc["signed_in"]:
+        raise typer.Exit(int(ExitCode.UNAVAILABLE))
 
 
 # --- status and history ---------------------------------------------------
@@ -205,27 +256,45 @@ def hosts(json: JsonOpt = False) -> None:
 def logs(
     app_name: Annotated[str, typer.Argument(metavar="APP")],
     env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.")] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming new output.")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines of history per instance.")] = 100,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming new output (Ctrl-C stops).")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines of history, all instances together.")] = 100,
+    since: Annotated[str | None, typer.Option("--since", help="Only output since: 10m, 1h, or a UTC time 2026-12-02T07:30.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Also instances that no longer exist (history).")] = False,
+    health: Annotated[bool, typer.Option("--health", help="Keep the health checks' requests (hidden by default).")] = False,
     grep: Annotated[str | None, typer.Option("--grep", help="Only lines containing this text.")] = None,
     json: JsonOpt = False,
 ) -> None:
-    """Instance output (stdout and stderr), prefixed by instance."""
+    """Instance output (stdout and stderr) merged by time, with timestamps (UTC) and instance names.
+
+    Only the instances that exist now, unless --all; the platform's health
+    checks are left out unless --health.
+    """
 
     def body() -> None:
         params: dict[str, Any] = {"lines": lines, "follow": follow}
-        if env:
-            params["env"] = env
-        if grep:
-            params["grep"] = grep
+        for key, value in (("env", env), ("grep", grep), ("since", since)):
+            if value:
+                params[key] = value
+        if all_:
+            params["all"] = True
+        if health:
+            params["health"] = True
+        printed = 0
         with Api() as api:
             for line in api.stream_lines(f"/apps/{app_name}/logs", **params):
+                stamp, _, rest = line.partition(" ")
+                inst, _, text = rest.partition("| ")
                 if json:  # one JSON object per line, for jq and log shippers
-                    inst, _, text = line.partition("| ")
-                    sys.stdout.write(jsonlib.dumps({"instance": inst, "line": text}) + "\n")
+                    sys.stdout.write(jsonlib.dumps({"time": stamp if stamp != "-" else None, "instance": inst, "line": text}) + "\n")
                 else:
-                    sys.stdout.write(line + "\n")
+                    when = stamp.replace("T", " ").rstrip("Z") if stamp != "-" else ""
+                    short = inst[len(app_name) + 1 :] if inst.startswith(app_name + "-") else inst
+                    o.out.print(f"[dim]{when}[/dim] [cyan]{escape(short)}[/cyan] {escape(text)}", highlight=False, soft_wrap=True)
+                printed += 1
                 sys.stdout.flush()
+        if not printed and not json and not follow:
+            o.err.print(f"No output{' since ' + since if since else ''} from the instances of {app_name}"
+                        f"{'' if all_ else ' that exist now (add --all for earlier ones)'}.")
 
     try:
         run(body)
@@ -261,13 +330,24 @@ def deployments_list(
 
 
 @deployments_app.command("show")
-def deployments_show(dep_id: Annotated[int, typer.Argument(metavar="ID")], json: JsonOpt = False) -> None:
-    """One deployment: state, steps, weights and every analysis verdict with its numbers."""
+def deployments_show(
+    dep: Annotated[str, typer.Argument(metavar="ID|APP", help="A deployment id, or an app: its latest deployment.")],
+    env: Annotated[str | None, typer.Option("--env", "-e", help="With APP: the latest of this environment.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """One deployment: state, steps with weights and durations, and every analysis verdict with its numbers and reason."""
     from conveyor.cli.deploy import print_deployment
 
     def body() -> None:
         with Api() as api:
-            d = api.get(f"/deployments/{dep_id}")
+            if dep.isdigit():
+                d = api.get(f"/deployments/{dep}")
+            else:
+                latest = api.get(f"/apps/{dep}/deployments", params={"limit": 1, **({"env": env} if env else {})})
+                if not latest:
+                    raise CliError(f"{dep} has no deployments yet: `conveyor deploy {dep} --source DIR --wait`",
+                                   ExitCode.NOT_FOUND)
+                d = api.get(f"/deployments/{latest[0]['id']}")
         if json:
             o.emit_json(d)
         else:
@@ -289,9 +369,10 @@ def deployments_cancel(dep_id: Annotated[int, typer.Argument(metavar="ID")], jso
 
 
 def _register() -> None:
-    from conveyor.cli import deploy, up
+    from conveyor.cli import deploy, init, up
 
     deploy.register(app)
+    init.register(app)
     up.register(app)
     __import__("conveyor.cli.web_cmds", fromlist=["register"]).register(app)  # conveyor dora, conveyor ui
 

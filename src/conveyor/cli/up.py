@@ -202,9 +202,7 @@ def register(app: typer.Typer) -> None:
             help="A token that may look but not change anything (repeatable).")] = None,
     ) -> None:
         """Run the control plane alone (API, web UI, orchestrator, builds)."""
-        import uvicorn
-
-        from conveyor.server import create_app
+        from conveyor.server import create_app, serve
 
         data_dir = data_dir.resolve()
         settings = ServerSettings(
@@ -215,8 +213,7 @@ def register(app: typer.Typer) -> None:
         settings.viewer_tokens = [t for t in (viewer_token or []) if t]
         app_ = create_app(settings)
         print(f"conveyor server listening on http://{host}:{port}", flush=True)
-        uvicorn.run(app_, host=host, port=port, log_level="warning", loop="uvloop", http="httptools",
-                    timeout_graceful_shutdown=1)  # long-polls end; clients re-poll
+        serve(app_, host, port)
 
     ctx = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 

@@ -15,6 +15,7 @@ import typer
 
 from conveyor.cli import output as o
 from conveyor.cli.client import Api, CliError, ExitCode
+from conveyor.domain.dora import parse_period
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
@@ -61,6 +62,10 @@ def register(app: typer.Typer) -> None:
         """The four DORA keys: deployment frequency, lead time, change failure rate, time to restore."""
 
         def body() -> None:
+            try:  # checked here, so a person gets a sentence (the API's document refuses it by pattern)
+                parse_period(since)
+            except ValueError as exc:
+                raise CliError(str(exc), ExitCode.USAGE) from None
             params = {"since": since}
             if app_name:
                 params["app"] = app_name

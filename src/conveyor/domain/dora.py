@@ -10,9 +10,12 @@ Definitions (production environment only; rollbacks are not counted as deploymen
 * **Change failure rate**: production deploys that failed or were rolled back
   (automatically, or by a later rollback away from their release) over all
   production deploys that finished (cancelled ones never ran and are left out).
-* **Time to restore**: for each failed change, from the failing deploy (when
-  its release went live; for a deploy that failed before going live, when it
-  started) to the rollback or fix being live. Median over failures.
+* **Time to restore**: for each failed change, from when its release took
+  traffic (``traffic_at``: a canary's first step, a blue/green switch; for a
+  deploy that failed before taking traffic, when it started) to when the
+  previous release, or a fix, had all the traffic back. Median over failures.
+  A manual rollback during a bake ends the bake: the deploy's ``finished_at``
+  is then the rollback's start, which is why it cannot be the start here.
 
 Bands follow the *Accelerate State of DevOps 2021* report (elite / high /
 medium / low). Where the report's ranges overlap or leave gaps, the boundary is
@@ -55,6 +58,9 @@ class DeployRecord:
     commit_sha: str | None = None
     commit_time: float | None = None
     created_by: str = ""
+    #: When its release first took user traffic (a canary's first step, a blue/green switch);
+    #: ``None`` when unknown (then: when it went live, or started for one that never did).
+    traffic_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -224,11 +230,11 @@ def failures(history: Sequence[DeployRecord]) -> list[Failure]:
     for i, d in enumerate(ordered):
         if d.kind != "deploy":
             continue
+        started = d.started_at if d.started_at is not None else d.created_at
         if d.state == "failed":
-            start = d.started_at if d.started_at is not None else d.created_at
-            out.append(Failure(d.id, d.app, d.release, start, d.finished_at, "failed before going live"))
+            out.append(Failure(d.id, d.app, d.release, started, d.finished_at, "failed before going live"))
         elif d.state == "rolled_back":
-            start = d.started_at if d.started_at is not None else d.created_at
+            start = d.traffic_at if d.traffic_at is not None else started
             out.append(Failure(d.id, d.app, d.release, start, d.finished_at, "rolled back automatically"))
         elif d.state == "succeeded":
             later = [x for x in ordered[i + 1 :] if x.app == d.app]
@@ -239,7 +245,7 @@ def failures(history: Sequence[DeployRecord]) -> list[Failure]:
             )
             if undone is None:
                 continue
-            failed_at = _live_at(d)
+            failed_at = d.traffic_at if d.traffic_at is not None else _live_at(d)
             # Restored by whatever went live first after the failure: the rollback, or a fix.
             fixes = [x for x in later if x.state == "succeeded" and x.finished_at is not None
                      and x.finished_at >= failed_at]
@@ -360,6 +366,8 @@ def describe(key: dict[str, Any]) -> str:
     if key["name"] == "change_failure_rate":
         return f"{v * 100:.0f} %"
     s = float(v)
+    if s < 10:  # a sub-second automatic restore must not read as "0 s"
+        return f"{s:.1f} s" if s >= 0.05 or s == 0 else f"{s * 1000:.0f} ms"
     if s < 60:
         return f"{s:.0f} s"
     if s < HOUR:

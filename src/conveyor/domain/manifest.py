@@ -10,12 +10,13 @@ A Procfile ``web:`` line is accepted when ``[run]`` is absent (Heroku habit).
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 MANIFEST_NAME = "conveyor.toml"
 APP_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
@@ -23,6 +24,12 @@ ENV_NAME_RE = APP_NAME_RE
 _DURATION_RE = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*(ms|s|m|h))+\s*$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: The longest duration any setting accepts (30 days). Why a ceiling: a duration feeds deadlines
+#: (``now + bake``); NaN or infinity (TOML has ``nan`` and ``inf``; a 400-digit number overflows to
+#: ``inf``) makes every comparison false, so a release would never be stopped.
+MAX_DURATION = 30 * 86400.0
+#: The most instances, surge or unavailable instances a setting accepts.
+MAX_INSTANCES = 100
 
 
 class ManifestError(ValueError):
@@ -30,16 +37,39 @@ class ManifestError(ValueError):
 
 
 def parse_duration(value: object) -> float:
-    """``"2s"``, ``"500ms"``, ``"1m30s"``, ``"1h"`` or a number of seconds → seconds."""
+    """``"2s"``, ``"500ms"``, ``"1m30s"``, ``"1h"`` or a number of seconds → seconds.
+
+    Only finite durations of at most :data:`MAX_DURATION` pass (see there why).
+    """
     if isinstance(value, bool):
         raise ValueError(f'expected a duration like "2s" or "500ms", got {value!r}')
     if isinstance(value, int | float):
-        if value < 0:
+        seconds = _finite_seconds(value)
+        if seconds < 0:
             raise ValueError(f"expected a positive duration, got {value}")
-        return float(value)
-    if isinstance(value, str) and _DURATION_RE.match(value):
-        return sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value))
-    raise ValueError(f'expected a duration like "2s" or "500ms", got {value!r}')
+    elif isinstance(value, str) and len(value) <= 64 and _DURATION_RE.match(value):
+        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value))
+    else:
+        raise ValueError(f'expected a duration like "2s" or "500ms", got {_short(value)}')
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise ValueError(f"expected a duration of at most 30 days (2592000 s), got {_short(value)}")
+    return seconds
+
+
+def _finite_seconds(value: int | float) -> float:
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float
+        seconds = math.inf if value > 0 else -math.inf
+    if math.isnan(seconds):
+        raise ValueError(f"expected a duration, got {value}")
+    return seconds
+
+
+def _short(value: object) -> str:
+    """``repr(value)``, cut to 60 characters: an error message must stay readable."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -62,17 +92,36 @@ class AppSection(_Section):
         return v
 
 
+def _no_nul(v: str | None) -> str | None:
+    if v is not None and "\x00" in v:
+        raise ValueError("expected text without NUL characters (\\0), which no process argument can hold")
+    return v
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+def _var_name(name: str) -> str:
+    """An environment variable's name: what ``execve`` can pass (no ``=``, no NUL, not empty)."""
+    if not name or "=" in name or "\x00" in name:
+        raise ValueError(f"expected a variable name without '=' or NUL characters, got {_short(name)}")
+    return name
+
+
+VarName = Annotated[str, AfterValidator(_var_name)]
+
+
 class BuildSection(_Section):
-    command: str | None = None
+    command: Text | None = None
 
 
 class TestSection(_Section):
-    command: str | None = None
+    command: Text | None = None
     timeout: Duration = 300.0
 
 
 class HealthSection(_Section):
-    path: str = "/"
+    path: Text = "/"
     timeout: Duration = 2.0
     interval: Duration = 1.0
 
@@ -107,8 +156,8 @@ class DeploySection(_Section):
     drain_timeout: Duration = DEFAULT_DRAIN_TIMEOUT
     #: how long the previous release stays warm (instant rollback) after a switch
     bake: Duration = DEFAULT_BAKE
-    max_surge: int = Field(default=1, ge=0)
-    max_unavailable: int = Field(default=0, ge=0)
+    max_surge: int = Field(default=1, ge=0, le=MAX_INSTANCES)
+    max_unavailable: int = Field(default=0, ge=0, le=MAX_INSTANCES)
     steps: list[CanaryStep] = Field(default_factory=list)
     baseline: bool = False
     analysis: dict[str, Any] = Field(default_factory=dict)
@@ -123,14 +172,14 @@ class DeploySection(_Section):
 class EnvSection(DeploySection):
     """Per-environment settings; any deploy setting here overrides ``[deploy]``."""
 
-    instances: int = Field(default=1, ge=0, le=100)
-    vars: dict[str, str] = Field(default_factory=dict)
+    instances: int = Field(default=1, ge=0, le=MAX_INSTANCES)
+    vars: dict[VarName, Text] = Field(default_factory=dict)
     strategy: Strategy | None = None  # type: ignore[assignment]
     ready_timeout: Duration | None = None  # type: ignore[assignment]
     drain_timeout: Duration | None = None  # type: ignore[assignment]
     bake: Duration | None = None  # type: ignore[assignment]
-    max_surge: int | None = Field(default=None, ge=0)  # type: ignore[assignment]
-    max_unavailable: int | None = Field(default=None, ge=0)  # type: ignore[assignment]
+    max_surge: int | None = Field(default=None, ge=0, le=MAX_INSTANCES)  # type: ignore[assignment]
+    max_unavailable: int | None = Field(default=None, ge=0, le=MAX_INSTANCES)  # type: ignore[assignment]
     steps: list[CanaryStep] | None = None  # type: ignore[assignment]
     baseline: bool | None = None  # type: ignore[assignment]
     analysis: dict[str, Any] | None = None  # type: ignore[assignment]
@@ -145,7 +194,7 @@ class AppManifest(_Section):
 
     app: AppSection = Field(default_factory=AppSection)
     build: BuildSection = Field(default_factory=BuildSection)
-    run: dict[str, str] = Field(default_factory=dict)
+    run: dict[str, Text] = Field(default_factory=dict)
     health: HealthSection = Field(default_factory=HealthSection)
     test: TestSection = Field(default_factory=TestSection)
     deploy: DeploySection = Field(default_factory=DeploySection)
@@ -201,7 +250,7 @@ def _describe(err: dict[str, Any]) -> str:
     if kind == "literal_error":
         return f"expected {msg.removeprefix('Input should be ')}, got {got!r}"
     if kind.endswith("_type") or kind.startswith(("int_", "greater", "less", "string_")):
-        return f"{msg[0].lower() + msg[1:]}, got {got!r}"
+        return f"{msg[0].lower() + msg[1:]}, got {_short(got)}"
     return msg
 
 
@@ -277,6 +326,26 @@ def _analysis_problems(manifest: AppManifest, source: str) -> list[str]:
     return problems
 
 
+def check_app_name(manifest: AppManifest, app: str, *, source: str = MANIFEST_NAME) -> None:
+    """Refuse a source whose ``[app] name`` names another app than the one it is built for."""
+    if manifest.name is not None and manifest.name != app:
+        raise ManifestError(
+            f"{source}: [app] name: this source is the app {manifest.name!r}, not {app!r}; "
+            f"build it for {manifest.name!r}, or change [app] name (or remove it)"
+        )
+
+
+def loads_toml(text: str, *, source: str = MANIFEST_NAME) -> dict[str, Any]:
+    """Parse TOML text into a ManifestError on any failure, including nesting so deep (a few hundred
+    levels of arrays or inline tables) that the recursive parser runs out of stack."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ManifestError(f"{source}: nests too deeply to read; flatten the file") from None
+
+
 def _procfile_processes(path: Path) -> dict[str, str]:
     processes: dict[str, str] = {}
     for n, raw in enumerate(path.read_text().splitlines(), 1):
@@ -290,18 +359,24 @@ def _procfile_processes(path: Path) -> dict[str, str]:
     return processes
 
 
-def load_manifest(app_dir: Path) -> AppManifest:
-    """Read ``conveyor.toml`` (and a Procfile when ``[run]`` is absent) from an app's root."""
+def load_manifest(app_dir: Path, *, app: str | None = None) -> AppManifest:
+    """Read ``conveyor.toml`` (and a Procfile when ``[run]`` is absent) from an app's root.
+
+    With ``app``, also refuse a manifest whose ``[app] name`` is another app's.
+    """
     path = app_dir / MANIFEST_NAME
     data: dict[str, Any] = {}
+    if path.exists() and not path.is_file():
+        raise ManifestError(f"{MANIFEST_NAME}: expected a file, found a directory (or a link to one); "
+                            f"make {MANIFEST_NAME} a regular file")
     if path.exists():
         try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ManifestError(f"{MANIFEST_NAME}: not valid TOML: {exc}") from None
+            data = loads_toml(path.read_text())
         except UnicodeDecodeError:
             raise ManifestError(f"{MANIFEST_NAME}: not valid UTF-8 text") from None
     manifest = parse_manifest(data)
+    if app is not None:
+        check_app_name(manifest, app)
     if not manifest.run:
         procfile = app_dir / "Procfile"
         if procfile.exists():

@@ -18,6 +18,9 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 API_PREFIX = "/api/v1"
+#: The largest integer SQL stores (a signed 64-bit column): ids and versions beyond it are refused
+#: as bad input (422) instead of overflowing the database driver (500).
+INT64_MAX = 2**63 - 1
 
 #: The header that pins a request to one release of an environment (for testing
 #: a canary by hand). The value is the release number.
@@ -160,7 +163,7 @@ class AgentStatus(_Wire):
 
     host: str
     address: str = Field(description="IP the routers use to reach this host's instances")
-    desired_version: int = Field(description="version of the DesiredState this report reflects")
+    desired_version: int = Field(ge=0, le=INT64_MAX, description="version of the DesiredState this report reflects")
     instances: list[InstanceStatus] = Field(default_factory=list)
     agent_version: str = ""
 

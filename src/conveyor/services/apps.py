@@ -32,10 +32,10 @@ def create_app(conn: Connection, name: str, actor: str = "", origin: str = "", t
         raise ValueError(
             f"app name {name!r} is invalid: use 1-40 lower-case letters, digits and '-', starting with a letter"
         )
-    if repo.app_exists(conn, name):
-        raise Conflict(f"app {name!r} already exists")
     _check_team(team)
-    repo.create_app(conn, name, team, actor, repo.now())
+    # one statement decides between concurrent creators of one name: the others get a 409
+    if not repo.create_app(conn, name, team, actor, repo.now()):
+        raise Conflict(f"app {name!r} already exists")
     repo.record_event(conn, "app_created", f"app {name} created", app=name, actor=actor, origin=origin)
     return dict(repo.get_app(conn, name))
 

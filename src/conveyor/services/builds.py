@@ -37,13 +37,14 @@ _recording: dict[int, asyncio.Task[None]] = {}
 
 
 async def start(cp: ControlPlane) -> None:
-    """Start-up hook: the build queue, failing builds a previous process lost, hourly image GC."""
+    """Start-up hook: the build queue, failing builds (and removing uploads) a previous process lost, hourly GC."""
     cp.builds = BuildQueue(
         cp.settings.build_workers,
         store_root=cp.settings.images_dir,
         cache_dir=cp.settings.cache_dir,
         log_dir=cp.settings.data_dir / "builds",
     )
+    remove_stale_uploads(cp.settings.uploads_dir)  # their builds are failed just below
     with cp.engine.begin() as conn:
         builds.fail_unfinished(conn, "interrupted by a control-plane restart; build again", cp.clock())
 
@@ -139,7 +140,25 @@ async def _finish(cp: ControlPlane, build_id: int, app_id: int, job: BuildJob, u
     cp.notifier.poke("builds")
 
 
-def validate_upload(path: Path) -> None:
+def remove_stale_uploads(directory: Path) -> int:
+    """Remove every upload left in ``directory`` (call once at start-up, before any request)."""
+    removed = 0
+    if not directory.is_dir():
+        return 0
+    for entry in directory.iterdir():
+        if entry.name.endswith(".tar.gz") and entry.is_file() and not entry.is_symlink():
+            try:
+                entry.unlink()
+                removed += 1
+            except OSError as exc:  # keep starting: a stale file costs disk, not correctness
+                log.warning("cannot remove stale upload %s: %s", entry, exc)
+    if removed:
+        log.info("removed %d upload(s) a previous process left in %s", removed, directory)
+    return removed
+
+
+
+def validate_upload(path: Path, app: str | None = None) -> None:
     """Unpack an uploaded source safely into a scratch dir and check its manifest, for a fast, clear
     error (``ValueError`` saying what is wrong) before anything is queued."""
     with tempfile.TemporaryDirectory(prefix="conveyor-check-") as tmp:
@@ -150,7 +169,7 @@ def validate_upload(path: Path) -> None:
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise ValueError(f"the uploaded source is not a valid tar.gz archive: {exc}") from None
         try:
-            load_manifest(Path(tmp) / "src")
+            load_manifest(Path(tmp) / "src", app=app)
         except ManifestError as exc:
             raise ValueError(str(exc)) from None
 

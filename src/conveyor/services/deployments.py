@@ -74,6 +74,8 @@ def queue_deploy(
         )
     manifest = parse_manifest(image["app_manifest"])
     env = repo.get_env(conn, app["id"], env_name, create=True)
+    repo.lock_env(conn, env["id"])
+    env = repo.env_by_id(conn, env["id"])  # as of the lock: current_release may have moved
     number = repo.next_release_number(conn, env["id"])
     now = repo.now()
     repo.add_release(conn, env["id"], number, image["digest"], release_config(manifest, env_name, app_name, number),

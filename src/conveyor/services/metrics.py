@@ -74,8 +74,28 @@ def load_history(cp: ControlPlane, app: str | None = None, env: str = "productio
             from_release=r["from_release"], created_at=r["created_at"], started_at=r["started_at"],
             finished_at=r["finished_at"], commit_sha=commit.get("sha"),
             commit_time=float(ctime) if ctime is not None else None, created_by=r["created_by"],
+            traffic_at=traffic_at(r["kind"], r["strategy"], r["started_at"], r["finished_at"], r["release_live_at"]),
         ))
     return out
+
+
+def traffic_at(kind: str, strategy: str, started: float | None, finished: float | None,
+               live_at: float | None) -> float | None:
+    """When a deploy's release first took traffic, from what SQL keeps.
+
+    A canary or rolling deploy routes to the new release as soon as its first
+    new instances are ready, so its start is the closest record. A blue/green
+    one switches when its release is made current (``live_at``), unless that
+    was overwritten by a later return to the release (then it is after the
+    deploy ended, and unknown here).
+    """
+    if kind != "deploy" or started is None:
+        return None
+    if strategy in ("canary", "rolling"):
+        return started
+    if live_at is not None and started <= live_at <= (finished if finished is not None else live_at):
+        return live_at
+    return None
 
 
 def dora_report(cp: ControlPlane, app: str | None, since: str, now: float | None = None,

@@ -6,22 +6,38 @@ render their JSON form, so the UI and its JSON twins say the same thing.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
+
+from conveyor.domain.manifest import APP_NAME_RE, ENV_NAME_RE
+from conveyor.domain.wire import INT64_MAX
+
+#: A row id in a URL path (a deployment, a build): out of SQL's range is a 422, not a driver overflow.
+RowId = Annotated[int, Path(ge=1, le=INT64_MAX, description="a positive id below 2^63")]
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: Names as the OpenAPI document states them. Stated in the schema only (``json_schema_extra``):
+#: the services enforce them with messages that say what to fix, which Pydantic's would not.
+NAME = APP_NAME_RE.pattern
+ENV = ENV_NAME_RE.pattern
+#: An image: a full digest or a unique prefix of at least 7 hex digits.
+IMAGE_REF = r"^(sha256:)?[0-9a-f]{7,64}$"
+
+
 class AppCreate(_Body):
-    name: str = Field(description="1-40 lower-case letters, digits and '-', starting with a letter", examples=["hello"])
-    team: str | None = Field(None, description="the owning team (DORA keys can be shown per team)")
+    name: str = Field(description="1-40 lower-case letters, digits and '-', starting with a letter", examples=["hello"],
+                      json_schema_extra={"pattern": NAME})
+    team: str | None = Field(None, description="the owning team (DORA keys can be shown per team)", json_schema_extra={"pattern": NAME})
 
 
 class AppUpdate(_Body):
-    team: str | None = Field(description="the owning team, or null for none")
+    team: str | None = Field(description="the owning team, or null for none", json_schema_extra={"pattern": NAME})
 
 
 class App(BaseModel):
@@ -33,10 +49,17 @@ class App(BaseModel):
 
 
 class DeployRequest(_Body):
-    env: str = Field("production", description="target environment; created on first deploy")
-    image: str | None = Field(None, description="image digest or a unique prefix (≥ 7 hex digits)")
+    """Give ``image`` or ``from_env``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["image"], "properties": {"image": {"type": "string"}}},
+        {"required": ["from_env"], "properties": {"from_env": {"type": "string"}}},
+    ]})
+
+    env: str = Field("production", description="target environment; created on first deploy", json_schema_extra={"pattern": ENV})
+    image: str | None = Field(None, description="image digest or a unique prefix (≥ 7 hex digits)", json_schema_extra={"pattern": IMAGE_REF})
     from_env: str | None = Field(
-        None, description="promote: deploy the image that this environment currently runs (no rebuild)"
+        None, description="promote: deploy the image that this environment currently runs (no rebuild)", pattern=ENV
     )
     strategy: Literal["bluegreen", "rolling", "canary"] | None = Field(
         None, description="override the manifest's strategy for this deployment"
@@ -48,8 +71,8 @@ class CommandRequest(_Body):
 
 
 class RollbackRequest(_Body):
-    env: str = "production"
-    release: int | None = Field(None, description="target release; default: the previous live release")
+    env: str = Field("production", json_schema_extra={"pattern": ENV})
+    release: int | None = Field(None, ge=1, le=INT64_MAX, description="target release; default: the previous live release")
 
 
 class Deployment(BaseModel):

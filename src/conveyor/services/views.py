@@ -146,14 +146,36 @@ def app_page(cp: ControlPlane, app: str) -> dict[str, Any]:
             e["live_release"] = apps.live_release(cp, app, e["name"], e["release"])
         e["rollback_target"] = apps.rollback_target(cp, app, e["name"], e["release"])
     deps = [d.model_dump(mode="json") for d in deployments.list_for_app(cp, app, env=None, limit=20)]
+    imgs = builds.recent_images(cp, app)
+    default, why = default_image(imgs, releases)
     return {
         "app": app,
         "environments": st["environments"],
-        "images": builds.recent_images(cp, app),
+        "images": imgs,
+        "default_image": default,
+        "default_image_why": why,
         "releases": releases,
         "deployments": deps,
         "builds": builds.recent_builds(cp, app, limit=10),
     }
+
+
+def default_image(imgs: list[dict[str, Any]], releases: list[dict[str, Any]]) -> tuple[str | None, str]:
+    """The Deploy form's pre-selected image and why: the newest whose tests passed and that no
+    release ever rolled back or failed with (``imgs`` newest first). Pure."""
+    bad = {r.get("image") for r in releases if r.get("status") in ("rolled_back", "failed")}
+    skipped = 0
+    for img in imgs:
+        if img.get("test_status") != "passed":
+            continue
+        if img["digest"] in bad:
+            skipped += 1
+            continue
+        why = "the newest image whose tests passed"
+        if skipped:
+            why += f" and that was never rolled back ({skipped} newer {'one was' if skipped == 1 else 'ones were'})"
+        return img["digest"], why
+    return None, "no image has passed its tests without being rolled back: pick one knowingly"
 
 
 def deployment_snapshot(cp: ControlPlane, dep_id: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, RowMapping, func, insert, select, update
 
 from conveyor.domain import deploy_machine as dm
 from conveyor.store.repo import NotFound
-from conveyor.store.tables import apps, deployments, environments, images, verdicts
+from conveyor.store.tables import apps, deployments, environments, images, releases, verdicts
 
 #: States of a deployment that still holds its environment's queue.
 OPEN = ("queued", *dm.ACTIVE)
@@ -23,7 +23,7 @@ OPEN = ("queued", *dm.ACTIVE)
 def row(conn: Connection, dep_id: int) -> dict[str, Any]:
     found = conn.execute(select(deployments).where(deployments.c.id == dep_id)).mappings().first()
     if found is None:
-        raise NotFound(f"deployment {dep_id} not found; list them with `conveyor deployments APP`")
+        raise NotFound(f"deployment {dep_id} not found; list them with `conveyor deployments list APP`")
     return dict(found)
 
 
@@ -189,13 +189,15 @@ def busy_releases(conn: Connection, env_id: int) -> set[int]:
 def history(conn: Connection, env: str, app: str | None = None, team: str | None = None,
             since: float | None = None) -> list[RowMapping]:
     """Deployments to environment ``env`` (of ``app``, of ``team``'s apps, or all) created at or after
-    ``since``, oldest first, each with ``app_name`` and its image's ``commit``."""
+    ``since``, oldest first, each with ``app_name``, its image's ``commit`` and its release's
+    ``release_live_at`` (when that release was last made current)."""
     q = (
-        select(deployments, apps.c.name.label("app_name"), images.c.commit)
+        select(deployments, apps.c.name.label("app_name"), images.c.commit, releases.c.live_at.label("release_live_at"))
         .select_from(
             deployments.join(environments, environments.c.id == deployments.c.env_id)
             .join(apps, apps.c.id == environments.c.app_id)
             .outerjoin(images, (images.c.digest == deployments.c.image_digest) & (images.c.app_id == apps.c.id))
+            .outerjoin(releases, (releases.c.env_id == deployments.c.env_id) & (releases.c.number == deployments.c.to_release))
         )
         .where(environments.c.name == env)
         .order_by(deployments.c.created_at, deployments.c.id)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Insert, RowMapping, func, insert, or_, select, update
+from sqlalchemy import Connection, Insert, RowMapping, Table, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from conveyor.store.tables import apps, counters, environments, events, images, leases, releases
@@ -106,14 +106,35 @@ def get_app(conn: Connection, name: str) -> RowMapping:
     return row
 
 
+def insert_if_absent(conn: Connection, table: Table, **values: Any) -> bool:
+    """Insert a row unless it would violate a unique constraint; True when this call inserted it.
+
+    ``INSERT … ON CONFLICT DO NOTHING`` (PostgreSQL and SQLite): two concurrent creators of the
+    same row cannot both insert it, and the loser gets False instead of an IntegrityError (which
+    would abort a PostgreSQL transaction and reach the client as a 500). On PostgreSQL the loser
+    waits for the winner's transaction and sees its row once it commits.
+    """
+    dialect = conn.dialect.name
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
+    else:  # pragma: no cover - the two backends we support
+        raise NotImplementedError(f"insert_if_absent: no ON CONFLICT for {dialect}")
+    # RETURNING, not rowcount: with an implicit RETURNING the driver's rowcount is not reliable
+    first_key = next(iter(table.primary_key.columns))
+    return conn.execute(stmt.returning(first_key)).first() is not None
+
+
 def get_env(conn: Connection, app_id: int, name: str, *, create: bool = False) -> RowMapping:
     row = (
         conn.execute(select(environments).where(environments.c.app_id == app_id, environments.c.name == name))
         .mappings()
         .first()
     )
-    if row is None and create:
-        conn.execute(insert(environments).values(app_id=app_id, name=name, routes={}, sticky=False, created_at=now()))
+    if row is None and create:  # concurrent deploys to a new environment: one creates it, all use it
+        insert_if_absent(conn, environments, app_id=app_id, name=name, routes={}, sticky=False, created_at=now())
         return get_env(conn, app_id, name)
     if row is None:
         known = [
@@ -209,16 +230,13 @@ def app_names(conn: Connection) -> list[str]:
     return [r.name for r in conn.execute(select(apps.c.name).order_by(apps.c.name))]
 
 
-def app_exists(conn: Connection, name: str) -> bool:
-    return conn.execute(select(apps.c.id).where(apps.c.name == name)).first() is not None
-
-
 def app_name_of(conn: Connection, app_id: int) -> str:
     return str(conn.execute(select(apps.c.name).where(apps.c.id == app_id)).scalar_one())
 
 
-def create_app(conn: Connection, name: str, team: str | None, actor: str, now: float) -> None:
-    conn.execute(insert(apps).values(name=name, team=team, created_at=now, created_by=actor))
+def create_app(conn: Connection, name: str, team: str | None, actor: str, now: float) -> bool:
+    """Insert the app; False when one of that name exists (or a concurrent creator won)."""
+    return insert_if_absent(conn, apps, name=name, team=team, created_at=now, created_by=actor)
 
 
 def set_team(conn: Connection, app_id: int, team: str | None) -> None:
@@ -355,7 +373,19 @@ def releases_of_image(conn: Connection, digest: str, limit: int = 50) -> list[di
     return [dict(r) for r in rows]
 
 
+def lock_env(conn: Connection, env_id: int) -> None:
+    """Hold the environment's row for the rest of the transaction (a no-op write).
+
+    Numbering a release reads the highest number and inserts the next one; without a lock two
+    concurrent deploys read the same number and one hits ``uq_releases_env_number``. The write
+    takes PostgreSQL's row lock (the second deploy waits, then reads the first one's release) and
+    SQLite's database write lock (taken before the read, so the read is never stale).
+    """
+    conn.execute(update(environments).where(environments.c.id == env_id).values(sticky=environments.c.sticky))
+
+
 def next_release_number(conn: Connection, env_id: int) -> int:
+    """The next release number of an environment; call :func:`lock_env` first in the same transaction."""
     top = conn.execute(select(func.max(releases.c.number)).where(releases.c.env_id == env_id)).scalar()
     return int(top or 0) + 1
 
@@ -429,3 +459,13 @@ def list_events(
 
 def event_kinds(conn: Connection) -> list[str]:
     return sorted(r[0] for r in conn.execute(select(events.c.kind).distinct()))
+
+
+def health_paths_of_app(conn: Connection, app_id: int) -> list[str]:
+    """The health-check paths of every release of an app's environments."""
+    cfgs = conn.execute(
+        select(releases.c.config)
+        .select_from(releases.join(environments, environments.c.id == releases.c.env_id))
+        .where(environments.c.app_id == app_id)
+    ).scalars()
+    return sorted({((c or {}).get("health") or {}).get("path") or "" for c in cfgs} - {""})

@@ -21,4 +21,5 @@ def test_crash_restarts_with_backoff_then_crashloop(world: World) -> None:
     starts = sorted({i.started_at for _, s in world.cp.statuses for i in s.instances if i.id == "crash-1" and i.started_at})
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert gaps[0] >= 0.5 and gaps[1] >= 1.0 and gaps[2] >= 2.0, gaps
-    assert world.log_path("crash-1").read_text().count("boom-crash-1") >= 4
+    # The output passes through the log writer: wait for it rather than read the instant the 4th start is seen.
+    wait_until(lambda: world.log_path("crash-1").read_text().count("boom-crash-1") >= 4, 20, "4 starts' output in the log")

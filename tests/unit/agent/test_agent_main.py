@@ -40,6 +40,7 @@ def test_flag_token_beats_env(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--control-plane", "ftp://x", "--token", "t"], "http:// or https://"),
         (["--control-plane", "http://x", "--token", "t", "--address", "not-an-ip"], "IPv4"),
         (["--control-plane", "http://x", "--token", "t", "--stop-grace", "-1"], "stop-grace"),
+        (["--control-plane", "http://x", "--token", "t", "--log-max-bytes", "lots"], "--log-max-bytes"),
     ],
 )
 def test_bad_flags_say_what_to_fix(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
@@ -55,3 +56,11 @@ def test_control_plane_is_required(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args([])
     assert "--control-plane" in capsys.readouterr().err
+
+
+def test_log_cap_from_flag_then_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVEYOR_LOG_MAX_BYTES", "1M")
+    args, parser = parse(["--control-plane", "http://x", "--token", "t"])
+    assert config_from_args(args, parser).log_max_bytes == 1024 * 1024
+    args, parser = parse(["--control-plane", "http://x", "--token", "t", "--log-max-bytes", "512K"])
+    assert config_from_args(args, parser).log_max_bytes == 512 * 1024

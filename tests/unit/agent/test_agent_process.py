@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from conveyor.logfile import split_stamp
+
 from conveyor.agent.process import (
     Process,
     build_env,
@@ -119,7 +121,10 @@ async def test_spawn_runs_in_own_session_and_terminate_kills_the_group(tmp_path:
         await terminate(process, grace=0.5)
         assert time.monotonic() - started >= 0.5
         assert group_members(process.pid) == []
-        assert (tmp_path / "logs" / "s.log").read_text().startswith("--- start\nup\n")
+        lines = (tmp_path / "logs" / "s.log").read_text().splitlines()
+        assert [split_stamp(x)[1] for x in lines[:2]] == ["--- start", "up"]
+        assert all(split_stamp(x)[0] for x in lines[:2])  # stamped by the log writer
+        assert process.writer is not None and process.writer.wait(10) == 0  # it ends with the instance's output
     finally:
         try:
             os.killpg(process.pid, signal.SIGKILL)

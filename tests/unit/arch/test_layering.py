@@ -32,15 +32,16 @@ LAYERS: dict[str, set[str]] = {
     "server": {"api", "build", "config", "deploy", "domain", "services", "store", "web"},  # the composition root
     "api": {"build", "config", "domain", "services"},
     "web": {"config", "domain", "services"},
-    "services": {"analysis", "build", "config", "deploy", "domain", "store"},
+    "services": {"analysis", "build", "config", "deploy", "domain", "logfile", "store"},
     "deploy": {"analysis", "build", "domain", "store"},
-    "agent": {"build", "domain"},
+    "agent": {"build", "domain", "logfile"},  # logfile: the agent's capped logs, shared with services/logs
     "router": {"domain"},
     "build": {"domain"},
     "analysis": {"domain"},
     "store": {"domain"},
     "domain": set(),
-    "config": set(),
+    "config": {"logfile"},  # log_max_bytes defaults to logfile.default_max_bytes
+    "logfile": set(),  # stdlib only: run by the agent as each instance's log writer
 }
 
 

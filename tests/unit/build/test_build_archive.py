@@ -169,7 +169,8 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], str, str]] = {
     "fifo": (lambda: _tar([_special("pipe", tarfile.FIFOTYPE)]), "pipe", "special-file"),
     "too big": (lambda: _tar([_file("a", b"x" * 600), _file("b", b"y" * 600)]), "b", "too-large"),
     "too many members": (lambda: _many(30), "f20", "too-many-members"),
-    "huge pax header": (_huge_pax_header, "<archive>", "too-large"),
+    # refused from its header block, before tarfile reads the 300 KB of records (max_header_bytes)
+    "huge pax header": (_huge_pax_header, "././@PaxHeader", "header-too-large"),
     "corrupt gzip": (_corrupt_gzip, "", "corrupt"),
     "not a tar": (_garbage, "", "corrupt"),
     "duplicate file": (lambda: _tar([_file("a"), _file("a")]), "a", "duplicate"),
@@ -220,3 +221,16 @@ def test_hardlink_inside_becomes_a_copy(tmp_path: Path) -> None:
     safe_extract(io.BytesIO(data), tmp_path / "out")
     a, b = tmp_path / "out" / "a.txt", tmp_path / "out" / "b.txt"
     assert b.read_bytes() == b"data" and a.stat().st_ino != b.stat().st_ino
+
+
+def test_a_huge_gnu_long_name_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """A GNU long-name header (type L) of 100 KB: refused from its header block, by its own limit."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("d/" * 50_000 + "f")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(ArchiveError) as err:
+        safe_extract(io.BytesIO(buf.getvalue()), tmp_path / "out", limits=ArchiveLimits(max_header_bytes=4096))
+    assert err.value.rule == "header-too-large" and err.value.member == "././@LongLink", str(err.value)
+    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []

@@ -1,0 +1,146 @@
+"""The OpenAPI document, made to say what the API really answers.
+
+FastAPI documents each operation's success and its request-validation 422, but
+not what every endpoint shares: bearer authentication (401), the viewer role's
+403 on writes, 404 for unknown names and ids in the path, 409 for requests that
+contradict the current state, and the one error body of ``api/app.py``
+(``{"detail": ...}``: a sentence for our errors, a list of problems for request
+validation). Rather than repeat that on every route, it is added here from
+facts about each route (its method, its path parameters, whether it depends on
+the ``writer`` role), so a new route is documented like the others by default.
+``tests/unit/api/test_api_schema.py`` runs schemathesis against a real server
+and fails on any status code, content type or body this document does not allow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+
+from conveyor.api.deps import writer
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {
+            "description": "what is wrong and what to do: a sentence, or (request validation) a list of problems",
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}}],
+        }
+    },
+}
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+_DESCRIPTIONS = {
+    "400": "a malformed request: a body that is not JSON, a digest that is not one",
+    "401": "missing or invalid token",
+    "403": "the token may only read (viewer), or a web form without its CSRF token",
+    "404": "no such app, environment, deployment, build or image",
+    "409": "the request contradicts the current state",
+    "413": "the upload is too large",
+    "415": "unsupported Content-Type",
+    "422": "invalid input (the detail says what to fix)",
+}
+
+#: Extra statuses of particular operations, beyond what the rules below derive.
+EXTRA: dict[tuple[str, str], tuple[str, ...]] = {
+    ("post", "/api/v1/apps/{app}/builds"): ("413", "415"),
+    ("get", "/api/v1/dora"): ("404",),  # an unknown team or app
+    ("get", "/api/v1/images/{digest}/manifest"): ("400",),  # not a digest
+    ("get", "/api/v1/blobs/{digest}"): ("400",),
+}
+#: Operations whose success is not JSON: (media type, description).
+CONTENT: dict[tuple[str, str], tuple[str, str]] = {
+    ("get", "/api/v1/builds/{build_id}/log"):
+        ("text/plain", "the build's output (streamed while it runs when follow=true)"),
+    ("get", "/api/v1/blobs/{digest}"): ("application/octet-stream", "the layer's bytes (verify them by digest)"),
+}
+#: Path parameters the handlers check themselves, stated in the document.
+PATH_PATTERNS = {"digest": r"^sha256:[0-9a-f]{64}$"}
+
+
+def _depends_on(dependant: Dependant, target: Callable[..., Any]) -> bool:
+    return any(d.call is target or _depends_on(d, target) for d in dependant.dependencies)
+
+
+def _routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, str, APIRoute]]:
+    """(method, path, route) of every documented route, through included routers."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            if route.include_in_schema:
+                for method in route.methods:
+                    yield method.lower(), prefix + route.path_format, route
+            continue
+        included = getattr(route, "original_router", None)  # app.include_router(...) (FastAPI ≥ 0.160)
+        if included is not None:
+            yield from _routes(included.routes, prefix + route.include_context.prefix)
+
+
+def statuses_of(method: str, path: str, writes: bool, has_body: bool = False) -> list[str]:
+    """The error statuses an operation may answer (pure: the rules, tested directly)."""
+    out = ["401", "422"]
+    if has_body:
+        out.append("400")  # the body is not valid JSON
+    if writes:
+        out.append("403")
+    if "{" in path or method != "get":
+        out.append("404")
+    if method != "get":
+        out.append("409")
+    out.extend(EXTRA.get((method, path), ()))
+    return sorted(set(out))
+
+
+def document(app: FastAPI) -> dict[str, Any]:
+    """The app's OpenAPI document with the shared error responses, security and text bodies."""
+    spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"] = ERROR_SCHEMA
+    schemas.setdefault("ValidationError", _VALIDATION_ERROR)
+    spec["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    for method, path, route in _routes(app.routes):
+        op = spec["paths"].get(path, {}).get(method)
+        if op is None:
+            continue
+        op["security"] = [{"bearer": []}]
+        responses = op.setdefault("responses", {})
+        writes = _depends_on(route.dependant, writer)
+        for status in statuses_of(method, path, writes, "requestBody" in op):
+            responses[status] = {"description": _DESCRIPTIONS[status], "content": {"application/json": {"schema": _ERROR_REF}}}
+        if (method, path) in CONTENT:
+            media, description = CONTENT[(method, path)]
+            ok = next(s for s in responses if s.startswith("2"))
+            responses[ok] = {"description": description, "content": {media: {"schema": {"type": "string"}}}}
+        for param in op.get("parameters", []):
+            if param.get("in") == "path" and param["name"] in PATH_PATTERNS:
+                param["schema"]["pattern"] = PATH_PATTERNS[param["name"]]
+    return spec
+
+
+def install(app: FastAPI) -> None:
+    """Serve :func:`document` as the app's OpenAPI document (computed once, on first request)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+_VALIDATION_ERROR: dict[str, Any] = {
+    "title": "ValidationError",
+    "type": "object",
+    "required": ["loc", "msg", "type"],
+    "properties": {
+        "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+        "msg": {"type": "string"},
+        "type": {"type": "string"},
+    },
+}
