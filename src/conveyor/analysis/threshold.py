@@ -6,10 +6,14 @@ simply has a service-level objective. Why it waits for ``min_requests``: an
 error rate over the first ten requests is noise, and a limit checked every
 second on noise would roll good releases back. The limits apply to the
 canary's totals over the step so far, so each new second only sharpens them.
-They are point estimates checked every second: set each limit well above the
-service's normal level (the defaults assume errors around 1 %), or noise near
-the limit will roll good releases back; the sequential judge handles subtle
-differences with a bounded false-alarm rate. When the baseline's own value is
+The error-rate limit is judged on a confidence bound, not the point estimate:
+the canary fails only when its rate is over the limit with
+:data:`OVER_CONFIDENCE` confidence (the one-sided Clopper-Pearson lower bound
+exceeds the limit). On the point estimate, 3 errors in 27 requests of a canary
+whose true rate is 6 % read as "11 % > 10 %", a verdict naming a limit the
+release is not over (one run in five at that size). Latency quantiles are
+point estimates: set those limits well above the service's normal level; the
+sequential judge handles subtle differences with a bounded false-alarm rate. When the baseline's own value is
 near a limit, the limit follows the baseline or is dropped
 (:func:`effective_limits`), and the verdict says which.
 """
@@ -54,6 +58,16 @@ class Limits:
 ABSOLUTE, RELATIVE, OFF, UNSET = 0, 1, 2, -1
 #: Confidence of the upper bound on the baseline's error rate used to decide "near the limit".
 NEAR_CONFIDENCE = 0.95
+#: Confidence that the canary's error rate is over its limit before the judge fails it.
+OVER_CONFIDENCE = 0.95
+
+
+def error_rate_lower_bound(requests: np.ndarray, errors: np.ndarray) -> np.ndarray:
+    """The one-sided Clopper-Pearson lower bound at :data:`OVER_CONFIDENCE` of errors/requests (0 with no errors)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lower = np.where(errors > 0, beta.ppf(1.0 - OVER_CONFIDENCE, np.maximum(errors, 1),
+                                                 np.maximum(requests - errors + 1, 1)), 0.0)
+    return np.where(requests > 0, lower, np.nan)
 
 
 def limits_batch(
@@ -93,6 +107,7 @@ def limits_batch(
     # limit" on the point estimate would flip on noise in the first seconds, exactly when a limit on
     # the canary's own few requests is noisiest. Latency quantiles are taken as measured.
     be = np.cumsum(baseline_errors, axis=-1)
+    c_vals["error_rate_lower"] = error_rate_lower_bound(cr, np.cumsum(canary_errors, axis=-1))
     with np.errstate(divide="ignore", invalid="ignore"):
         b_upper = np.where(br > be, beta.ppf(NEAR_CONFIDENCE, be + 1, np.maximum(br - be, 1)), 1.0)
     b_upper = np.where(br > 0, b_upper, np.nan)
@@ -116,8 +131,10 @@ def limits_batch(
             moved = np.full(cr.shape, np.nan)
         limit[key] = np.where(near, moved, written)
         mode[key] = np.where(near, RELATIVE if th.near_baseline == "relative" else OFF, ABSOLUTE)
+        # The error rate must be over its limit with OVER_CONFIDENCE confidence, not by a noisy point estimate.
+        judged = c_vals["error_rate_lower"] if key == "error_rate" else c_vals[key]
         with np.errstate(invalid="ignore"):
-            alarm |= (cr >= th.min_requests) & (c_vals[key] > limit[key])
+            alarm |= (cr >= th.min_requests) & (judged > limit[key])
     return Limits(c_vals, b_vals, limit, mode, cr, alarm)
 
 
@@ -147,7 +164,7 @@ def judge(
         b_last = {k: _num(v[-1]) for k, v in lim.baseline.items()}
         failing = bool(lim.alarm[-1])
     else:
-        last = dict.fromkeys(_KEYS)
+        last = dict.fromkeys((*_KEYS, "error_rate_lower"))
         b_last = dict.fromkeys((*_KEYS, "error_rate_bound"))
         limits = {k: (th.max_error_rate if k == "error_rate" else getattr(th, f"max_{k}")) for k in _KEYS}
         modes = {k: (UNSET if limits[k] is None else ABSOLUTE) for k in _KEYS}
@@ -157,6 +174,7 @@ def judge(
         "canary_requests": requests,
         "canary_errors": errors,
         "canary_error_rate": rate,
+        "canary_error_rate_lower": last["error_rate_lower"],
         "baseline_error_rate": b_last["error_rate"],
         "baseline_error_rate_bound": b_last["error_rate_bound"],
         **{f"canary_{n}_ms": ms(last[n]) for n in _Q},
@@ -175,8 +193,10 @@ def judge(
     note = f" ({'; '.join(notes)})" if notes else ""
     if failing:
         broken: list[str] = []
-        if limits["error_rate"] is not None and rate is not None and rate > limits["error_rate"]:
-            broken.append(f"error rate {pct(rate)} ({errors}/{requests}) > {pct(limits['error_rate'])}")
+        lower = last["error_rate_lower"]
+        if limits["error_rate"] is not None and lower is not None and lower > limits["error_rate"]:
+            broken.append(f"error rate {pct(rate)} ({errors}/{requests}), at least {pct(lower)} with "
+                          f"{OVER_CONFIDENCE:.0%} confidence, > {pct(limits['error_rate'])}")
         for n in _Q:
             v, cap = last[n], limits[n]
             if cap is not None and v is not None and v > cap:
