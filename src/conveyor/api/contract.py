@@ -14,13 +14,19 @@ and fails on any status code, content type or body this document does not allow.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
+from functools import cache
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
+
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor.api.deps import writer
 
@@ -132,6 +138,60 @@ def install(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 405:
+            allowed = allowed_methods(openapi(), request.url.path)
+            if allowed:
+                return JSONResponse(
+                    {"detail": f"{request.method} is not allowed on {request.url.path}: use {', '.join(allowed)}"},
+                    status_code=405, headers={"Allow": ", ".join(allowed)})
+        return await http_exception_handler(request, exc)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+#: The methods an OpenAPI path item may list.
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "options", "head", "trace"})
+
+
+def allowed_methods(doc: dict[str, Any], path: str) -> list[str]:
+    """The methods the document lists for ``path`` (HEAD with GET), over every template it matches.
+
+    Why from the document: Starlette's 405 names the methods of the one route it tried last
+    (``/apps`` answered ``Allow: POST`` though GET is served too, as GET and POST are two
+    routes), so a client told "no" was told less than what works. A template matches when
+    each parameter's segment matches the parameter's documented pattern (``/images/gc`` is
+    not ``/images/{digest}``).
+    """
+    methods: set[str] = set()
+    for template, item in doc.get("paths", {}).items():
+        m = _template_regex(template).fullmatch(path)
+        if m is None:
+            continue
+        for method, operation in item.items():
+            if method in _HTTP_METHODS and _parameters_match(operation, m.groupdict()):
+                methods.add(method.upper())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+def _parameters_match(operation: dict[str, Any], values: dict[str, str]) -> bool:
+    for p in operation.get("parameters", []):
+        pattern = p.get("schema", {}).get("pattern") if p.get("in") == "path" else None
+        if pattern and p.get("name") in values and not re.search(pattern, values[p["name"]]):
+            return False
+    return True
+
+
+@cache
+def _template_regex(template: str) -> re.Pattern[str]:
+    """``/apps/{app}/logs`` as a regular expression: each parameter one named path segment."""
+    parts = re.split(r"\{([^/{}]+)\}", template)
+    return re.compile("".join(re.escape(part) if i % 2 == 0 else f"(?P<{part.split(':')[0]}>[^/]+)"
+                              for i, part in enumerate(parts)))
 
 
 _VALIDATION_ERROR: dict[str, Any] = {

@@ -215,7 +215,7 @@ def store_batch(cp: ControlPlane, batch: LogBatch) -> int:
             continue
         log = logfile.SegmentedLog(logs_dir / f"{chunk.instance}.log", cp.settings.log_max_bytes)
         have = log.end()  # logical: counts bytes rotated away (conveyor.logfile)
-        data = chunk.data.encode()
+        data = chunk.data.encode(errors="replace")  # JSON may carry a lone surrogate: kept as "?"
         end = chunk.offset + len(data)
         if end <= have:
             continue  # already have it (at-least-once delivery)
@@ -242,4 +242,10 @@ def fill_gap(log: logfile.SegmentedLog, have: int, offset: int) -> None:
 
 
 def _safe_name(name: str) -> bool:
-    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".") and len(name) < 200
+    """A name that is one plain file name: no separator, no NUL (the filesystem refuses it), not hidden."""
+    try:
+        size = len(name.encode())  # a lone surrogate cannot be a file name
+    except UnicodeEncodeError:
+        return False
+    return (0 < size < 200 and "/" not in name and "\\" not in name and "\x00" not in name
+            and not name.startswith("."))

@@ -130,3 +130,23 @@ def test_follower_limit_per_token() -> None:
     assert lim.acquire("t1")
     lim.release("t1"), lim.release("t1"), lim.release("t2")
     assert lim.active == {}
+
+
+def test_a_log_batch_with_names_no_file_can_have_is_stored_without_them(client: TestClient) -> None:
+    """Schema-valid names that cannot be file names (NUL, a lone surrogate, 200+ bytes) were a 422 from
+    the filesystem ("embedded null byte"), which schemathesis rightly called a valid request refused:
+    they are skipped like any unsafe name, and a chunk whose data holds a lone surrogate is kept."""
+    bad = ["a\x00b", "\ud800", "ü" * 120, "../x", ".hidden"]
+    body = {"host": "h1", "chunks": [{"instance": n, "offset": 0, "data": "x\n"} for n in bad]
+            + [{"instance": "hello-production-r1-aaaa", "offset": 0, "data": "ok \ud800\n"}]}
+    r = client.post("/api/v1/agents/h1/logs", content=_json_with_surrogates(body),
+                    headers={**ADMIN, "Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"written": len("ok ?\n")}
+
+
+def _json_with_surrogates(body: object) -> bytes:
+    """JSON as a client may send it: a lone surrogate escaped as \\ud800 (valid JSON, not valid UTF-8)."""
+    import json
+
+    return json.dumps(body, ensure_ascii=True).encode()
