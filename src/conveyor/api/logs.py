@@ -1,20 +1,6 @@
-"""Instance output, as shipped by the agents: history merged by time, and follow (the door; the logic is
-in :mod:`conveyor.services.logs`).
-
-Each line comes out as ``2026-12-02T07:30:01.123Z hello-production-r3-ab12| text``:
-the time the agent's log writer saw it, the instance, the text. The lines of
-all instances are merged by time. By default only the instances that exist now
-(live, warm or draining) are read; ``all=true`` adds the logs of instances that
-are gone. Requests to the release's health-check path are dropped unless
-``health=true``: they are the platform's probes, not the app's traffic.
-
-Why it is built this way (issue 18, item 3): every file read runs in a worker
-thread and reads a bounded number of bytes (:class:`conveyor.logfile.SegmentedLog`
-reads backwards in blocks), so a 50 MB log costs the event loop nothing and a
-request costs bounded memory; each token may follow at most
-``log_followers_per_token`` streams at once (429 beyond), so viewers cannot
-starve ``/healthz`` or the orchestrator.
-"""
+"""Instance output, as shipped by the agents: history merged by time, and follow. The door only:
+what a line looks like, which instances are read and why reads cannot stall the event loop are
+in :mod:`conveyor.services.logs`."""
 
 from __future__ import annotations
 

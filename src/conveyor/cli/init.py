@@ -27,6 +27,27 @@ from conveyor.cli import output as o
 from conveyor.cli.client import CliError, ExitCode
 
 BIND = "${HOST:-127.0.0.1}:$PORT"
+
+
+@dataclass(frozen=True)
+class Framework:
+    """A web framework recognised by the call that makes its app object, and how it is served."""
+
+    pattern: str  # the call, as a regex over a module's text
+    kind: str
+    label: str
+    server: str  # the package that serves it, added to the requirements when missing
+    command: str  # the web command, with {module}, {name} and {bind}
+
+
+#: Tried in order (first match wins); Django and Procfiles are recognised before these.
+_FRAMEWORKS = (
+    Framework(r"FastAPI\(", "fastapi", "a FastAPI app", "uvicorn",
+              "uvicorn {module}:{name} --host ${{HOST:-127.0.0.1}} --port $PORT"),
+    Framework(r"(?:Starlette|Quart|Litestar|Sanic)\(", "asgi", "an ASGI app", "uvicorn",
+              "uvicorn {module}:{name} --host ${{HOST:-127.0.0.1}} --port $PORT"),
+    Framework(r"Flask\(", "flask", "a Flask app", "gunicorn", "gunicorn {module}:{name} --bind {bind}"),
+)
 HEALTH_PATHS = ("/healthz", "/health", "/_health", "/livez", "/ping", "/status")
 _SKIP_DIRS = {".git", ".venv", "venv", "env", "node_modules", "__pycache__", ".tox", "build", "dist", "site-packages"}
 _MAX_FILES = 400
@@ -128,18 +149,11 @@ def detect(files: dict[str, str], name: str) -> Guess:
         g.kind, need = "django", "gunicorn"
         g.web = f"gunicorn {_module(wsgi_py)}:application --bind {BIND}"
         g.reasons.append(f"web: a Django project (manage.py, {wsgi_py}), served by gunicorn")
-    elif found := _find(files, r"FastAPI\("):
-        g.kind, need = "fastapi", "uvicorn"
-        g.web = f"uvicorn {found[0]}:{found[1]} --host ${{HOST:-127.0.0.1}} --port $PORT"
-        g.reasons.append(f"web: a FastAPI app ({found[1]} in {found[0]}), served by uvicorn")
-    elif found := _find(files, r"(?:Starlette|Quart|Litestar|Sanic)\("):
-        g.kind, need = "asgi", "uvicorn"
-        g.web = f"uvicorn {found[0]}:{found[1]} --host ${{HOST:-127.0.0.1}} --port $PORT"
-        g.reasons.append(f"web: an ASGI app ({found[1]} in {found[0]}), served by uvicorn")
-    elif found := _find(files, r"Flask\("):
-        g.kind, need = "flask", "gunicorn"
-        g.web = f"gunicorn {found[0]}:{found[1]} --bind {BIND}"
-        g.reasons.append(f"web: a Flask app ({found[1]} in {found[0]}), served by gunicorn")
+    elif framework := next(((f, found) for f in _FRAMEWORKS if (found := _find(files, f.pattern))), None):
+        f, (module, name) = framework
+        g.kind, need = f.kind, f.server
+        g.web = f.command.format(module=module, name=name, bind=BIND)
+        g.reasons.append(f"web: {f.label} ({name} in {module}), served by {f.server}")
     else:
         asgi = re.compile(r"^async def (\w+)\(scope, receive, send\)", re.MULTILINE)
         wsgi = re.compile(r"^def (\w+)\(environ, start_response\)", re.MULTILINE)
