@@ -19,6 +19,7 @@ import pytest
 from cvy_platform import Platform, wait_for
 from tls_certs import TestCA
 
+from conveyor.store.sealing import Sealer
 from conveyor_up import free_port
 
 pytestmark = pytest.mark.integration
@@ -108,6 +109,7 @@ def test_domains_and_certificates_from_files(platform_factory: Callable[[], Plat
     db = sqlite3.connect(p.data_dir / "conveyor.db")
     (key_enc,) = db.execute("SELECT key_sealed FROM certificates WHERE domain = ?", (DOMAIN,)).fetchone()
     assert "PRIVATE KEY" not in key_enc and good.key_pem.splitlines()[1] not in key_enc
+    assert Sealer.for_data_dir(p.data_dir).open(key_enc.encode()).decode() == good.key_pem  # the one key ring
     dump = "\n".join(db.iterdump())
     assert good.key_pem.splitlines()[1] not in dump  # nowhere in the database (not in counters.note either)
     db.close()
