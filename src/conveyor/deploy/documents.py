@@ -40,7 +40,7 @@ def routing_table(
 
     ``now`` and ``started_at`` (the control plane's clock) decide which hosts are lost: their
     instances leave the table. ``ring`` gives the key ring that opens the certificates' keys
-    (asked for only when one is stored); without it the table carries no certificate.
+    (asked for only when one is stored); without it the keys read ``(redacted)``.
     """
     for _ in range(20):
         try:

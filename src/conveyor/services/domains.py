@@ -21,7 +21,6 @@ from sqlalchemy import Connection
 from conveyor.domain.certs import CertificateInfo, check_certificate, check_hostname, renewal_due
 from conveyor.domain.manifest import ENV_NAME_RE
 from conveyor.domain.routing import hostnames
-from conveyor.domain.wire import RoutingTable
 from conveyor.services.acme import enabled as acme_enabled
 from conveyor.services.schemas import CertificateIn, CertificateView, DomainIn, DomainView
 from conveyor.services.state import ControlPlane
@@ -30,7 +29,7 @@ from conveyor.store import repo
 from conveyor.store.sealing import Sealer
 
 __all__ = [
-    "add_certificate", "add_domain", "list_domains", "redact_keys", "remove_domain", "reseal_keys", "save_certificate",
+    "add_certificate", "add_domain", "list_domains", "remove_domain", "reseal_keys", "save_certificate",
     "sealer",
 ]
 
@@ -45,14 +44,6 @@ def sealer(cp: ControlPlane) -> Sealer:
         found = Sealer.for_data_dir(cp.settings.data_dir)
         cp._sealer = found  # type: ignore[attr-defined]
     return found  # type: ignore[no-any-return]
-
-
-def redact_keys(table: RoutingTable) -> RoutingTable:
-    """``table`` without its certificates' private keys (for callers that are not routers)."""
-    if not table.certificates:
-        return table
-    certs = [c.model_copy(update={"key_pem": "(redacted)"}) for c in table.certificates]
-    return table.model_copy(update={"certificates": certs})
 
 
 def _view(row: dict[str, Any], now: float) -> DomainView:

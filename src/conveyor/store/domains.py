@@ -142,23 +142,33 @@ def challenges(conn: Connection) -> list[AcmeChallenge]:
             for r in conn.execute(select(acme_challenges).order_by(acme_challenges.c.token)).all()]
 
 
+#: What a routing table carries instead of a private key for a reader that is not a router.
+REDACTED = "(redacted)"
+
+
 def routing_parts(
     conn: Connection, ring: Callable[[], Sealer] | None
 ) -> tuple[dict[int, list[str]], list[RouteCertificate], list[RouteHttps]]:
-    """What domains add to the routing table: hosts per environment, certificates (keys opened:
-    this is the one place they are), and each domain's HTTPS settings.
+    """What domains add to the routing table: hosts per environment, certificates, and each
+    domain's HTTPS settings.
 
-    ``ring`` gives the key ring, asked for only when a certificate is stored (a control plane
-    without certificates needs no key file). Without one, no certificate is sent.
+    ``ring`` gives the key ring that opens the certificates' keys (this is the one place they are
+    opened), asked for only when a certificate is stored, so a control plane without certificates
+    needs no key file. Without a ring every key reads ``(redacted)``: the same table otherwise, so
+    the same content version.
     """
     hosts: dict[int, list[str]] = {}
     certs: list[RouteCertificate] = []
     https: list[RouteHttps] = []
+    opener = None
     for r in for_routing(conn):
         hosts.setdefault(r["env_id"], []).append(r["name"])
         https.append(RouteHttps(host=r["name"], redirect=bool(r["redirect"]), hsts_max_age=int(r["hsts_max_age"])))
-        if r["fingerprint"] and ring is not None:
-            key_pem = ring().open(r["key_sealed"].encode("ascii")).decode()
+        if r["fingerprint"]:
+            key_pem = REDACTED
+            if ring is not None:
+                opener = opener or ring()
+                key_pem = opener.open(r["key_sealed"].encode("ascii")).decode()
             certs.append(RouteCertificate(names=[r["name"]], cert_pem=r["cert_pem"], key_pem=key_pem,
                                           fingerprint=r["fingerprint"]))
     return hosts, certs, https

@@ -58,6 +58,8 @@ def test_app_page_and_twin_show_domains_and_their_certificates(web: Site) -> Non
     # A viewer's token reads the table without the key (only routers, with the admin token, get it).
     seen = c.get("/api/v1/routing", headers={"Authorization": f"Bearer {VIEWER}"})
     assert seen.status_code == 200 and seen.json()["certificates"][0]["key_pem"] == "(redacted)"
+    assert seen.json()["version"] == table["version"]  # the same content: redacting bumps no version
+    assert c.get("/api/v1/routing", headers=AUTH).json()["version"] == table["version"]
     assert "PRIVATE KEY" not in seen.text
 
     assert c.delete("/api/v1/apps/hello/domains/www.example.org", headers=AUTH).status_code == 204
