@@ -310,8 +310,14 @@ def parse_wrk(out: str) -> dict[str, Any]:
     return {"requests": total, "rps": rps, "p50_ms": p50 * 1e3, "p99_ms": p99 * 1e3, "errors": errors}
 
 
-def run_wrk(port: int, duration: float, connections: int, threads: int) -> dict[str, Any]:
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-H", "Host: hello.localhost", f"http://127.0.0.1:{port}/"]
+def run_wrk(port: int, duration: float, connections: int, threads: int, tls: bool = False, close: bool = False) -> dict[str, Any]:
+    """wrk against ``port``; ``tls``: over HTTPS (SNI ``localhost``); ``close``: a new connection, hence
+    a new TLS handshake, per request."""
+    url = f"https://localhost:{port}/" if tls else f"http://127.0.0.1:{port}/"
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-H", "Host: hello.localhost"]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    cmd.append(url)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
     return parse_wrk(out)
 
@@ -344,12 +350,15 @@ class Stack:
             p.wait()
 
 
-def haproxy_config(port: int, backends: list[int], weights: list[int]) -> str:
+def haproxy_config(port: int, backends: list[int], weights: list[int], tls_pem: Path | None = None) -> str:
     servers = "\n".join(f"    server s{i} 127.0.0.1:{p} weight {w}" for i, (p, w) in enumerate(zip(backends, weights, strict=True)))
+    # With TLS: the router's settings (TLS 1.2+, ECDHE+AEAD suites for 1.2, ALPN http/1.1), same certificate.
+    tls_global = "    ssl-default-bind-ciphers ECDHE+AESGCM:ECDHE+CHACHA20\n    ssl-default-bind-options ssl-min-ver TLSv1.2\n" if tls_pem else ""
+    bind = f"127.0.0.1:{port} ssl crt {tls_pem} alpn http/1.1" if tls_pem else f"127.0.0.1:{port}"
     return f"""global
     nbthread 1
     maxconn 4096
-defaults
+{tls_global}defaults
     mode http
     option http-keep-alive
     http-reuse always
@@ -357,12 +366,40 @@ defaults
     timeout client 60s
     timeout server 60s
 frontend fe
-    bind 127.0.0.1:{port}
+    bind {bind}
     default_backend be
 backend be
     balance roundrobin
 {servers}
 """
+
+
+def tls_material(tmp: Path) -> dict[str, Any]:
+    """One self-signed ECDSA P-256 certificate for ``localhost`` (what wrk's SNI asks for), written for
+    HAProxy (cert + key in one PEM) and given to the router in its table."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    pem = tmp / "bench-tls.pem"
+    pem.write_text(cert_pem + key_pem)
+    pem.chmod(0o600)
+    return {"pem": pem, "route": {"names": ["localhost"], "cert_pem": cert_pem, "key_pem": key_pem, "fingerprint": "bench"}}
 
 
 def router_table(backends: list[int], weights: list[int]) -> dict[str, Any]:
@@ -383,17 +420,26 @@ def router_table(backends: list[int], weights: list[int]) -> dict[str, Any]:
 
 
 def measure(stack: Stack, kind: str, tmp: Path, backends: list[int], weights: list[int], args: argparse.Namespace) -> dict[str, Any]:
+    """One wrk run against a fresh proxy of ``kind``. TLS kinds (``*_tls_keepalive``: requests on kept
+    connections; ``*_tls_handshake``: ``Connection: close``, so one full TLS handshake per request)
+    serve the same certificate (``args.tls``, from :func:`tls_material`)."""
     port = free_port()
-    if kind == "haproxy":
+    tls = "_tls_" in kind
+    close = kind.endswith("_handshake")
+    if kind.startswith("haproxy"):
         cfg = tmp / "haproxy.cfg"
-        cfg.write_text(haproxy_config(port, backends, weights))
+        cfg.write_text(haproxy_config(port, backends, weights, args.tls["pem"] if tls else None))
         p = stack.start([args.haproxy, "-f", str(cfg), "-db"])
     elif kind == "minimal_proxy":
         p = stack.start([PY, __file__, "--serve-minimal-proxy", str(port), "--upstreams", ",".join(map(str, backends))])
     else:
         tfile = tmp / "table.json"
-        tfile.write_text(json.dumps(router_table(backends, weights)))
-        cmd = [PY, "-m", "conveyor.router", "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{free_port()}", "--table-file", str(tfile), "--workers", str(args.workers)]
+        table = router_table(backends, weights)
+        if tls:
+            table["certificates"] = [args.tls["route"]]
+        tfile.write_text(json.dumps(table))
+        listen = ["--listen", f"127.0.0.1:{free_port()}", "--listen-tls", f"127.0.0.1:{port}"] if tls else ["--listen", f"127.0.0.1:{port}"]
+        cmd = [PY, "-m", "conveyor.router", *listen, "--admin", f"127.0.0.1:{free_port()}", "--table-file", str(tfile), "--workers", str(args.workers)]
         if kind == "router_no_metrics":
             cmd.append("--no-metrics")
         if kind == "router_pure_python":
@@ -404,10 +450,10 @@ def measure(stack: Stack, kind: str, tmp: Path, backends: list[int], weights: li
             wait_port(port)
         except RuntimeError:
             raise RuntimeError(f"{kind} did not start (exit code {p.poll()}); run it by hand to see why") from None
-        run_wrk(port, min(1.0, args.duration), args.connections, args.threads)  # warm-up
-        single = args.workers == 1 or kind in ("haproxy", "minimal_proxy")
+        run_wrk(port, min(1.0, args.duration), args.connections, args.threads, tls, close)  # warm-up
+        single = args.workers == 1 or kind.startswith(("haproxy", "minimal_proxy"))
         cpu0 = cpu_seconds(p.pid) if single else 0.0
-        res = run_wrk(port, args.duration, args.connections, args.threads)
+        res = run_wrk(port, args.duration, args.connections, args.threads, tls, close)
         cpu1 = cpu_seconds(p.pid) if single else 0.0
         res["cpu_s"] = round(cpu1 - cpu0, 3)
         res["cpu_us_per_request"] = round((cpu1 - cpu0) / max(1, res["requests"]) * 1e6, 2)
@@ -432,6 +478,32 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def tls_summary(res: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """HTTPS results and their ratios to HAProxy's, against the goals of issue 11."""
+    hk, rk = res["haproxy_tls_keepalive"], res["router_tls_keepalive"]
+    hh, rh = res["haproxy_tls_handshake"], res["router_tls_handshake"]
+
+    def ratio(a: float, b: float) -> float | None:
+        return round(a / b, 3) if b else None
+
+    ratios = {
+        "keepalive_rps_router_vs_haproxy": ratio(rk["rps"], hk["rps"]),
+        "keepalive_p99_router_vs_haproxy": ratio(rk["p99_ms"], hk["p99_ms"]),
+        "handshakes_per_s_router_vs_haproxy": ratio(rh["rps"], hh["rps"]),
+        "handshake_p99_router_vs_haproxy": ratio(rh["p99_ms"], hh["p99_ms"]),
+    }
+    goal = {"keepalive_ratio_min": 0.6, "handshake_ratio_min": 0.7, "p99_ratio_max": 2.0}
+    goal["met"] = bool(
+        (ratios["keepalive_rps_router_vs_haproxy"] or 0) >= 0.6
+        and (ratios["handshakes_per_s_router_vs_haproxy"] or 0) >= 0.7
+        and ratios["keepalive_p99_router_vs_haproxy"] is not None and ratios["keepalive_p99_router_vs_haproxy"] <= 2.0
+        and rk["errors"] == 0 and rh["errors"] == 0
+    )
+    return {"haproxy_keepalive": hk, "router_keepalive": rk, "haproxy_handshake": hh, "router_handshake": rh,
+            "ratios": ratios, "goal": goal,
+            "note": "handshake runs send Connection: close, so every request opens a connection and does a full TLS handshake"}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
@@ -441,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="router workers (HAProxy keeps one thread)")
     ap.add_argument("--micro-repeat", type=int, default=60, help="runs of the in-process hot-path timing (min is kept)")
     ap.add_argument("--instructions", action="store_true", help="also count instructions per request with valgrind (~1 min)")
+    ap.add_argument("--tls", action="store_true", help="also measure HTTPS: keep-alive requests/s and new handshakes/s vs HAProxy")
+    ap.add_argument("--tls-only", action="store_true", help="measure only HTTPS (router and HAProxy)")
     ap.add_argument("--haproxy", default=shutil.which("haproxy") or "/usr/sbin/haproxy")
     ap.add_argument("--serve-backend", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--name", default="b", help=argparse.SUPPRESS)
@@ -475,7 +549,10 @@ def main(argv: list[str] | None = None) -> int:
                 stack.start([PY, __file__, "--serve-backend", str(bp), "--name", f"b{i}"])
             for bp in backends:
                 wait_port(bp)
-            kinds = ["haproxy", "router", "router_no_metrics", "router_pure_python", "minimal_proxy"]
+            kinds = [] if args.tls_only else ["haproxy", "router", "router_no_metrics", "router_pure_python", "minimal_proxy"]
+            if args.tls or args.tls_only:
+                args.tls = tls_material(tmp)
+                kinds += ["haproxy_tls_keepalive", "router_tls_keepalive", "haproxy_tls_handshake", "router_tls_handshake"]
             runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
             for _ in range(args.rounds):
                 for k in kinds:
@@ -483,6 +560,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stack.close()
     res = {k: median_of(v) for k, v in runs.items()}
+    tls_out = tls_summary(res) if args.tls else None
+    if args.tls_only:
+        print(json.dumps({"benchmark": "router_vs_haproxy_tls", "params": {"duration_s": args.duration, "connections": args.connections,
+                          "wrk_threads": args.threads, "rounds": args.rounds, "router_workers": args.workers},
+                          "router_build": router_build(), "tls": tls_out}, indent=1))
+        return 0
     h, r, rn, rp, mp = res["haproxy"], res["router"], res["router_no_metrics"], res["router_pure_python"], res["minimal_proxy"]
     micro_on, micro_off = micro_hot_path(True, repeat=args.micro_repeat), micro_hot_path(False, repeat=args.micro_repeat)
     instructions = {k: instructions_per_request(k) for k in ("router", "router_no_metrics", "minimal_proxy")} if args.instructions else None
@@ -516,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
             "note": "cpu_* come from whole runs and move with machine load; hot_path_* are min-of-N in-process timings of the request path with fake sockets",
         },
         "instructions_per_request": instructions,
+        "tls": tls_out,
         "goal": {
             "throughput_ratio_min": 0.6,
             "p99_ratio_max": 2.5,

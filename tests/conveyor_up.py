@@ -84,13 +84,15 @@ class UpPlatform:
         self.env = {**os.environ, "CONVEYOR_CONFIG": str(root / "client.json"), "CONVEYOR_URL": self.api_url,
                     "CONVEYOR_TOKEN": token, "PYTHONUNBUFFERED": "1"}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.up_args: list[str] = []  # more `conveyor up` flags (e.g. --https-port)
 
     def start(self) -> None:
         with (self.root / "up.log").open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "conveyor", "up", "--data-dir", str(self.data_dir),
                  "--api-port", str(self.api_port), "--router-port", str(self.router_port),
-                 "--router-admin-port", str(self.admin_port), "--admin-token", self.token, "--host", self.host],
+                 "--router-admin-port", str(self.admin_port), "--admin-token", self.token, "--host", self.host,
+                 *self.up_args],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True, cwd=self.root)
         wait_for(self._ready, 60, 0.1, "conveyor up to say it is up")
 

@@ -37,7 +37,7 @@ async def _long_poll(cp, topic: str, after: int | None, wait: float, read):  # t
 @router.get("/routing", response_model=RoutingTable, summary="The routing table (long-poll)")
 async def get_routing(
     cp: CP,
-    _p: Reader,
+    p: Reader,
     after: int | None = Query(None, description="version the caller holds; wait for a newer one"),
     wait: float = Query(0.0, ge=0, le=MAX_WAIT, description="seconds to wait for a change"),
     router_id: str | None = Query(None, alias="router"),
@@ -45,7 +45,8 @@ async def get_routing(
 ) -> RoutingTable:
     if router_id:
         cp.saw_router(router_id, admin, after or 0)
-    table = await _long_poll(cp, "routing", after, wait, lambda: hosts.routing(cp))
+    # private keys go to routers (the admin token) only, never to viewers
+    table = await _long_poll(cp, "routing", after, wait, lambda: hosts.routing(cp, with_keys=p.can_write))
     if router_id:
         cp.saw_router(router_id, admin, after or 0)
     return table

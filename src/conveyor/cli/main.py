@@ -375,6 +375,7 @@ def _register() -> None:
     init.register(app)
     up.register(app)
     __import__("conveyor.cli.web_cmds", fromlist=["register"]).register(app)  # conveyor dora, conveyor ui
+    __import__("conveyor.cli.domains", fromlist=["register"]).register(app)  # conveyor domains, conveyor certs
 
 
 _register()

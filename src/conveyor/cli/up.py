@@ -121,6 +121,8 @@ def register(app: typer.Typer) -> None:
         viewer_token: Annotated[list[str] | None, typer.Option(
             "--viewer-token", help="A read-only token for the web UI and API (repeatable).")] = None,
         host: Annotated[str, typer.Option("--host", help="Address the API and router listen on.")] = "127.0.0.1",
+        domain: Annotated[str, typer.Option("--domain", help="Apps answer at APP.DOMAIN and ENV.APP.DOMAIN.")] = "localhost",
+        https_port: Annotated[int, typer.Option("--https-port", help="Also serve HTTPS on this port (0: no HTTPS).")] = 0,
         json: Annotated[bool, typer.Option("--json", help="Print the URLs as one JSON line when ready.")] = False,
     ) -> None:
         """Run the whole platform on this machine: control plane, agent and router, in the foreground.
@@ -137,14 +139,15 @@ def register(app: typer.Typer) -> None:
         logs = data_dir / "platform-logs"
         children = [
             Child("server", _py("server", "--data-dir", str(data_dir), "--host", host, "--port", str(api_port),
-                                "--router-url", router_url,
+                                "--router-url", router_url, "--domain", domain,
                                 *[a for t in (viewer_token or []) for a in ("--viewer-token", t)]),
                   logs / "server.log", env=env),
             Child("agent", _py("agent", "--control-plane", api_url, "--host", "local", "--address", "127.0.0.1",
                                "--data-dir", str(data_dir / "agent")), logs / "agent.log", env=env),
             Child("router", _py("router", "--listen", f"{host}:{router_port}", "--admin", f"127.0.0.1:{admin_port}",
                                 "--control-plane", api_url, "--state-file", str(data_dir / "router-table.json"),
-                                "--router-id", "local"), logs / "router.log", env=env),
+                                "--router-id", "local",
+                                *(["--listen-tls", f"{host}:{https_port}"] if https_port else [])), logs / "router.log", env=env),
         ]
         stop_flag = [False]
 
@@ -166,11 +169,14 @@ def register(app: typer.Typer) -> None:
         cfg = save_client_config(api_url, token, router_url)
         if json:
             o.emit_json({"api": api_url, "router": router_url, "router_admin": f"http://127.0.0.1:{admin_port}",
+                         "router_https": f"https://{host}:{https_port}" if https_port else None,
                          "token": token, "data_dir": str(data_dir), "client_config": str(cfg)})
         else:
             o.out.print(f"[bold green]Conveyor is up.[/bold green]  data: {data_dir}")
             o.out.print(f"  API and web UI  {api_url}   (token saved in {cfg})")
-            o.out.print(f"  Router          {router_url}   (app APP at http://APP.localhost:{router_port})")
+            o.out.print(f"  Router          {router_url}   (app APP at http://APP.{domain}:{router_port})")
+            if https_port:
+                o.out.print(f"  HTTPS           https://{host}:{https_port}   (domains with a certificate: `conveyor domains list`)")
             o.out.print(f"  Metrics         http://127.0.0.1:{admin_port}/metrics")
             o.out.print(f"  Admin token     {token}")
             o.out.print("Press Ctrl-C to stop.")

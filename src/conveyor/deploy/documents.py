@@ -9,6 +9,8 @@ agents see no change at all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -21,10 +23,13 @@ from conveyor.domain.wire import (
     RoutingTable,
     baseline_route,
 )
-from conveyor.store import hosts, instances, repo
+from conveyor.store import domains, hosts, instances, repo
+from conveyor.store.sealing import Sealer
 
 
-def routing_table(engine: Engine, domain: str, now: float, started_at: float) -> RoutingTable:
+def routing_table(
+    engine: Engine, domain: str, now: float, started_at: float, ring: Callable[[], Sealer] | None = None
+) -> RoutingTable:
     """The current routing table, with a version that changes only with its content.
 
     Usually the content is unchanged and this only reads. For new content the counter is read
@@ -34,13 +39,14 @@ def routing_table(engine: Engine, domain: str, now: float, started_at: float) ->
     would count as up to date.
 
     ``now`` and ``started_at`` (the control plane's clock) decide which hosts are lost: their
-    instances leave the table.
+    instances leave the table. ``ring`` gives the key ring that opens the certificates' keys
+    (asked for only when one is stored); without it the keys read ``(redacted)``.
     """
     for _ in range(20):
         try:
             with engine.begin() as conn:
                 version, note = repo.counter(conn, "routing")
-                table = _compute_table(conn, domain, now, started_at)
+                table = _compute_table(conn, domain, now, started_at, ring)
                 key = content_key(table)
                 if note == key and version:
                     return table.model_copy(update={"version": version})
@@ -51,7 +57,9 @@ def routing_table(engine: Engine, domain: str, now: float, started_at: float) ->
     raise RuntimeError("the routing table version kept moving under 20 attempts")
 
 
-def _compute_table(conn: Connection, domain: str, now: float, started_at: float) -> RoutingTable:
+def _compute_table(
+    conn: Connection, domain: str, now: float, started_at: float, ring: Callable[[], Sealer] | None = None
+) -> RoutingTable:
     envs = [
         EnvRoutes(env_id=r["id"], app=r["app"], env=r["name"], weights=repo.routes_of(r), sticky=bool(r["sticky"]))
         for r in repo.routed_envs(conn)
@@ -72,7 +80,12 @@ def _compute_table(conn: Connection, domain: str, now: float, started_at: float)
                 state=InstanceState(st.get("state", "pending")),
             )
         )
-    return build_table(envs, live, domain)
+    extra_hosts, certs, https = domains.routing_parts(conn, ring)
+    table = build_table(envs, live, domain, extra_hosts)
+    table.certificates = certs
+    table.https = https
+    table.acme_challenges = domains.challenges(conn)
+    return table
 
 
 def desired_state(engine: Engine, host: str) -> DesiredState:

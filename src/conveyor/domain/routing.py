@@ -42,8 +42,16 @@ class LiveInstance:
     state: InstanceState
 
 
-def build_table(envs: Iterable[EnvRoutes], instances: Iterable[LiveInstance], domain: str = "localhost") -> RoutingTable:
-    """The routing table (version 0: the caller versions it by content)."""
+def build_table(
+    envs: Iterable[EnvRoutes],
+    instances: Iterable[LiveInstance],
+    domain: str = "localhost",
+    extra_hosts: Mapping[int, list[str]] | None = None,
+) -> RoutingTable:
+    """The routing table (version 0: the caller versions it by content).
+
+    ``extra_hosts``: the domains users added, by environment id (after the default hostnames).
+    """
     ready: dict[tuple[int, int], list[RouteInstance]] = {}
     for inst in instances:
         if inst.state == InstanceState.READY and inst.port:
@@ -62,7 +70,11 @@ def build_table(envs: Iterable[EnvRoutes], instances: Iterable[LiveInstance], do
         ]
         out.append(
             RouteEnvironment(
-                app=env.app, env=env.env, hosts=hostnames(env.app, env.env, domain), releases=releases, sticky=env.sticky
+                app=env.app,
+                env=env.env,
+                hosts=hostnames(env.app, env.env, domain) + sorted((extra_hosts or {}).get(env.env_id, [])),
+                releases=releases,
+                sticky=env.sticky,
             )
         )
     return RoutingTable(version=0, environments=out)
@@ -70,4 +82,6 @@ def build_table(envs: Iterable[EnvRoutes], instances: Iterable[LiveInstance], do
 
 def content_key(table: RoutingTable) -> str:
     """A stable representation of a table's content, ignoring its version."""
-    return table.model_copy(update={"version": 0}).model_dump_json()
+    # Private keys stay out of it: the key is stored (counters.note) in plain text. The
+    # certificate's fingerprint changes whenever its key does.
+    return table.model_copy(update={"version": 0}).model_dump_json(exclude={"certificates": {"__all__": {"key_pem"}}})

@@ -86,11 +86,44 @@ class RouteEnvironment(_Wire):
     )
 
 
+class RouteCertificate(_Wire):
+    """A certificate the routers serve over TLS, for the names it covers (SNI picks it).
+
+    The routing table is the only way a private key leaves the control plane in
+    plain text (it is stored sealed there), and only to routers; routers keep
+    it in their 0600 state file and never show it (``/table`` redacts it).
+    """
+
+    names: list[str] = Field(description="DNS names it serves, lower case; '*.example.com' covers one label")
+    cert_pem: str = Field(description="the leaf certificate, then its chain (PEM)")
+    key_pem: str = Field(repr=False, description="the private key (PEM, unencrypted)")
+    fingerprint: str = Field(default="", description="sha256 of the leaf certificate (DER), hex: changes on renewal")
+
+
+class RouteHttps(_Wire):
+    """HTTPS settings of one domain: redirect plain HTTP to it (308), HSTS."""
+
+    host: str
+    redirect: bool = Field(default=True, description="answer plain HTTP with 308 to https:// when a certificate covers the host")
+    hsts_max_age: int = Field(default=0, ge=0, description="Strict-Transport-Security max-age in seconds; 0 = no header")
+
+
+class AcmeChallenge(_Wire):
+    """An ACME HTTP-01 challenge: routers answer ``GET /.well-known/acme-challenge/{token}`` over
+    plain HTTP with ``key_authorization`` (RFC 8555 §8.3), for any host."""
+
+    token: str
+    key_authorization: str
+
+
 class RoutingTable(_Wire):
     """The whole routing table. Applied atomically by every router."""
 
     version: int = 0
     environments: list[RouteEnvironment] = Field(default_factory=list)
+    certificates: list[RouteCertificate] = Field(default_factory=list)
+    https: list[RouteHttps] = Field(default_factory=list)
+    acme_challenges: list[AcmeChallenge] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------

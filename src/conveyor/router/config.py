@@ -24,6 +24,7 @@ class RouterConfig:
     """Everything the data plane needs to know besides the routing table."""
 
     listen: tuple[str, int] = ("127.0.0.1", 7780)
+    listen_tls: tuple[str, int] | None = None  # HTTPS listener (TLS terminated here), beside the plain one
     admin: tuple[str, int] | None = ("127.0.0.1", 7781)
     router_id: str = "router"
     control_plane: str | None = None
@@ -41,6 +42,7 @@ class RouterConfig:
 
     # Timeouts, in seconds.
     head_timeout: float = 10.0  # first byte of a request to its last header line (slowloris)
+    tls_handshake_timeout: float = 10.0  # TCP accept to the end of the TLS handshake (a ClientHello that never ends)
     idle_timeout: float = 60.0  # client keep-alive connection with no request in progress
     connect_timeout: float = 3.0  # upstream TCP connect
     upstream_timeout: float = 60.0  # upstream silent for this long while we wait on it -> 504

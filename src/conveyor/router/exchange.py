@@ -113,12 +113,23 @@ class Exchange:
             return
         info = self.info
         assert info is not None
-        env = state.host_cache.get(info.host_raw)
-        if env is None:
-            env = state.lookup_host(info.host_raw)
+        client = self.client
+        env = client.hosts.get(info.host_raw)
+        if env is None:  # not cached: a new or unknown host, a redirect, HSTS, ACME (see Proxy.host_cache)
+            if state.acme and not client.tls:
+                answer = state.acme_answer(info.forwarded_head.split(b" ", 2)[1])
+                if answer is not None:
+                    self.respond(200, answer, close=False)
+                    return
+            env = state.lookup_host(info.host_raw, client.tls)
             if env is None:
-                self.respond(404, state.unknown_host_text(normalise_host(info.host)), close=False)
+                self.no_route(info)
                 return
+            if client.tls:
+                hsts = state.hsts_header(info.host_raw)
+                if hsts is not None:
+                    self.fast_ok = False  # the response gets a header: it goes through response_head
+                    self.extra = [hsts]
         if info.pin is None and info.cookie is None and not env.sticky:
             rel = balancer.choose_release(env, random.random())
         else:
@@ -142,12 +153,25 @@ class Exchange:
             self.client.transport.write(CONTINUE_100)
         self.dispatch(target, True)
 
+    def no_route(self, info: RequestInfo) -> None:
+        """No environment for this Host here: a 308 to HTTPS when the host has one, else 404."""
+        state = self.state
+        if not self.client.tls:
+            url = info.forwarded_head.split(b" ", 2)[1]  # (the request line, as forwarded)
+            location = state.redirect_location(info.host_raw, url)
+            if location is not None:
+                self.extra = [b"Location: " + location + b"\r\n"]
+                self.respond(308, "conveyor router: this site is served over HTTPS\n", close=False)
+                return
+        self.respond(404, state.unknown_host_text(normalise_host(info.host)), close=False)
+
     def _sticky_point(self, env: EnvRoute, info: RequestInfo) -> float:
         token = balancer.cookie_value(info.cookie, balancer.STICKY_COOKIE)
         if not token:
             token = os.urandom(8).hex()
             self.fast_ok = False  # the response gets a header: it goes through response_head
-            self.extra = [f"Set-Cookie: {balancer.STICKY_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax\r\n".encode()]
+            cookie = f"Set-Cookie: {balancer.STICKY_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax\r\n".encode()
+            self.extra = [cookie] if self.extra is None else [*self.extra, cookie]
         return balancer.sticky_point(token)
 
     def dispatch(self, target: Target, allow_idle: bool) -> None:

@@ -19,6 +19,13 @@ def build_parser() -> argparse.ArgumentParser:
     d = RouterConfig()
     p = argparse.ArgumentParser(prog="conveyor router", description="Conveyor's HTTP router (the data plane).")
     p.add_argument("--listen", default="127.0.0.1:7780", help="HOST:PORT for user traffic (default %(default)s)")
+    p.add_argument(
+        "--listen-tls",
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve HTTPS here: TLS terminated by the router, certificates from the routing table, picked by SNI",
+    )
+    p.add_argument("--tls-handshake-timeout", type=float, default=d.tls_handshake_timeout, help="seconds a TLS handshake may take")
     p.add_argument("--admin", default="127.0.0.1:7781", help="HOST:PORT for /metrics, /metrics.json, /table, /healthz; 'off' to disable")
     p.add_argument("--control-plane", default=None, metavar="URL", help="control plane base URL to follow the routing table from")
     p.add_argument("--token", default=None, help="control-plane API token (default: $CONVEYOR_TOKEN)")
@@ -54,9 +61,12 @@ def config_from_args(args: argparse.Namespace) -> RouterConfig:
     """Validate the flags; raises ValueError with a message saying what to fix."""
     listen = parse_hostport(args.listen, "--listen")
     admin = None if str(args.admin).lower() in ("off", "none", "") else parse_hostport(args.admin, "--admin")
+    listen_tls = parse_hostport(args.listen_tls, "--listen-tls") if args.listen_tls else None
+    if listen_tls is not None and args.workers > 1 and listen_tls[1] == 0:
+        raise ValueError("--listen-tls needs a fixed port (not 0) with --workers > 1: the workers share it")
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
-    for flag in ("head_timeout", "idle_timeout", "connect_timeout", "upstream_timeout", "drain_timeout", "poll_wait"):
+    for flag in ("head_timeout", "tls_handshake_timeout", "idle_timeout", "connect_timeout", "upstream_timeout", "drain_timeout", "poll_wait"):
         if getattr(args, flag) <= 0:
             raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if args.max_head_bytes < 1024 or args.max_headers < 1 or args.max_body_bytes < 0:
@@ -65,6 +75,7 @@ def config_from_args(args: argparse.Namespace) -> RouterConfig:
         raise ValueError(f"--control-plane must be an http(s) URL, got {args.control_plane!r}")
     return RouterConfig(
         listen=listen,
+        listen_tls=listen_tls,
         admin=admin,
         router_id=args.router_id or f"router-{os.uname().nodename}",
         control_plane=args.control_plane,
@@ -78,6 +89,7 @@ def config_from_args(args: argparse.Namespace) -> RouterConfig:
         max_headers=args.max_headers,
         max_body_bytes=args.max_body_bytes,
         head_timeout=args.head_timeout,
+        tls_handshake_timeout=args.tls_handshake_timeout,
         idle_timeout=args.idle_timeout,
         connect_timeout=args.connect_timeout,
         upstream_timeout=args.upstream_timeout,

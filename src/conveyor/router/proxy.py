@@ -28,7 +28,7 @@ import httptools
 from conveyor.domain.wire import RoutingTable
 from conveyor.router.config import RouterConfig
 from conveyor.router.exchange import P_BUFFER, P_QUEUE, P_UPGRADE, P_UPSTREAM, Exchange
-from conveyor.router.http1 import BadRequest, inspect_head, simple_response
+from conveyor.router.http1 import XF_HTTP, XF_HTTPS, BadRequest, inspect_head, simple_response
 from conveyor.router.metrics import Metrics
 from conveyor.router.table import CompiledTable, EnvRoute, Target, compile_table, normalise_host
 from conveyor.router.upstream import UpstreamConnection
@@ -57,16 +57,58 @@ class Proxy:
         self._refresh_deadlines()
         self._ticker: asyncio.Task[None] | None = None
         self.accepting = True
-        #: Host header as sent -> environment, for the table in force (cleared on apply).
+        #: Host header as sent -> environment, for the table in force (cleared on apply), one
+        #: per listener: connections hold theirs (``ClientConnection.hosts``), so the TLS
+        #: listener's routing and redirects cost the plain path nothing. A host that plain
+        #: HTTP redirects to HTTPS, or that TLS answers with HSTS, is never cached: its
+        #: requests take the miss path (:meth:`lookup_host`, then ``Exchange.no_route``).
         self.host_cache: dict[bytes, EnvRoute] = {}
+        self.tls_host_cache: dict[bytes, EnvRoute] = {}
+        #: TLS termination (``--listen-tls``): a ``conveyor.router.tls.TlsTerminator``, or None.
+        self.tls: Any = None
+        self.https_port = 443  # the port redirects point to (the TLS listener's)
+        self.redirects: dict[str, bool] = {}  # hosts whose plain HTTP gets a 308 to https://
+        self.hsts: dict[str, bytes] = {}  # hosts -> their Strict-Transport-Security header line
+        #: ACME HTTP-01 answers, by request target ("/.well-known/acme-challenge/TOKEN"). While
+        #: any is pending, plain HTTP caches no host, so every request passes the check in the
+        #: miss path (``Exchange.activate``); with none, the plain path does no extra work.
+        self.acme: dict[bytes, str] = {}
 
-    def lookup_host(self, raw_host: bytes) -> EnvRoute | None:
-        env = self.table.hosts.get(normalise_host(raw_host.decode("latin-1")))
-        if env is not None:
+    def lookup_host(self, raw_host: bytes, tls: bool = False) -> EnvRoute | None:
+        host = normalise_host(raw_host.decode("latin-1"))
+        if tls:
+            env = self.table.hosts.get(host)
+            if env is not None and host not in self.hsts:
+                cache = self.tls_host_cache
+                if len(cache) > 4096:
+                    cache.clear()
+                cache[raw_host] = env
+            return env
+        if host in self.redirects:
+            return None
+        env = self.table.hosts.get(host)
+        if env is not None and not self.acme:
             if len(self.host_cache) > 4096:  # random Host headers must not grow it forever
                 self.host_cache.clear()
             self.host_cache[raw_host] = env
         return env
+
+    def redirect_location(self, raw_host: bytes, url: bytes) -> bytes | None:
+        """Where a plain-HTTP request for ``raw_host`` is redirected (308), or None."""
+        host = normalise_host(raw_host.decode("latin-1"))
+        if host not in self.redirects:
+            return None
+        port = b"" if self.https_port == 443 else b":%d" % self.https_port
+        if not url.startswith(b"/"):
+            url = b"/"  # absolute-form or '*': keep the origin only
+        return b"https://" + host.encode("idna") + port + url
+
+    def acme_answer(self, url: bytes) -> str | None:
+        """The key authorization for an ACME HTTP-01 challenge request, or None."""
+        return self.acme.get(url)
+
+    def hsts_header(self, raw_host: bytes) -> bytes | None:
+        return self.hsts.get(normalise_host(raw_host.decode("latin-1"))) if self.hsts else None
 
     # -- table -------------------------------------------------------------
 
@@ -78,7 +120,9 @@ class Proxy:
         else:
             compiled, removed = compile_table(table, self.table)
         self.table = compiled
-        self.host_cache = {}
+        self.host_cache.clear()  # cleared, not replaced: connections hold these dicts
+        self.tls_host_cache.clear()
+        self._apply_https(table)
         deadline = self.loop.time() + self.config.drain_timeout
         for t in removed:
             t.draining = True
@@ -90,10 +134,33 @@ class Proxy:
         # Targets revived by this table stop draining.
         self.draining = [t for t in self.draining if t.draining]
 
+    def _apply_https(self, table: RoutingTable) -> None:
+        """Certificates to the TLS listener; redirect and HSTS per host (only with a TLS listener
+        and a certificate covering the host: never a redirect to an HTTPS that cannot answer)."""
+        redirects: dict[str, bool] = {}
+        hsts: dict[str, bytes] = {}
+        tls = self.tls
+        if tls is not None:
+            tls.apply(table.certificates)
+            for h in table.https:
+                host = normalise_host(h.host)
+                if not tls.covers(host):
+                    continue
+                if h.redirect:
+                    redirects[host] = True
+                if h.hsts_max_age:
+                    hsts[host] = b"Strict-Transport-Security: max-age=%d\r\n" % h.hsts_max_age
+        self.redirects = redirects
+        self.hsts = hsts
+        self.acme = {b"/.well-known/acme-challenge/" + c.token.encode(): c.key_authorization for c in table.acme_challenges}
+
     # -- lifecycle ---------------------------------------------------------
 
     def protocol(self) -> ClientConnection:
         return ClientConnection(self)
+
+    def tls_protocol(self) -> ClientConnection:
+        return ClientConnection(self, True)
 
     def start_ticker(self) -> None:
         self._ticker = self.loop.create_task(self._tick_forever())
@@ -188,8 +255,12 @@ class ClientConnection:
     interpreted, and this one is touched a dozen times per request.
     """
 
-    def __init__(self, state: Proxy) -> None:
+    def __init__(self, state: Proxy, tls: bool = False) -> None:
         self.state = state
+        self.tls = tls
+        #: This listener's host cache and X-Forwarded-Proto (see Proxy.host_cache).
+        self.hosts = state.tls_host_cache if tls else state.host_cache
+        self.xf_proto = XF_HTTPS if tls else XF_HTTP
         self.transport: Any = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer_ip = ""
@@ -404,7 +475,7 @@ class ClientConnection:
         self.deadline = 0.0
         self.headers = []  # trailers of a chunked body land in a fresh list
         try:
-            info = inspect_head(method, self.url, http11, headers, self.peer_ip_bytes, p.should_keep_alive())
+            info = inspect_head(method, self.url, http11, headers, self.peer_ip_bytes, p.should_keep_alive(), self.xf_proto)
         except BadRequest as e:
             self.cb_error = e
             raise

@@ -39,6 +39,7 @@ class RouterProcess:
         self.advertise_admin = advertise_admin
         self.proxy: Proxy | None = None
         self.server: asyncio.Server | None = None
+        self.tls_server: asyncio.Server | None = None
         self.admin: asyncio.Server | None = None
         self.follower: Follower | None = None
         self._follow_task: asyncio.Task[None] | None = None
@@ -48,6 +49,10 @@ class RouterProcess:
     def listen_port(self) -> int:
         assert self.server is not None
         return int(self.server.sockets[0].getsockname()[1])
+
+    @property
+    def tls_port(self) -> int | None:
+        return int(self.tls_server.sockets[0].getsockname()[1]) if self.tls_server else None
 
     @property
     def admin_port(self) -> int | None:
@@ -80,21 +85,26 @@ class RouterProcess:
     async def start(self) -> None:
         cfg = self.config
         self.proxy = Proxy(cfg, Metrics(cfg.metrics))
+        if cfg.listen_tls is not None:
+            from conveyor.router.tls import TlsTerminator
+
+            self.proxy.tls = TlsTerminator()
         table = self.initial_table()
         if table is not None:
             self.proxy.apply_table(table)
         self.proxy.start_ticker()
         loop = asyncio.get_running_loop()
-        host, port = cfg.listen
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if cfg.reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-        sock.setblocking(False)
         factory = cast("Callable[[], asyncio.Protocol]", self.proxy.protocol)  # a Protocol by its methods
-        self.server = await loop.create_server(factory, sock=sock)
+        self.server = await loop.create_server(factory, sock=self._listening_socket(cfg.listen))
+        if cfg.listen_tls is not None:
+            tls_factory = cast("Callable[[], asyncio.Protocol]", self.proxy.tls_protocol)
+            self.tls_server = await loop.create_server(
+                tls_factory,
+                sock=self._listening_socket(cfg.listen_tls),
+                ssl=self.proxy.tls.context,
+                ssl_handshake_timeout=cfg.tls_handshake_timeout,
+            )
+            self.proxy.https_port = self.tls_port or 443
         if cfg.admin is not None:
             self.admin = await start_admin(cfg.admin[0], cfg.admin[1], make_handler(self._snapshot, self._table, self._health))
         if cfg.control_plane:
@@ -111,13 +121,27 @@ class RouterProcess:
             )
             self._follow_task = loop.create_task(self.follower.run())
 
+    def _listening_socket(self, addr: tuple[str, int]) -> socket.socket:
+        host, port = addr
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.config.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.setblocking(False)
+        return sock
+
     async def _snapshot(self) -> dict[str, Any]:
         assert self.proxy is not None
         return self.proxy.metrics_snapshot(self.config.router_id)
 
     async def _table(self) -> dict[str, Any]:
         assert self.proxy is not None
-        return self.proxy.table.table.model_dump(mode="json")
+        doc = self.proxy.table.table.model_dump(mode="json")
+        for cert in doc.get("certificates", []):
+            cert["key_pem"] = "(redacted)"  # private keys never leave the router
+        return doc
 
     async def _health(self) -> dict[str, Any]:
         assert self.proxy is not None
@@ -129,6 +153,14 @@ class RouterProcess:
             "connections": len(self.proxy.clients),
             "in_flight": self.proxy.in_flight(),
             "native": native.status().as_dict(),
+            "tls": None
+            if self.proxy.tls is None
+            else {
+                "port": self.tls_port,
+                "certificates": len(self.proxy.tls.certs.by_key),
+                "errors": self.proxy.tls.certs.errors,
+                "refused_handshakes": self.proxy.tls.refused,
+            },
             "control_plane": None
             if f is None
             else {"polls": f.status.polls, "failures": f.status.failures, "last_error": f.status.last_error},
@@ -137,6 +169,8 @@ class RouterProcess:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+        if self.tls_server is not None:
+            self.tls_server.close()
         if self._follow_task is not None:
             self._follow_task.cancel()
         if self.proxy is not None:
@@ -163,13 +197,16 @@ async def serve(config: RouterConfig, advertise_admin: str | None = None, announ
         print(f"conveyor router: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"conveyor router: cannot listen on {config.listen[0]}:{config.listen[1]}: {e}", file=sys.stderr)
+        where = f"{config.listen[0]}:{config.listen[1]}" + (f" or {config.listen_tls[0]}:{config.listen_tls[1]}" if config.listen_tls else "")
+        print(f"conveyor router: cannot listen on {where}: {e}", file=sys.stderr)
         return 2
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, proc.stopping.set)
     if announce:
         admin = f" admin http://{config.admin[0]}:{proc.admin_port}" if config.admin else ""
+        if config.listen_tls is not None:
+            admin += f" tls https://{config.listen_tls[0]}:{proc.tls_port}"
         build = native.status()
         print(
             f"conveyor router {config.router_id} listening on http://{config.listen[0]}:{proc.listen_port}{admin}"

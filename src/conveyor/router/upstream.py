@@ -16,6 +16,7 @@ on after ``feed_data`` returns.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -32,6 +33,15 @@ if TYPE_CHECKING:
 #: Status lines' first 12 bytes whose response has a body framed by its headers:
 #: the fast path's candidates (HTTP/1.1; not 1xx, 204, 304).
 _FAST_STATUS: Final[dict[bytes, int]] = {b"HTTP/1.1 %d" % c: c for c in range(200, 1000) if c not in (204, 304)}
+#: A response head as RFC 9112 §4-5 writes it, and nothing else: status line with
+#: a three-digit status and a space, then ``token:value`` lines, CRLF everywhere. A head
+#: the fast path copies unparsed must match it; anything else (a space before the colon,
+#: a folded or space-led line, status "2000", a bare LF, a control byte) goes to llhttp,
+#: which rejects what a proxy must not pass on (the exchange then answers 502). Possessive
+#: quantifiers: no backtracking state, ~10 % fewer instructions than the plain form.
+_STRICT_HEAD: Final = re.compile(
+    rb"HTTP/1\.1 [1-9][0-9][0-9] [\t -~\x80-\xff]*+\r\n(?:[!#$%&'*+.^_`|~0-9A-Za-z-]++:[\t -~\x80-\xff]*+\r\n)*+"
+)
 
 
 class UpstreamConnection:
@@ -202,8 +212,8 @@ class UpstreamConnection:
         if end < 0:
             return False
         head = data[: end + 2]
-        if head.count(b"\n") != head.count(b"\r\n"):
-            return False
+        if _STRICT_HEAD.fullmatch(head) is None:
+            return False  # bare LF, folding, odd whitespace, a bad name or status: llhttp decides
         found = FRAMING_LOWER_RE.findall(head.lower())
         if len(found) != 1:
             return False

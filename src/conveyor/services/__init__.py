@@ -10,6 +10,7 @@ lives) and the background machinery (``conveyor.deploy``, ``conveyor.build``).
 CSRF), ``schemas`` (the API's bodies, which the services return), and one
 module per resource: ``apps``, ``builds``, ``deployments``, ``hosts``
 (agents, routers, the data-plane documents), ``logs``, ``metrics`` (series,
-DORA, the control plane's own numbers), ``audit``; ``views`` composes them into
-what each page and its JSON twin show.
+DORA, the control plane's own numbers), ``audit``, ``domains`` (domains and
+their certificates, keys sealed) and ``acme`` (the certificate loop);
+``views`` composes them into what each page and its JSON twin show.
 """

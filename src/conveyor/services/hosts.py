@@ -13,6 +13,7 @@ from typing import Any
 from conveyor.deploy.documents import desired_state, routing_table
 from conveyor.domain.healing import HOST_LOST_AFTER
 from conveyor.domain.wire import AgentStatus, DesiredState, RoutingTable
+from conveyor.services import domains
 from conveyor.services.schemas import RoutersView, RouterView
 from conveyor.services.state import ControlPlane, router_sync
 from conveyor.store import hosts, instances
@@ -39,9 +40,14 @@ def _routing_view(status: dict[str, Any] | None) -> list[tuple[str, str, int | N
     )
 
 
-def routing(cp: ControlPlane) -> RoutingTable:
-    """The routing table now (versioned by content; see ``deploy.documents``)."""
-    return routing_table(cp.engine, cp.settings.domain, cp.clock(), cp.started_at)
+def routing(cp: ControlPlane, *, with_keys: bool = True) -> RoutingTable:
+    """The routing table now (versioned by content; see ``deploy.documents``).
+
+    It carries the certificates' private keys, opened with the control plane's key ring: routers
+    (the admin token) need them to terminate TLS. ``with_keys=False`` (every other reader, e.g. a
+    viewer's token) gets them redacted, and no key is opened; the version is the same either way."""
+    ring = (lambda: domains.sealer(cp)) if with_keys else None
+    return routing_table(cp.engine, cp.settings.domain, cp.clock(), cp.started_at, ring)
 
 
 def desired(cp: ControlPlane, host: str) -> DesiredState:
@@ -50,7 +56,7 @@ def desired(cp: ControlPlane, host: str) -> DesiredState:
 
 def routers(cp: ControlPlane) -> RoutersView:
     """The live routers, the table version each holds, and whether all hold the current one."""
-    table = routing(cp)
+    table = routing(cp, with_keys=False)
     sync = router_sync(cp.routers, table.version, cp.clock())
     return RoutersView(
         table_version=sync.table_version,

@@ -163,3 +163,49 @@ class RoutersView(BaseModel):
     table_version: int = Field(description="the control plane's current routing table version")
     synced: bool = Field(description="every live router holds the current table")
     routers: list[RouterView]
+
+
+#: A DNS hostname as the OpenAPI document states it (``domain.certs.check_hostname`` enforces it
+#: with a message that names the bad label): two labels at least, the last not all digits.
+HOSTNAME = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+
+
+class CertificateView(BaseModel):
+    """A domain's certificate as anyone may see it: its facts, never its key."""
+
+    source: str = Field(description="'file' (conveyor certs add) or 'acme'")
+    names: list[str]
+    issuer: str
+    fingerprint: str = Field(description="sha256 of the leaf certificate (DER), hex")
+    not_before: float
+    not_after: float
+    renew_at: float = Field(description="two thirds of its lifetime")
+    days_left: float
+
+
+class DomainView(BaseModel):
+    name: str
+    app: str
+    env: str
+    redirect: bool = Field(description="plain HTTP answered with 308 to HTTPS (once a certificate covers it)")
+    hsts_max_age: int
+    acme: bool = Field(description="its certificate comes from ACME (off once a file certificate is added)")
+    status: str = Field(description="'none' (no certificate: HTTP only), 'pending', 'issuing', 'renewing', 'ok', 'expired', or 'failed'")
+    error: str = ""
+    certificate: CertificateView | None = None
+    created_at: float
+    created_by: str = ""
+
+
+class DomainIn(_Body):
+    name: str = Field(description="a hostname you own, e.g. app.example.com", max_length=253,
+                      json_schema_extra={"pattern": HOSTNAME})
+    env: str = Field("production", description="the environment it serves; created if new", json_schema_extra={"pattern": ENV})
+    redirect: bool = True
+    hsts_max_age: int = Field(default=0, ge=0, le=2 * 365 * 86400, description="Strict-Transport-Security max-age (0: none)")
+    acme: bool = Field(default=True, description="obtain and renew its certificate by ACME (when the server has an ACME directory)")
+
+
+class CertificateIn(_Body):
+    cert_pem: str = Field(description="the certificate, then its chain (PEM)")
+    key_pem: str = Field(description="its private key (PEM, unencrypted); stored sealed")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor.domain import deploy_machine as dm
-from conveyor.services import apps, audit, builds, deployments, metrics
+from conveyor.services import apps, audit, builds, deployments, domains, metrics
 from conveyor.services.state import ControlPlane
 from conveyor.store import deployments as deployment_rows
 from conveyor.store import hosts, instances, repo
@@ -148,8 +148,12 @@ def app_page(cp: ControlPlane, app: str) -> dict[str, Any]:
     deps = [d.model_dump(mode="json") for d in deployments.list_for_app(cp, app, env=None, limit=20)]
     imgs = builds.recent_images(cp, app)
     default, why = default_image(imgs, releases)
+    doms = [d.model_dump(mode="json") for d in domains.list_domains(cp, app)]
+    for e in st["environments"]:
+        e["domains"] = [d for d in doms if d["env"] == e["name"]]
     return {
         "app": app,
+        "domains": doms,
         "environments": st["environments"],
         "images": imgs,
         "default_image": default,

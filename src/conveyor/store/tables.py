@@ -229,3 +229,55 @@ leases = Table(
     Column("holder", String(200), nullable=False),
     Column("expires_at", Float, nullable=False),
 )
+
+# Domains users give their environments (store/domains.py, services/domains.py). A name belongs
+# to one environment. ``redirect``: plain HTTP gets a 308 to HTTPS once a certificate covers it;
+# ``hsts_max_age`` > 0 adds Strict-Transport-Security over HTTPS. ``cert_status`` and
+# ``cert_error`` say where its certificate stands ("none", "ok", "failed: ..."), for
+# `conveyor domains list` and the UI.
+domains = Table(
+    "domains",
+    metadata,
+    Column("name", String(253), primary_key=True),
+    Column("env_id", Integer, ForeignKey("environments.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("redirect", Boolean, nullable=False, default=True),
+    Column("hsts_max_age", Integer, nullable=False, default=0),
+    Column("cert_status", String(32), nullable=False, default="none"),
+    Column("cert_error", Text, nullable=False, default=""),
+    # ACME (services/acme.py): certificates obtained and renewed automatically, unless a file
+    # certificate was added; failed orders are retried with backoff from ``next_attempt_at``.
+    Column("acme", Boolean, nullable=False, default=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False, default=0.0),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(100), nullable=False, default=""),
+)
+
+# The certificate a domain serves (one per domain, replaced on renewal). The private key is
+# sealed at rest (store/sealing.py, the key ring config secrets use too): only routers get it in
+# plain text, in the routing table.
+certificates = Table(
+    "certificates",
+    metadata,
+    Column("domain", String(253), ForeignKey("domains.name", ondelete="CASCADE"), primary_key=True),
+    Column("source", String(16), nullable=False),  # "file" (conveyor certs add) or "acme"
+    Column("cert_pem", Text, nullable=False),  # leaf first, then the chain
+    Column("key_sealed", Text, nullable=False),  # Sealer.seal(PEM key): a Fernet token
+    Column("fingerprint", String(64), nullable=False),
+    Column("names", JSON, nullable=False),
+    Column("issuer", Text, nullable=False),
+    Column("not_before", Float, nullable=False),
+    Column("not_after", Float, nullable=False),
+    Column("added_at", Float, nullable=False),
+)
+
+# HTTP-01 challenges of ACME orders in progress: routers answer
+# GET /.well-known/acme-challenge/{token} with ``key_authorization`` (routing table).
+acme_challenges = Table(
+    "acme_challenges",
+    metadata,
+    Column("token", String(200), primary_key=True),
+    Column("domain", String(253), ForeignKey("domains.name", ondelete="CASCADE"), nullable=False),
+    Column("key_authorization", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)

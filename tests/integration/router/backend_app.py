@@ -8,6 +8,10 @@
   /big?n=N     -> N bytes (Content-Length), /bigchunked?n=N the same chunked, /bigclose?n=N close-delimited
   /slow?s=S    -> answers after S seconds;  /hang -> never answers;  /close -> closes at once
   /status?code=C -> that status;  /ws -> WebSocket echo (text and binary frames)
+  /raw?h=HEX     -> writes exactly those bytes (a malformed response, say), then keeps the connection
+  /_seen         -> what this backend received, counted here and not by the router:
+                    {"heads": [target, ...], "completed": [target, ...]} (a request is completed once
+                    its whole body was read; /_seen itself is not recorded)
 Standard library only (asyncio streams), one coroutine per connection.
 """
 
@@ -75,6 +79,8 @@ async def body_chunks(reader: asyncio.StreamReader, headers: list[tuple[str, str
 
 
 CURRENT_RID = ""
+HEADS: list[str] = []
+COMPLETED: list[str] = []
 
 
 def head(status: int, headers: list[tuple[str, str]]) -> bytes:
@@ -120,6 +126,17 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             url = urlsplit(target)
             q = {k: v[0] for k, v in parse_qs(url.query).items()}
             path = url.path
+            if path != "/_seen":
+                HEADS.append(target)
+            if path == "/_seen":
+                body = json.dumps({"heads": HEADS, "completed": COMPLETED}).encode()
+                writer.write(head(200, [("Content-Length", str(len(body)))]) + body)
+                await writer.drain()
+                continue
+            if path == "/raw":
+                writer.write(bytes.fromhex(q.get("h", "")))
+                await writer.drain()
+                continue
             if path == "/ws":
                 await websocket(reader, writer, headers)
                 return
@@ -148,6 +165,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             async for data in body_chunks(reader, headers):
                 h.update(data)
                 n += len(data)
+            COMPLETED.append(target)
             if path == "/slow":
                 await asyncio.sleep(float(q.get("s", "1")))
             if path in ("/big", "/bigchunked", "/bigclose"):

@@ -57,7 +57,8 @@ def router(procs: Procs, tmp_path: Path, router_build: str) -> Callable[..., Rou
         assert m, line
         if router_build == "pure-python" and workers == 1:
             assert line.rstrip().endswith("(pure-python)"), line
-        return Router(int(m.group(1)), int(m.group(2)), p, tpath, errp)
+        tls = re.search(r" tls https://[^:]+:(\d+)", line)
+        return Router(int(m.group(1)), int(m.group(2)), p, tpath, errp, int(tls.group(1)) if tls else None)
 
     return start
 

@@ -75,6 +75,7 @@ class Router:
     proc: subprocess.Popen[bytes]
     table_path: Path
     stderr_path: Path
+    tls_port: int | None = None  # with --listen-tls
 
     def metrics(self) -> dict[str, Any]:
         return json.loads(http_get(self.admin_port, "/metrics.json")[2])

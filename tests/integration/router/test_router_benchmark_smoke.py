@@ -43,3 +43,20 @@ def test_hot_path_loop_completes(kind: str) -> None:
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_tls_benchmark_smoke() -> None:
+    """``--tls-only``: HTTPS keep-alive and handshake runs against the router and HAProxy, same certificate."""
+    for tool, pkg in (("haproxy", "haproxy"), ("wrk", "wrk")):
+        if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"needs {pkg} (apt-get install {pkg})")
+            pytest.skip(f"needs {pkg} (apt-get install {pkg})")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "router.py"), "--tls-only", "--duration", "1", "--rounds", "1", "--connections", "4"],
+        capture_output=True, text=True, timeout=180, check=True,
+    ).stdout
+    tls = json.loads(out)["tls"]
+    for k in ("haproxy_keepalive", "router_keepalive", "haproxy_handshake", "router_handshake"):
+        assert tls[k]["requests"] > 0 and tls[k]["errors"] == 0, tls
+    assert tls["ratios"]["keepalive_rps_router_vs_haproxy"] > 0 and tls["ratios"]["handshakes_per_s_router_vs_haproxy"] > 0

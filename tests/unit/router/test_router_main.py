@@ -42,3 +42,15 @@ def test_defaults_and_env_token(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_parse_hostport() -> None:
     assert parse_hostport(":80", "x") == ("127.0.0.1", 80)
     assert parse_hostport("[::1]:80", "x") == ("::1", 80)
+
+
+def test_listen_tls_flags() -> None:
+    cfg = config_from_args(build_parser().parse_args(["--listen-tls", "127.0.0.1:8443", "--tls-handshake-timeout", "2.5"]))
+    assert cfg.listen_tls == ("127.0.0.1", 8443) and cfg.tls_handshake_timeout == 2.5
+    assert config_from_args(build_parser().parse_args([])).listen_tls is None
+    with pytest.raises(ValueError, match="--listen-tls needs a fixed port"):
+        config_from_args(build_parser().parse_args(["--listen-tls", "127.0.0.1:0", "--workers", "2"]))
+    with pytest.raises(ValueError, match="--listen-tls must be HOST:PORT"):
+        config_from_args(build_parser().parse_args(["--listen-tls", "nonsense"]))
+    with pytest.raises(ValueError, match="--tls-handshake-timeout must be positive"):
+        config_from_args(build_parser().parse_args(["--tls-handshake-timeout", "0"]))
