@@ -96,7 +96,7 @@ class RouterProcess:
         factory = cast("Callable[[], asyncio.Protocol]", self.proxy.protocol)  # a Protocol by its methods
         self.server = await loop.create_server(factory, sock=sock)
         if cfg.admin is not None:
-            self.admin = await start_admin(cfg.admin[0], cfg.admin[1], make_handler(self._snapshot, self._table, self._health))
+            self.admin = await start_admin(cfg.admin[0], cfg.admin[1], make_handler(self._snapshot, self._table, self._health, cfg.token))
         if cfg.control_plane:
             admin_url = self.advertise_admin or (f"http://{cfg.admin[0]}:{self.admin_port}" if cfg.admin else None)
             self.follower = Follower(

@@ -40,7 +40,7 @@ LAYERS: dict[str, set[str]] = {
     "analysis": {"domain"},
     "store": {"domain"},
     "domain": set(),
-    "config": {"logfile"},  # log_max_bytes defaults to logfile.default_max_bytes
+    "config": {"domain", "logfile"},  # logfile: log_max_bytes's default; domain.access: the admin token's shape
     "logfile": set(),  # stdlib only: run by the agent as each instance's log writer
 }
 
