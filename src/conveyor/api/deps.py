@@ -20,6 +20,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
+from conveyor.domain.wire import INT64_MAX
 from conveyor.services import auth
 from conveyor.services.auth import (
     CSRF_HEADER,
@@ -98,10 +99,11 @@ def principal(p: Annotated[Principal, Depends(any_caller)]) -> Principal:
 def writer(request: Request, p: Annotated[Principal, Depends(principal)],
            cp: Annotated[ControlPlane, Depends(get_cp)]) -> Principal:
     params = request.path_params
-    dep_id = params.get("dep_id")
+    raw = str(params.get("dep_id", ""))
+    # The path's id as the route will validate it (RowId); an invalid one gets its 422 from the route.
+    dep_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 19 and 1 <= int(raw) <= INT64_MAX else None
     try:
-        request.state.audit_app = auth.write_check(
-            cp, p, app=params.get("app"), dep_id=int(dep_id) if dep_id is not None and str(dep_id).isdigit() else None)
+        request.state.audit_app = auth.write_check(cp, p, app=params.get("app"), dep_id=dep_id)
     except Forbidden as exc:
         raise forbidden(exc) from None
     return p

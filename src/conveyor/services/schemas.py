@@ -169,7 +169,7 @@ class RoutersView(BaseModel):
 # -- tokens and the audit trail (issue 15) -----------------------------------------
 
 #: ``since``: a duration ago (1h, 7d) or epoch seconds.
-SINCE_PATTERN = r"^(\s*\d{1,12}(\.\d{1,6})?\s*[smhdw]\s*|\d{1,12}(\.\d{1,6})?)$"
+SINCE_PATTERN = r"^(\s*0*[1-9]\d{0,11}(\.\d{1,6})?\s*[smhdw]\s*|\d{1,12}(\.\d{1,6})?)$"
 
 
 class TokenCreate(_Body):
