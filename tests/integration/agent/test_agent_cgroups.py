@@ -40,7 +40,10 @@ def _run(cg: Cgroups, iid: str, limits: Limits, code: str, tmp: Path) -> tuple[i
     deadline = time.monotonic() + 60
     while p.poll()[0] and time.monotonic() < deadline:
         time.sleep(0.05)
-    return p.poll()[1], (tmp / f"{iid}.log").read_text()
+    if p.writer is not None:  # the output passes through the log writer: its last words are stored when it exits
+        p.writer.wait(timeout=20)
+    log = tmp / f"{iid}.log"
+    return p.poll()[1], log.read_text() if log.exists() else ""  # (a process that printed nothing has no log)
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
