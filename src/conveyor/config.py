@@ -40,6 +40,9 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_API_PORT
     build_workers: int = 2
+    #: Run each build's own commands ([build], [test]) in bubblewrap as an unprivileged user, the data
+    #: dir masked (conveyor.sandbox); where the host cannot, every build log says so.
+    build_sandbox: bool = True
     keep_images: int = 10  # per app, besides every image a live or recent release uses
     viewer_tokens: list[str] = field(default_factory=list)  # may read, not change
     router_url: str | None = None  # shown to users ("open http://hello.localhost:7780")

@@ -89,11 +89,12 @@ def test_each_app_gets_its_own_user() -> None:
 
 
 def test_a_host_without_the_sandbox_says_so(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from conveyor import sandbox as shared
     from conveyor.agent import sandbox
     from conveyor.agent.cgroups import Cgroups
     from conveyor.domain.wire import DesiredInstance
 
-    monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)
+    monkeypatch.setattr(shared, "bwrap_path", lambda: None)
     assert "bubblewrap (bwrap) is not installed" in (sandbox.sandbox_warning() or "")
     iso = sandbox.Isolation(tmp_path, cgroups=Cgroups({}))
     spec = DesiredInstance(id="i1", app="a", env="e", release=1, image="sha256:" + "0" * 64, command="true")
