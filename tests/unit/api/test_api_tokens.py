@@ -210,3 +210,26 @@ def test_the_audit_trail_page_renders_what_its_twin_returns(client: TestClient) 
     assert "POST /api/v1/apps" in html and "denied" in html and "/api/v1/audit" in html
     assert "POST /login" in client.get("/audit/calls").text  # the sign-in itself is a mutating call
     assert client.get("/audit/calls", params={"since": "whenever"}).status_code == 422
+
+
+def _sign_in(client: TestClient, token: str) -> None:
+    page = client.get("/login")
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    r = client.post("/login", data={"token": token, "csrf": csrf, "next": "/"}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+
+
+def test_a_scoped_tokens_web_session_survives_a_restart_and_ends_when_revoked(client: TestClient) -> None:
+    from conveyor.store.web_sessions import SessionStore
+
+    assert client.post("/api/v1/apps", json={"name": "a"}, headers=ADMIN).status_code == 201
+    made = make(client, role="deployer", name="ci-web", app="a")
+    _sign_in(client, made["token"])
+    assert client.get("/audit/calls", follow_redirects=False).status_code == 200
+    cp = client.app.state.cp  # type: ignore[attr-defined]
+    cp.sessions = SessionStore(cp.engine, lambda: [cp.settings.admin_token, *cp.viewer_tokens])  # a restart: no cache
+    assert client.get("/audit/calls", follow_redirects=False).status_code == 200
+    rows = sqlite3.connect(Path(cp.settings.data_dir) / "conveyor.db").execute("select * from web_sessions").fetchall()
+    assert made["token"] not in repr(rows)  # sealed, not stored
+    assert client.delete("/api/v1/tokens/ci-web", headers=ADMIN).status_code == 200
+    assert client.get("/audit/calls", follow_redirects=False).status_code == 303  # signed out: sign in again

@@ -1,4 +1,4 @@
-"""scoped API tokens and the audit log
+"""scoped API tokens, the audit log, and web sessions of scoped tokens
 
 Revision ID: 0004
 Revises: 0003
@@ -48,9 +48,12 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_audit_log_at"), "audit_log", ["at"], unique=False)
     op.create_index(op.f("ix_audit_log_app"), "audit_log", ["app"], unique=False)
+    op.add_column("web_sessions", sa.Column("token_sealed", sa.String(length=400), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("web_sessions") as batch:
+        batch.drop_column("token_sealed")
     op.drop_index(op.f("ix_audit_log_app"), table_name="audit_log")
     op.drop_index(op.f("ix_audit_log_at"), table_name="audit_log")
     op.drop_table("audit_log")
