@@ -91,8 +91,8 @@ def put_status(host: str, report: AgentStatus, cp: CP, _p: AgentCaller) -> dict[
 
 
 @router.post("/agents/{host}/logs", summary="New output of instances on a host")
-def post_logs(host: str, batch: LogBatch, cp: CP, _p: AgentCaller) -> dict[str, int]:
-    return {"written": logs.store_batch(cp, batch)}
+def post_logs(host: str, batch: LogBatch, cp: CP, p: AgentCaller) -> dict[str, int]:
+    return {"written": logs.store_batch(cp, batch, host if p.role == "agent" else None)}
 
 
 def _checked(cp, digest: str, *, manifest: bool) -> None:  # type: ignore[no-untyped-def]

@@ -233,3 +233,31 @@ def test_a_scoped_tokens_web_session_survives_a_restart_and_ends_when_revoked(cl
     assert made["token"] not in repr(rows)  # sealed, not stored
     assert client.delete("/api/v1/tokens/ci-web", headers=ADMIN).status_code == 200
     assert client.get("/audit/calls", follow_redirects=False).status_code == 303  # signed out: sign in again
+
+
+def test_an_agent_writes_only_its_own_hosts_instance_logs(tmp_path: Path) -> None:
+    # The service itself, on a control plane whose orchestrator does not run (it would remove
+    # these instances, which no deployment owns); the API passes the agent's host (test above).
+    from conveyor.domain.wire import LogBatch, LogChunk
+    from conveyor.services import logs
+    from conveyor.services.state import ControlPlane
+    from conveyor.store import instances, repo
+    from conveyor.store.db import make_engine, migrate
+
+    settings = ServerSettings(data_dir=tmp_path, admin_token="adm-token-0123456789")
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    cp = ControlPlane(settings=settings, engine=engine)
+    with engine.begin() as conn:
+        repo.create_app(conn, "a", None, "admin", time.time())
+        env = repo.get_env(conn, repo.get_app(conn, "a")["id"], "production", create=True)
+        instances.add(conn, "a-on-h2", env["id"], 1, "h2", "main", time.time())
+        instances.add(conn, "a-on-h1", env["id"], 1, "h1", "main", time.time())
+
+    def post(instance: str, host: str | None = "h1") -> int:
+        return logs.store_batch(cp, LogBatch(host="h1", chunks=[LogChunk(instance=instance, offset=0, data="line\n")]), host)
+
+    assert post("a-on-h2") == 0  # another host's instance: not this agent's to write
+    assert not (settings.logs_dir / "a-on-h2.log").exists()
+    assert post("a-on-h1") > 0 and post("gone-1") > 0  # its own, and one already removed (its last words)
+    assert post("a-on-h2", host=None) > 0  # an admin (host None) may
