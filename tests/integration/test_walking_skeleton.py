@@ -251,7 +251,7 @@ def test_data_plane_outlives_a_killed_control_plane(platform_factory) -> None:  
     import os
     import signal
 
-    from conveyor.store.repo import HOST_LOST_AFTER
+    from conveyor.domain.healing import HOST_LOST_AFTER
 
     p = platform_factory()
     p.start()
