@@ -9,9 +9,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Path
 
 from conveyor.api.deps import CP, Admin, AnyCaller
+from conveyor.domain.access import NAME_PATTERN
 from conveyor.services import auth
 from conveyor.services.schemas import JoinTokenCreate, NewToken, TokenCreate, TokenView, WhoAmI
-from conveyor.domain.access import NAME_PATTERN
 
 router = APIRouter(tags=["tokens"])
 
