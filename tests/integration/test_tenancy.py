@@ -249,3 +249,23 @@ def test_ps_and_audit_show_usage_isolation_and_who_did_what(plat: Platform) -> N
     assert any(c["action"] == "POST /api/v1/apps/evil/builds" and c["actor"] == "admin" and c["outcome"] == "ok" for c in calls), calls
     everything = plat.cli_json("audit")
     assert any(c["action"] == "POST /api/v1/tokens" for c in everything)  # the attacker's viewer token, made above
+
+
+def test_a_builds_own_commands_cannot_reach_the_platforms_credentials(plat: Platform) -> None:
+    """A build runs the app's code ([build] and [test] commands): on `conveyor up` it runs sandboxed,
+    the control plane's data dir masked. Each command here succeeds only if every attempt fails."""
+    _need_sandbox()
+    d = plat.data_dir
+    probe = (f"! cat {d}/admin-token && ! cat {d}/conveyor.db && ! cat {d}/agent-join-token "
+             f"&& ! touch {d}/pwned && ! touch {plat.root}/pwned && test \"$(id -u)\" != 0 && touch built.txt")
+    src = plat.app_copy("builder", "v1")
+    (src / "conveyor.toml").write_text((src / "conveyor.toml").read_text().replace(
+        "[test]\n", f"[build]\ncommand = '{probe}'\n\n[test]\n", 1).replace(
+        'command = "python -c \\"import app\\""', f"command = '{probe.replace('touch built.txt', 'test -f built.txt')}'", 1))
+    assert "[build]" in (src / "conveyor.toml").read_text() and "id -u" in (src / "conveyor.toml").read_text().split("[test]")[1]
+    plat.cli("apps", "create", "builder", check=True)
+    built = plat.cli_json("build", str(src), "--app", "builder")
+    assert built["status"] == "passed", built
+    log = plat.cli("images", "show", built["id"], "--logs", check=True).stdout
+    assert "the app's own commands run in bubblewrap, uid 60999" in log, log
+    assert not (d / "pwned").exists() and not (plat.root / "pwned").exists()
