@@ -13,7 +13,7 @@ import httpx
 
 from conveyor_up import free_port, wait_for
 
-TOKEN = "hardening-token"
+TOKEN = "hardening-token-0123"  # 16+ characters: shorter admin tokens are refused (issue 15)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

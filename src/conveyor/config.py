@@ -40,6 +40,9 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_API_PORT
     build_workers: int = 2
+    #: Run each build's own commands ([build], [test]) in bubblewrap as an unprivileged user, the data
+    #: dir masked (conveyor.sandbox); where the host cannot, every build log says so.
+    build_sandbox: bool = True
     keep_images: int = 10  # per app, besides every image a live or recent release uses
     viewer_tokens: list[str] = field(default_factory=list)  # may read, not change
     router_url: str | None = None  # shown to users ("open http://hello.localhost:7780")
@@ -69,20 +72,50 @@ class ServerSettings:
         return self.data_dir / "cache"
 
 
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make it 0700: only the platform's user may enter.
+
+    The control plane's data dir holds the database, the admin token and the image
+    store; an app or another user on the host must not even list it.
+    """
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` created 0600 from its first byte (no window where it is readable)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 def load_or_create_token(data_dir: Path, given: str | None) -> str:
     """The admin token: the one given, else the one saved in the data dir, else a new one."""
+    from conveyor.domain.access import MIN_TOKEN_LENGTH, token_shape_problem
+
     path = data_dir / "admin-token"
+    private_dir(data_dir)
     if given:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(given)
-        path.chmod(0o600)
+        problem = token_shape_problem(given) or (
+            f"too short ({len(given)} characters): use at least {MIN_TOKEN_LENGTH}" if len(given) < MIN_TOKEN_LENGTH else None)
+        if problem:
+            raise ValueError(f"--admin-token: {problem}")
+        if not path.exists() or path.read_text().strip() != given:
+            write_private(path, given)
         return given
     if path.exists():
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
         return path.read_text().strip()
     token = "cvy_" + secrets.token_urlsafe(24)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(token)
-    path.chmod(0o600)
+    write_private(path, token)
     return token
 
 
@@ -97,14 +130,26 @@ class ClientConfig:
     token_source: str = "none"
 
 
-def save_client_config(url: str, token: str, router_url: str | None) -> Path:
+def save_client_config(url: str, token: str, router_url: str | None, *, replace: bool = False) -> tuple[Path, str]:
+    """Save the URL and token for the CLI on this machine; never silently replace another platform's.
+
+    Returns ``(path, what happened)``: ``"written"``, ``"unchanged"``, or ``"kept"`` when
+    the file names another control plane or token and ``replace`` is False (the caller says so).
+    """
     path = client_config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"url": url, "token": token, "router_url": router_url}, indent=2))
-    tmp.chmod(0o600)
-    tmp.replace(path)
-    return path
+    private_dir(path.parent)
+    doc = {"url": url, "token": token, "router_url": router_url}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old == doc:
+            return path, "unchanged"
+        if old is not None and not replace:
+            return path, "kept"
+    write_private(path, json.dumps(doc, indent=2))
+    return path, "written"
 
 
 def load_client_config() -> ClientConfig:

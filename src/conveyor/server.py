@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 
 from conveyor import __version__, web
 from conveyor.api.httpserver import HeadTimeoutProtocol
-from conveyor.api import apps, builds, dataplane, deployments, domains, dora, logs, metrics, prometheus, twins
+from conveyor.api import apps, audit, builds, dataplane, deployments, domains, dora, logs, metrics, prometheus, tokens, twins
 from conveyor.build.store import ArtifactStore
 from conveyor.config import ServerSettings
 from conveyor.deploy.orchestrator import Orchestrator
@@ -32,6 +32,7 @@ from conveyor.domain.wire import API_PREFIX
 from conveyor.services import acme
 from conveyor.services import builds as build_service
 from conveyor.services import metrics as metrics_service
+from conveyor.services.errors import Forbidden, RegistryFull, SignInRefused
 from conveyor.services.state import ControlPlane
 from conveyor.store.db import make_engine, migrate
 from conveyor.store.repo import Conflict, NotFound
@@ -85,13 +86,15 @@ def create_app(settings: ServerSettings) -> FastAPI:
         redoc_url=None,
     )
     app.state.cp = cp
-    for module in (apps, deployments, dataplane, logs, builds, dora, twins, metrics, domains):
+    for module in (apps, deployments, dataplane, logs, builds, dora, twins, metrics, domains, tokens, audit):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(prometheus.router)
     web.install(app)  # the web UI's pages, at /
+    app.add_middleware(audit.AuditMiddleware)  # every mutating call through either door
 
     for exc_type, status in ERROR_STATUS.items():
         app.add_exception_handler(exc_type, _json_error(status))
+    app.add_exception_handler(SignInRefused, _sign_in_refused)
     from conveyor.api import contract
 
     contract.install(app)  # the OpenAPI document names every status, body and content type we answer
@@ -110,6 +113,8 @@ ERROR_STATUS: dict[type[Exception], int] = {
     NotFound: 404,
     Conflict: 409,
     IllegalTransition: 409,
+    Forbidden: 403,
+    RegistryFull: 503,
     ManifestError: 422,
     ValueError: 422,
 }
@@ -120,3 +125,9 @@ def _json_error(status: int):  # type: ignore[no-untyped-def]
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
     return handler
+
+
+async def _sign_in_refused(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SignInRefused)
+    headers = {"Retry-After": str(int(exc.retry_after) + 1)} if exc.status == 429 else {"WWW-Authenticate": "Bearer"}
+    return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)

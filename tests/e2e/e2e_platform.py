@@ -32,7 +32,7 @@ class Platform(UpPlatform):
     """The browser tests' platform: ``url`` is the web UI; ``api``/``build``/``deploy`` drive it directly."""
 
     def __init__(self, root: Path) -> None:
-        super().__init__(root, token="e2e-admin-token")
+        super().__init__(root, token="e2e-admin-token-0")  # --admin-token needs 16 characters or more
         self.url = self.api_url
 
     def cli(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:

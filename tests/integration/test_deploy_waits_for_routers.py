@@ -27,8 +27,13 @@ def test_deploy_wait_returns_once_every_router_holds_the_table(shared_platform: 
     stop = threading.Event()
     applied: list[tuple[int, float]] = []  # (table version, when the slow router had applied it)
 
+    # Only a router, with its own join token, may register (issue 15).
+    join = p.api.post("/hosts/slow-router/join-tokens", json={"role": "router"})
+    assert join.status_code == 201, join.text
+    router_token = join.json()["token"]
+
     def slow_router() -> None:
-        with httpx.Client(base_url=f"{p.api_url}/api/v1", headers={"Authorization": f"Bearer {p.token}"}, timeout=30) as c:
+        with httpx.Client(base_url=f"{p.api_url}/api/v1", headers={"Authorization": f"Bearer {router_token}"}, timeout=30) as c:
             version: int | None = None
             while not stop.is_set():
                 params: dict[str, object] = {"router": "slow-router", "wait": 1.0}

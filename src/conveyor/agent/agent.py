@@ -38,6 +38,7 @@ from conveyor.agent.images import ImageProvider
 from conveyor.agent.logship import LogShipper
 from conveyor.agent.process import Process, find_instances, same_process_alive, terminate
 from conveyor.agent.reconcile import Actual, Reject, Replace, Start, Stop, plan
+from conveyor.agent.sandbox import Isolation
 from conveyor.agent.supervisor import Supervisor, SupervisorContext
 from conveyor.domain.wire import AgentStatus, DesiredState, InstanceState, InstanceStatus
 
@@ -62,6 +63,9 @@ class AgentConfig:
     retry_max_s: float = 2.0
     reconcile_every_s: float = 1.0
     log_max_bytes: int = logfile.DEFAULT_MAX_BYTES  # per instance, both log segments together
+    #: Isolation: bubblewrap sandbox (when the host has it) and cgroup limits. None: neither
+    #: (unit tests that drive the agent with fakes).
+    isolation: Isolation | None = None
 
     @property
     def state_path(self) -> Path:
@@ -102,6 +106,12 @@ class _Backoff:
         if self.failures:
             log.warning("%s works again", what)
         self.failures = 0
+
+
+def _sandbox_note(iso: Isolation | None) -> str:
+    if iso is None:
+        return "UNSANDBOXED: no isolation configured"
+    return f"UNSANDBOXED: {iso.warning}" if iso.warning else "bubblewrap"
 
 
 class Agent:
@@ -212,6 +222,7 @@ class Agent:
             on_change=self._dirty.set,
             on_process=self.save,
             log_max_bytes=self.config.log_max_bytes,
+            isolation=self.config.isolation,
         )
 
     # ------------------------------------------------------------------ state
@@ -231,7 +242,7 @@ class Agent:
 
     def status(self) -> AgentStatus:
         """The report for the control plane: every supervised instance, plus rejected ones."""
-        instances = [s.status.model_copy() for _, s in sorted(self.supervisors.items())]
+        instances = [s.status.model_copy(update={"usage": s.usage()}) for _, s in sorted(self.supervisors.items())]
         instances += [
             InstanceStatus(id=i, state=InstanceState.FAILED, message=m) for i, m in sorted(self.rejected.items()) if i not in self.supervisors
         ]
@@ -241,6 +252,7 @@ class Agent:
             desired_version=self.desired.version,
             instances=instances,
             agent_version=AGENT_VERSION,
+            sandbox=_sandbox_note(self.config.isolation),
         )
 
     # ------------------------------------------------------------------ reconcile

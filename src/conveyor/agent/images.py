@@ -13,6 +13,7 @@ supervisor calls it in a worker thread.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -97,6 +98,7 @@ class ImageCacheProvider:
         self._root = cache_root
         self._cache: object | None = None
         self._lock = threading.Lock()
+        self._opened: set[str] = set()  # images already opened up for sandboxed users
         self._digest_locks: dict[str, threading.Lock] = {}
 
     def _fetch(self, kind: str, digest: str, suffix: str = "") -> bytes:
@@ -144,7 +146,24 @@ class ImageCacheProvider:
                 raise
             except Exception as exc:  # noqa: BLE001 - the cache's errors become the instance's message
                 raise ImageError(f"cannot prepare image {digest}: {exc}") from exc
-        return Path(prepared.root), dict(prepared.env)
+            root = Path(prepared.root)
+            if digest not in self._opened:
+                open_for_instances(root.parent if root.name == "app" else root)
+                self._opened.add(digest)
+        return root, dict(prepared.env)
 
     def close(self) -> None:
         self._http.close()
+
+
+def open_for_instances(image_dir: Path) -> None:
+    """Make an unpacked image's directories traversable (0755) by the sandboxed app users.
+
+    Unpacking goes through private temporary directories (0700); the image is safe to
+    open up inside: the agent's data dir above it is 0700, and a sandbox binds only
+    its own image.
+    """
+    for dirpath, _dirs, _files in os.walk(image_dir):
+        st = os.stat(dirpath)
+        if st.st_mode & 0o055 != 0o055:
+            os.chmod(dirpath, (st.st_mode | 0o755) & 0o7777)

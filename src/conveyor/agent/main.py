@@ -35,7 +35,9 @@ def _default_data_dir() -> Path:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="conveyor agent", description="Run the Conveyor host agent (one per host).")
     p.add_argument("--control-plane", required=True, metavar="URL", help="control plane base URL, e.g. http://127.0.0.1:8000")
-    p.add_argument("--token", default=None, help="API token (default: $CONVEYOR_TOKEN)")
+    p.add_argument("--token", default=None, help="API token (default: $CONVEYOR_TOKEN); visible in `ps`: prefer --token-file")
+    p.add_argument("--token-file", type=Path, default=None, metavar="PATH",
+                   help="read the API token (the host's join token: `conveyor hosts join-token HOST`) from this file")
     p.add_argument("--host", default=None, metavar="NAME", help="this host's name (default: the hostname)")
     p.add_argument("--address", default="127.0.0.1", metavar="IP", help="IP the routers use to reach this host's instances")
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR", help="logs, image cache and agent-state.json")
@@ -53,14 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="most bytes of output kept per instance, e.g. 8M (default: $CONVEYOR_LOG_MAX_BYTES or 8M); older output rotates away",
     )
+    p.add_argument("--hide", action="append", default=[], metavar="DIR",
+                   help="a directory instances must not see (repeatable); the agent's data dir always is")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run instances without bubblewrap (they can read everything the agent can): said loudly")
+    p.add_argument("--no-limits", action="store_true", help="do not put instances in cgroups (no memory/cpu/pids limits)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
 
 def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> AgentConfig:
     token = args.token or os.environ.get("CONVEYOR_TOKEN") or None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip() or None
+        except OSError as exc:
+            parser.error(f"--token-file {args.token_file}: {exc.strerror}")
     if not token:
-        parser.error("no API token: pass --token TOKEN or set CONVEYOR_TOKEN")
+        parser.error("no API token: pass --token-file PATH (or --token TOKEN, or set CONVEYOR_TOKEN)")
     if not args.control_plane.startswith(("http://", "https://")):
         parser.error(f"--control-plane must be an http:// or https:// URL, got {args.control_plane!r}")
     if args.stop_grace < 0:
@@ -89,6 +101,12 @@ async def _run(agent: Agent) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.request_stop)
     agent.load()
+    iso = agent.config.isolation
+    if iso is not None and iso.warning:
+        print(f"conveyor agent: WARNING: {iso.warning}", file=sys.stderr, flush=True)
+    if iso is not None and iso.cgroups.missing():
+        print(f"conveyor agent: WARNING: no cgroup controller for {', '.join(iso.cgroups.missing())}: "
+              "those limits are not enforced on this host", file=sys.stderr, flush=True)
     print(
         f"conveyor agent: host {agent.config.host} address {agent.config.address} "
         f"control plane {agent.config.control_plane} data {agent.config.data_dir} "
@@ -112,9 +130,20 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
     else:
         images = ImageCacheProvider(config.control_plane, config.token, config.data_dir / "images")
+    # Images are unpacked readable (0644/0755) so that sandboxed instances, which run as other
+    # users, can read their own; the data dir itself is 0700, so nobody else reaches them.
+    os.umask(0o022)
     try:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if config.data_dir.stat().st_mode & 0o077:
+            config.data_dir.chmod(0o700)
         lock = _lock_data_dir(config.data_dir)
+        if lock is not None:
+            from conveyor.agent.cgroups import Cgroups
+            from conveyor.agent.sandbox import Isolation
+
+            config.isolation = Isolation(config.data_dir, hide=[str(Path(h).resolve()) for h in args.hide],
+                                         sandbox=not args.no_sandbox, cgroups=None if not args.no_limits else Cgroups({}))
     except OSError as exc:
         print(f"conveyor agent: cannot use data directory {config.data_dir}: {exc}", file=sys.stderr)
         return 2
@@ -142,7 +171,7 @@ def _lock_data_dir(data_dir: Path) -> int | None:
     instances. The kernel drops the lock when the agent dies, even by SIGKILL;
     instances do not inherit it (their file descriptors are closed at spawn).
     """
-    fd = os.open(data_dir / "agent.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(data_dir / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

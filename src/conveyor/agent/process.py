@@ -225,6 +225,7 @@ def spawn(
     log_path: Path,
     banner: str = "",
     log_max_bytes: int = logfile.DEFAULT_MAX_BYTES,
+    argv: list[str] | None = None,
 ) -> Process:
     """Start ``command`` through ``/bin/sh -c`` in a new session; its output goes to ``log_path``.
 
@@ -233,6 +234,12 @@ def spawn(
     keeps the log within ``log_max_bytes`` (see :mod:`conveyor.logfile`). The
     writer has its own session: it outlives an agent restart like the instance
     does, and exits when the instance's last process closes the pipe.
+
+    ``argv`` replaces ``/bin/sh -c command`` when the instance is sandboxed or limited
+    (:class:`conveyor.agent.sandbox.Isolation` builds it around the same shell command).
+    The session leader is then bubblewrap; the app stays in its process group, so
+    signalling the group still reaches it. The log writer stays outside the sandbox,
+    as the agent's user: the app cannot rewrite or remove its own log.
     """
     log = logfile.SegmentedLog(log_path, log_max_bytes)
     if banner:
@@ -240,7 +247,7 @@ def spawn(
     read_end, write_end = os.pipe()
     try:
         child = subprocess.Popen(  # noqa: S603 - running the app's command is the point
-            ["/bin/sh", "-c", command],
+            argv or ["/bin/sh", "-c", command],
             cwd=str(cwd),
             env=dict(env),
             stdin=subprocess.DEVNULL,
@@ -280,8 +287,13 @@ def append_line(log_path: Path, text: str, max_bytes: int = logfile.DEFAULT_MAX_
     logfile.SegmentedLog(log_path, max_bytes).append(logfile.stamp_lines(line.encode("utf-8", "replace"), True, time.time())[0])
 
 
-def describe_exit(code: int | None) -> str:
-    """A human phrase for an exit code (negative: killed by a signal)."""
+def describe_exit(code: int | None, oom_limit: str | None = None) -> str:
+    """A human phrase for an exit code (negative: killed by a signal).
+
+    ``oom_limit``: the instance's memory cgroup recorded an OOM kill since it started.
+    """
+    if oom_limit is not None:
+        return f"killed: out of memory, limit {oom_limit}"
     if code is None:
         return "exited (exit code unknown: the process was adopted from an earlier agent)"
     if code < 0:

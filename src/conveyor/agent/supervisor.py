@@ -34,8 +34,9 @@ from conveyor.agent.health import probe, probe_host
 from conveyor.agent.images import ImageError, ImageProvider
 from conveyor import logfile
 from conveyor.agent.process import Process, append_line, build_env, describe_exit, free_port, spawn, tail_lines, terminate
+from conveyor.agent.sandbox import Isolation
 from conveyor.agent.statefile import ProcessRecord
-from conveyor.domain.wire import DesiredInstance, InstanceState, InstanceStatus
+from conveyor.domain.wire import DesiredInstance, InstanceState, InstanceStatus, InstanceUsage, ResourceLimits
 
 log = logging.getLogger("conveyor.agent")
 
@@ -56,6 +57,7 @@ class SupervisorContext:
     on_change: Callable[[], None]
     on_process: Callable[[], None]
     log_max_bytes: int = logfile.DEFAULT_MAX_BYTES  # per instance (see conveyor.logfile)
+    isolation: Isolation | None = None
 
 
 class Supervisor:
@@ -72,6 +74,8 @@ class Supervisor:
         self._crash_times: list[float] = []
         self._ready_mono: float | None = None
         self._restart_pending = False
+        self._oom_seen = 0
+        self._work_dir: Path | None = None
         if adopted is not None:
             self.process = Process(pid=adopted.pid, start_ticks=adopted.start_ticks)
             self.status.pid = adopted.pid
@@ -103,6 +107,15 @@ class Supervisor:
             ready_at=self.status.ready_at,
         )
 
+    def usage(self) -> InstanceUsage | None:
+        """What the instance uses now (its cgroups), or None where it has none."""
+        iso = self._ctx.isolation
+        if iso is None or not iso.cgroups.hierarchies or self.process is None:
+            return None
+        u = iso.cgroups.usage(self.spec.id)
+        return InstanceUsage(memory_bytes=int(u["memory_bytes"]) if "memory_bytes" in u else None,
+                             cpu_seconds=u.get("cpu_seconds"), pids=int(u["pids"]) if "pids" in u else None)
+
     @property
     def started(self) -> bool:
         return self._task is not None
@@ -123,6 +136,8 @@ class Supervisor:
             self.status.exit_code = code
             self.process = None
             self._ctx.on_process()
+        if self._ctx.isolation is not None:
+            await asyncio.to_thread(self._ctx.isolation.finished, self.spec, self._work_dir)
 
     # ------------------------------------------------------------------
 
@@ -187,9 +202,23 @@ class Supervisor:
             agent_dir=self._ctx.agent_dir,
         )
         banner = f"--- conveyor agent: starting {self.spec.id} (release {self.spec.release}) on port {port}: {self.spec.command}\n"
+        argv = None
+        iso = self._ctx.isolation
+        if iso is not None:
+            try:
+                launch = await asyncio.to_thread(iso.launch, self.spec, self.spec.command, root)
+            except OSError as exc:
+                return f"cannot set up the instance's sandbox or limits: {exc}"
+            argv, self._work_dir = launch.argv, launch.work_dir
+            env.update(launch.env)
+            self.status.sandbox = launch.note
+            lim = iso.limits_of(self.spec)
+            self.status.limits = ResourceLimits(memory=lim.memory, cpu=lim.cpu, pids=lim.pids)
+            self._oom_seen = iso.cgroups.oom_kills(self.spec.id)
+            banner += f"--- conveyor agent: {launch.note}; limits memory {lim.memory_text()} cpu {lim.cpu} pids {lim.pids}\n"
         try:
             self.process = spawn(self.spec.command, cwd=root, env=env, log_path=self.log_path, banner=banner,
-                                 log_max_bytes=self._ctx.log_max_bytes)
+                                 log_max_bytes=self._ctx.log_max_bytes, argv=argv)
         except OSError as exc:
             return f"cannot start {self.spec.command!r} in {root}: {exc}"
         if self._restart_pending:
@@ -260,7 +289,14 @@ class Supervisor:
         delay = policy.restart_delay(self._streak)
         await self.process.output_written()  # the last words are in the log before we quote them
         tail = tail_lines(self.log_path)
-        what = describe_exit(code)
+        iso = self._ctx.isolation
+        oom = None
+        if iso is not None:
+            kills = iso.cgroups.oom_kills(self.spec.id)
+            if kills > self._oom_seen:
+                oom = iso.limits_of(self.spec).memory_text()
+            self._oom_seen = kills
+        what = describe_exit(code, oom)
         self.process = None
         self.status.pid = None
         self.status.exit_code = code

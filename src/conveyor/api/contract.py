@@ -1,13 +1,13 @@
 """The OpenAPI document, made to say what the API really answers.
 
 FastAPI documents each operation's success and its request-validation 422, but
-not what every endpoint shares: bearer authentication (401), the viewer role's
-403 on writes, 404 for unknown names and ids in the path, 409 for requests that
-contradict the current state, and the one error body of ``api/app.py``
+not what every endpoint shares: bearer authentication (401, and 429 after repeated
+failed sign-ins), the role checks' 403 (a viewer's write, a deployer outside its
+scope, a join token outside its host's endpoints), 404 for unknown names and ids in the path, 409 for requests that
+contradict the current state, and the one error body of ``server.py``
 (``{"detail": ...}``: a sentence for our errors, a list of problems for request
 validation). Rather than repeat that on every route, it is added here from
-facts about each route (its method, its path parameters, whether it depends on
-the ``writer`` role), so a new route is documented like the others by default.
+facts about each route (its method, its path parameters, its body), so a new route is documented like the others by default.
 ``tests/unit/api/test_api_schema.py`` runs schemathesis against a real server
 and fails on any status code, content type or body this document does not allow.
 """
@@ -15,20 +15,16 @@ and fails on any status code, content type or body this document does not allow.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from functools import cache
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import JSONResponse, Response
-from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from conveyor.api.deps import writer
 
 ERROR_SCHEMA: dict[str, Any] = {
     "title": "Error",
@@ -45,13 +41,16 @@ _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 _DESCRIPTIONS = {
     "400": "a malformed request: a body that is not JSON, a digest that is not one",
-    "401": "missing or invalid token",
-    "403": "the token may only read (viewer), or a web form without its CSRF token",
+    "401": "missing, invalid, expired or revoked token (the detail says which)",
+    "403": "the token may not do this: a viewer's write, a deployer outside its scope, a host's join token "
+           "outside its host's endpoints, a non-admin managing tokens; or a web request without its CSRF token",
     "404": "no such app, environment, deployment, build or image",
     "409": "the request contradicts the current state",
     "413": "the upload is too large",
     "415": "unsupported Content-Type",
     "422": "invalid input (the detail says what to fix)",
+    "429": "too many failed sign-ins from this address: retry after the Retry-After header's seconds",
+    "503": "too many routers are registered: retry once silent ones expire",
 }
 
 #: Extra statuses of particular operations, beyond what the rules below derive.
@@ -60,6 +59,7 @@ EXTRA: dict[tuple[str, str], tuple[str, ...]] = {
     ("get", "/api/v1/dora"): ("404",),  # an unknown team or app
     ("get", "/api/v1/images/{digest}/manifest"): ("400",),  # not a digest
     ("get", "/api/v1/blobs/{digest}"): ("400",),
+    ("get", "/api/v1/routing"): ("503",),  # the router registry is full
 }
 #: Operations whose success is not JSON: (media type, description).
 CONTENT: dict[tuple[str, str], tuple[str, str]] = {
@@ -69,10 +69,6 @@ CONTENT: dict[tuple[str, str], tuple[str, str]] = {
 }
 #: Path parameters the handlers check themselves, stated in the document.
 PATH_PATTERNS = {"digest": r"^sha256:[0-9a-f]{64}$"}
-
-
-def _depends_on(dependant: Dependant, target: Callable[..., Any]) -> bool:
-    return any(d.call is target or _depends_on(d, target) for d in dependant.dependencies)
 
 
 def _routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, str, APIRoute]]:
@@ -88,13 +84,13 @@ def _routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, str,
             yield from _routes(included.routes, prefix + route.include_context.prefix)
 
 
-def statuses_of(method: str, path: str, writes: bool, has_body: bool = False) -> list[str]:
+def statuses_of(method: str, path: str, has_body: bool = False) -> list[str]:
     """The error statuses an operation may answer (pure: the rules, tested directly)."""
-    out = ["401", "422"]
+    # Every operation checks a credential (401, and 429 after repeated failures from one address) and
+    # a role (403: join tokens reach only their host's endpoints, so even reads can be refused).
+    out = ["401", "403", "422", "429"]
     if has_body:
         out.append("400")  # the body is not valid JSON
-    if writes:
-        out.append("403")
     if "{" in path or method != "get":
         out.append("404")
     if method != "get":
@@ -116,8 +112,7 @@ def document(app: FastAPI) -> dict[str, Any]:
             continue
         op["security"] = [{"bearer": []}]
         responses = op.setdefault("responses", {})
-        writes = _depends_on(route.dependant, writer)
-        for status in statuses_of(method, path, writes, "requestBody" in op):
+        for status in statuses_of(method, path, "requestBody" in op):
             responses[status] = {"description": _DESCRIPTIONS[status], "content": {"application/json": {"schema": _ERROR_REF}}}
         if (method, path) in CONTENT:
             media, description = CONTENT[(method, path)]

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse
 
-from conveyor.api.deps import CP, Reader, Writer
+from conveyor.api.deps import CP, AgentCaller, AnyCaller, ImageReader, Reader
 from conveyor.build.digest import is_digest
 from conveyor.domain.wire import AgentStatus, DesiredState, LogBatch, RoutingTable
-from conveyor.services import hosts, logs
+from conveyor.services import auth, hosts, logs
 from conveyor.services.schemas import RoutersView
 
 router = APIRouter(tags=["data plane"])
@@ -36,17 +36,22 @@ async def _long_poll(cp, topic: str, after: int | None, wait: float, read):  # t
 
 @router.get("/routing", response_model=RoutingTable, summary="The routing table (long-poll)")
 async def get_routing(
+    request: Request,
     cp: CP,
-    p: Reader,
+    p: AnyCaller,
     after: int | None = Query(None, description="version the caller holds; wait for a newer one"),
     wait: float = Query(0.0, ge=0, le=MAX_WAIT, description="seconds to wait for a change"),
-    router_id: str | None = Query(None, alias="router"),
-    admin: str | None = Query(None, description="the router's admin URL, for metrics scraping"),
+    router_id: str | None = Query(None, alias="router", description="a router registering itself (its join token only)"),
+    admin: str | None = Query(None, description="the registering router's admin URL, on its own host, for metrics scraping"),
 ) -> RoutingTable:
-    if router_id:
-        cp.saw_router(router_id, admin, after or 0)
-    # private keys go to routers (the admin token) only, never to viewers
-    table = await _long_poll(cp, "routing", after, wait, lambda: hosts.routing(cp, with_keys=p.can_write))
+    """People and routers read the table; only a router, with its own join token, registers
+    (``router``, ``admin``: scraped twice a second and stored as real traffic). Certificates' private
+    keys go to routers and admins only: never to viewers or deployers (who may be scoped to one app)."""
+    server = request.scope.get("server") or ("", 0)
+    auth.register_router(cp, p, router_id, admin, request.client.host if request.client else "", server[0] or "",
+                         after or 0)
+    with_keys = p.role in ("router", "admin")
+    table = await _long_poll(cp, "routing", after, wait, lambda: hosts.routing(cp, with_keys=with_keys))
     if router_id:
         cp.saw_router(router_id, admin, after or 0)
     return table
@@ -74,7 +79,7 @@ async def get_routers(
 async def get_desired(
     host: str,
     cp: CP,
-    _p: Writer,
+    _p: AgentCaller,
     after: int | None = Query(None),
     wait: float = Query(0.0, ge=0, le=MAX_WAIT),
 ) -> DesiredState:
@@ -82,14 +87,14 @@ async def get_desired(
 
 
 @router.put("/agents/{host}/status", summary="An agent's report of what runs on its host")
-def put_status(host: str, report: AgentStatus, cp: CP, _p: Writer) -> dict[str, bool]:
+def put_status(host: str, report: AgentStatus, cp: CP, _p: AgentCaller) -> dict[str, bool]:
     hosts.record_report(cp, host, report)
     return {"ok": True}
 
 
 @router.post("/agents/{host}/logs", summary="New output of instances on a host")
-def post_logs(host: str, batch: LogBatch, cp: CP, _p: Writer) -> dict[str, int]:
-    return {"written": logs.store_batch(cp, batch)}
+def post_logs(host: str, batch: LogBatch, cp: CP, p: AgentCaller) -> dict[str, int]:
+    return {"written": logs.store_batch(cp, batch, host if p.role == "agent" else None)}
 
 
 def _checked(cp, digest: str, *, manifest: bool) -> None:  # type: ignore[no-untyped-def]
@@ -101,12 +106,12 @@ def _checked(cp, digest: str, *, manifest: bool) -> None:  # type: ignore[no-unt
 
 
 @router.get("/images/{digest}/manifest", summary="An image manifest (canonical JSON bytes, verifiable by digest)")
-def get_image_manifest(digest: str, cp: CP, _p: Reader) -> Response:
+def get_image_manifest(digest: str, cp: CP, _p: ImageReader) -> Response:
     _checked(cp, digest, manifest=True)
     return Response(cp.artifacts.manifest_bytes(digest), media_type="application/json")
 
 
 @router.get("/blobs/{digest}", summary="A layer archive by digest")
-def get_blob(digest: str, cp: CP, _p: Reader) -> Response:
+def get_blob(digest: str, cp: CP, _p: ImageReader) -> Response:
     _checked(cp, digest, manifest=False)
     return FileResponse(cp.artifacts.blob_path(digest), media_type="application/octet-stream")

@@ -1,8 +1,17 @@
 """Shared API plumbing: the control-plane state, authentication, request origin.
 
-The rules of who may do what live in ``conveyor.services.auth`` (shared with the
-web pages); this module turns a request into a principal for FastAPI's
-dependency injection.
+Who may do what is decided in ``conveyor.services.auth`` (shared with the web
+pages; the pure rules are ``conveyor.domain.access``): roles admin, deployer,
+viewer for people, agent and router join tokens for hosts. The dependencies here
+turn a request into a principal and apply those rules to each endpoint:
+
+* ``AnyCaller`` — any valid credential (the routing table: people and routers);
+* ``Reader`` — people (admin, deployer, viewer); join tokens are refused;
+* ``Writer`` — admin, or a deployer whose scope covers the app in the path
+  (``{app}``, or the app of ``{dep_id}``);
+* ``Admin`` — admin only (tokens, join tokens);
+* ``AgentCaller`` — the agent join token of the ``{host}`` in the path, or admin;
+* ``ImageReader`` — people and agents (images and blobs).
 """
 
 from __future__ import annotations
@@ -11,16 +20,21 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
+from conveyor.domain.wire import INT64_MAX
+from conveyor.services import auth
 from conveyor.services.auth import (
     CSRF_HEADER,
     SAFE_METHODS,
     SESSION_COOKIE,
+    Forbidden,
     Principal,
+    SignInRefused,
     constant_time_equal,
     csrf_token_for,
-    principal_for,
 )
 from conveyor.services.state import ControlPlane
+
+__all__ = ["CP", "Admin", "AgentCaller", "AnyCaller", "ImageReader", "Principal", "Reader", "Writer", "forbidden"]
 
 
 def get_cp(request: Request) -> ControlPlane:
@@ -49,7 +63,12 @@ def token_from(request: Request) -> str | None:
     return token
 
 
-def principal(request: Request, cp: Annotated[ControlPlane, Depends(get_cp)]) -> Principal:
+def forbidden(exc: Forbidden) -> HTTPException:
+    return HTTPException(403, str(exc))
+
+
+def any_caller(request: Request, cp: Annotated[ControlPlane, Depends(get_cp)]) -> Principal:
+    """Whoever the credential says (any role); 401 with the reason, 429 after repeated failures."""
     token = token_from(request)
     origin = request.client.host if request.client else ""
     if not token:
@@ -59,18 +78,62 @@ def principal(request: Request, cp: Annotated[ControlPlane, Depends(get_cp)]) ->
             "(the CLI reads CONVEYOR_TOKEN or the config `conveyor up` saved)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    found = principal_for(cp, token, origin)
-    if found is None:
-        raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
-    return found
-
-
-def writer(p: Annotated[Principal, Depends(principal)]) -> Principal:
-    if not p.can_write:
-        raise HTTPException(403, "this token may only read; ask an admin for a token that may deploy")
+    try:
+        p = auth.authenticate(cp, token, origin)
+    except SignInRefused as exc:
+        headers = ({"Retry-After": str(int(exc.retry_after) + 1)} if exc.status == 429
+                   else {"WWW-Authenticate": "Bearer"})
+        raise HTTPException(exc.status, exc.message, headers=headers) from None
+    request.state.principal = p  # for the audit trail
     return p
 
 
+def principal(p: Annotated[Principal, Depends(any_caller)]) -> Principal:
+    """People only: a host's join token reaches its data-plane endpoints and nothing else."""
+    try:
+        return auth.person(p)
+    except Forbidden as exc:
+        raise forbidden(exc) from None
+
+
+def writer(request: Request, p: Annotated[Principal, Depends(principal)],
+           cp: Annotated[ControlPlane, Depends(get_cp)]) -> Principal:
+    params = request.path_params
+    raw = str(params.get("dep_id", ""))
+    # The path's id as the route will validate it (RowId); an invalid one gets its 422 from the route.
+    dep_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 19 and 1 <= int(raw) <= INT64_MAX else None
+    try:
+        request.state.audit_app = auth.write_check(cp, p, app=params.get("app"), dep_id=dep_id)
+    except Forbidden as exc:
+        raise forbidden(exc) from None
+    return p
+
+
+def admin_only(p: Annotated[Principal, Depends(principal)]) -> Principal:
+    try:
+        return auth.admin_only(p)
+    except Forbidden as exc:
+        raise forbidden(exc) from None
+
+
+def agent_caller(request: Request, p: Annotated[Principal, Depends(any_caller)]) -> Principal:
+    try:
+        return auth.agent_of(p, str(request.path_params.get("host", "")))
+    except Forbidden as exc:
+        raise forbidden(exc) from None
+
+
+def image_reader(p: Annotated[Principal, Depends(any_caller)]) -> Principal:
+    try:
+        return auth.image_reader(p)
+    except Forbidden as exc:
+        raise forbidden(exc) from None
+
+
+AnyCaller = Annotated[Principal, Depends(any_caller)]
 Reader = Annotated[Principal, Depends(principal)]
 Writer = Annotated[Principal, Depends(writer)]
+Admin = Annotated[Principal, Depends(admin_only)]
+AgentCaller = Annotated[Principal, Depends(agent_caller)]
+ImageReader = Annotated[Principal, Depends(image_reader)]
 CP = Annotated[ControlPlane, Depends(get_cp)]

@@ -1,6 +1,7 @@
 """The control plane's own Prometheus metrics at ``/metrics``.
 
-Read from SQL at scrape time (a custom collector), so every replica reports
+It needs a credential like every other endpoint: the numbers say which apps exist
+and how they deploy. Read from SQL at scrape time (a custom collector), so every replica reports
 the same fleet-wide numbers and nothing is lost when one restarts. Request
 metrics of the apps themselves come from the routers' admin ports.
 """
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from conveyor.api.deps import Reader
 from conveyor.services.metrics import control_plane_numbers
 from conveyor.services.state import ControlPlane
 
@@ -50,7 +52,8 @@ class ControlPlaneCollector:
 
 
 @router.get("/metrics")
-def metrics(request: Request) -> Response:
+def metrics(request: Request, _p: Reader) -> Response:
+    """Any person's token (a Prometheus scraper: a viewer token as its bearer token)."""
     cp: ControlPlane = request.app.state.cp
     registry = getattr(cp, "_prom_registry", None)
     if registry is None:

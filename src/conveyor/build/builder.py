@@ -52,6 +52,7 @@ from conveyor.build.runtime import (
 from conveyor.build.sources import CommitInfo, describe_directory
 from conveyor.build.store import ArtifactStore
 from conveyor.domain.wire import ImageConfig, ImageManifest, LayerRef
+from conveyor.sandbox import StepSandbox
 
 TestStatus = Literal["passed", "failed", "none"]
 
@@ -152,11 +153,15 @@ def build_image(
     commit: CommitInfo | None = None,
     run_tests: bool = True,
     build_timeout_s: float = 1800.0,
+    sandbox: StepSandbox | None = None,
 ) -> BuildResult:
     """Build, test and store the image of ``source_dir``. Raises :class:`BuildError` on failure.
 
     ``commit`` describes the source's commit; by default it is read from the
     directory's git repository, if any (with ``dirty`` for uncommitted changes).
+    ``sandbox``: run the app's own commands (``[build] command``, ``[test] command``) in it,
+    as an unprivileged user who cannot read the control plane's data (the worker decides;
+    None runs them as the worker's user).
     """
     started = time.monotonic()
     durations: dict[str, float] = {}
@@ -208,7 +213,8 @@ def build_image(
             log(f"==> build: {app.build_command}")
             env = _build_env(work, layer_files[layers[0].digest] if layers else None)
             try:
-                code = run_streaming(app.build_command, cwd=staging, env=env, log=log, timeout_s=build_timeout_s, shell=True)
+                code = _run_user_command(app.build_command, sandbox, work=work, cwd=staging, env=env, log=log,
+                                         timeout_s=build_timeout_s)
             except StepTimeout as exc:
                 raise BuildError("build", str(exc)) from exc
             if code != 0:
@@ -236,7 +242,7 @@ def build_image(
         test_code: int | None = None
         if app.test_command and run_tests:
             t = time.monotonic()
-            status, test_code = _run_tests(app, image, manifest, layer_files, work, log)
+            status, test_code = _run_tests(app, image, manifest, layer_files, work, log, sandbox)
             durations["test"] = time.monotonic() - t
         elif app.test_command:
             log("==> tests skipped")
@@ -289,6 +295,7 @@ def _run_tests(
     layer_files: dict[str, Path],
     work: Path,
     log: Callable[[str], None],
+    sandbox: StepSandbox | None = None,
 ) -> tuple[TestStatus, int | None]:
     log(f"==> test: {app.test_command}")
     prepared = unpack_image(image, manifest, layer_files.__getitem__, work / "image")
@@ -296,7 +303,8 @@ def _run_tests(
     env = prepared.environ(step_environ(), PORT=str(port), HOST="127.0.0.1", CONVEYOR_TEST="1")
     timeout = float(getattr(getattr(app, "test", None), "timeout", 300.0) or 300.0)
     try:
-        code = run_streaming(app.test_command, cwd=prepared.root, env=env, log=log, timeout_s=timeout, shell=True)
+        code = _run_user_command(app.test_command, sandbox, work=work, cwd=prepared.root, env=env, log=log,
+                                 timeout_s=timeout)
     except StepTimeout as exc:
         log(f"==> tests FAILED: {exc}")
         return "failed", None
@@ -305,3 +313,16 @@ def _run_tests(
         return "passed", 0
     log(f"==> tests FAILED (exit code {code}); the image is kept and marked failed")
     return "failed", code
+
+
+def _run_user_command(command: str, sandbox: StepSandbox | None, *, work: Path, cwd: Path, env: dict[str, str],
+                      log: Callable[[str], None], timeout_s: float) -> int:
+    """Run one of the app's own commands: in the sandbox (``work`` handed to the build user and
+    writable, ``HOME`` inside it, a private ``/tmp``), else as the worker's user."""
+    if sandbox is None:
+        return run_streaming(command, cwd=cwd, env=env, log=log, timeout_s=timeout_s, shell=True)
+    home = work / "home"
+    home.mkdir(exist_ok=True)
+    argv = sandbox.command(command, work=work, cwd=cwd)
+    return run_streaming(argv, cwd=cwd, env={**env, "HOME": str(home), "TMPDIR": "/tmp"}, log=log,
+                         timeout_s=timeout_s)

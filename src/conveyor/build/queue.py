@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,6 +138,8 @@ class BuildQueue:
         log_dir: Path,
         python: str = sys.executable,
         timeout_s: float = 3600.0,
+        hide: Sequence[Path] = (),
+        sandbox: bool = True,
     ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
@@ -148,6 +150,8 @@ class BuildQueue:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.python = python
         self.timeout_s = timeout_s
+        #: the build's own commands run in bubblewrap with these directories masked (conveyor.sandbox)
+        self.sandbox_args = [a for h in hide for a in ("--hide", str(h))] if sandbox else ["--no-sandbox"]
         self._slots = asyncio.Semaphore(max_workers)
         self._jobs: dict[str, BuildJob] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -241,6 +245,7 @@ class BuildQueue:
             self.python, "-m", "conveyor.build.worker",
             *job.request.worker_args(),
             "--store", str(self.store_root), "--cache", str(self.cache_dir), "--result", str(result_path),
+            *self.sandbox_args,
         ]  # fmt: skip
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         proc = await asyncio.create_subprocess_exec(

@@ -15,6 +15,12 @@ Exit code 0 when an image was built (whatever its test status), 1 when the
 build failed, 2 for bad arguments. SIGTERM cleans up (temp dirs, child
 processes) and exits 143.
 
+The app's own commands (``[build] command``, ``[test] command``) run in a bubblewrap
+sandbox (``conveyor.sandbox``) as an unprivileged user, with ``--hide`` directories
+(the control plane's data dir: database, admin token, images) masked; where the
+host cannot, the log says so on its first line. Dependencies are installed by pip
+outside it.
+
 Sources: ``--dir DIR``, ``--git URL --ref REF`` (through the clone cache in
 ``--cache``), or ``--tarball FILE`` (an upload from the CLI, unpacked with the
 safe extractor; ``--commit JSON`` then carries the commit the CLI saw).
@@ -37,6 +43,7 @@ from conveyor.build.archive import ArchiveError, ArchiveLimits, safe_extract
 from conveyor.build.builder import BuildError, build_image
 from conveyor.build.sources import CommitInfo, GitSource, SourceError
 from conveyor.build.store import ArtifactStore
+from conveyor.sandbox import step_sandbox
 
 #: Bounds for uploaded source tarballs (layers have their own, larger ones).
 UPLOAD_LIMITS = ArchiveLimits(max_members=50_000, max_total_bytes=512 << 20, max_file_bytes=256 << 20)
@@ -54,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, required=True, help="build cache directory (deps layers, git mirrors)")
     p.add_argument("--result", type=Path, required=True, help="where to write the JSON outcome")
     p.add_argument("--no-tests", action="store_true", help="skip the [test] command")
+    p.add_argument("--hide", action="append", default=[], metavar="DIR",
+                   help="a directory the build's own commands must not see (repeatable: the control plane's data dir)")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run the build's own commands as this process's user, not in bubblewrap (said in the log)")
     return p
 
 
@@ -94,7 +105,13 @@ def run(args: argparse.Namespace) -> int:
             safe_extract(args.tarball, work / "src", limits=UPLOAD_LIMITS)
             source = work / "src"
             commit = CommitInfo.from_dict(json.loads(args.commit)) if args.commit else CommitInfo()
-        result = build_image(source, store, cache_dir=args.cache, log=_log, commit=commit, run_tests=not args.no_tests)
+        if args.no_sandbox:
+            sandbox, note = None, "UNSANDBOXED: the control plane was started without the build sandbox"
+        else:
+            sandbox, note = step_sandbox([str(Path(h).resolve()) for h in args.hide])
+        _log(f"==> the app's own commands run {'in ' + note if sandbox else note}")
+        result = build_image(source, store, cache_dir=args.cache, log=_log, commit=commit, run_tests=not args.no_tests,
+                             sandbox=sandbox)
     except BuildError as exc:
         _log(f"==> BUILD FAILED: {exc}")
         _write_result(args.result, {"ok": False, "step": exc.step, "error": str(exc)})

@@ -220,13 +220,19 @@ def releases(
     run(body)
 
 
-@app.command()
-def hosts(json: JsonOpt = False) -> None:
+hosts_app = typer.Typer(help="Hosts (agents) and routers; their join tokens.", invoke_without_command=True)
+app.add_typer(hosts_app, name="hosts")
+
+
+@hosts_app.callback()
+def hosts(ctx: typer.Context, json: JsonOpt = False) -> None:
     """The hosts (agents) with their instances, and the routers with the routing table each holds.
 
     A host that has not reported for 15 s is lost: its instances are out of the
     routing table and, between deployments, started again on live hosts.
     """
+    if ctx.invoked_subcommand is not None:
+        return
 
     def body() -> None:
         with Api() as api:
@@ -248,6 +254,9 @@ def hosts(json: JsonOpt = False) -> None:
             [[r["id"], f"v{r['table_version']}" + ("" if r["synced"] else " (behind)"), f"{r['seconds_since_poll']:.1f}s ago"]
              for r in routers["routers"]],
         )
+        for h in view["hosts"]:  # issue 15: an unsandboxed host is said loudly
+            if (h.get("sandbox") or "").startswith("UNSANDBOXED"):
+                o.err.print(f"[bold red]WARNING:[/bold red] host {h['name']}: {h['sandbox']}")
 
     run(body)
 
@@ -374,6 +383,10 @@ def _register() -> None:
     deploy.register(app)
     init.register(app)
     up.register(app)
+    app.add_typer(__import__("conveyor.cli.tokens", fromlist=["x"]).tokens_app, name="tokens")  # issue 15
+    hosts_app.command("join-token")(__import__("conveyor.cli.tokens", fromlist=["x"]).join_token)  # issue 15
+    app.command()(__import__("conveyor.cli.audit", fromlist=["x"]).audit)  # issue 15
+    app.command()(__import__("conveyor.cli.audit", fromlist=["x"]).ps)  # issue 15
     __import__("conveyor.cli.web_cmds", fromlist=["register"]).register(app)  # conveyor dora, conveyor ui
     __import__("conveyor.cli.domains", fromlist=["register"]).register(app)  # conveyor domains, conveyor certs
 

@@ -22,6 +22,7 @@ from typing import Annotated
 import httpx
 import typer
 
+from conveyor.agent.sandbox import sandbox_warning
 from conveyor.cli import output as o
 from conveyor.config import (
     DEFAULT_API_PORT,
@@ -29,7 +30,9 @@ from conveyor.config import (
     ServerSettings,
     default_data_dir,
     load_or_create_token,
+    private_dir,
     save_client_config,
+    write_private,
 )
 from conveyor.domain.backoff import Backoff
 
@@ -51,8 +54,11 @@ class Child:
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = self.log.open("ab")
+        # Credentials reach each child only as it needs them (``env``), never inherited from ours:
+        # the agent and the router hold their own join tokens, not the admin token.
+        base = {k: v for k, v in os.environ.items() if k not in ("CONVEYOR_TOKEN", "CONVEYOR_VIEWER_TOKENS")}
         self.proc = subprocess.Popen(
-            self.argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, start_new_session=True
+            self.argv, stdout=out, stderr=subprocess.STDOUT, env={**base, **self.env}, start_new_session=True
         )
         out.close()
         self.started_at = time.monotonic()
@@ -86,6 +92,22 @@ def _wait_http(url: str, deadline: float, child: Child) -> bool:
             pass
         time.sleep(0.1)
     return False
+
+
+def join_token_file(api_url: str, admin_token: str, path: Path, host: str, role: str) -> Path:
+    """A file holding this host's ``role`` join token: the saved one if the control plane still
+    accepts it, else a new one (the old one of that name revoked). 0600 in the 0700 data dir."""
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    if path.exists():
+        saved = path.read_text().strip()
+        r = httpx.get(f"{api_url}/api/v1/whoami", headers={"Authorization": f"Bearer {saved}"}, timeout=10)
+        if r.status_code == 200 and r.json().get("role") == role and r.json().get("host") == host:
+            return path
+    httpx.delete(f"{api_url}/api/v1/tokens/{role}@{host}", headers=auth, timeout=10)  # 404 when there is none
+    r = httpx.post(f"{api_url}/api/v1/hosts/{host}/join-tokens", json={"role": role}, headers=auth, timeout=10)
+    r.raise_for_status()
+    write_private(path, r.json()["token"])
+    return path
 
 
 def supervise(children: list[Child], stop_flag: list[bool]) -> None:
@@ -124,30 +146,38 @@ def register(app: typer.Typer) -> None:
         domain: Annotated[str, typer.Option("--domain", help="Apps answer at APP.DOMAIN and ENV.APP.DOMAIN.")] = "localhost",
         https_port: Annotated[int, typer.Option("--https-port", help="Also serve HTTPS on this port (0: no HTTPS).")] = 0,
         json: Annotated[bool, typer.Option("--json", help="Print the URLs as one JSON line when ready.")] = False,
+        replace_client_config: Annotated[bool, typer.Option(
+            "--replace-client-config", help="Overwrite the CLI's client.json even if it names another platform or token.")] = False,
     ) -> None:
         """Run the whole platform on this machine: control plane, agent and router, in the foreground.
 
         Ctrl-C stops everything. Restarting on the same --data-dir brings every
         environment back to the release it last had.
         """
-        data_dir = data_dir.resolve()
-        token = load_or_create_token(data_dir, admin_token)
+        os.umask(0o077)  # everything the platform writes is its own: 0600 files, 0700 directories
+        data_dir = private_dir(data_dir.resolve())
+        try:
+            token = load_or_create_token(data_dir, admin_token)
+        except ValueError as exc:
+            o.err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
         api_url = f"http://{host}:{api_port}"
         router_url = f"http://{host}:{router_port}"
         admin_port = router_admin_port or router_port + 1
-        env = {"CONVEYOR_TOKEN": token}
         logs = data_dir / "platform-logs"
+        agent_token, router_token = data_dir / "agent-join-token", data_dir / "router-join-token"
+        # The server reads the admin token from the data dir; viewer tokens go by environment, not argv (`ps`).
+        server_env = {"CONVEYOR_VIEWER_TOKENS": " ".join(viewer_token)} if viewer_token else {}
         children = [
             Child("server", _py("server", "--data-dir", str(data_dir), "--host", host, "--port", str(api_port),
-                                "--router-url", router_url, "--domain", domain,
-                                *[a for t in (viewer_token or []) for a in ("--viewer-token", t)]),
-                  logs / "server.log", env=env),
+                                "--router-url", router_url, "--domain", domain), logs / "server.log", env=server_env),
             Child("agent", _py("agent", "--control-plane", api_url, "--host", "local", "--address", "127.0.0.1",
-                               "--data-dir", str(data_dir / "agent")), logs / "agent.log", env=env),
+                               "--data-dir", str(data_dir / "agent"), "--token-file", str(agent_token),
+                               "--hide", str(data_dir)), logs / "agent.log"),
             Child("router", _py("router", "--listen", f"{host}:{router_port}", "--admin", f"127.0.0.1:{admin_port}",
                                 "--control-plane", api_url, "--state-file", str(data_dir / "router-table.json"),
-                                "--router-id", "local",
-                                *(["--listen-tls", f"{host}:{https_port}"] if https_port else [])), logs / "router.log", env=env),
+                                "--router-id", "local", "--token-file", str(router_token),
+                                *(["--listen-tls", f"{host}:{https_port}"] if https_port else [])), logs / "router.log"),
         ]
         stop_flag = [False]
 
@@ -162,23 +192,38 @@ def register(app: typer.Typer) -> None:
             for c in children:
                 c.stop(5)
             raise typer.Exit(5)
+        try:
+            join_token_file(api_url, token, agent_token, "local", "agent")
+            join_token_file(api_url, token, router_token, "local", "router")
+        except httpx.HTTPError as exc:
+            o.err.print(f"[red]error:[/red] could not make the agent's and router's join tokens: {exc}")
+            children[0].stop(5)
+            raise typer.Exit(5) from None
         for c in children[1:]:
             c.start()
         if not _wait_http(f"http://127.0.0.1:{admin_port}/healthz", time.monotonic() + 30, children[2]):
             o.err.print(f"[yellow]warning:[/yellow] the router is not answering yet; see {children[2].log}")
-        cfg = save_client_config(api_url, token, router_url)
+        cfg, saved = save_client_config(api_url, token, router_url, replace=replace_client_config)
+        if saved == "kept":
+            o.err.print(f"[bold yellow]warning:[/bold yellow] {cfg} names another control plane or token; "
+                        "left it as it is. Use CONVEYOR_URL and CONVEYOR_TOKEN (the token is in "
+                        f"{data_dir / 'admin-token'}), or restart with --replace-client-config.")
+        sandbox_note = sandbox_warning()
+        if sandbox_note:
+            o.err.print(f"[bold red]WARNING:[/bold red] {sandbox_note}")
         if json:
             o.emit_json({"api": api_url, "router": router_url, "router_admin": f"http://127.0.0.1:{admin_port}",
                          "router_https": f"https://{host}:{https_port}" if https_port else None,
-                         "token": token, "data_dir": str(data_dir), "client_config": str(cfg)})
+                         "token_file": str(data_dir / "admin-token"), "data_dir": str(data_dir),
+                         "client_config": str(cfg), "client_config_saved": saved, "sandbox": sandbox_note or "bubblewrap"})
         else:
             o.out.print(f"[bold green]Conveyor is up.[/bold green]  data: {data_dir}")
-            o.out.print(f"  API and web UI  {api_url}   (token saved in {cfg})")
+            o.out.print(f"  API and web UI  {api_url}   (client config {cfg}: {saved})")
             o.out.print(f"  Router          {router_url}   (app APP at http://APP.{domain}:{router_port})")
             if https_port:
                 o.out.print(f"  HTTPS           https://{host}:{https_port}   (domains with a certificate: `conveyor domains list`)")
             o.out.print(f"  Metrics         http://127.0.0.1:{admin_port}/metrics")
-            o.out.print(f"  Admin token     {token}")
+            o.out.print(f"  Admin token     in {data_dir / 'admin-token'} (0600; `conveyor ui` signs you in)")
             o.out.print("Press Ctrl-C to stop.")
         try:
             supervise(children, stop_flag)
@@ -205,14 +250,21 @@ def register(app: typer.Typer) -> None:
         keep_images: Annotated[int, typer.Option("--keep-images", help="Images kept per app by GC (plus any in use).")] = 10,
         viewer_token: Annotated[list[str] | None, typer.Option(
             "--viewer-token", envvar="CONVEYOR_VIEWER_TOKENS",
-            help="A token that may look but not change anything (repeatable).")] = None,
+            help="A token that may look but not change anything (repeatable; shows in `ps`: prefer "
+                 "CONVEYOR_VIEWER_TOKENS, space-separated, or `conveyor tokens create --role viewer`).")] = None,
     ) -> None:
         """Run the control plane alone (API, web UI, orchestrator, builds)."""
         from conveyor.server import create_app, serve
 
-        data_dir = data_dir.resolve()
+        os.umask(0o077)  # the database, images, logs and uploads: 0600 files in 0700 directories
+        data_dir = private_dir(data_dir.resolve())
+        try:
+            admin = load_or_create_token(data_dir, admin_token)
+        except ValueError as exc:
+            print(f"conveyor server: {exc}", file=sys.stderr)
+            raise typer.Exit(2) from None
         settings = ServerSettings(
-            data_dir=data_dir, admin_token=load_or_create_token(data_dir, admin_token), database_url=database_url,
+            data_dir=data_dir, admin_token=admin, database_url=database_url,
             domain=domain, host=host, port=port, build_workers=build_workers, router_url=router_url,
             keep_images=keep_images,
         )

@@ -20,6 +20,7 @@ from conveyor.domain.wire import (
     DesiredState,
     HealthCheck,
     InstanceState,
+    ResourceLimits,
     RoutingTable,
     baseline_route,
 )
@@ -106,6 +107,7 @@ def desired_state(engine: Engine, host: str) -> DesiredState:
                 command=cfg.get("command", ""),
                 environment=dict(cfg.get("environment", {})),
                 health=HealthCheck(**cfg.get("health", {})),
+                limits=ResourceLimits(**cfg["limits"]) if cfg.get("limits") else None,
             )
         )
     return DesiredState(version=version, host=host, instances=out)

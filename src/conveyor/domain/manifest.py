@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from conveyor.domain.limits import Capacity, LimitError, Limits, parse_limits
+
 MANIFEST_NAME = "conveyor.toml"
 APP_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 ENV_NAME_RE = APP_NAME_RE
@@ -199,6 +201,7 @@ class AppManifest(_Section):
     test: TestSection = Field(default_factory=TestSection)
     deploy: DeploySection = Field(default_factory=DeploySection)
     env: dict[str, EnvSection] = Field(default_factory=dict)
+    limits: dict[str, Any] = Field(default_factory=dict)  # checked by conveyor.domain.limits
 
     @property
     def name(self) -> str | None:
@@ -215,6 +218,13 @@ class AppManifest(_Section):
     @property
     def processes(self) -> dict[str, str]:
         return dict(self.run)
+
+    def limits_for(self, process: str) -> Limits:
+        """The resource limits of one process type (``[limits]``, ``[limits.<type>]``, defaults)."""
+        try:
+            return parse_limits(self.limits, sorted({*self.run, process}))[process]
+        except LimitError as exc:
+            raise ManifestError(str(exc)) from None
 
     def environment(self, env: str) -> EnvSection:
         """The settings of one environment, with ``[deploy]`` defaults filled in."""
@@ -272,6 +282,7 @@ def parse_manifest(data: dict[str, Any], *, source: str = MANIFEST_NAME) -> AppM
     problems = _analysis_problems(manifest, source)
     if problems:
         raise ManifestError("\n".join(problems))
+    _check_limits(manifest, source, None)
     return manifest
 
 
@@ -346,6 +357,23 @@ def loads_toml(text: str, *, source: str = MANIFEST_NAME) -> dict[str, Any]:
         raise ManifestError(f"{source}: nests too deeply to read; flatten the file") from None
 
 
+def _check_limits(manifest: AppManifest, source: str, capacity: Capacity | None) -> None:
+    """``[limits]`` and ``[limits.<type>]`` parse, and (with ``capacity``) fit the host."""
+    try:
+        parse_limits(manifest.limits, sorted({*manifest.run, "web"}), capacity, source)
+    except LimitError as exc:
+        raise ManifestError(str(exc)) from None
+
+
+def host_capacity() -> Capacity:
+    """This machine's memory and CPUs (what a limit may not exceed)."""
+    import os
+
+    return Capacity(memory=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), cpus=os.cpu_count() or 1)
+
+
+
+
 def _procfile_processes(path: Path) -> dict[str, str]:
     processes: dict[str, str] = {}
     for n, raw in enumerate(path.read_text().splitlines(), 1):
@@ -386,4 +414,5 @@ def load_manifest(app_dir: Path, *, app: str | None = None) -> AppManifest:
             f"{MANIFEST_NAME}: [run] web: expected the command that starts the web process "
             '(it must listen on 127.0.0.1:$PORT), e.g. web = "python app.py"; or a Procfile with a web: line'
         )
+    _check_limits(manifest, MANIFEST_NAME, host_capacity())
     return manifest

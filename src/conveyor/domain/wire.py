@@ -137,6 +137,22 @@ class HealthCheck(_Wire):
     interval_s: float = 1.0
 
 
+class ResourceLimits(_Wire):
+    """An instance's cgroup limits (``[limits]`` of ``conveyor.toml``); None = unlimited."""
+
+    memory: int | None = Field(None, description="bytes")
+    cpu: float | None = Field(None, description="cores")
+    pids: int | None = None
+
+
+class InstanceUsage(_Wire):
+    """What an instance uses now, from its cgroups."""
+
+    memory_bytes: int | None = None
+    cpu_seconds: float | None = None
+    pids: int | None = None
+
+
 class DesiredInstance(_Wire):
     """One process the agent must keep running.
 
@@ -153,6 +169,7 @@ class DesiredInstance(_Wire):
     command: str
     environment: dict[str, str] = Field(default_factory=dict)
     health: HealthCheck = Field(default_factory=HealthCheck)
+    limits: ResourceLimits | None = Field(None, description="None: the agent's defaults")
 
 
 class DesiredState(_Wire):
@@ -189,6 +206,9 @@ class InstanceStatus(_Wire):
     message: str = ""
     started_at: float | None = None
     ready_at: float | None = None
+    usage: InstanceUsage | None = None
+    limits: ResourceLimits | None = None
+    sandbox: str = Field("", description="how it is isolated: 'bubblewrap' or why not")
 
 
 class AgentStatus(_Wire):
@@ -199,6 +219,7 @@ class AgentStatus(_Wire):
     desired_version: int = Field(ge=0, le=INT64_MAX, description="version of the DesiredState this report reflects")
     instances: list[InstanceStatus] = Field(default_factory=list)
     agent_version: str = ""
+    sandbox: str = Field("", description="'bubblewrap', or why instances on this host are not sandboxed")
 
 
 class LogChunk(_Wire):

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-handshake-timeout", type=float, default=d.tls_handshake_timeout, help="seconds a TLS handshake may take")
     p.add_argument("--admin", default="127.0.0.1:7781", help="HOST:PORT for /metrics, /metrics.json, /table, /healthz; 'off' to disable")
     p.add_argument("--control-plane", default=None, metavar="URL", help="control plane base URL to follow the routing table from")
-    p.add_argument("--token", default=None, help="control-plane API token (default: $CONVEYOR_TOKEN)")
+    p.add_argument("--token", default=None, help="control-plane API token (default: $CONVEYOR_TOKEN); visible in `ps`: prefer --token-file")
+    p.add_argument("--token-file", default=None, metavar="PATH", help="read the token (a router join token: `conveyor hosts join-token HOST --router`) from this file")
     p.add_argument("--state-file", default=None, metavar="PATH", help="where each applied table is saved; the router starts from it")
     p.add_argument("--table-file", default=None, metavar="PATH", help="a static RoutingTable JSON to serve (no control plane needed)")
     p.add_argument("--workers", type=int, default=1, help="worker processes sharing the port with SO_REUSEPORT (default 1)")
@@ -57,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token_file:
+        try:
+            return open(args.token_file).read().strip() or None  # noqa: SIM115 - tiny file
+        except OSError as exc:
+            raise ValueError(f"--token-file {args.token_file}: {exc.strerror}") from None
+    return args.token or os.environ.get("CONVEYOR_TOKEN") or None
+
+
 def config_from_args(args: argparse.Namespace) -> RouterConfig:
     """Validate the flags; raises ValueError with a message saying what to fix."""
     listen = parse_hostport(args.listen, "--listen")
@@ -79,7 +89,7 @@ def config_from_args(args: argparse.Namespace) -> RouterConfig:
         admin=admin,
         router_id=args.router_id or f"router-{os.uname().nodename}",
         control_plane=args.control_plane,
-        token=args.token or os.environ.get("CONVEYOR_TOKEN") or None,
+        token=_token(args),
         state_file=args.state_file,
         table_file=args.table_file,
         workers=args.workers,

@@ -106,7 +106,7 @@ class RouterProcess:
             )
             self.proxy.https_port = self.tls_port or 443
         if cfg.admin is not None:
-            self.admin = await start_admin(cfg.admin[0], cfg.admin[1], make_handler(self._snapshot, self._table, self._health))
+            self.admin = await start_admin(cfg.admin[0], cfg.admin[1], make_handler(self._snapshot, self._table, self._health, cfg.token))
         if cfg.control_plane:
             admin_url = self.advertise_admin or (f"http://{cfg.admin[0]}:{self.admin_port}" if cfg.admin else None)
             self.follower = Follower(

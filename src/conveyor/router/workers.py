@@ -85,7 +85,8 @@ async def supervise(config: RouterConfig, argv: list[str]) -> int:
         for w in workers:
             if w.admin_port is not None:
                 try:
-                    r = await http.get(f"http://127.0.0.1:{w.admin_port}/table")
+                    r = await http.get(f"http://127.0.0.1:{w.admin_port}/table",
+                                       headers={"Authorization": f"Bearer {config.token}"} if config.token else {})
                     return dict(r.json())
                 except httpx.HTTPError:
                     continue
@@ -96,7 +97,7 @@ async def supervise(config: RouterConfig, argv: list[str]) -> int:
         return {"ok": alive == len(workers), "router": config.router_id, "workers": len(workers), "alive": alive, "native": native.status().as_dict()}
 
     if config.admin is not None:
-        admin_server = await start_admin(config.admin[0], config.admin[1], make_handler(snapshot, table, health))
+        admin_server = await start_admin(config.admin[0], config.admin[1], make_handler(snapshot, table, health, config.token))
         aport = admin_server.sockets[0].getsockname()[1]
         advertise = f"http://{config.admin[0]}:{aport}"
 

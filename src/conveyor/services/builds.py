@@ -43,6 +43,8 @@ async def start(cp: ControlPlane) -> None:
         store_root=cp.settings.images_dir,
         cache_dir=cp.settings.cache_dir,
         log_dir=cp.settings.data_dir / "builds",
+        hide=[cp.settings.data_dir],  # the database, the admin token, images, other builds' logs
+        sandbox=cp.settings.build_sandbox,
     )
     remove_stale_uploads(cp.settings.uploads_dir)  # their builds are failed just below
     with cp.engine.begin() as conn:

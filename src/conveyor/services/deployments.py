@@ -44,6 +44,7 @@ def release_config(manifest: AppManifest, env: str, app: str, number: int) -> di
             "timeout_s": manifest.health.timeout,
             "interval_s": manifest.health.interval,
         },
+        "limits": manifest.limits_for("web").to_json(),
         "instances": settings.instances,
         "bake": settings.bake,
         "drain": settings.drain_timeout,

@@ -88,6 +88,7 @@ def hosts_view(cp: ControlPlane) -> dict[str, Any]:
             "name": h["name"], "address": h["address"], "last_seen": h["last_seen"],
             "online": now - h["last_seen"] < HOST_STALE_S,
             "agent_version": (h["status"] or {}).get("agent_version", ""),
+            "sandbox": (h["status"] or {}).get("sandbox", ""),
             "desired_version": h["desired_version"], "instances": insts,
         })
     routers = [

@@ -205,13 +205,21 @@ def render(lines: list[Line]) -> str:
 # --- storing what the agents ship ------------------------------------------
 
 
-def store_batch(cp: ControlPlane, batch: LogBatch) -> int:
-    """Append each chunk's new bytes to its instance's capped log; how many bytes were written."""
+def store_batch(cp: ControlPlane, batch: LogBatch, host: str | None = None) -> int:
+    """Append each chunk's new bytes to its instance's capped log; how many bytes were written.
+
+    ``host``: the batch comes from that host's agent (its join token), which may not write the
+    log of an instance placed on another host (instances already removed are its own to finish).
+    """
     written = 0
     logs_dir = cp.settings.logs_dir
     logs_dir.mkdir(parents=True, exist_ok=True)
+    placed: dict[str, str] = {}
+    if host is not None:
+        with cp.engine.connect() as conn:
+            placed = instances.hosts_of(conn, {c.instance for c in batch.chunks})
     for chunk in batch.chunks:
-        if not _safe_name(chunk.instance):
+        if not _safe_name(chunk.instance) or placed.get(chunk.instance, host) != host:
             continue
         log = logfile.SegmentedLog(logs_dir / f"{chunk.instance}.log", cp.settings.log_max_bytes)
         have = log.end()  # logical: counts bytes rotated away (conveyor.logfile)

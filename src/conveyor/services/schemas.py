@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from conveyor.domain.access import DURATION_PATTERN, NAME_PATTERN
 from conveyor.domain.manifest import APP_NAME_RE, ENV_NAME_RE
 from conveyor.domain.wire import INT64_MAX
 
@@ -209,3 +210,64 @@ class DomainIn(_Body):
 class CertificateIn(_Body):
     cert_pem: str = Field(description="the certificate, then its chain (PEM)")
     key_pem: str = Field(description="its private key (PEM, unencrypted); stored sealed")
+
+
+# -- tokens and the audit trail (issue 15) -----------------------------------------
+
+#: ``since``: a duration ago (1h, 7d) or epoch seconds.
+SINCE_PATTERN = r"^(\s*0*[1-9]\d{0,11}(\.\d{1,6})?\s*[smhdw]\s*|\d{1,12}(\.\d{1,6})?)$"
+
+
+class TokenCreate(_Body):
+    role: str = Field(description="admin, deployer or viewer", json_schema_extra={"enum": ["admin", "deployer", "viewer"]})
+    name: str = Field(description="who or what holds it (shown in the audit trail)", examples=["ci"],
+                      json_schema_extra={"pattern": NAME_PATTERN})
+    app: str | None = Field(None, description="scope: only this app", json_schema_extra={"pattern": NAME})
+    team: str | None = Field(None, description="scope: only this team's apps", json_schema_extra={"pattern": NAME})
+    expires: str | None = Field(None, description="lifetime, e.g. 12h, 30d, 2w (default: never)",
+                                json_schema_extra={"pattern": DURATION_PATTERN})
+
+
+class JoinTokenCreate(_Body):
+    role: str = Field("agent", description="agent or router", json_schema_extra={"enum": ["agent", "router"]})
+    expires: str | None = Field(None, description="lifetime, e.g. 1h (default: never)",
+                                json_schema_extra={"pattern": DURATION_PATTERN})
+
+
+class TokenView(BaseModel):
+    id: str
+    name: str
+    role: str
+    scope_app: str | None = None
+    scope_team: str | None = None
+    host: str | None = None
+    created_at: float
+    created_by: str
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+
+class NewToken(TokenView):
+    token: str = Field(description="the credential: shown this once, never stored in clear")
+
+
+class WhoAmI(BaseModel):
+    name: str
+    role: str
+    scope_app: str | None = None
+    scope_team: str | None = None
+    host: str | None = None
+    token_id: str | None = None
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: float
+    actor: str
+    role: str
+    action: str
+    app: str | None = None
+    target: str
+    origin: str
+    status: int
+    outcome: str = Field(description="ok, denied (401, 403, 429) or failed")

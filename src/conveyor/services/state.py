@@ -13,7 +13,6 @@ the orchestrator is given the same start time.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -43,6 +42,9 @@ class RouterInfo:
 #: A router that long-polled within this many seconds counts as live (it re-polls at least
 #: every ``--poll-wait``, at most 60 s, and at once after each new table).
 ROUTER_LIVE_WINDOW = 70.0
+#: At most this many routers are registered at once (each needs its own router join token;
+#: the bound keeps the scraper's work finite whatever happens).
+MAX_ROUTERS = 64
 
 
 @dataclass(frozen=True)
@@ -88,26 +90,34 @@ class ControlPlane:
     started_at: float = field(init=False)
     #: web session id -> token, in SQL (survives a restart)
     sessions: SessionStore = field(init=False)
+    #: conveyor.services.auth.Authenticator (its failure limiter and token cache), made on first use
+    auth: Any = None
 
     def __post_init__(self) -> None:
         self.started_at = self.clock()
         self.sessions = SessionStore(self.engine, lambda: [self.settings.admin_token, *self.viewer_tokens])
 
-    def role_of(self, token: str) -> str | None:
-        if hmac.compare_digest(token.encode(), self.settings.admin_token.encode()):
-            return "admin"
-        if any(hmac.compare_digest(token.encode(), t.encode()) for t in self.viewer_tokens):
-            return "viewer"
-        return None
+    def saw_router(self, router_id: str, admin_url: str | None, version: int) -> bool:
+        """Record a router's poll; False when the registration is refused (too many routers).
 
-    def saw_router(self, router_id: str, admin_url: str | None, version: int) -> None:
+        Registrations expire: a router silent for ``ROUTER_LIVE_WINDOW`` is forgotten, so
+        neither the scraper nor ``deploy --wait`` keeps a dead one.
+        """
+        now = self.clock()
+        for rid, r in list(self.routers.items()):
+            if now - r.last_seen > ROUTER_LIVE_WINDOW:
+                del self.routers[rid]
         info = self.routers.get(router_id)
         if info is None:
-            self.routers[router_id] = RouterInfo(router_id, admin_url, version, self.clock())
+            if len(self.routers) >= MAX_ROUTERS:
+                log.warning("router %s not registered: %d routers are registered already", router_id, MAX_ROUTERS)
+                return False
+            self.routers[router_id] = RouterInfo(router_id, admin_url, version, now)
             self.notifier.poke("routers")
         else:
             info.admin_url = admin_url or info.admin_url
             if info.version != version:
                 self.notifier.poke("routers")  # someone may wait for this router to catch up
             info.version = version
-            info.last_seen = self.clock()
+            info.last_seen = now
+        return True

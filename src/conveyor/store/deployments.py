@@ -27,6 +27,15 @@ def row(conn: Connection, dep_id: int) -> dict[str, Any]:
     return dict(found)
 
 
+def app_of(conn: Connection, dep_id: int) -> str | None:
+    """The name of the app deployment ``dep_id`` belongs to (None: no such deployment): for scope checks."""
+    found = conn.execute(
+        select(apps.c.name).select_from(deployments.join(environments, deployments.c.env_id == environments.c.id)
+                                        .join(apps, environments.c.app_id == apps.c.id))
+        .where(deployments.c.id == dep_id)).first()
+    return found.name if found is not None else None
+
+
 def machine(r: dict[str, Any] | RowMapping) -> dm.Deployment:
     """A deployment row as the state machine sees it."""
     return dm.Deployment(

@@ -65,6 +65,14 @@ def load_by_host(conn: Connection) -> dict[str, int]:
     return out
 
 
+def hosts_of(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
+    """instance id → the host it is placed on, for the ids that exist."""
+    wanted = list(ids)
+    if not wanted:
+        return {}
+    return {r.id: r.host for r in conn.execute(select(instances.c.id, instances.c.host).where(instances.c.id.in_(wanted)))}
+
+
 def add(conn: Connection, iid: str, env_id: int, release: int, host: str, role: str, now: float) -> None:
     conn.execute(insert(instances).values(id=iid, env_id=env_id, release=release, host=host, role=role, created_at=now))
 

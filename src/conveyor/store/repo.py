@@ -106,6 +106,16 @@ def get_app(conn: Connection, name: str) -> RowMapping:
     return row
 
 
+def team_of(conn: Connection, name: str) -> str | None:
+    """The team of app ``name`` (None: no team, or no such app): what a team-scoped token is checked against."""
+    row = conn.execute(select(apps.c.team).where(apps.c.name == name)).first()
+    return row.team if row is not None else None
+
+
+def app_exists(conn: Connection, name: str) -> bool:
+    return conn.execute(select(apps.c.id).where(apps.c.name == name)).first() is not None
+
+
 def insert_if_absent(conn: Connection, table: Table, **values: Any) -> bool:
     """Insert a row unless it would violate a unique constraint; True when this call inserted it.
 

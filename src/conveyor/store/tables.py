@@ -218,6 +218,9 @@ web_sessions = Table(
     Column("id_hash", String(64), primary_key=True),
     Column("token_hash", String(64), nullable=False),
     Column("started_at", Float, nullable=False, index=True),
+    # The token sealed with a key stream derived from the session id (migration 0004): a scoped
+    # ``cvt_`` token cannot be found again from its hash, and the id is stored only as a hash.
+    Column("token_sealed", String(400), nullable=True),
 )
 
 # Leader leases between control-plane replicas sharing one database (repo.take_lease). Migration
@@ -280,4 +283,41 @@ acme_challenges = Table(
     Column("domain", String(253), ForeignKey("domains.name", ondelete="CASCADE"), nullable=False),
     Column("key_authorization", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+)
+
+# Scoped API credentials (store/tokens.py). The secret is never stored: ``secret_hash`` is the
+# SHA-256 of the token's random part (a 32-byte random value needs no slow hash), found by ``id``
+# (the token's public prefix) and compared in constant time. ``role``: admin | deployer | viewer
+# for people and scripts, agent | router for a host's join token (``host`` says which).
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("scope_app", String(40), nullable=True),
+    Column("scope_team", String(40), nullable=True),
+    Column("host", String(100), nullable=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(100), nullable=False, default=""),
+    Column("expires_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+)
+
+# Every mutating call (store/audit.py): who, what, on what, from where, with what outcome. The API
+# has no way to change or delete a row (append-only); ``app`` is set when the target is an app's.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", Float, nullable=False, index=True),
+    Column("actor", String(100), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("action", String(200), nullable=False),
+    Column("app", String(40), nullable=True, index=True),
+    Column("target", String(300), nullable=False, default=""),
+    Column("origin", String(100), nullable=False, default=""),
+    Column("status", Integer, nullable=False),
+    Column("outcome", String(16), nullable=False),
 )

@@ -6,18 +6,25 @@ small daily cruelty. Why hashes: a session id is a bearer credential and the
 token behind it more so; the table keeps SHA-256 of both, so a copy of the
 database signs nobody in. The token's hash is resolved against the tokens the
 server accepts *now*, so changing the admin token or dropping a viewer token
-ends the sessions made with it.
+ends the sessions made with it. A scoped token (``cvt_…``, kept by the control
+plane as a hash of its secret only) cannot be found from its hash: the row also
+holds the token *sealed* with a key stream derived from the session id (HMAC-SHA256
+in counter mode), which only the browser holding the cookie can open; whoever
+resolves the token then checks it is still valid (not revoked, not expired).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 import time
 from collections.abc import Callable, Iterable
 
 from sqlalchemy import Engine, delete, func, insert, select
 
+from conveyor.domain.access import TOKEN_PREFIX  # scoped tokens: the only ones opened from a sealed copy
 from conveyor.store.tables import web_sessions
 
 #: A session lasts this long after sign-in, then the browser must sign in again.
@@ -30,6 +37,30 @@ _CACHE_MAX = 4096
 
 def _sha(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _keystream(sid: str, n: int) -> bytes:
+    out = b""
+    counter = 0
+    while len(out) < n:
+        out += hmac.new(sid.encode(), b"conveyor-session-seal:%d" % counter, "sha256").digest()
+        counter += 1
+    return out[:n]
+
+
+def seal(sid: str, token: str) -> str:
+    """``token`` encrypted under the session id (a 32-byte random secret stored only as a hash)."""
+    data = token.encode()
+    return base64.urlsafe_b64encode(bytes(a ^ b for a, b in zip(data, _keystream(sid, len(data)), strict=True))).decode()
+
+
+def unseal(sid: str, sealed: str) -> str | None:
+    """The token :func:`seal` sealed under ``sid``; None when it does not decode."""
+    try:
+        data = base64.urlsafe_b64decode(sealed.encode())
+        return bytes(a ^ b for a, b in zip(data, _keystream(sid, len(data)), strict=True)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 class SessionStore:
@@ -55,7 +86,8 @@ class SessionStore:
                 oldest = select(web_sessions.c.id_hash).order_by(web_sessions.c.started_at).limit(max(1, self.max_sessions // 10))
                 conn.execute(delete(web_sessions).where(web_sessions.c.id_hash.in_(oldest.scalar_subquery())))
                 self._cache.clear()
-            conn.execute(insert(web_sessions).values(id_hash=_sha(sid), token_hash=_sha(token), started_at=now))
+            conn.execute(insert(web_sessions).values(id_hash=_sha(sid), token_hash=_sha(token), started_at=now,
+                                                     token_sealed=seal(sid, token) if len(token) <= 290 else None))
         self._remember(sid, token, now)
         return sid
 
@@ -67,11 +99,15 @@ class SessionStore:
         if cached is None:
             with self.engine.connect() as conn:
                 row = conn.execute(
-                    select(web_sessions.c.token_hash, web_sessions.c.started_at).where(web_sessions.c.id_hash == _sha(sid))
+                    select(web_sessions.c.token_hash, web_sessions.c.started_at, web_sessions.c.token_sealed)
+                    .where(web_sessions.c.id_hash == _sha(sid))
                 ).first()
             if row is None:
                 return None
             token = next((t for t in self.tokens() if t and _sha(t) == row.token_hash), None)
+            if token is None and row.token_sealed and (opened := unseal(sid, row.token_sealed)) is not None:
+                # a scoped token: its validity (revoked? expired?) is checked wherever it is resolved
+                token = opened if opened.startswith(TOKEN_PREFIX) and _sha(opened) == row.token_hash else None
             if token is None:
                 return None
             cached = (token, row.started_at)

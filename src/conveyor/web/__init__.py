@@ -4,7 +4,7 @@
 an API route (``conveyor.api.twins`` or the core API); both call the same
 service (``conveyor.services.views`` and the others), and this package imports
 nothing from ``conveyor.api``. Page families:
-``session`` (sign-in), ``overview`` (overview, hosts, audit), ``app_pages``
+``session`` (sign-in), ``overview`` (overview, hosts, audit), ``calls_page`` (the audit trail), ``app_pages``
 (an app and its buttons), ``deploy_pages`` (the live deployment), ``build_pages``
 (builds, images, logs), ``insights`` (metrics, DORA).
 """
@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from conveyor.web import app_pages, build_pages, deploy_pages, insights, overview, session
+from conveyor.web import app_pages, build_pages, calls_page, deploy_pages, insights, overview, session
 from conveyor.web.render import static_router
 
 router = APIRouter(include_in_schema=False)
-for _module in (session, overview, app_pages, deploy_pages, build_pages, insights):
+for _module in (session, overview, calls_page, app_pages, deploy_pages, build_pages, insights):
     router.include_router(_module.router)
 router.include_router(static_router)
 

@@ -20,10 +20,13 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from conveyor.services import auth
 from conveyor.services.auth import (
     SESSION_COOKIE,
     SESSION_MAX_AGE,
+    Forbidden,
     Principal,
+    SignInRefused,
     constant_time_equal,
     csrf_token_for,
     principal_for,
@@ -65,7 +68,7 @@ def current_user(request: Request) -> Principal | None:
     sid = request.cookies.get(SESSION_COOKIE)
     token = cp.sessions.get(sid)
     user = principal_for(cp, token, request.client.host if request.client else "") if token else None
-    if sid is None or user is None:
+    if sid is None or user is None or not user.is_person:
         return None
     request.state.web_user = user
     request.state.web_csrf = csrf_token_for(cp, sid)
@@ -87,6 +90,10 @@ def form_writer(request: Request, user: Annotated[Principal, Depends(page_user)]
         raise PageError(403, "the form's CSRF token is missing or stale: reload the page and submit again")
     if not user.can_write:
         raise PageError(403, "you are signed in as a viewer: viewers can look but not deploy")
+    try:
+        request.state.audit_app = auth.write_check(_cp(request), user, app=request.path_params.get("app"))
+    except Forbidden as exc:
+        raise PageError(403, str(exc)) from None
     return user
 
 
@@ -141,8 +148,14 @@ def login_submit(request: Request, token: Annotated[str, Form()] = "", csrf: Ann
     token = token.strip()
     if not token:
         return _login_form(request, next, "paste a token: the admin token `conveyor up` printed, or a viewer token", 422)
-    if cp.role_of(token) is None:
-        return _login_form(request, next, "that token is not valid here: check for a typo, or ask an admin", 401)
+    try:  # rate-limited and logged per address, like the API's bearer tokens
+        who = auth.authenticate(cp, token, request.client.host if request.client else "")
+    except SignInRefused as exc:
+        if exc.status == 429:
+            return _login_form(request, next, exc.message, 429)
+        return _login_form(request, next, f"that token is not valid here ({exc.message}): check for a typo, or ask an admin", 401)
+    if not who.is_person:
+        return _login_form(request, next, "that is a host's join token: sign in with a person's token", 401)
     return _start_session(request, token, next)
 
 

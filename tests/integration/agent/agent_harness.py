@@ -127,6 +127,13 @@ class World:
     def data_dir(self) -> Path:
         return self.tmp / "agent-data"
 
+    @property
+    def sandboxed(self) -> bool:
+        """Whether this host runs instances in bubblewrap (root, bwrap and setpriv present)."""
+        from conveyor.agent.sandbox import sandbox_warning
+
+        return sandbox_warning() is None
+
     def spec(self, instance_id: str, image: str = HELLO, command: str = "python app.py", health: str = "/healthz", **kw: Any) -> DesiredInstance:
         env = {"CONVEYOR_TEST_MARKER": self.marker, **kw.pop("environment", {})}
         return DesiredInstance(

@@ -117,7 +117,10 @@ async def test_queue_limits_concurrency_streams_logs_and_never_blocks_the_loop(t
 
 
 async def test_queue_reports_failures_and_cancels(tmp_path: Path) -> None:
-    queue = BuildQueue(1, store_root=tmp_path / "store", cache_dir=tmp_path / "cache", log_dir=tmp_path / "logs")
+    # Unsandboxed: the build command writes its pid where the test reads it (a sandboxed one could not,
+    # and its pid is its namespace's); test_build_sandbox.py checks what the sandbox stops.
+    queue = BuildQueue(1, store_root=tmp_path / "store", cache_dir=tmp_path / "cache", log_dir=tmp_path / "logs",
+                       sandbox=False)
     marker = tmp_path / "child.pid"
     slow = write_app(tmp_path / "slow", build=f"echo $$ > {marker}; sleep 60")
     broken = write_app(tmp_path / "broken", build="exit 9")

@@ -101,8 +101,9 @@ def cp() -> Iterator[StubControlPlane]:
         s.stop()
 
 
-def _version(r: Router) -> int:
-    return int(json.loads(http_get(r.admin_port, "/table")[2])["version"])
+def _version(r: Router, token: str = TOKEN) -> int:
+    """The table version in force (``/table`` needs the router's own token)."""
+    return int(json.loads(http_get(r.admin_port, "/table", headers={"Authorization": f"Bearer {token}"})[2])["version"])
 
 
 def _follow(router: Callable[..., Router], cp: StubControlPlane, state: Path, *extra: str) -> Router:
@@ -222,17 +223,28 @@ def test_bad_token_is_reported_and_router_keeps_serving(cp: StubControlPlane, ba
     cp.publish(make_table(4, [(1, 100, [a])]))
     r = router(None, "--control-plane", cp.url, "--token", "wrong", "--state-file", str(state))
     wait_until(lambda: "token" in json.loads(http_get(r.admin_port, "/healthz")[2])["control_plane"]["last_error"], what="token error")
-    assert _version(r) == 3
+    assert _version(r, "wrong") == 3
     assert http_get(r.port, "/")[0] == 200
 
 
 def test_corrupt_state_file_is_ignored_with_a_warning(backend: Callable[..., Backend], router: Callable[..., Router], tmp_path: Path) -> None:
     state = tmp_path / "state.json"
     state.write_text("{not json")
-    r = router(None, "--state-file", str(state))
+    r = router(None, "--state-file", str(state), "--token", TOKEN)
     assert _version(r) == 0
     assert "ignoring the saved table" in r.stderr() or wait_until(lambda: "ignoring the saved table" in r.stderr(), what="warning")
     assert state.read_text() == "{not json"  # left for a human to look at
+
+
+def test_the_table_needs_the_routers_own_token(router: Callable[..., Router]) -> None:
+    r = router(make_table(1, []), "--token", TOKEN)
+    assert http_get(r.admin_port, "/table")[0] == 401
+    assert http_get(r.admin_port, "/table", headers={"Authorization": "Bearer s3creT"})[0] == 401
+    assert _version(r) == 1
+    bare = router(make_table(1, []))  # no token: no /table at all
+    status, _, body = http_get(bare.admin_port, "/table")
+    assert status == 403 and b"needs a credential" in body
+    assert http_get(bare.admin_port, "/metrics.json")[0] == 200  # the scraper's endpoint stays open
 
 
 def test_sigterm_finishes_in_flight_then_exits_0(backend: Callable[..., Backend], router: Callable[..., Router]) -> None:

@@ -54,6 +54,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 EXCLUDED = {
     # the report's "host" must equal the URL's {host}: a rule between two fields JSON Schema cannot state
     ("PUT", "/api/v1/agents/{host}/status", GenerationMode.POSITIVE): [positive_data_acceptance],
+    # a token is scoped to an app or a team, not both, and an admin token to neither: rules between fields
+    ("POST", "/api/v1/tokens", GenerationMode.POSITIVE): [positive_data_acceptance],
 }
 
 

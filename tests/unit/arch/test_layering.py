@@ -34,14 +34,15 @@ LAYERS: dict[str, set[str]] = {
     "web": {"config", "domain", "services"},
     "services": {"analysis", "build", "config", "deploy", "domain", "logfile", "store"},
     "deploy": {"analysis", "build", "domain", "store"},
-    "agent": {"build", "domain", "logfile"},  # logfile: the agent's capped logs, shared with services/logs
+    "agent": {"build", "domain", "logfile", "sandbox"},  # logfile: the agent's capped logs, shared with services/logs
     "router": {"domain"},
-    "build": {"domain"},
+    "build": {"domain", "sandbox"},  # sandbox: a build's own commands run in bubblewrap, like instances
     "analysis": {"domain"},
     "store": {"domain"},
     "domain": set(),
-    "config": {"logfile"},  # log_max_bytes defaults to logfile.default_max_bytes
+    "config": {"domain", "logfile"},  # logfile: log_max_bytes's default; domain.access: the admin token's shape
     "logfile": set(),  # stdlib only: run by the agent as each instance's log writer
+    "sandbox": set(),  # stdlib only: bubblewrap for app instances (agent) and build steps (build worker)
 }
 
 
