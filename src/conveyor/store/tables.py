@@ -220,7 +220,7 @@ web_sessions = Table(
     Column("started_at", Float, nullable=False, index=True),
     # The token sealed with a key stream derived from the session id (migration 0004): a scoped
     # ``cvt_`` token cannot be found again from its hash, and the id is stored only as a hash.
-    Column("token_sealed", String(400), nullable=True),
+    Column("token_sealed", Text, nullable=True),
 )
 
 # Leader leases between control-plane replicas sharing one database (repo.take_lease). Migration

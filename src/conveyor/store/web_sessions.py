@@ -8,8 +8,8 @@ database signs nobody in. The token's hash is resolved against the tokens the
 server accepts *now*, so changing the admin token or dropping a viewer token
 ends the sessions made with it. A scoped token (``cvt_…``, kept by the control
 plane as a hash of its secret only) cannot be found from its hash: the row also
-holds the token *sealed* with a key stream derived from the session id (HMAC-SHA256
-in counter mode), which only the browser holding the cookie can open; whoever
+holds the token *sealed* (Fernet: authenticated encryption from ``cryptography``) under a
+key derived from the session id, which only the browser holding the cookie can open; whoever
 resolves the token then checks it is still valid (not revoked, not expired).
 """
 
@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import secrets
 import time
 from collections.abc import Callable, Iterable
 
+from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Engine, delete, func, insert, select
 
 from conveyor.domain.access import TOKEN_PREFIX  # scoped tokens: the only ones opened from a sealed copy
@@ -39,27 +39,21 @@ def _sha(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def _keystream(sid: str, n: int) -> bytes:
-    out = b""
-    counter = 0
-    while len(out) < n:
-        out += hmac.new(sid.encode(), b"conveyor-session-seal:%d" % counter, "sha256").digest()
-        counter += 1
-    return out[:n]
+def _fernet(sid: str) -> Fernet:
+    """The session's own key: SHA-256 of the (32-byte random) session id, which the table never holds."""
+    return Fernet(base64.urlsafe_b64encode(hashlib.sha256(b"conveyor-session-seal:" + sid.encode()).digest()))
 
 
 def seal(sid: str, token: str) -> str:
-    """``token`` encrypted under the session id (a 32-byte random secret stored only as a hash)."""
-    data = token.encode()
-    return base64.urlsafe_b64encode(bytes(a ^ b for a, b in zip(data, _keystream(sid, len(data)), strict=True))).decode()
+    """``token`` encrypted and authenticated under the session id (stored only as a hash)."""
+    return _fernet(sid).encrypt(token.encode()).decode("ascii")
 
 
 def unseal(sid: str, sealed: str) -> str | None:
-    """The token :func:`seal` sealed under ``sid``; None when it does not decode."""
+    """The token :func:`seal` sealed under ``sid``; None when it does not open (another session's, altered)."""
     try:
-        data = base64.urlsafe_b64decode(sealed.encode())
-        return bytes(a ^ b for a, b in zip(data, _keystream(sid, len(data)), strict=True)).decode()
-    except (ValueError, UnicodeDecodeError):
+        return _fernet(sid).decrypt(sealed.encode("ascii")).decode()
+    except (InvalidToken, ValueError, UnicodeError):
         return None
 
 

@@ -48,7 +48,7 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_audit_log_at"), "audit_log", ["at"], unique=False)
     op.create_index(op.f("ix_audit_log_app"), "audit_log", ["app"], unique=False)
-    op.add_column("web_sessions", sa.Column("token_sealed", sa.String(length=400), nullable=True))
+    op.add_column("web_sessions", sa.Column("token_sealed", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:

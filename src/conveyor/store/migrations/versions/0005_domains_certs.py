@@ -1,7 +1,7 @@
 """domains and their certificates
 
 Revision ID: 0005
-Revises: 0003 (the lead re-chains it after 0004 at merge)
+Revises: 0004
 Create Date: 2026-12-02 08:00:00
 """
 
