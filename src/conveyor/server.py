@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 
 from conveyor import __version__, web
 from conveyor.api.httpserver import HeadTimeoutProtocol
-from conveyor.api import apps, builds, dataplane, deployments, dora, logs, metrics, prometheus, twins
+from conveyor.api import apps, builds, config, dataplane, deployments, dora, logs, metrics, processes, prometheus, runs, twins
 from conveyor.build.store import ArtifactStore
 from conveyor.config import ServerSettings
 from conveyor.deploy.orchestrator import Orchestrator
@@ -84,7 +84,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         redoc_url=None,
     )
     app.state.cp = cp
-    for module in (apps, deployments, dataplane, logs, builds, dora, twins, metrics):
+    for module in (apps, deployments, dataplane, logs, builds, dora, twins, metrics, config, processes, runs):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(prometheus.router)
     web.install(app)  # the web UI's pages, at /

@@ -65,6 +65,7 @@ def build_env(
     }
     env.update(image_env)
     env.update(spec.environment)
+    env.update(spec.secrets)
     tail = env.get("PATH")
     path_parts = [search[0], *(tail.split(":") if tail else search[1:])]
     seen: set[str] = set()

@@ -106,6 +106,7 @@ def get_image_manifest(digest: str, cp: CP, _p: Reader) -> Response:
 
 
 @router.get("/blobs/{digest}", summary="A layer archive by digest")
-def get_blob(digest: str, cp: CP, _p: Reader) -> Response:
+def get_blob(digest: str, cp: CP, _p: Writer) -> Response:
+    # Writer (the agents' token), not Reader: the app layer holds conveyor.toml, [env.X] vars included.
     _checked(cp, digest, manifest=False)
     return FileResponse(cp.artifacts.blob_path(digest), media_type="application/octet-stream")

@@ -23,7 +23,7 @@ router = APIRouter(tags=["deployments"])
 @router.post("/apps/{app}/deployments", status_code=201, response_model=Deployment, summary="Deploy an image")
 def create_deployment(app: str, body: DeployRequest, cp: CP, p: Writer) -> Deployment:
     dep_id = deployments.deploy(cp, app, body.env, body.image, from_env=body.from_env, strategy=body.strategy,
-                                actor=p.name, origin=p.origin)
+                                actor=p.name, origin=p.origin, skip_release_phase=body.skip_release_phase)
     return deployments.read(cp, dep_id)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from conveyor.deploy.documents import desired_state, routing_table
 from conveyor.domain.healing import HOST_LOST_AFTER
 from conveyor.domain.wire import AgentStatus, DesiredState, RoutingTable
+from conveyor.services import config
 from conveyor.services.schemas import RoutersView, RouterView
 from conveyor.services.state import ControlPlane, router_sync
 from conveyor.store import hosts, instances
@@ -45,7 +46,7 @@ def routing(cp: ControlPlane) -> RoutingTable:
 
 
 def desired(cp: ControlPlane, host: str) -> DesiredState:
-    return desired_state(cp.engine, host)
+    return desired_state(cp.engine, host, lambda cfg: config.secret_environment(cp, cfg))
 
 
 def routers(cp: ControlPlane) -> RoutersView:

@@ -64,6 +64,7 @@ class DeployRequest(_Body):
     strategy: Literal["bluegreen", "rolling", "canary"] | None = Field(
         None, description="override the manifest's strategy for this deployment"
     )
+    skip_release_phase: bool = Field(False, description="do not run [release] command for this deployment (audited)")
 
 
 class CommandRequest(_Body):
@@ -95,6 +96,7 @@ class Deployment(BaseModel):
     started_at: float | None
     finished_at: float | None
     verdicts: list[dict[str, Any]] = Field(default_factory=list)
+    release_output: str | None = Field(None, description="the output of the release's [release] command, if it ran")
 
 
 class InstanceView(BaseModel):
@@ -163,3 +165,66 @@ class RoutersView(BaseModel):
     table_version: int = Field(description="the control plane's current routing table version")
     synced: bool = Field(description="every live router holds the current table")
     routers: list[RouterView]
+
+
+#: A config var's name: what an environment variable may be called (``services/config.check_var`` says
+#: what to fix, and refuses the names Conveyor sets itself: PORT, HOST, CONVEYOR_*).
+CONFIG_KEY = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
+#: A value an environment variable can hold: no NUL byte (at most 32 kB, checked in bytes by the service).
+CONFIG_VALUE = r"^[^\x00]*$"
+
+
+class ConfigSet(_Body):
+    env: str = Field("production", description="the environment (created if new)", json_schema_extra={"pattern": ENV})
+    values: dict[str, str] = Field(
+        description="KEY → VALUE; a secret's value is sealed at once and never returned",
+        json_schema_extra={"minProperties": 1, "propertyNames": {"pattern": CONFIG_KEY},
+                           "additionalProperties": {"type": "string", "pattern": CONFIG_VALUE}},
+    )
+    secret: bool = Field(False, description="seal the values: they can be replaced, never read back")
+    deploy: bool = Field(True, description="ship the change now as a new release; false: stage it for the next deploy")
+
+
+class ConfigUnset(_Body):
+    env: str = Field("production", json_schema_extra={"pattern": ENV})
+    keys: list[str] = Field(description="the names to remove (each must be set)",
+                            json_schema_extra={"minItems": 1, "items": {"type": "string", "pattern": CONFIG_KEY}})
+    deploy: bool = True
+
+
+class ScaleRequest(_Body):
+    env: str = Field("production", json_schema_extra={"pattern": ENV})
+    counts: list[str] = Field(description='TYPE=COUNT pairs, e.g. ["web=3", "worker=2"]',
+                              json_schema_extra={"minItems": 1})
+
+
+class RestartRequest(_Body):
+    env: str = Field("production", json_schema_extra={"pattern": ENV})
+    process: str | None = Field(None, description="one process type (default: every one)")
+
+
+class RunRequest(_Body):
+    env: str = Field("production", json_schema_extra={"pattern": ENV})
+    command: str = Field(description="a shell command line, run in the current release's image and config",
+                         json_schema_extra={"pattern": r"\S"})
+
+
+class ConfigChange(BaseModel):
+    """What a config change did: the keys (never values) and the release that ships it, if any."""
+
+    app: str
+    env: str
+    set: list[str]
+    unset: list[str]
+    deployment: int | None = Field(None, description="the deployment shipping the change (None: staged)")
+    release: int | None = None
+    staged: bool = Field(description="true: applies at the next deploy (--no-deploy, or nothing deployed yet)")
+
+
+class ConfigVar(BaseModel):
+    key: str
+    secret: bool
+    source: Literal["set", "manifest"]
+    value: str | None = Field(None, description="null for a secret (never returned) or for a token that may only read")
+    updated_at: float | None = None
+    updated_by: str = ""

@@ -44,14 +44,14 @@ def serving(conn: Connection, env_id: int) -> list[Row]:  # type: ignore[type-ar
     )
 
 
-def active_ids(conn: Connection, env_id: int, release: int, role: str) -> list[str]:
-    """Ids of the release's instances of ``role`` that are not draining, newest first."""
+def active_ids(conn: Connection, env_id: int, release: int, role: str, process: str = "web") -> list[str]:
+    """Ids of the release's instances of ``role`` (and process type) that are not draining, newest first."""
     return [
         r.id
         for r in conn.execute(
             select(instances.c.id).where(
                 instances.c.env_id == env_id, instances.c.release == release, instances.c.role == role,
-                instances.c.draining_since.is_(None),
+                instances.c.process == process, instances.c.draining_since.is_(None),
             ).order_by(instances.c.created_at.desc())
         ).all()
     ]
@@ -65,8 +65,10 @@ def load_by_host(conn: Connection) -> dict[str, int]:
     return out
 
 
-def add(conn: Connection, iid: str, env_id: int, release: int, host: str, role: str, now: float) -> None:
-    conn.execute(insert(instances).values(id=iid, env_id=env_id, release=release, host=host, role=role, created_at=now))
+def add(conn: Connection, iid: str, env_id: int, release: int, host: str, role: str, now: float,
+        process: str = "web", command: str | None = None) -> None:
+    conn.execute(insert(instances).values(id=iid, env_id=env_id, release=release, host=host, role=role, created_at=now,
+                                          process=process, command=command))
 
 
 def _of_release(env_id: int, release: int, role: str | None) -> ColumnElement[bool]:
@@ -125,11 +127,12 @@ def delete_releases(conn: Connection, env_id: int, numbers: Iterable[int]) -> No
 
 
 def not_draining(conn: Connection) -> list[Row]:  # type: ignore[type-arg]
-    """(id, env_id, release, role) of every instance that is not draining: the routing table's candidates."""
+    """(id, env_id, release, role) of every web instance that is not draining: the routing table's
+    candidates (other process types are never routed)."""
     return list(
         conn.execute(
             select(instances.c.id, instances.c.env_id, instances.c.release, instances.c.role).where(
-                instances.c.draining_since.is_(None)
+                instances.c.draining_since.is_(None), instances.c.process == "web"
             )
         ).all()
     )
@@ -142,6 +145,8 @@ def desired_on(conn: Connection, host: str) -> list[Row]:  # type: ignore[type-a
             select(
                 instances.c.id,
                 instances.c.release,
+                instances.c.process,
+                instances.c.command,
                 environments.c.name.label("env"),
                 apps.c.name.label("app"),
                 releases.c.image_digest,
@@ -175,3 +180,13 @@ def owners(conn: Connection) -> dict[str, tuple[str, str, int, str]]:
             )
         )
     }
+
+
+def get(conn: Connection, iid: str) -> RowMapping | None:
+    return conn.execute(select(instances).where(instances.c.id == iid)).mappings().first()
+
+
+def runs_before(conn: Connection, cutoff: float) -> list[str]:
+    """Ids of one-off runs (`conveyor run`) started before ``cutoff``: past the longest timeout."""
+    return [r.id for r in conn.execute(select(instances.c.id).where(instances.c.process == "run",
+                                                                    instances.c.created_at < cutoff))]
