@@ -168,3 +168,86 @@ def test_config_set_bad_input_changes_nothing(shared_platform: Platform) -> None
     assert _cli(p, "config", "list", "plain", "--json").returncode == 3  # no environment was created
     res = _cli(p, "config", "set", "nope", "A=1")
     assert res.returncode == 3 and "conveyor apps create nope" in res.stderr
+
+
+GREETER_PY = '''
+import os, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+if os.environ.get("CRASH"):  # a bad config: serves, then dies (a crash loop once live)
+    threading.Timer(3.0, lambda: os._exit(7)).start()
+
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = ("greeting=%s crash=%s\\n" % (os.environ.get("GREETING", "-"), os.environ.get("CRASH", "-"))).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), H).serve_forever()
+'''
+
+CANARY_MANIFEST = '''
+[app]
+name = "greeter"
+
+[run]
+web = "python app.py"
+
+[health]
+path = "/healthz"
+interval = "200ms"
+
+[deploy]
+strategy = "canary"
+steps = [{weight = 25, for = "60s"}, {weight = 50, for = "60s"}]
+bake = "1s"
+drain_timeout = "1s"
+ready_timeout = "20s"
+
+[env.production]
+instances = 2
+'''
+
+
+def test_an_automatic_rollback_of_a_config_release_restores_the_previous_config(shared_platform: Platform) -> None:
+    """A config change whose release crash-loops is rolled back by the platform, not by a person: the
+    instances serving afterwards see the previous values, and so does the next deploy (the set vars
+    went back with the release, so the bad value is not shipped again)."""
+    p = shared_platform
+    host = "greeter.localhost"
+    p.cli("apps", "create", "greeter", check=True)
+    src = p.app_copy("greeter", "v1", app__py=GREETER_PY, conveyor__toml=CANARY_MANIFEST)
+    first = p.deploy("greeter", src)
+    assert first["state"] == "succeeded", first
+    image = first["image"]
+    # release 2: GREETING=old, shipped blue/green (a canary without traffic would wait for it)
+    assert _json(_cli(p, "config", "set", "greeter", "GREETING=old", "--no-deploy", "--json"))["staged"]
+    assert p.deploy_image("greeter", image, "--strategy", "bluegreen")["state"] == "succeeded"
+    p.served(host, "greeting=old crash=-\n")
+
+    # release 3: GREETING=new and CRASH=1, a canary that crash-loops once live: rolled back automatically
+    res = _cli(p, "config", "set", "greeter", "GREETING=new", "CRASH=1", "--wait", "--json")
+    dep = json.loads(res.stdout)
+    assert res.returncode == 1 and dep["state"] == "rolled_back" and dep["release"] == 3, (res.returncode, dep)
+    assert "crash loop" in dep["reason"], dep["reason"]
+
+    # the instances serving now run with release 2's config, and every request sees it
+    for _ in range(20):
+        p.served(host, "greeting=old crash=-\n")
+    # the set vars are release 2's again: GREETING back to old, CRASH gone (names only in the event)
+    listed = {v["key"]: v for v in _json(_cli(p, "config", "list", "greeter", "--json"))}
+    assert set(listed) == {"GREETING"} and listed["GREETING"]["value"] == "old", listed
+    restored = [e for e in p.api.get("/events?limit=500").json() if e["kind"] == "config_restored" and e["app"] == "greeter"]
+    assert len(restored) == 1 and restored[0]["data"]["keys"] == ["CRASH", "GREETING"], restored
+
+    # the next deploy ships release 2's config, not the one that failed: new instances see the old values
+    again = p.deploy_image("greeter", image, "--strategy", "bluegreen")
+    assert again["state"] == "succeeded" and again["release"] == 4, again
+    p.served(host, "greeting=old crash=-\n")
+    cfg = next(r for r in p.api.get("/apps/greeter/releases").json() if r["number"] == 4)["config"]
+    assert cfg["env_keys"].count("GREETING") == 1 and "CRASH" not in cfg["env_keys"], cfg

@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Engine
 
 from conveyor.deploy.notify import Notifier
 from conveyor.domain import deploy_machine as dm
+from conveyor.domain import config_vars as config_vars_rules
 from conveyor.domain import healing, processes
 from conveyor.domain.manifest import DEFAULT_BAKE, DEFAULT_DRAIN_TIMEOUT
 from conveyor.domain.placement import place
@@ -310,7 +311,31 @@ class Orchestrator:
         if result.state in ("failed", "rolled_back") and dep.kind == "deploy":
             repo.set_release_status(conn, env_id, dep.to_release,
                                     "failed" if result.state == "failed" else "rolled_back", retired_at=now)
+            self._restore_config(conn, env_id, app, env, dep, result.state, now)
         return touched
+
+    def _restore_config(self, conn: Connection, env_id: int, app: str, env: str, dep: dm.Deployment, outcome: str,
+                        now: float) -> None:
+        """The environment went back to ``dep.from_release``: so do its set config vars (``domain/config_vars``),
+        or the next deploy would ship the failed release's values again. Keys only in the event."""
+        if dep.from_release is None:
+            return  # a first release that failed: nothing to go back to; the set vars stay for the next try
+        failed = repo.get_release(conn, env_id, dep.to_release)["config"] or {}
+        previous = repo.get_release(conn, env_id, dep.from_release)["config"] or {}
+        if "vars" not in failed or "vars" not in previous:
+            return  # releases made before config vars existed carry no snapshot
+        rows, changed = config_vars_rules.revert(config_vars.snapshot(conn, env_id), list(failed["vars"]),
+                                                 list(previous["vars"]))
+        if not changed:
+            return
+        config_vars.replace_all(conn, env_id, rows, "conveyor", now)
+        repo.record_event(
+            conn, "config_restored",
+            f"config of {app}/{env}: {', '.join(changed)} back to release {dep.from_release}'s "
+            f"(release {dep.to_release} {outcome.replace('_', ' ')})",
+            app=app, env=env, actor="conveyor",
+            data={"deployment": dep.id, "release": dep.from_release, "from_release": dep.to_release, "keys": changed},
+        )
 
     def _ensure(self, conn: Connection, env_id: int, app: str, env: str, release: int, count: int, role: str,
                 process: str = "web") -> bool:
