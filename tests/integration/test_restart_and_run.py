@@ -1,13 +1,19 @@
-"""`conveyor restart` (rolling, no new release, no failed request under load) and `conveyor run`'s
-bad input, with real processes through the router."""
+"""`conveyor restart` (rolling, no new release, no failed request under load), `conveyor run`'s
+Ctrl-C (forwarded as SIGINT; twice stops it) and its bad input, with real processes through the router."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import threading
 import time
+from typing import IO
 
 import pytest
 
-from cvy_platform import Platform
+from conveyor_up import ProcessDied
+from cvy_platform import Platform, wait_for
 from test_walking_skeleton import TrafficLoop
 
 pytestmark = pytest.mark.integration
@@ -51,3 +57,95 @@ def test_run_bad_input(shared_platform: Platform) -> None:
     res = p.cli("run", "empty", "--timeout", "soon", "--", "echo")
     assert res.returncode == 2 and "--timeout" in res.stderr
     assert not [e for e in p.api.get("/events", params={"app": "empty"}).json() if e["kind"] == "run_started"]
+
+
+#: A management command that cleans up on Ctrl-C (KeyboardInterrupt) and says so, or ignores it.
+CLEANS_UP = """
+import signal, sys, time
+if sys.argv[1] == "ignore":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+print("ready", flush=True)
+try:
+    time.sleep(120)
+except KeyboardInterrupt:
+    print("interrupted: cleaning up", flush=True)
+    sys.exit(3)
+"""
+
+
+class Follow:
+    """`conveyor run` as a terminal would run it: its stdout and stderr read line by line as they arrive."""
+
+    def __init__(self, p: Platform, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "conveyor", "run", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=p.env, cwd=p.root)
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self.readers = [threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True),
+                        threading.Thread(target=self._read, args=(self.proc.stderr, self.errors), daemon=True)]
+        for t in self.readers:
+            t.start()
+
+    @staticmethod
+    def _read(stream: IO[str] | None, into: list[str]) -> None:
+        assert stream is not None
+        for line in stream:
+            into.append(line.rstrip("\n"))
+
+    def ready(self) -> bool:
+        """The command printed its first line (fails at once, with what it said, if the CLI has exited)."""
+        if self.proc.poll() is not None:
+            for t in self.readers:
+                t.join(5)
+            raise ProcessDied(f"conveyor run exited {self.proc.returncode}: {self.lines} {self.errors}")
+        return "ready" in self.lines
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        try:
+            wait_for(self.ready, timeout, 0.05, "the command's first line")
+        except ProcessDied:
+            raise
+        except AssertionError as exc:
+            self.proc.kill()
+            raise AssertionError(f"{exc}; it printed {self.lines}, said {self.errors}") from None
+
+    def finish(self, timeout: float = 60) -> tuple[int, str]:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        for t in self.readers:
+            t.join(5)
+        return code, "\n".join(self.errors)
+
+
+def test_run_forwards_ctrl_c_and_a_second_one_stops_it(shared_platform: Platform) -> None:
+    p = shared_platform
+    p.cli("apps", "create", "ctrlc", check=True)
+    assert p.deploy("ctrlc", p.app_copy("ctrlc", "v1", cleanup__py=CLEANS_UP))["state"] == "succeeded"
+
+    # one Ctrl-C: the command gets SIGINT, cleans up, and its own exit code is ours
+    run = Follow(p, "ctrlc", "--", "python", "cleanup.py", "handle")
+    run.wait_ready()
+    run.proc.send_signal(signal.SIGINT)
+    code, err = run.finish()
+    assert code == 3 and run.lines == ["ready", "interrupted: cleaning up"], (code, run.lines, err)
+    assert "interrupt sent to the command" in err, err
+    events = p.api.get("/events", params={"app": "ctrlc"}).json()
+    assert [e["kind"] for e in events].count("run_interrupted") == 1
+
+    # a command that ignores SIGINT goes on; a second Ctrl-C stops it (SIGTERM) and the run is gone
+    run = Follow(p, "ctrlc", "--", "python", "cleanup.py", "ignore")
+    run.wait_ready()
+    run.proc.send_signal(signal.SIGINT)
+    wait_for(lambda: [e["kind"] for e in p.api.get("/events", params={"app": "ctrlc"}).json()].count("run_interrupted") == 2,
+             30, 0.05, "the second run's interrupt")
+    time.sleep(0.5)  # not a race: the assertion is that nothing happens (the command ignores SIGINT)
+    assert run.proc.poll() is None  # still following: the command ignored it
+    run.proc.send_signal(signal.SIGINT)
+    code, err = run.finish()
+    assert code == 130 and "stopped" in err and "cleaning up" not in run.lines, (code, run.lines, err)
+    stopped = [e for e in p.api.get("/events", params={"app": "ctrlc"}).json() if e["kind"] == "run_stopped"]
+    assert len(stopped) == 1 and "Ctrl-C twice" in stopped[0]["message"]
+    assert p.api.get(f"/runs/{stopped[0]['data']['run']}").status_code == 404

@@ -251,6 +251,9 @@ class Agent:
             sup = self.supervisors.get(spec.id)
             if sup is not None and sup.spec.withheld() and not spec.withheld() and same_spec(sup.spec, spec):
                 sup.spec = spec
+            if sup is not None and not sup.stopping and spec.interrupts > sup.spec.interrupts and same_spec(sup.spec, spec):
+                sup.spec = sup.spec.model_copy(update={"interrupts": spec.interrupts})
+                sup.interrupt()  # Ctrl-C of `conveyor run`, forwarded: the command decides what to do with it
         actual = {i: Actual(s.spec, s.stopping) for i, s in self.supervisors.items()}
         rejected: dict[str, str] = {}
         for action in plan(self.desired.instances, actual):

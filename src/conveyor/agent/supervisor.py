@@ -124,6 +124,13 @@ class Supervisor:
             self.process = None
             self._ctx.on_process()
 
+    def interrupt(self) -> None:
+        """Send SIGINT to the process group, as a terminal's Ctrl-C would (``conveyor run``); nothing else
+        changes: the process handles it (or dies of it) and its exit is reported as usual."""
+        if self.process is not None:
+            log.info("interrupting %s (SIGINT)", self.spec.id)
+            self.process.interrupt()
+
     # ------------------------------------------------------------------
 
     def _set(self, state: InstanceState, message: str | None = None) -> None:
@@ -156,7 +163,7 @@ class Supervisor:
                     image_failures = 0
                 code = await self._watch()
                 if self.spec.once:
-                    self._finish_once(code)
+                    await self._finish_once(code)
                     return
                 await self._after_exit(code)
             except asyncio.CancelledError:
@@ -265,18 +272,20 @@ class Supervisor:
             elif state == InstanceState.READY:
                 self._set(state, "")
 
-    def _finish_once(self, code: int | None) -> None:
-        """A run-once process ended: report EXITED with its code; it is not restarted."""
+    async def _finish_once(self, code: int | None) -> None:
+        """A run-once process ended: report EXITED with its code; it is not restarted. The exit note is
+        the log's last line (the command's output is all in before it): readers take it as the end."""
         assert self.process is not None
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)  # whatever it left behind
+        await self.process.output_written()
         self.process = None
         self.status.pid = None
         self.status.exit_code = code
         self._ctx.on_process()
         tail = tail_lines(self.log_path, lines=4, max_bytes=240)  # before our own line: the command's last words
-        with contextlib.suppress(OSError), open(self.log_path, "ab") as f:
-            f.write(f"--- conveyor agent: {self.spec.id} {describe_exit(code)}\n".encode())
+        with contextlib.suppress(OSError):
+            append_line(self.log_path, f"--- conveyor agent: {self.spec.id} {describe_exit(code)}", self._ctx.log_max_bytes)
         self._set(InstanceState.EXITED, describe_exit(code) + (f"; last output:\n{tail}" if tail else ""))
 
     async def _after_exit(self, code: int | None) -> None:

@@ -24,6 +24,11 @@ def run_output(run_id: str, cp: CP, _p: Writer, offset: int = Query(0, ge=0)) ->
     return runs.output(cp, run_id, offset)
 
 
+@router.post("/runs/{run_id}/interrupt", summary="Forward a Ctrl-C: the command gets SIGINT and goes on until it exits")
+def interrupt_run(run_id: str, cp: CP, p: Writer) -> dict[str, Any]:
+    return runs.interrupt(cp, run_id, actor=p.name, origin=p.origin)
+
+
 @router.delete("/runs/{run_id}", summary="Stop a run (its process gets SIGTERM)")
 def stop_run(run_id: str, cp: CP, p: Writer, reason: str = "stopped") -> dict[str, bool]:
     runs.stop(cp, run_id, reason[:100], actor=p.name, origin=p.origin)

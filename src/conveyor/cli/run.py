@@ -1,7 +1,8 @@
 """``conveyor run APP [--env ENV] [--timeout 1h] -- CMD…``: a one-off command in the current release.
 
-Thin over /apps/{app}/runs: start it, print its output as it arrives, stop it on Ctrl-C (exit 130)
-or at the timeout (exit 124, like timeout(1)), else exit with the command's own exit code.
+Thin over /apps/{app}/runs: start it, print its output as it arrives, and exit with the command's
+own exit code. Ctrl-C is forwarded (the command gets SIGINT, as in a terminal, and may clean up);
+a second Ctrl-C stops it (SIGTERM, exit 130), and so does the timeout (exit 124, like timeout(1)).
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ def _print_output(text: str) -> None:
     sys.stdout.flush()
 
 
+def exit_status(code: int | None) -> int:
+    """The command's exit code as a shell reports it: killed by signal N (the agent says -N) → 128+N."""
+    if code is None:
+        return 1
+    return 128 - code if code < 0 else code
+
+
 def register(app: typer.Typer) -> None:
     @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def run(
@@ -52,15 +60,15 @@ def register(app: typer.Typer) -> None:
                 o.err.print(f"Running {line!r} in release {started['release']} of {app_name}/{env} on {started['host']} ({run_id})")
                 deadline = time.monotonic() + limit
                 offset = 0
-                try:
-                    while True:
+                interrupted = False
+                while True:
+                    try:
                         out = api.get(f"/runs/{run_id}", params={"offset": offset})
                         _print_output(out["data"])
                         offset = out["next"]
                         if out["done"]:
                             api.request("DELETE", f"/runs/{run_id}", params={"reason": "done"})
-                            code = out["exit_code"]
-                            raise typer.Exit(int(code) if code is not None else 1)
+                            raise typer.Exit(exit_status(out["exit_code"]))
                         if out["state"] == "failed":
                             api.request("DELETE", f"/runs/{run_id}", params={"reason": "could not start"})
                             raise CliError(f"the command could not start: {out['message']}", ExitCode.FAILED)
@@ -70,9 +78,14 @@ def register(app: typer.Typer) -> None:
                             raise typer.Exit(124)
                         if not out["data"]:
                             time.sleep(POLL_S)
-                except KeyboardInterrupt:
-                    api.request("DELETE", f"/runs/{run_id}", params={"reason": "interrupted (Ctrl-C)"})
-                    o.err.print("interrupted: stopped")
-                    raise typer.Exit(130) from None
+                    except KeyboardInterrupt:
+                        if not interrupted:  # forwarded, as a terminal would: the command decides
+                            interrupted = True
+                            api.post(f"/runs/{run_id}/interrupt")
+                            o.err.print("interrupt sent to the command (SIGINT); Ctrl-C again to stop it")
+                            continue
+                        api.request("DELETE", f"/runs/{run_id}", params={"reason": "stopped (Ctrl-C twice)"})
+                        o.err.print("stopped")
+                        raise typer.Exit(130) from None
 
         run_body(body)

@@ -131,6 +131,11 @@ class DesiredInstance(_Wire):
     )
     health: HealthCheck = Field(default_factory=HealthCheck)
     once: bool = Field(False, description="run once and report EXITED with the exit code; never restarted (the release command)")
+    interrupts: int = Field(
+        0, ge=0, le=INT64_MAX,
+        description="times a one-off command was interrupted (Ctrl-C of `conveyor run`): the agent sends SIGINT "
+        "to its process group once per increment; not part of what the process is (no restart)",
+    )
 
     def withheld(self) -> bool:
         """Whether this spec came from the agent's state file without its secrets' values."""

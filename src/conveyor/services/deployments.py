@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from conveyor import logfile
 from conveyor.analysis import AnalysisConfigError, parse_analysis_config
 from conveyor.domain import deploy_machine as dm
 from conveyor.domain.manifest import ENV_NAME_RE, AppManifest, parse_manifest
@@ -264,12 +265,13 @@ def with_verdicts(conn: Connection, dep_id: int, logs_dir: Path | None = None) -
 
 
 def release_output(logs_dir: Path, app: str, env: str, release: int, limit: int = 64 * 1024) -> str | None:
-    """The release command's log (its instance is ``{app}-{env}-r{release}-release-{hex}``), last ``limit`` bytes."""
+    """The release command's log (its instance is ``{app}-{env}-r{release}-release-{hex}``): its last lines
+    (at most ``limit`` bytes read), as the command printed them, without the stored time stamps."""
     found = sorted(logs_dir.glob(f"{app}-{env}-r{release}-release-*.log"))
     if not found:
         return None
-    data = found[-1].read_bytes()
-    return data[-limit:].decode(errors="replace")
+    lines = logfile.SegmentedLog(found[-1]).tail(2000, max_bytes=limit)
+    return "".join(logfile.split_stamp(line)[1] + "\n" for line in lines)
 
 
 def read(cp: ControlPlane, dep_id: int) -> Deployment:

@@ -3,8 +3,10 @@
 A run is an instance row of process type ``run`` carrying its command: the host's agent runs it
 once (``DesiredInstance.once``: never restarted, never routed, reported EXITED with its exit code),
 with the release's environment and secrets, and ships its output like any instance's. The CLI
-follows it (``output`` by byte offset, then the exit code) and stops it on Ctrl-C or its timeout
-(``stop``: the row goes, the agent sends SIGTERM). Starting and stopping are in the audit log.
+follows it (``output`` by byte offset, then the exit code). Ctrl-C is forwarded (``interrupt``: the
+agent sends SIGINT, the command handles it and exits with its own code); a second Ctrl-C or the
+timeout stops it (``stop``: the row goes, the agent sends SIGTERM, then SIGKILL). Starting,
+interrupting and stopping are in the audit log.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from conveyor import logfile
 from conveyor.domain.placement import place
 from conveyor.services.state import ControlPlane
 from conveyor.store import hosts, instances, repo
@@ -21,6 +24,8 @@ from conveyor.store.repo import Conflict, NotFound
 MAX_TIMEOUT = 24 * 3600.0
 #: The agent's own lines in a log (start banner, exit note): not the command's output.
 AGENT_PREFIX = "--- conveyor agent: "
+#: Most bytes of output one poll returns.
+OUTPUT_CHUNK = 256 * 1024
 
 
 def start(cp: ControlPlane, app: str, env: str, command: str, actor: str = "", origin: str = "") -> dict[str, Any]:
@@ -54,18 +59,41 @@ def output(cp: ControlPlane, run_id: str, offset: int = 0) -> dict[str, Any]:
         if row is None or row["process"] != "run":
             raise NotFound(f"run {run_id!r} not found (it was stopped, or never existed)")
         _, st = hosts.instance_status_map(conn, cp.clock(), cp.started_at).get(run_id, (None, {}))
-    path = cp.settings.logs_dir / f"{run_id}.log"
-    data = b""
-    if path.exists():
-        with path.open("rb") as f:
-            f.seek(offset)
-            data = f.read(256 * 1024)
-    text = data.decode(errors="replace")
+    log = logfile.SegmentedLog(cp.settings.logs_dir / f"{run_id}.log", cp.settings.log_max_bytes)
+    start, data = log.read(offset, OUTPUT_CHUNK)
+    if b"\n" in data:
+        data = data[: data.rindex(b"\n") + 1]  # whole lines only: each starts with its stamp
+    elif len(data) < OUTPUT_CHUNK:
+        data = b""  # a line still being written: it comes whole next time
     state = st.get("state", "pending")
     exited = state == "exited"
-    done = exited and (AGENT_PREFIX + f"{run_id} ") in (path.read_text(errors="replace") if path.exists() else "")
+    done = exited and any(logfile.split_stamp(line)[1].startswith(AGENT_PREFIX + f"{run_id} ") for line in log.tail(3))
+    if done:  # the agent's exit note is in: what is left of a last line without a newline comes too
+        start, data = log.read(offset, OUTPUT_CHUNK)
     return {"id": run_id, "state": state, "exit_code": st.get("exit_code") if exited else None,
-            "message": st.get("message", ""), "data": text, "next": offset + len(data), "done": done}
+            "message": st.get("message", ""), "data": output_text(data), "next": start + len(data),
+            "done": done and start + len(data) >= log.end()}
+
+
+def output_text(data: bytes) -> str:
+    """Stored log lines as the command printed them: without the time stamp each line is stored with."""
+    return "".join(logfile.split_stamp(line)[1] for line in data.decode(errors="replace").splitlines(keepends=True))
+
+
+def interrupt(cp: ControlPlane, run_id: str, actor: str = "", origin: str = "") -> dict[str, Any]:
+    """Forward a Ctrl-C: the agent sends the command SIGINT (once per call) and it goes on running until it
+    exits by itself, as it would in a terminal. ``stop`` is the way to end it whatever it does."""
+    with cp.engine.begin() as conn:
+        row = instances.get(conn, run_id)
+        if row is None or row["process"] != "run":
+            raise NotFound(f"run {run_id!r} not found (it was stopped, or never existed)")
+        count = instances.interrupt(conn, run_id)
+        repo.bump_counter(conn, "desired")
+        app, env = repo.app_env_names(conn, row["env_id"])
+        repo.record_event(conn, "run_interrupted", f"run {run_id} interrupted (SIGINT) by {actor or 'someone'}",
+                          app=app, env=env, actor=actor, origin=origin, data={"run": run_id, "interrupts": count})
+    cp.notifier.poke("desired")
+    return {"id": run_id, "interrupts": count}
 
 
 def stop(cp: ControlPlane, run_id: str, reason: str, actor: str = "", origin: str = "") -> None:

@@ -147,6 +147,7 @@ def desired_on(conn: Connection, host: str) -> list[Row]:  # type: ignore[type-a
                 instances.c.release,
                 instances.c.process,
                 instances.c.command,
+                instances.c.interrupts,
                 environments.c.name.label("env"),
                 apps.c.name.label("app"),
                 releases.c.image_digest,
@@ -184,6 +185,13 @@ def owners(conn: Connection) -> dict[str, tuple[str, str, int, str]]:
 
 def get(conn: Connection, iid: str) -> RowMapping | None:
     return conn.execute(select(instances).where(instances.c.id == iid)).mappings().first()
+
+
+def interrupt(conn: Connection, iid: str) -> int:
+    """Count one more interrupt of instance ``iid`` (a one-off run); the new count, 0 if it is gone."""
+    conn.execute(update(instances).where(instances.c.id == iid).values(interrupts=instances.c.interrupts + 1))
+    row = conn.execute(select(instances.c.interrupts).where(instances.c.id == iid)).first()
+    return int(row.interrupts) if row is not None else 0
 
 
 def runs_before(conn: Connection, cutoff: float) -> list[str]:

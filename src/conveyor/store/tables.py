@@ -148,6 +148,9 @@ instances = Table(
     Column("process", String(40), nullable=False, default="web", server_default="web"),
     # A one-off command (`conveyor run`, process "run"): what it runs instead of a process type's.
     Column("command", Text, nullable=True),
+    # How many times that command was interrupted (Ctrl-C of `conveyor run`): the agent sends SIGINT
+    # to it once per increment (a count, not a flag, so the desired state stays declarative).
+    Column("interrupts", Integer, nullable=False, default=0, server_default="0"),
     Column("created_at", Float, nullable=False),
     # Set when the instance is to go: it leaves the routing table at once (the
     # router drains its in-flight requests) and the row, hence the process, is

@@ -52,3 +52,11 @@ def test_a_withheld_spec_is_the_same_spec_but_new_secret_names_are_not() -> None
     assert not same_spec(saved, other)
     assert plan([other], {"a": Actual(saved)}) == [Replace(other)]
     assert not same_spec(fresh, _spec(environment={"PLAIN": "2"}))
+
+
+def test_an_interrupt_count_is_not_part_of_the_spec() -> None:
+    """`conveyor run`'s Ctrl-C raises ``interrupts``: the agent signals the process, never restarts it."""
+    running = _spec(once=True)
+    interrupted = running.model_copy(update={"interrupts": 1})
+    assert same_spec(running, interrupted)
+    assert plan([interrupted], {"a": Actual(running)}) == []

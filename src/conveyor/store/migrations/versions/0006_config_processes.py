@@ -20,6 +20,7 @@ def upgrade() -> None:
     with op.batch_alter_table("instances") as batch:
         batch.add_column(sa.Column("process", sa.String(length=40), nullable=False, server_default="web"))
         batch.add_column(sa.Column("command", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("interrupts", sa.Integer(), nullable=False, server_default="0"))
     op.create_table(
         "config_vars",
         sa.Column("env_id", sa.Integer(), nullable=False),
@@ -60,6 +61,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("restarts")
     with op.batch_alter_table("instances") as batch:
+        batch.drop_column("interrupts")
         batch.drop_column("command")
         batch.drop_column("process")
     op.drop_table("process_counts")
