@@ -149,3 +149,59 @@ def test_run_forwards_ctrl_c_and_a_second_one_stops_it(shared_platform: Platform
     stopped = [e for e in p.api.get("/events", params={"app": "ctrlc"}).json() if e["kind"] == "run_stopped"]
     assert len(stopped) == 1 and "Ctrl-C twice" in stopped[0]["message"]
     assert p.api.get(f"/runs/{stopped[0]['data']['run']}").status_code == 404
+
+
+#: A release command that says where it is, then waits for the test to open a gate (a file): its first
+#: line can only be on the deployer's terminal before it ends if the output is streamed live.
+GATED_RELEASE = """
+import os, sys, time
+print("migrating: step 1", flush=True)
+deadline = time.monotonic() + 60
+while not os.path.exists(os.environ["GATE"]) and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("migrating: step 2", flush=True)
+sys.exit(0 if os.path.exists(os.environ["GATE"]) else 1)
+"""
+
+GATED_TOML = """
+[app]
+name = "gated"
+[run]
+web = "python app.py"
+[release]
+command = "python release.py"
+timeout = "90s"
+[health]
+path = "/healthz"
+[env.production]
+instances = 1
+"""
+
+
+def test_deploy_wait_streams_the_release_commands_output_live(shared_platform: Platform) -> None:
+    p = shared_platform
+    p.cli("apps", "create", "gated", check=True)
+    gate = p.root / "gated-release-gate"
+    p.cli("config", "set", "gated", f"GATE={gate}", "--no-deploy", check=True)
+    src = p.app_copy("gated", "v1", release__py=GATED_RELEASE, conveyor__toml=GATED_TOML)
+    deploy = subprocess.Popen([sys.executable, "-m", "conveyor", "deploy", "gated", "--source", str(src), "--wait"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=p.env, cwd=p.root)
+    errors: list[str] = []
+    reader = threading.Thread(target=Follow._read, args=(deploy.stderr, errors), daemon=True)
+    reader.start()
+    try:
+        # step 1 reaches the terminal while the command still waits: streamed, not printed at the end
+        wait_for(lambda: any("release> migrating: step 1" in e for e in errors), 120, 0.05, "the release's first line")
+        assert deploy.poll() is None and not any("step 2" in e for e in errors)
+        dep = p.api.get("/apps/gated/deployments").json()[0]
+        assert dep["state"] == "releasing", dep
+        gate.touch()
+        assert deploy.wait(timeout=120) == 0, errors
+    finally:
+        if deploy.poll() is None:
+            deploy.kill()
+    reader.join(5)
+    lines = [e for e in errors if "release>" in e]
+    assert [e.split("release> ", 1)[1] for e in lines] == ["migrating: step 1", "migrating: step 2"], errors
+    assert sum("release command" in e for e in errors) == 1  # shown live, not again at the end
+    assert p.api.get(f"/deployments/{dep['id']}").json()["release_output"].count("migrating: step 2") == 1

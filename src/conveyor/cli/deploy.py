@@ -193,9 +193,44 @@ class _AppOrCommand(TyperGroup):
         return super().resolve_command(ctx, args)
 
 
+#: How long `deploy --wait` keeps reading a release command's output after the phase ended without the
+#: agent's exit note (a command stopped at its timeout has none).
+RELEASE_TAIL_S = 3.0
+
+
+def stream_release_output(api: Api, dep_id: int, poll_s: float = 0.3) -> bool:
+    """Print the release command's output (``release>`` lines on stderr) while it runs, until the release
+    phase is over and its output is all in. Whether there was any: then ``_finish`` does not repeat it."""
+    import time
+
+    offset, printed, over_since = 0, False, None
+    while True:
+        out = api.get(f"/deployments/{dep_id}/release-output", params={"offset": offset})
+        offset = out["next"]
+        for line in out["data"].splitlines():
+            if line.startswith("--- conveyor agent: "):
+                continue
+            if not printed:
+                o.err.print("[bold]release command[/] output:")
+                printed = True
+            o.err.print(f"  [dim]release>[/dim] {escape(line)}", highlight=False)
+        if out["done"]:
+            return printed
+        if out["over"]:
+            over_since = over_since if over_since is not None else time.monotonic()
+            if time.monotonic() - over_since > RELEASE_TAIL_S:
+                return printed
+        if not out["data"]:
+            time.sleep(poll_s)
+
+
 def _follow(api: Api, dep: dict[str, Any], json_out: bool) -> dict[str, Any]:
     if json_out:
         return api.wait_deployment(dep["id"])
+    params = dep.get("params") or {}
+    streamed = False
+    if dep.get("kind") == "deploy" and params.get("release_command") and not params.get("skip_release_phase"):
+        streamed = stream_release_output(api, dep["id"])
     seen_verdicts = 0
 
     def show(d: dict[str, Any]) -> None:
@@ -208,14 +243,17 @@ def _follow(api: Api, dep: dict[str, Any], json_out: bool) -> dict[str, Any]:
         o.err.print(f"  #{d['id']} {o.styled(d['state'])}{extra}")
 
     with o.err.status(f"Deployment #{dep['id']} in progress…"):
-        return api.wait_deployment(dep["id"], on_change=show)
+        done = api.wait_deployment(dep["id"], on_change=show)
+    if streamed:
+        done["_release_streamed"] = True  # shown live above: _finish does not print it again
+    return done
 
 
 def _finish(d: dict[str, Any], json_out: bool) -> None:
     if json_out:
         o.emit_json(d)
     else:
-        if d.get("release_output"):
+        if d.get("release_output") and not d.get("_release_streamed"):
             o.err.print(f"[bold]release command[/] ({escape(str(d['params'].get('release_command')))}):")
             o.err.print(escape(d["release_output"].rstrip()), highlight=False)
         print_deployment(d)

@@ -19,7 +19,7 @@ from conveyor import logfile
 from conveyor.analysis import AnalysisConfigError, parse_analysis_config
 from conveyor.domain import deploy_machine as dm
 from conveyor.domain.manifest import ENV_NAME_RE, AppManifest, parse_manifest
-from conveyor.services.schemas import Deployment
+from conveyor.services.schemas import Deployment, ReleaseOutput
 from conveyor.services.state import ControlPlane
 from conveyor.store import config_vars, deployments, repo
 from conveyor.store.repo import Conflict
@@ -272,6 +272,29 @@ def release_output(logs_dir: Path, app: str, env: str, release: int, limit: int 
         return None
     lines = logfile.SegmentedLog(found[-1]).tail(2000, max_bytes=limit)
     return "".join(logfile.split_stamp(line)[1] + "\n" for line in lines)
+
+
+def release_output_from(cp: ControlPlane, dep_id: int, offset: int) -> ReleaseOutput:
+    """The release command's output from byte ``offset``, while it runs: what `deploy --wait` streams.
+
+    ``over``: the deployment left ``queued``/``releasing``. ``done``: over and every line is in (the
+    agent's exit note, which it writes after the command's output, has arrived). A command stopped
+    at its timeout gets no exit note: a follower stops a few seconds after ``over`` then."""
+    from conveyor.services import logs
+    from conveyor.services.runs import AGENT_PREFIX
+
+    with cp.engine.connect() as conn:
+        dep = get_deployment(conn, dep_id)
+    over = dep["state"] not in ("queued", "releasing")
+    found = sorted(cp.settings.logs_dir.glob(f"{dep['app']}-{dep['env']}-r{dep['release']}-release-*.log"))
+    if dep["kind"] != "deploy" or not (dep["params"] or {}).get("release_command") or not found:
+        return ReleaseOutput(data="", next=offset, over=over, done=over)
+    path = found[-1]
+    note = AGENT_PREFIX + path.name.removesuffix(".log") + " "
+    complete = any(logfile.split_stamp(line)[1].startswith(note)
+                   for line in logfile.SegmentedLog(path, cp.settings.log_max_bytes).tail(3))
+    text, nxt = logs.output_from(path, offset, 64 * 1024, final=complete, log_max_bytes=cp.settings.log_max_bytes)
+    return ReleaseOutput(data=text, next=nxt, over=over, done=over and complete and not text)
 
 
 def read(cp: ControlPlane, dep_id: int) -> Deployment:

@@ -16,6 +16,7 @@ from typing import Any
 
 from conveyor import logfile
 from conveyor.domain.placement import place
+from conveyor.services import logs
 from conveyor.services.state import ControlPlane
 from conveyor.store import hosts, instances, repo
 from conveyor.store.repo import Conflict, NotFound
@@ -59,25 +60,15 @@ def output(cp: ControlPlane, run_id: str, offset: int = 0) -> dict[str, Any]:
         if row is None or row["process"] != "run":
             raise NotFound(f"run {run_id!r} not found (it was stopped, or never existed)")
         _, st = hosts.instance_status_map(conn, cp.clock(), cp.started_at).get(run_id, (None, {}))
-    log = logfile.SegmentedLog(cp.settings.logs_dir / f"{run_id}.log", cp.settings.log_max_bytes)
-    start, data = log.read(offset, OUTPUT_CHUNK)
-    if b"\n" in data:
-        data = data[: data.rindex(b"\n") + 1]  # whole lines only: each starts with its stamp
-    elif len(data) < OUTPUT_CHUNK:
-        data = b""  # a line still being written: it comes whole next time
+    path = cp.settings.logs_dir / f"{run_id}.log"
+    log = logfile.SegmentedLog(path, cp.settings.log_max_bytes)
     state = st.get("state", "pending")
     exited = state == "exited"
-    done = exited and any(logfile.split_stamp(line)[1].startswith(AGENT_PREFIX + f"{run_id} ") for line in log.tail(3))
-    if done:  # the agent's exit note is in: what is left of a last line without a newline comes too
-        start, data = log.read(offset, OUTPUT_CHUNK)
+    # the agent's exit note is the log's last line: once it is in, the output is complete
+    complete = exited and any(logfile.split_stamp(line)[1].startswith(AGENT_PREFIX + f"{run_id} ") for line in log.tail(3))
+    text, nxt = logs.output_from(path, offset, OUTPUT_CHUNK, final=complete, log_max_bytes=cp.settings.log_max_bytes)
     return {"id": run_id, "state": state, "exit_code": st.get("exit_code") if exited else None,
-            "message": st.get("message", ""), "data": output_text(data), "next": start + len(data),
-            "done": done and start + len(data) >= log.end()}
-
-
-def output_text(data: bytes) -> str:
-    """Stored log lines as the command printed them: without the time stamp each line is stored with."""
-    return "".join(logfile.split_stamp(line)[1] for line in data.decode(errors="replace").splitlines(keepends=True))
+            "message": st.get("message", ""), "data": text, "next": nxt, "done": complete and nxt >= log.end()}
 
 
 def interrupt(cp: ControlPlane, run_id: str, actor: str = "", origin: str = "") -> dict[str, Any]:

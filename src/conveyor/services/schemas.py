@@ -99,6 +99,15 @@ class Deployment(BaseModel):
     release_output: str | None = Field(None, description="the output of the release's [release] command, if it ran")
 
 
+class ReleaseOutput(BaseModel):
+    """A slice of a deployment's release-command output, for following it live."""
+
+    data: str = Field(description="output lines as the command printed them (its agent's notes included)")
+    next: int = Field(description="the offset to ask from next")
+    over: bool = Field(description="the release phase is over (the deployment left queued/releasing)")
+    done: bool = Field(description="over, and all of the command's output has been returned")
+
+
 class InstanceView(BaseModel):
     id: str
     release: int
