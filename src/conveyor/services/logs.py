@@ -261,4 +261,3 @@ def output_from(path: Path, offset: int, max_bytes: int, *, final: bool, log_max
             data = b""
     text = "".join(logfile.split_stamp(line)[1] for line in data.decode(errors="replace").splitlines(keepends=True))
     return text, start + len(data)
-
