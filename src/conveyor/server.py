@@ -22,7 +22,10 @@ from fastapi.responses import JSONResponse
 
 from conveyor import __version__, web
 from conveyor.api.httpserver import HeadTimeoutProtocol
-from conveyor.api import apps, audit, builds, dataplane, deployments, domains, dora, logs, metrics, prometheus, tokens, twins
+from conveyor.api import (
+    apps, audit, builds, config, dataplane, deployments, domains, dora, logs, metrics, processes, prometheus, runs,
+    tokens, twins,
+)
 from conveyor.build.store import ArtifactStore
 from conveyor.config import ServerSettings
 from conveyor.deploy.orchestrator import Orchestrator
@@ -86,7 +89,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         redoc_url=None,
     )
     app.state.cp = cp
-    for module in (apps, deployments, dataplane, logs, builds, dora, twins, metrics, domains, tokens, audit):
+    for module in (apps, deployments, dataplane, logs, builds, dora, twins, metrics, domains, tokens, audit, config,
+                   processes, runs):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(prometheus.router)
     web.install(app)  # the web UI's pages, at /

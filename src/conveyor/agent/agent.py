@@ -37,7 +37,7 @@ from conveyor.agent.client import ControlPlaneClient
 from conveyor.agent.images import ImageProvider
 from conveyor.agent.logship import LogShipper
 from conveyor.agent.process import Process, find_instances, same_process_alive, terminate
-from conveyor.agent.reconcile import Actual, Reject, Replace, Start, Stop, plan
+from conveyor.agent.reconcile import Actual, Reject, Replace, Start, Stop, plan, same_spec
 from conveyor.agent.sandbox import Isolation
 from conveyor.agent.supervisor import Supervisor, SupervisorContext
 from conveyor.domain.wire import AgentStatus, DesiredState, InstanceState, InstanceStatus
@@ -259,6 +259,13 @@ class Agent:
 
     def reconcile(self) -> None:
         """One level-triggered pass: diff desired against supervised, apply the actions."""
+        for spec in self.desired.instances:  # a fresh desired state brings the secrets the state file withheld
+            sup = self.supervisors.get(spec.id)
+            if sup is not None and sup.spec.withheld() and not spec.withheld() and same_spec(sup.spec, spec):
+                sup.spec = spec
+            if sup is not None and not sup.stopping and spec.interrupts > sup.spec.interrupts and same_spec(sup.spec, spec):
+                sup.spec = sup.spec.model_copy(update={"interrupts": spec.interrupts})
+                sup.interrupt()  # Ctrl-C of `conveyor run`, forwarded: the command decides what to do with it
         actual = {i: Actual(s.spec, s.stopping) for i, s in self.supervisors.items()}
         rejected: dict[str, str] = {}
         for action in plan(self.desired.instances, actual):

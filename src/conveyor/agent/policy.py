@@ -26,6 +26,9 @@ CRASHLOOP_WINDOW_S = 60.0
 UNHEALTHY_AFTER = 3
 #: Readiness is probed this often until the first success.
 READINESS_PERIOD_S = 0.2
+#: A process with no health path (a worker) counts as ready once it has stayed up this long: one
+#: that crashes at start never does, so it fails its deployment instead of being switched to.
+WORKER_READY_AFTER_S = 2.0
 #: Delays between attempts to prepare an image that failed to fetch or unpack.
 IMAGE_RETRY_INITIAL_S = 1.0
 IMAGE_RETRY_MAX_S = 30.0

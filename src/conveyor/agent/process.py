@@ -65,6 +65,7 @@ def build_env(
     }
     env.update(image_env)
     env.update(spec.environment)
+    env.update(spec.secrets)
     tail = env.get("PATH")
     path_parts = [search[0], *(tail.split(":") if tail else search[1:])]
     seen: set[str] = set()
@@ -205,6 +206,28 @@ class Process:
         deadline = time.monotonic() + timeout
         while self.writer is not None and self.writer.poll() is None and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+
+    def interrupt(self) -> None:
+        """Ctrl-C as a terminal delivers it: SIGINT to every process of the instance's group, except our own
+        ``/bin/sh -c`` wrapper when dash kept it as the command's parent. An interactive shell waits for the
+        command and takes its exit status; dash, interrupted too, would die of SIGINT after the command
+        exited and hide the command's own code (``conveyor run`` exits with it). A command dash did
+        ``exec`` is the leader itself and gets the signal."""
+        members = [m for m in group_members(self.pid) if m != self.pid]
+        if not members or not self._leader_is_shell():
+            self.signal_group(signal.SIGINT)
+            return
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGINT)
+
+    def _leader_is_shell(self) -> bool:
+        if not same_process_alive(self.pid, self.start_ticks):
+            return False
+        try:
+            return Path(f"/proc/{self.pid}/exe").resolve() == Path("/bin/sh").resolve()
+        except OSError:
+            return False
 
     def signal_group(self, sig: int) -> None:
         """Send ``sig`` to the process group (the instance's session); ignore it being gone."""

@@ -77,8 +77,13 @@ def check_instance_id(instance_id: str) -> str | None:
 
 
 def same_spec(a: DesiredInstance, b: DesiredInstance) -> bool:
-    """Whether two specs would run the same process (health settings included)."""
-    return a.model_dump() == b.model_dump()
+    """Whether two specs would run the same process (health settings included).
+
+    Secrets compare by name only: a spec read back from the state file has them withheld, and a
+    release's secrets never change under the same instance id (a new value is a new release).
+    ``interrupts`` is a signal to deliver, not part of the process: it never causes a restart."""
+    return (a.model_dump(exclude={"secrets", "interrupts"}) == b.model_dump(exclude={"secrets", "interrupts"})
+            and set(a.secrets) == set(b.secrets))
 
 
 def plan(desired: Sequence[DesiredInstance], actual: Mapping[str, Actual]) -> list[Action]:

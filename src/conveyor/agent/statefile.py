@@ -45,7 +45,7 @@ class ProcessRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "spec": self.spec.model_dump(mode="json"),
+            "spec": self.spec.without_secrets().model_dump(mode="json"),
             "pid": self.pid,
             "start_ticks": self.start_ticks,
             "port": self.port,
@@ -78,7 +78,8 @@ class AgentState:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT_VERSION,
-            "desired": None if self.desired is None else self.desired.model_dump(mode="json"),
+            "desired": None if self.desired is None else self.desired.model_copy(
+                update={"instances": [i.without_secrets() for i in self.desired.instances]}).model_dump(mode="json"),
             "processes": {k: v.to_json() for k, v in sorted(self.processes.items())},
             "log_offsets": dict(sorted(self.log_offsets.items())),
         }
@@ -88,7 +89,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    # 0600 from creation: the state names every instance's pid and command.
+    # 0600 from creation: the state names every instance's pid and command (secrets' values are withheld).
     with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
         f.write(data)
         f.flush()

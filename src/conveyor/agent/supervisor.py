@@ -139,6 +139,13 @@ class Supervisor:
         if self._ctx.isolation is not None:
             await asyncio.to_thread(self._ctx.isolation.finished, self.spec, self._work_dir)
 
+    def interrupt(self) -> None:
+        """Send SIGINT to the process group, as a terminal's Ctrl-C would (``conveyor run``); nothing else
+        changes: the process handles it (or dies of it) and its exit is reported as usual."""
+        if self.process is not None:
+            log.info("interrupting %s (SIGINT)", self.spec.id)
+            self.process.interrupt()
+
     # ------------------------------------------------------------------
 
     def _set(self, state: InstanceState, message: str | None = None) -> None:
@@ -170,6 +177,9 @@ class Supervisor:
                         continue
                     image_failures = 0
                 code = await self._watch()
+                if self.spec.once:
+                    await self._finish_once(code)
+                    return
                 await self._after_exit(code)
             except asyncio.CancelledError:
                 raise
@@ -182,6 +192,8 @@ class Supervisor:
         """Prepare the image and start the process; return why not, or ``None``."""
         if self.status.state == InstanceState.PENDING:
             self._ctx.on_change()
+        if self.spec.withheld():
+            return "waiting for the control plane: this instance's secrets are kept in memory only"
         try:
             root, image_env = await asyncio.to_thread(self._ctx.images.prepare, self.spec.image)
         except ImageError as exc:
@@ -253,6 +265,16 @@ class Supervisor:
 
     async def _probe_loop(self) -> None:
         health = self.spec.health
+        if self.spec.once:  # a run-once command: nothing to probe, its exit code is the verdict
+            await asyncio.Event().wait()
+        if not health.path:  # a worker: no HTTP endpoint; ready once it has stayed up a while
+            if self._ready_mono is None:
+                await asyncio.sleep(policy.WORKER_READY_AFTER_S)
+                self._ready_mono = time.monotonic()
+                self.status.ready_at = time.time()
+                self._ctx.on_process()
+                self._set(InstanceState.READY, "")
+            await asyncio.Event().wait()  # nothing more to probe; _watch sees the exit
         path = health.path if health.path.startswith("/") else "/" + health.path
         url = f"http://{probe_host(self._ctx.address)}:{self.status.port}{path}"
         timeout = max(0.1, health.timeout_s)
@@ -278,6 +300,22 @@ class Supervisor:
                 self._set(state, f"liveness failing ({failures} in a row): GET {path}: {reason}")
             elif state == InstanceState.READY:
                 self._set(state, "")
+
+    async def _finish_once(self, code: int | None) -> None:
+        """A run-once process ended: report EXITED with its code; it is not restarted. The exit note is
+        the log's last line (the command's output is all in before it): readers take it as the end."""
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # whatever it left behind
+        await self.process.output_written()
+        self.process = None
+        self.status.pid = None
+        self.status.exit_code = code
+        self._ctx.on_process()
+        tail = tail_lines(self.log_path, lines=4, max_bytes=240)  # before our own line: the command's last words
+        with contextlib.suppress(OSError):
+            append_line(self.log_path, f"--- conveyor agent: {self.spec.id} {describe_exit(code)}", self._ctx.log_max_bytes)
+        self._set(InstanceState.EXITED, describe_exit(code) + (f"; last output:\n{tail}" if tail else ""))
 
     async def _after_exit(self, code: int | None) -> None:
         assert self.process is not None

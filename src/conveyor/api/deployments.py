@@ -13,9 +13,9 @@ from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from conveyor.api.deps import CP, Reader, Writer
-from conveyor.domain.wire import deployment_fingerprint
+from conveyor.domain.wire import INT64_MAX, deployment_fingerprint
 from conveyor.services import deployments
-from conveyor.services.schemas import CommandRequest, DeployRequest, Deployment, RollbackRequest, RowId
+from conveyor.services.schemas import CommandRequest, DeployRequest, Deployment, ReleaseOutput, RollbackRequest, RowId
 
 router = APIRouter(tags=["deployments"])
 
@@ -23,7 +23,7 @@ router = APIRouter(tags=["deployments"])
 @router.post("/apps/{app}/deployments", status_code=201, response_model=Deployment, summary="Deploy an image")
 def create_deployment(app: str, body: DeployRequest, cp: CP, p: Writer) -> Deployment:
     dep_id = deployments.deploy(cp, app, body.env, body.image, from_env=body.from_env, strategy=body.strategy,
-                                actor=p.name, origin=p.origin)
+                                actor=p.name, origin=p.origin, skip_release_phase=body.skip_release_phase)
     return deployments.read(cp, dep_id)
 
 
@@ -38,6 +38,13 @@ def list_deployments(
     app: str, cp: CP, _p: Reader, env: str | None = None, limit: int = Query(50, ge=1, le=500)
 ) -> list[Deployment]:
     return deployments.list_for_app(cp, app, env, limit)
+
+
+@router.get("/deployments/{dep_id}/release-output", response_model=ReleaseOutput,
+            summary="The release command's output from a byte offset, to follow it while it runs")
+def release_output(dep_id: RowId, cp: CP, _p: Reader,
+                   offset: int = Query(0, ge=0, le=INT64_MAX, description="where the last answer's 'next' said")) -> ReleaseOutput:
+    return deployments.release_output_from(cp, dep_id, offset)
 
 
 @router.get("/deployments/{dep_id}", response_model=Deployment, summary="A deployment (long-poll with wait)")

@@ -38,8 +38,8 @@ async def get_hosts(cp: CP, _p: Reader) -> dict[str, Any]:
 
 
 @router.get("/apps/{app}/summary", summary="Everything the app page shows")
-async def get_app_summary(app: str, cp: CP, _p: Reader) -> dict[str, Any]:
-    return await run_in_threadpool(views.app_page, cp, app)
+async def get_app_summary(app: str, cp: CP, p: Reader) -> dict[str, Any]:
+    return await run_in_threadpool(views.app_page, cp, app, p.can_write)
 
 
 @router.get("/apps/{app}/builds", summary="An app's builds, newest first")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json as jsonlib
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -19,6 +19,9 @@ from typer.core import TyperGroup
 from conveyor.cli import output as o
 from conveyor.cli.client import Api, CliError, ExitCode
 from conveyor.cli.main import EnvOpt, JsonOpt, run
+
+if TYPE_CHECKING:
+    from conveyor.domain.manifest import AppManifest
 
 FINAL_OK = {"succeeded"}
 
@@ -98,11 +101,12 @@ def print_deployment(d: dict[str, Any]) -> None:
         o.out.print(line, soft_wrap=True)
 
 
-def check_local(app_name: str, source: Path | None, env: str | None = None, strategy: str | None = None) -> None:
+def check_local(app_name: str, source: Path | None, env: str | None = None, strategy: str | None = None) -> AppManifest | None:
     """Every check that needs no control plane, before anything is uploaded or built.
 
     Errors say what to write instead; a manifest error names ``conveyor.toml``
-    and the key (the manifest's own validator, never a copy of it).
+    and the key (the manifest's own validator, never a copy of it). Returns the
+    source's manifest (None without a source).
     """
     from typing import get_args
 
@@ -118,23 +122,28 @@ def check_local(app_name: str, source: Path | None, env: str | None = None, stra
     if strategy is not None and strategy not in strategies:
         raise CliError(f"--strategy {strategy!r} is not a strategy: use one of {', '.join(strategies)}", ExitCode.USAGE)
     if source is None:
-        return
+        return None
     if not source.is_dir():
         raise CliError(f"--source {source}: not a directory", ExitCode.USAGE)
     if not (source / MANIFEST_NAME).exists() and not (source / "Procfile").exists():
         raise CliError(f"{source} has no {MANIFEST_NAME} (nor a Procfile): run `conveyor init` in it to write one, "
                        "then check what it guessed", ExitCode.USAGE)
     try:
-        load_manifest(source)
+        manifest = load_manifest(source)
     except ManifestError as exc:
         raise CliError(f"{source}/{exc}", ExitCode.USAGE) from None
+    return manifest
 
 
 def _upload_and_build(api: Api, app_name: str, source: Path, json_out: bool) -> dict[str, Any]:
     from conveyor.build.archive import pack_directory
+    from conveyor.domain.manifest import secret_var_warnings
 
-    check_local(app_name, source)
+    manifest = check_local(app_name, source)
     api.get(f"/apps/{app_name}")  # an unknown app is reported before anything is uploaded
+    assert manifest is not None  # a source always has one (check_local raises otherwise)
+    for warning in secret_var_warnings(manifest):
+        o.err.print(f"[yellow]warning:[/] {escape(warning)}")
     from conveyor.build.sources import describe_directory
 
     commit = describe_directory(source)
@@ -184,9 +193,44 @@ class _AppOrCommand(TyperGroup):
         return super().resolve_command(ctx, args)
 
 
+#: How long `deploy --wait` keeps reading a release command's output after the phase ended without the
+#: agent's exit note (a command stopped at its timeout has none).
+RELEASE_TAIL_S = 3.0
+
+
+def stream_release_output(api: Api, dep_id: int, poll_s: float = 0.3) -> bool:
+    """Print the release command's output (``release>`` lines on stderr) while it runs, until the release
+    phase is over and its output is all in. Whether there was any: then ``_finish`` does not repeat it."""
+    import time
+
+    offset, printed, over_since = 0, False, None
+    while True:
+        out = api.get(f"/deployments/{dep_id}/release-output", params={"offset": offset})
+        offset = out["next"]
+        for line in out["data"].splitlines():
+            if line.startswith("--- conveyor agent: "):
+                continue
+            if not printed:
+                o.err.print("[bold]release command[/] output:")
+                printed = True
+            o.err.print(f"  [dim]release>[/dim] {escape(line)}", highlight=False)
+        if out["done"]:
+            return printed
+        if out["over"]:
+            over_since = over_since if over_since is not None else time.monotonic()
+            if time.monotonic() - over_since > RELEASE_TAIL_S:
+                return printed
+        if not out["data"]:
+            time.sleep(poll_s)
+
+
 def _follow(api: Api, dep: dict[str, Any], json_out: bool) -> dict[str, Any]:
     if json_out:
         return api.wait_deployment(dep["id"])
+    params = dep.get("params") or {}
+    streamed = False
+    if dep.get("kind") == "deploy" and params.get("release_command") and not params.get("skip_release_phase"):
+        streamed = stream_release_output(api, dep["id"])
     seen_verdicts = 0
 
     def show(d: dict[str, Any]) -> None:
@@ -199,13 +243,19 @@ def _follow(api: Api, dep: dict[str, Any], json_out: bool) -> dict[str, Any]:
         o.err.print(f"  #{d['id']} {o.styled(d['state'])}{extra}")
 
     with o.err.status(f"Deployment #{dep['id']} in progress…"):
-        return api.wait_deployment(dep["id"], on_change=show)
+        done = api.wait_deployment(dep["id"], on_change=show)
+    if streamed:
+        done["_release_streamed"] = True  # shown live above: _finish does not print it again
+    return done
 
 
 def _finish(d: dict[str, Any], json_out: bool) -> None:
     if json_out:
         o.emit_json(d)
     else:
+        if d.get("release_output") and not d.get("_release_streamed"):
+            o.err.print(f"[bold]release command[/] ({escape(str(d['params'].get('release_command')))}):")
+            o.err.print(escape(d["release_output"].rstrip()), highlight=False)
         print_deployment(d)
     routers = d.get("routers")
     if routers and not routers["synced"] and not json_out:
@@ -229,6 +279,7 @@ def register(app: typer.Typer) -> None:
         env: EnvOpt = "production",
         strategy: Annotated[str | None, typer.Option("--strategy", help="bluegreen, rolling or canary (default: the manifest's).")] = None,
         wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow the deployment until it ends and every live router holds its routing table; exit 1 unless it succeeded.")] = False,
+        skip_release_phase: Annotated[bool, typer.Option("--skip-release-phase", help="Do not run the manifest's [release] command this time (recorded in the audit log).")] = False,
         json: JsonOpt = False,
     ) -> None:
         """Build (from --source) or pick (--image/--from) an image and deploy it to an environment.
@@ -242,7 +293,7 @@ def register(app: typer.Typer) -> None:
         def body() -> None:
             check_local(app_name, source, env, strategy)  # before anything is uploaded or built
             with Api() as api:
-                body: dict[str, Any] = {"env": env, "strategy": strategy}
+                body: dict[str, Any] = {"env": env, "strategy": strategy, "skip_release_phase": skip_release_phase}
                 if source is not None:
                     body["image"] = _upload_and_build(api, app_name, source, json)["image"]["digest"]
                 elif image:

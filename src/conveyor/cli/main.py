@@ -196,6 +196,13 @@ def status(app_name: Annotated[str, typer.Argument(metavar="APP")], json: JsonOp
     run(body)
 
 
+def _config_change(release: dict[str, Any]) -> str:
+    """What a config release changed (keys only: the API never returns values)."""
+    ch = (release.get("config") or {}).get("changes") or {}
+    parts = [*(f"{k} set" for k in ch.get("set", [])), *(f"{k} unset" for k in ch.get("unset", []))]
+    return escape(", ".join(parts)) + (" (secret)" if ch.get("secret") else "")
+
+
 @app.command()
 def releases(
     app_name: Annotated[str, typer.Argument(metavar="APP")],
@@ -212,9 +219,9 @@ def releases(
             return
         o.table(
             f"Releases of {app_name}",
-            ["ENV", "RELEASE", "STATUS", "IMAGE", "COMMIT", "BY", "CREATED"],
+            ["ENV", "RELEASE", "STATUS", "IMAGE", "COMMIT", "CONFIG CHANGE", "BY", "CREATED"],
             [[r["env"], r["number"], o.styled(r["status"]), o.short(r["image"]), ((r.get("commit") or {}).get("sha") or "")[:10],
-              r["created_by"], o.ago(r["created_at"])] for r in rels],
+              _config_change(r), r["created_by"], o.ago(r["created_at"])] for r in rels],
         )
 
     run(body)
@@ -389,6 +396,9 @@ def _register() -> None:
     app.command()(__import__("conveyor.cli.audit", fromlist=["x"]).ps)  # issue 15
     __import__("conveyor.cli.web_cmds", fromlist=["register"]).register(app)  # conveyor dora, conveyor ui
     __import__("conveyor.cli.domains", fromlist=["register"]).register(app)  # conveyor domains, conveyor certs
+    __import__("conveyor.cli.config", fromlist=["register"]).register(app)  # conveyor config, conveyor secrets
+    __import__("conveyor.cli.processes", fromlist=["register"]).register(app)  # conveyor scale, conveyor ps
+    __import__("conveyor.cli.run", fromlist=["register"]).register(app)  # conveyor run
 
 
 _register()

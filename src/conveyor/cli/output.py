@@ -60,6 +60,7 @@ STATE_STYLE = {
     "crashed": "red",
     "unhealthy": "yellow",
     "starting": "yellow",
+    "releasing": "yellow",
     "pending": "yellow",
     "queued": "cyan",
     "canary": "magenta",

@@ -10,6 +10,7 @@ agents see no change at all.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -26,6 +27,11 @@ from conveyor.domain.wire import (
 )
 from conveyor.store import domains, hosts, instances, repo
 from conveyor.store.sealing import Sealer
+
+#: The process type of a release's run-once release command (``[release] command``).
+RELEASE_PROCESS = "release"
+#: The process type of a one-off command (`conveyor run`): its command is on its instance row.
+RUN_PROCESS = "run"
 
 
 def routing_table(
@@ -89,14 +95,28 @@ def _compute_table(
     return table
 
 
-def desired_state(engine: Engine, host: str) -> DesiredState:
-    """Everything ``host`` should run, versioned by the global ``desired`` counter."""
+def desired_state(engine: Engine, host: str,
+                  open_secrets: Callable[[dict[str, Any]], dict[str, str]] | None = None) -> DesiredState:
+    """Everything ``host`` should run, versioned by the global ``desired`` counter.
+
+    ``open_secrets`` turns a release's config into its secrets in clear (``services.config``); each
+    host's document carries the secrets of its own instances only."""
     with engine.connect() as conn:
         version, _ = repo.counter(conn, "desired")
         rows = instances.desired_on(conn, host)
     out = []
     for r in rows:
         cfg = r.config or {}
+        process = r.process or "web"
+        # a worker has no HTTP endpoint: an empty health path tells the agent to judge it by staying up
+        health = HealthCheck(**cfg.get("health", {})) if process == "web" else HealthCheck(path="")
+        once = process in (RELEASE_PROCESS, RUN_PROCESS)
+        if process == RUN_PROCESS:
+            command = r.command or ""
+        elif process == RELEASE_PROCESS:
+            command = cfg.get("release_command") or ""
+        else:
+            command = (cfg.get("processes") or {}).get(process, cfg.get("command", ""))
         out.append(
             DesiredInstance(
                 id=r.id,
@@ -104,10 +124,20 @@ def desired_state(engine: Engine, host: str) -> DesiredState:
                 env=r.env,
                 release=r.release,
                 image=r.image_digest,
-                command=cfg.get("command", ""),
+                command=command,
+                once=once,
+                interrupts=int(r.interrupts or 0) if process == RUN_PROCESS else 0,
                 environment=dict(cfg.get("environment", {})),
-                health=HealthCheck(**cfg.get("health", {})),
-                limits=ResourceLimits(**cfg["limits"]) if cfg.get("limits") else None,
+                secrets=open_secrets(cfg) if open_secrets is not None and cfg.get("secrets") else {},
+                health=health,
+                limits=_limits(cfg, process),
             )
         )
     return DesiredState(version=version, host=host, instances=out)
+
+
+def _limits(cfg: dict[str, Any], process: str) -> ResourceLimits | None:
+    """The release's limits for one process type: its own ([limits.<type>]), else the web process's
+    (releases made before process types had their own), else None (the agent's defaults)."""
+    chosen = (cfg.get("process_limits") or {}).get(process) or cfg.get("limits")
+    return ResourceLimits(**chosen) if chosen else None

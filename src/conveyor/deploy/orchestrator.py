@@ -32,12 +32,13 @@ from sqlalchemy import Connection, Engine
 
 from conveyor.deploy.notify import Notifier
 from conveyor.domain import deploy_machine as dm
-from conveyor.domain import healing
+from conveyor.domain import config_vars as config_vars_rules
+from conveyor.domain import healing, processes
 from conveyor.domain.manifest import DEFAULT_BAKE, DEFAULT_DRAIN_TIMEOUT
 from conveyor.domain.placement import place
 from conveyor.domain.wire import InstanceState
 from conveyor.domain.strategies import analysis_request
-from conveyor.store import deployments, hosts, instances, repo, series
+from conveyor.store import config_vars, deployments, hosts, instances, repo, series
 
 log = logging.getLogger("conveyor.orchestrator")
 
@@ -45,6 +46,8 @@ log = logging.getLogger("conveyor.orchestrator")
 #: renews it every tick; if it dies, another replica takes over once the lease has expired.
 LEASE = "orchestrator"
 LEASE_TTL = 5.0
+#: A one-off command (`conveyor run`) is stopped after this long whatever its client asked (24 h).
+RUN_MAX_AGE = 24 * 3600.0
 
 #: Hook for analysis: (connection, environment id, deployment, now) → verdict dict or None.
 VerdictSource = Callable[[Connection, int, dm.Deployment, float], dict[str, Any] | None]
@@ -153,6 +156,11 @@ class Orchestrator:
             return set()
         touched: set[str] = set()
         with self.engine.begin() as conn:
+            stale_runs = instances.runs_before(conn, self.clock() - RUN_MAX_AGE)
+            if stale_runs:  # a `conveyor run` whose client went away: no run outlives the longest timeout
+                instances.delete_ids(conn, stale_runs)
+                repo.bump_counter(conn, "desired")
+                touched.add("desired")
             driven = set(deployments.open_env_ids(conn))
             env_ids = repo.env_ids(conn)
         for env_id in env_ids:
@@ -171,6 +179,8 @@ class Orchestrator:
                 touched |= self._reap_drained(conn, env_id)
                 if not driven:  # a running deployment owns its environment's counts
                     touched |= self._heal(conn, env_id)
+                    touched |= self._restart(conn, env_id)
+                    touched |= self._scale(conn, env_id)
                 return touched
         except Exception:
             log.exception("orchestrator: environment %s failed this pass (rolled back); the others go on", env_id)
@@ -249,6 +259,8 @@ class Orchestrator:
                     state=InstanceState(st.get("state", "pending")),
                     restarts=int(st.get("restarts", 0)),
                     message=str(st.get("message", ""))[-300:],
+                    process=row["process"],
+                    exit_code=st.get("exit_code"),
                 )
             )
         return dm.World(now=now, instances=tuple(observed), hosts_alive=len(hosts.alive(conn, now)))
@@ -273,8 +285,8 @@ class Orchestrator:
             touched.add("routing")  # instances or weights may have changed; the table is versioned by content
         for action in result.actions:
             match action:
-                case dm.EnsureInstances(release=rel, count=count, role=role):
-                    if self._ensure(conn, env_id, app, env, rel, count, role):
+                case dm.EnsureInstances(release=rel, count=count, role=role, process=process):
+                    if self._ensure(conn, env_id, app, env, rel, count, role, process):
                         touched.add("desired")
                 case dm.RemoveInstances(release=rel, role=role):
                     if rel not in routed_before:  # never took traffic (e.g. a failed deploy): nothing to drain
@@ -299,10 +311,35 @@ class Orchestrator:
         if result.state in ("failed", "rolled_back") and dep.kind == "deploy":
             repo.set_release_status(conn, env_id, dep.to_release,
                                     "failed" if result.state == "failed" else "rolled_back", retired_at=now)
+            self._restore_config(conn, env_id, app, env, dep, result.state, now)
         return touched
 
-    def _ensure(self, conn: Connection, env_id: int, app: str, env: str, release: int, count: int, role: str) -> bool:
-        ids = instances.active_ids(conn, env_id, release, role)
+    def _restore_config(self, conn: Connection, env_id: int, app: str, env: str, dep: dm.Deployment, outcome: str,
+                        now: float) -> None:
+        """The environment went back to ``dep.from_release``: so do its set config vars (``domain/config_vars``),
+        or the next deploy would ship the failed release's values again. Keys only in the event."""
+        if dep.from_release is None:
+            return  # a first release that failed: nothing to go back to; the set vars stay for the next try
+        failed = repo.get_release(conn, env_id, dep.to_release)["config"] or {}
+        previous = repo.get_release(conn, env_id, dep.from_release)["config"] or {}
+        if "vars" not in failed or "vars" not in previous:
+            return  # releases made before config vars existed carry no snapshot
+        rows, changed = config_vars_rules.revert(config_vars.snapshot(conn, env_id), list(failed["vars"]),
+                                                 list(previous["vars"]))
+        if not changed:
+            return
+        config_vars.replace_all(conn, env_id, rows, "conveyor", now)
+        repo.record_event(
+            conn, "config_restored",
+            f"config of {app}/{env}: {', '.join(changed)} back to release {dep.from_release}'s "
+            f"(release {dep.to_release} {outcome.replace('_', ' ')})",
+            app=app, env=env, actor="conveyor",
+            data={"deployment": dep.id, "release": dep.from_release, "from_release": dep.to_release, "keys": changed},
+        )
+
+    def _ensure(self, conn: Connection, env_id: int, app: str, env: str, release: int, count: int, role: str,
+                process: str = "web") -> bool:
+        ids = instances.active_ids(conn, env_id, release, role, process)
         if len(ids) == count:
             return False
         now = self.clock()
@@ -314,8 +351,9 @@ class Orchestrator:
         if not chosen:
             return False  # nothing can run it yet; the deployment's ready timeout reports that
         for host in chosen:
-            iid = f"{app}-{env}-r{release}-{secrets.token_hex(3)}"
-            instances.add(conn, iid, env_id, release, host, role, now)
+            kind = "" if process == "web" else f"{process}-"
+            iid = f"{app}-{env}-r{release}-{kind}{secrets.token_hex(3)}"
+            instances.add(conn, iid, env_id, release, host, role, now, process)
         repo.bump_counter(conn, "desired")
         return True
 
@@ -345,6 +383,54 @@ class Orchestrator:
                 data={"release": release, "hosts": sorted({i.host for i in gone}), "instances": [i.id for i in gone]},
             )
         return {"desired", "routing"}
+
+    def _scale(self, conn: Connection, env_id: int) -> set[str]:
+        """Hold the current release at the counts `conveyor scale` set (``domain/processes.scale``): more
+        instances start, extra ones drain (the router finishes their requests; workers get SIGTERM)."""
+        env = repo.env_by_id(conn, env_id)
+        counts = config_vars.counts_of(conn, env_id)
+        if env["current_release"] is None or not counts:
+            return set()
+        release = env["current_release"]
+        cfg = repo.get_release(conn, env_id, release)["config"] or {}
+        app, env_name = repo.app_env_names(conn, env_id)
+        touched: set[str] = set()
+        restarting = config_vars.restarts_of(conn, env_id)  # a restart holds its own count (one surge)
+        for action in processes.scale(release, {k: v for k, v in counts.items() if k not in restarting},
+                                      set(cfg.get("processes") or {"web": ""})):
+            if self._ensure(conn, env_id, app, env_name, action.release, action.count, action.role, action.process):
+                touched |= {"desired", "routing"}
+        return touched
+
+    def _restart(self, conn: Connection, env_id: int) -> set[str]:
+        """Advance each rolling restart of the environment by one step (``domain/processes.restart_plan``)."""
+        pending = config_vars.restarts_of(conn, env_id)
+        if not pending:
+            return set()
+        env = repo.env_by_id(conn, env_id)
+        release = env["current_release"]
+        now = self.clock()
+        status = hosts.instance_status_map(conn, now, self.started_at)
+        app, env_name = repo.app_env_names(conn, env_id)
+        touched: set[str] = set()
+        for process, (requested_at, count) in sorted(pending.items()):
+            role = "main" if process == "web" else "worker"
+            have = [
+                processes.Running(r["id"], float(r["created_at"]), status.get(r["id"], ("", {}))[1].get("state") == "ready")
+                for r in instances.of_env(conn, env_id)
+                if r["release"] == release and r["role"] == role and r["process"] == process and r["draining_since"] is None
+            ]
+            plan = processes.restart_plan(requested_at, count, have)
+            if plan.done:
+                config_vars.restart_done(conn, env_id, process)
+                repo.record_event(conn, "restarted", f"{process} instances of release {release} restarted",
+                                  app=app, env=env_name, actor="conveyor", data={"process": process, "release": release})
+                touched.add("deployments")
+            if plan.grow_to is not None and self._ensure(conn, env_id, app, env_name, release, plan.grow_to, role, process):
+                touched |= {"desired", "routing"}
+            if plan.drain and instances.drain_ids(conn, plan.drain, now):
+                touched |= {"desired", "routing"}
+        return touched
 
     def _reap_drained(self, conn: Connection, env_id: int) -> set[str]:
         """Delete (so the agent stops) instances whose drain period is over."""

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from conveyor.domain.wire import InstanceState
 
 TERMINAL = frozenset({"succeeded", "failed", "rolled_back", "cancelled"})
-ACTIVE = frozenset({"starting", "canary", "rolling", "baking", "paused", "preview"})
+ACTIVE = frozenset({"releasing", "starting", "canary", "rolling", "baking", "paused", "preview"})
 STATES = ("queued", *sorted(ACTIVE), *sorted(TERMINAL))
 #: How long instances may stay FAILED (image could not be fetched or unpacked) before the deploy fails.
 FAILED_GRACE = 10.0
@@ -45,10 +45,12 @@ class IllegalTransition(ValueError):
 class ObservedInstance:
     id: str
     release: int
-    role: str  # main | canary | baseline
+    role: str  # main | canary | baseline | worker
     state: InstanceState
     restarts: int = 0
     message: str = ""
+    process: str = "web"
+    exit_code: int | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,16 @@ class World:
         return [i for i in self.instances if i.release == release and (role is None or i.role == role)]
 
     def ready(self, release: int, role: str | None = None) -> int:
-        return sum(1 for i in self.of(release, role) if i.state == InstanceState.READY)
+        """Ready web instances (of ``role``; with none, of every role but ``worker``)."""
+        return sum(1 for i in self.of(release, role) if i.state == InstanceState.READY
+                   and (role is not None or i.role not in ("worker", RELEASE_ROLE)))
+
+    def workers_ready(self, release: int, counts: dict[str, int]) -> bool:
+        """Whether ``counts[process]`` workers of each process type of ``release`` are ready (stayed up)."""
+        return all(
+            sum(1 for i in self.of(release, "worker") if i.process == name and i.state == InstanceState.READY) >= n
+            for name, n in counts.items()
+        )
 
     def crashlooping(self, release: int) -> list[ObservedInstance]:
         return [i for i in self.of(release) if i.state in (InstanceState.CRASHLOOP, InstanceState.FAILED)]
@@ -95,11 +106,12 @@ class World:
 
 @dataclass(frozen=True)
 class EnsureInstances:
-    """Make exactly ``count`` desired instances of ``release`` with ``role`` exist."""
+    """Make exactly ``count`` desired instances of ``release`` with ``role`` (and process type) exist."""
 
     release: int
     count: int
     role: str = "main"
+    process: str = "web"
 
 
 @dataclass(frozen=True)
@@ -162,6 +174,27 @@ def start(dep: Deployment, now: float) -> Step:
     progress = {**dep.progress, "phase_started": now}
     if dep.kind == "rollback":
         return Step("starting", progress, [Event("rollback_started", _rollback_msg(dep))])
+    if dep.params.get("release_command") and dep.params.get("skip_release_phase"):
+        skipped = Event("release_phase_skipped", f"release {dep.to_release}: release command skipped at "
+                        f"{dep.params.get('skip_release_phase_by') or 'someone'}'s request")
+        step = _start_instances(dep, progress, now)
+        return Step(step.state, step.progress, [skipped, *step.actions])
+    if dep.params.get("release_command"):
+        return Step("releasing", {**progress, "release_started": now}, [
+            EnsureInstances(dep.to_release, 1, role=RELEASE_ROLE, process=RELEASE_ROLE),
+            Event("release_phase_started", f"release {dep.to_release}: running the release command "
+                  f"{dep.params['release_command']!r}"),
+        ])
+    return _start_instances(dep, progress, now)
+
+
+#: Role and process type of the release command's one instance.
+RELEASE_ROLE = "release"
+
+
+def _start_instances(dep: Deployment, progress: dict[str, Any], now: float) -> Step:
+    """Bring up the new release's instances (after its release command, if any)."""
+    progress = {**progress, "phase_started": now}
     started = Event("deploy_started", f"deploying release {dep.to_release} ({strategy_of(dep)})")
     if strategy_of(dep) == "rolling":
         return Step("rolling", {**progress, "new": 0, "batch_started": now}, [started])
@@ -195,7 +228,60 @@ def step(dep: Deployment, world: World) -> Step:
     handler = _HANDLERS.get(dep.state)
     if handler is None:
         return Step(dep.state, dict(dep.progress))
-    return handler(dep, world)
+    return with_workers(dep, handler(dep, world))
+
+
+def _workers(dep: Deployment) -> dict[str, int]:
+    return {str(k): int(v) for k, v in (dep.params.get("workers") or {}).items()}
+
+
+def worker_actions(dep: Deployment, release: int) -> list[Action]:
+    """Ensure the process types other than web (workers, schedulers) of ``release`` at their counts."""
+    return [EnsureInstances(release, n, role="worker", process=name) for name, n in sorted(_workers(dep).items())]
+
+
+def with_workers(dep: Deployment, result: Step) -> Step:
+    """The workers ship with the release, whatever the strategy: the new release's run from the
+    start (a crash-looping one fails the deployment, as ``world.of`` sees it); once the deployment
+    succeeded the previous release's stop (drained: SIGTERM, then the drain period; the params'
+    ``previous_workers`` says it had some); a rolled-back deployment brings the previous release's
+    back (``roll_back``). Failing removes the new release entirely."""
+    if not _workers(dep) and not dep.params.get("previous_workers"):
+        return result
+    actions = list(result.actions)
+    if (result.state in ACTIVE and result.state != "releasing") or result.state == "succeeded":
+        actions = [*worker_actions(dep, dep.to_release), *actions]
+    if result.state == "succeeded" and dep.from_release is not None and dep.from_release != dep.to_release:
+        actions.append(RemoveInstances(dep.from_release, role="worker"))
+    return Step(result.state, result.progress, actions, result.reason, result.consumed_command)
+
+
+def _releasing(dep: Deployment, world: World) -> Step:
+    """The release command runs once, before any instance of the release exists: exit 0 → start the
+    instances; another exit code or the timeout → failed, nothing moved (Heroku's release phase)."""
+    progress = dict(dep.progress)
+    if dep.command and dep.command.get("action") == "abort":
+        return _abort_before_traffic(dep, progress)
+    task = dep.params["release_command"]
+    run = world.of(dep.to_release, RELEASE_ROLE)
+    ended = [i for i in run if i.state == InstanceState.EXITED]
+    if ended:
+        code = ended[0].exit_code
+        if code == 0:
+            step = _start_instances(dep, progress, world.now)
+            done = Event("release_phase_succeeded", f"release {dep.to_release}: release command succeeded")
+            return Step(step.state, step.progress,
+                        [RemoveInstances(dep.to_release, role=RELEASE_ROLE), done, *step.actions])
+        return _fail(dep, progress, f"the release command {task!r} exited with code {code}; nothing was deployed "
+                     f"({ended[0].message})")
+    failed = [i for i in run if i.state == InstanceState.FAILED]
+    timeout = float(dep.params.get("release_timeout", 600.0))
+    waited = world.now - float(progress.get("release_started", world.now))
+    if waited > timeout:
+        why = f" ({failed[0].message})" if failed else ""
+        return _fail(dep, progress, f"the release command {task!r} did not finish within {timeout:g}s{why}; "
+                     "it was stopped and nothing was deployed")
+    return Step("releasing", progress, [EnsureInstances(dep.to_release, 1, role=RELEASE_ROLE, process=RELEASE_ROLE)])
 
 
 def _starting(dep: Deployment, world: World) -> Step:
@@ -226,7 +312,7 @@ def _starting(dep: Deployment, world: World) -> Step:
         return _fail(dep, progress, reason)
     progress.pop("broken_since", None)
     baseline_ready = not with_baseline or world.ready(dep.from_release or 0, "baseline") >= want
-    if world.ready(dep.to_release) >= want and baseline_ready:
+    if world.ready(dep.to_release) >= want and baseline_ready and world.workers_ready(dep.to_release, _workers(dep)):
         if strategy_of(dep) == "canary":
             from conveyor.domain.strategies import enter_canary_step
 
@@ -285,6 +371,7 @@ def roll_back(dep: Deployment, progress: dict[str, Any], reason: str, *, was_cur
         actions.append(MakeCurrent(dep.from_release, dep.to_release, retire_as="rolled_back"))
     actions += [
         EnsureInstances(dep.from_release, _instances(dep)),
+        *worker_actions(dep, dep.from_release),
         RemoveInstances(dep.to_release),
         *_baseline_removal(dep),
         Event("rolled_back", f"release {dep.to_release} rolled back to {dep.from_release}: {reason}",
@@ -324,7 +411,7 @@ def _rollback_msg(dep: Deployment) -> str:
     return f"rolling back from release {dep.from_release} to {dep.to_release}"
 
 
-_HANDLERS: dict[str, Any] = {"starting": _starting}  # the strategies module adds its states
+_HANDLERS: dict[str, Any] = {"starting": _starting, "releasing": _releasing}  # the strategies module adds its states
 
 
 # ---------------------------------------------------------------------------

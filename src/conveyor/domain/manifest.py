@@ -122,6 +122,14 @@ class TestSection(_Section):
     timeout: Duration = 300.0
 
 
+class ReleaseSection(_Section):
+    """``[release] command``: run once per new release, before any of its instances takes traffic
+    (database migrations); a non-zero exit or a timeout fails the deployment with nothing moved."""
+
+    command: str | None = None
+    timeout: Duration = 600.0
+
+
 class HealthSection(_Section):
     path: Text = "/"
     timeout: Duration = 2.0
@@ -199,6 +207,7 @@ class AppManifest(_Section):
     run: dict[str, Text] = Field(default_factory=dict)
     health: HealthSection = Field(default_factory=HealthSection)
     test: TestSection = Field(default_factory=TestSection)
+    release: ReleaseSection = Field(default_factory=ReleaseSection)
     deploy: DeploySection = Field(default_factory=DeploySection)
     env: dict[str, EnvSection] = Field(default_factory=dict)
     limits: dict[str, Any] = Field(default_factory=dict)  # checked by conveyor.domain.limits
@@ -234,6 +243,27 @@ class AppManifest(_Section):
         merged["instances"] = own.instances
         merged["vars"] = own.vars
         return EnvSection.model_validate(merged)
+
+
+#: Var names that look like secrets (``*PASSWORD*``, ``*TOKEN*``, ``*SECRET*``, ``*_KEY``): a manifest is
+#: committed to git and shown to every reader, so such a var gets a warning pointing to
+#: `conveyor config set --secret`.
+_SECRET_LOOKING = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|_KEY$|^KEY$", re.IGNORECASE)
+
+
+def secret_looking(names: list[str]) -> list[str]:
+    """The names among ``names`` that look like secrets, sorted."""
+    return sorted(n for n in names if _SECRET_LOOKING.search(n))
+
+
+def secret_var_warnings(manifest: AppManifest) -> list[str]:
+    """One warning per manifest var whose name looks like a secret, saying what to do instead."""
+    return [
+        f"{MANIFEST_NAME}: [env.{env}] vars.{key} looks like a secret, but a manifest is committed to git and "
+        f"shown to every reader: use `conveyor config set APP --env {env} --secret {key}=…` (or --stdin {key})"
+        for env, section in sorted(manifest.env.items())
+        for key in secret_looking(list(section.vars))
+    ]
 
 
 def _key_of(loc: tuple[int | str, ...]) -> str:

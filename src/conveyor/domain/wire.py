@@ -29,6 +29,11 @@ PIN_HEADER = "X-Conveyor-Release"
 PIN_COOKIE = "conveyor-release"
 
 
+#: What an agent writes to disk instead of a secret's value; a NUL byte, so it can never be a real
+#: environment value (no environment variable can hold one).
+WITHHELD = "\x00withheld"
+
+
 def baseline_route(release: int) -> int:
     """The routing-table and metrics id of a canary's *baseline*: fresh instances of the stable
     release ``release``, routed and measured apart from the stable ones (Kayenta's practice), so
@@ -168,8 +173,27 @@ class DesiredInstance(_Wire):
     image: str = Field(description="image digest, sha256:<64 hex>")
     command: str
     environment: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="secret environment variables, in clear for this host only: the agent keeps them in "
+        "memory and never writes them to disk (its state file holds WITHHELD instead)",
+    )
     health: HealthCheck = Field(default_factory=HealthCheck)
     limits: ResourceLimits | None = Field(None, description="None: the agent's defaults")
+    once: bool = Field(False, description="run once and report EXITED with the exit code; never restarted (the release command)")
+    interrupts: int = Field(
+        0, ge=0, le=INT64_MAX,
+        description="times a one-off command was interrupted (Ctrl-C of `conveyor run`): the agent sends SIGINT "
+        "to its process group once per increment; not part of what the process is (no restart)",
+    )
+
+    def withheld(self) -> bool:
+        """Whether this spec came from the agent's state file without its secrets' values."""
+        return any(v == WITHHELD for v in self.secrets.values())
+
+    def without_secrets(self) -> DesiredInstance:
+        """This spec with every secret value replaced by :data:`WITHHELD` (what may go to disk)."""
+        return self.model_copy(update={"secrets": {k: WITHHELD for k in self.secrets}})
 
 
 class DesiredState(_Wire):
@@ -194,6 +218,7 @@ class InstanceState(StrEnum):
     CRASHLOOP = "crashloop"  # restarted too often in a short time; still retried, slowly
     FAILED = "failed"  # cannot run at all (bad image, fetch failed)
     STOPPING = "stopping"  # being stopped because it is no longer desired
+    EXITED = "exited"  # a run-once process (release command) ended; see exit_code
 
 
 class InstanceStatus(_Wire):

@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 
 from conveyor.domain.manifest import APP_NAME_RE
 from conveyor.domain.routing import hostnames
-from conveyor.services import deployments
+from conveyor.services import config, deployments
 from conveyor.services.schemas import App, AppStatus, EnvironmentStatus, InstanceView, Release
 from conveyor.services.state import ControlPlane
 from conveyor.store import hosts, instances, repo
@@ -149,7 +149,7 @@ def releases(cp: ControlPlane, app: str, env: str | None = None, limit: int = 50
                 live_at=r["live_at"],
                 retired_at=r["retired_at"],
                 commit=r["commit"],
-                config=r["config"],
+                config=config.public_config(r["config"] or {}),
             )
             for r in repo.release_history(conn, app_row["id"], env, limit)
         ]

@@ -23,6 +23,7 @@ from conveyor.build.queue import BuildFailed, BuildJob, BuildQueue, BuildRequest
 from conveyor.build.retention import ImageRecord, images_to_keep
 from conveyor.build.worker import UPLOAD_LIMITS
 from conveyor.domain.manifest import MANIFEST_NAME, ManifestError, load_manifest, parse_manifest
+from conveyor.services import config
 from conveyor.services.state import ControlPlane
 from conveyor.store import builds, repo
 from conveyor.store import deployments as deployment_rows
@@ -200,6 +201,7 @@ def submit(cp: ControlPlane, app_id: int, req: BuildRequest, source: dict[str, A
 def image_view(row: Any) -> dict[str, Any]:
     d = dict(row)
     d["layers"] = d.get("manifest", {}).get("layers", [])
+    d["app_manifest"] = config.redact_manifest(d.get("app_manifest") or {})  # [env.X] vars: names only
     return d
 
 

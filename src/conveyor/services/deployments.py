@@ -10,33 +10,65 @@ ones that take the ``ControlPlane`` own theirs and poke the orchestrator.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection
 
+from conveyor import logfile
 from conveyor.analysis import AnalysisConfigError, parse_analysis_config
 from conveyor.domain import deploy_machine as dm
 from conveyor.domain.manifest import ENV_NAME_RE, AppManifest, parse_manifest
-from conveyor.services.schemas import Deployment
+from conveyor.services.schemas import Deployment, ReleaseOutput
 from conveyor.services.state import ControlPlane
-from conveyor.store import deployments, repo
+from conveyor.store import config_vars, deployments, repo
 from conveyor.store.repo import Conflict
 
 
-def deploy_params(manifest: AppManifest, env: str, strategy: str | None) -> dict[str, Any]:
+def process_counts(manifest: AppManifest, env: str, scaled: dict[str, int]) -> tuple[int, dict[str, int]]:
+    """(web instances, {worker process type: instances}): `conveyor scale` counts win over the manifest's
+    ``instances`` (web) and 1 (every other process type)."""
+    web = scaled.get("web", manifest.environment(env).instances)
+    workers = {name: scaled.get(name, 1) for name in sorted(manifest.processes) if name != "web"}
+    return web, workers
+
+
+def deploy_params(manifest: AppManifest, env: str, strategy: str | None,
+                  scaled: dict[str, int] | None = None) -> dict[str, Any]:
     """The strategy settings of a deployment, frozen when it is queued."""
     settings = manifest.environment(env)
     params = settings.model_dump(by_alias=True, exclude={"vars"})
+    params["instances"], params["workers"] = process_counts(manifest, env, scaled or {})
+    if manifest.release.command:
+        params["release_command"] = manifest.release.command
+        params["release_timeout"] = manifest.release.timeout
     if strategy:
         params["strategy"] = strategy
     return params
 
 
-def release_config(manifest: AppManifest, env: str, app: str, number: int) -> dict[str, Any]:
+def release_config(manifest: AppManifest, env: str, app: str, number: int,
+                   set_vars: list[dict[str, Any]] | None = None, changes: dict[str, Any] | None = None,
+                   scaled: dict[str, int] | None = None) -> dict[str, Any]:
+    """How the release's instances run. ``set_vars`` (``config_vars.snapshot``) win over the manifest's
+    ``vars``; secrets stay sealed here (``secrets``) and are opened only for a host's desired state."""
     settings = manifest.environment(env)
     environment = dict(settings.vars)
+    secrets: dict[str, str] = {}
+    for var in set_vars or []:
+        if var["secret"]:
+            environment.pop(var["key"], None)
+            secrets[var["key"]] = var["sealed"]
+        else:
+            environment[var["key"]] = var["value"]
     environment.update({"CONVEYOR_APP": app, "CONVEYOR_ENV": env, "CONVEYOR_RELEASE": str(number)})
     return {
+        "secrets": secrets,
+        "vars": list(set_vars or []),
+        "processes": manifest.processes,
+        "release_command": manifest.release.command,
+        "workers": process_counts(manifest, env, scaled or {})[1],
+        "changes": changes or {},
         "command": manifest.processes["web"],
         "environment": environment,
         "health": {
@@ -45,7 +77,9 @@ def release_config(manifest: AppManifest, env: str, app: str, number: int) -> di
             "interval_s": manifest.health.interval,
         },
         "limits": manifest.limits_for("web").to_json(),
-        "instances": settings.instances,
+        # each process type's own limits ([limits.<type>]); documents.desired_state picks by process
+        "process_limits": {p: manifest.limits_for(p).to_json() for p in manifest.processes},
+        "instances": process_counts(manifest, env, scaled or {})[0],
         "bake": settings.bake,
         "drain": settings.drain_timeout,
     }
@@ -60,8 +94,12 @@ def queue_deploy(
     strategy: str | None = None,
     actor: str = "",
     origin: str = "",
+    changes: dict[str, Any] | None = None,
+    skip_release_phase: bool = False,
 ) -> dict[str, Any]:
-    """Queue a deployment of an image to an environment; returns the deployment row."""
+    """Queue a deployment of an image to an environment, as a new release with the environment's
+    config vars; returns the deployment row. ``changes`` (a config change's keys) goes into the
+    release's history."""
     if not ENV_NAME_RE.match(env_name):
         raise ValueError(f"environment name {env_name!r} is invalid: use lower-case letters, digits and '-'")
     if strategy is not None and strategy not in ("bluegreen", "rolling", "canary"):
@@ -78,10 +116,18 @@ def queue_deploy(
     repo.lock_env(conn, env["id"])
     env = repo.env_by_id(conn, env["id"])  # as of the lock: current_release may have moved
     number = repo.next_release_number(conn, env["id"])
+    scaled = config_vars.counts_of(conn, env["id"])
     now = repo.now()
-    repo.add_release(conn, env["id"], number, image["digest"], release_config(manifest, env_name, app_name, number),
+    repo.add_release(conn, env["id"], number, image["digest"], release_config(manifest, env_name, app_name, number,
+                                                                       config_vars.snapshot(conn, env["id"]), changes,
+                                                                       scaled),
                      actor, now)
-    params = deploy_params(manifest, env_name, strategy)
+    params = deploy_params(manifest, env_name, strategy, scaled)
+    if skip_release_phase:
+        params["skip_release_phase"] = True
+        params["skip_release_phase_by"] = actor or "someone"
+    if env["current_release"] is not None:
+        params["previous_workers"] = bool(repo.get_release(conn, env["id"], env["current_release"])["config"].get("workers"))
     try:
         parse_analysis_config(params.get("analysis") or {}, source=f"[env.{env_name}] analysis")
     except AnalysisConfigError as exc:
@@ -91,12 +137,14 @@ def queue_deploy(
     repo.record_event(
         conn,
         "deploy_queued",
-        f"deployment {dep_id} of image {image['digest'][7:19]} as release {number} queued by {actor or 'someone'}",
+        f"deployment {dep_id} of image {image['digest'][7:19]} as release {number} queued by {actor or 'someone'}"
+        + (" (release command skipped)" if skip_release_phase and params.get("release_command") else ""),
         app=app_name,
         env=env_name,
         actor=actor,
         origin=origin,
-        data={"deployment": dep_id, "release": number, "image": image["digest"], "commit": image["commit"]},
+        data={"deployment": dep_id, "release": number, "image": image["digest"], "commit": image["commit"],
+              **({"skip_release_phase": True} if skip_release_phase else {})},
     )
     return get_deployment(conn, dep_id)
 
@@ -119,7 +167,12 @@ def queue_rollback(
     if target == current:
         raise Conflict(f"release {target} is already the current release of {app_name}/{env_name}")
     now = repo.now()
-    params = {"instances": rel["config"].get("instances", 1), "ready_timeout": 60.0, "strategy": "bluegreen"}
+    if "vars" in rel["config"]:  # the config vars come back with the release: the next deploy ships them
+        config_vars.replace_all(conn, env["id"], list(rel["config"]["vars"]), actor, now)
+    params = {"instances": rel["config"].get("instances", 1), "ready_timeout": 60.0, "strategy": "bluegreen",
+              "workers": dict(rel["config"].get("workers") or {}),
+              "previous_workers": bool(repo.get_release(conn, env["id"], current)["config"].get("workers"))
+              if current is not None else False}
     dep_id = deployments.insert_queued(conn, env["id"], "rollback", "bluegreen", current, target, rel["image_digest"], params, actor, now)
     repo.record_event(
         conn,
@@ -150,7 +203,7 @@ COMMANDS = {
     "promote": {"canary", "paused", "preview"},
     "pause": {"canary"},
     "resume": {"paused"},
-    "abort": {"starting", "canary", "paused", "baking", "rolling", "preview"},
+    "abort": {"releasing", "starting", "canary", "paused", "baking", "rolling", "preview"},
 }
 
 
@@ -204,14 +257,52 @@ def get_deployment(conn: Connection, dep_id: int) -> dict[str, Any]:
     }
 
 
-def with_verdicts(conn: Connection, dep_id: int) -> Deployment:
-    """A deployment with its analysis verdicts: what ``GET /deployments/{id}`` and the pages show."""
-    return Deployment(**get_deployment(conn, dep_id), verdicts=deployments.verdicts_of(conn, dep_id))
+def with_verdicts(conn: Connection, dep_id: int, logs_dir: Path | None = None) -> Deployment:
+    """A deployment with its analysis verdicts (and, given the logs directory, its release command's
+    output): what ``GET /deployments/{id}`` and the pages show."""
+    dep = get_deployment(conn, dep_id)
+    output = None
+    if logs_dir is not None and dep["kind"] == "deploy" and (dep["params"] or {}).get("release_command"):
+        output = release_output(logs_dir, dep["app"], dep["env"], dep["release"])
+    return Deployment(**dep, verdicts=deployments.verdicts_of(conn, dep_id), release_output=output)
+
+
+def release_output(logs_dir: Path, app: str, env: str, release: int, limit: int = 64 * 1024) -> str | None:
+    """The release command's log (its instance is ``{app}-{env}-r{release}-release-{hex}``): its last lines
+    (at most ``limit`` bytes read), as the command printed them, without the stored time stamps."""
+    found = sorted(logs_dir.glob(f"{app}-{env}-r{release}-release-*.log"))
+    if not found:
+        return None
+    lines = logfile.SegmentedLog(found[-1]).tail(2000, max_bytes=limit)
+    return "".join(logfile.split_stamp(line)[1] + "\n" for line in lines)
+
+
+def release_output_from(cp: ControlPlane, dep_id: int, offset: int) -> ReleaseOutput:
+    """The release command's output from byte ``offset``, while it runs: what `deploy --wait` streams.
+
+    ``over``: the deployment left ``queued``/``releasing``. ``done``: over and every line is in (the
+    agent's exit note, which it writes after the command's output, has arrived). A command stopped
+    at its timeout gets no exit note: a follower stops a few seconds after ``over`` then."""
+    from conveyor.services import logs
+    from conveyor.services.runs import AGENT_PREFIX
+
+    with cp.engine.connect() as conn:
+        dep = get_deployment(conn, dep_id)
+    over = dep["state"] not in ("queued", "releasing")
+    found = sorted(cp.settings.logs_dir.glob(f"{dep['app']}-{dep['env']}-r{dep['release']}-release-*.log"))
+    if dep["kind"] != "deploy" or not (dep["params"] or {}).get("release_command") or not found:
+        return ReleaseOutput(data="", next=offset, over=over, done=over)
+    path = found[-1]
+    note = AGENT_PREFIX + path.name.removesuffix(".log") + " "
+    complete = any(logfile.split_stamp(line)[1].startswith(note)
+                   for line in logfile.SegmentedLog(path, cp.settings.log_max_bytes).tail(3))
+    text, nxt = logs.output_from(path, offset, 64 * 1024, final=complete, log_max_bytes=cp.settings.log_max_bytes)
+    return ReleaseOutput(data=text, next=nxt, over=over, done=over and complete and not text)
 
 
 def read(cp: ControlPlane, dep_id: int) -> Deployment:
     with cp.engine.connect() as conn:
-        return with_verdicts(conn, dep_id)
+        return with_verdicts(conn, dep_id, cp.settings.logs_dir)
 
 
 def list_for_app(cp: ControlPlane, app: str, env: str | None = None, limit: int = 50) -> list[Deployment]:
@@ -231,7 +322,7 @@ def promoted_image(conn: Connection, app: str, from_env: str) -> str:
 
 
 def deploy(cp: ControlPlane, app: str, env: str, image: str | None, *, from_env: str | None = None,
-           strategy: str | None = None, actor: str = "", origin: str = "") -> int:
+           strategy: str | None = None, actor: str = "", origin: str = "", skip_release_phase: bool = False) -> int:
     """Queue a deployment of ``image``, or of what ``from_env`` runs (promote); its id.
 
     Raises ``ValueError`` when neither is given."""
@@ -240,7 +331,8 @@ def deploy(cp: ControlPlane, app: str, env: str, image: str | None, *, from_env:
             image = promoted_image(conn, app, from_env)
         if not image:
             raise ValueError("give the image to deploy: 'image' (a digest) or 'from_env' (promote)")
-        dep = queue_deploy(conn, app, env, image, strategy=strategy, actor=actor, origin=origin)
+        dep = queue_deploy(conn, app, env, image, strategy=strategy, actor=actor, origin=origin,
+                           skip_release_phase=skip_release_phase)
     cp.notifier.poke("orchestrator", "deployments")
     return int(dep["id"])
 

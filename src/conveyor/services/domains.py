@@ -34,18 +34,6 @@ __all__ = [
 ]
 
 
-def sealer(cp: ControlPlane) -> Sealer:
-    """The control plane's key ring (``CONVEYOR_SECRETS_KEY`` or ``secrets.key`` in its data dir), made once.
-
-    Kept on ``cp._sealer``, the attribute ``services.config.sealer`` uses too, so certificate keys
-    and config secrets share one ring *instance*: a rotation seen by one is seen by the other."""
-    found = getattr(cp, "_sealer", None)
-    if found is None:
-        found = Sealer.for_data_dir(cp.settings.data_dir)
-        cp._sealer = found  # type: ignore[attr-defined]
-    return found  # type: ignore[no-any-return]
-
-
 def _view(row: dict[str, Any], now: float) -> DomainView:
     cert = None
     status = row["cert_status"]
@@ -123,7 +111,7 @@ def list_domains(cp: ControlPlane, app: str | None = None) -> list[DomainView]:
 def save_certificate(cp: ControlPlane, conn: Connection, name: str, info: CertificateInfo, source: str, now: float) -> None:
     """Store a checked certificate for ``name`` (replacing its previous one), its key sealed."""
     store.save_certificate(conn, name, {
-        "source": source, "cert_pem": info.cert_pem, "key_sealed": sealer(cp).seal(info.key_pem.encode()).decode("ascii"),
+        "source": source, "cert_pem": info.cert_pem, "key_sealed": cp.sealer().seal(info.key_pem.encode()).decode("ascii"),
         "fingerprint": info.fingerprint, "names": list(info.names), "issuer": info.issuer,
         "not_before": info.not_before, "not_after": info.not_after, "added_at": now,
     })

@@ -13,7 +13,7 @@ from typing import Any
 from conveyor.deploy.documents import desired_state, routing_table
 from conveyor.domain.healing import HOST_LOST_AFTER
 from conveyor.domain.wire import AgentStatus, DesiredState, RoutingTable
-from conveyor.services import domains
+from conveyor.services import config, domains
 from conveyor.services.schemas import RoutersView, RouterView
 from conveyor.services.state import ControlPlane, router_sync
 from conveyor.store import hosts, instances
@@ -46,12 +46,12 @@ def routing(cp: ControlPlane, *, with_keys: bool = True) -> RoutingTable:
     It carries the certificates' private keys, opened with the control plane's key ring: routers
     (the admin token) need them to terminate TLS. ``with_keys=False`` (every other reader, e.g. a
     viewer's token) gets them redacted, and no key is opened; the version is the same either way."""
-    ring = (lambda: domains.sealer(cp)) if with_keys else None
+    ring = cp.sealer if with_keys else None
     return routing_table(cp.engine, cp.settings.domain, cp.clock(), cp.started_at, ring)
 
 
 def desired(cp: ControlPlane, host: str) -> DesiredState:
-    return desired_state(cp.engine, host)
+    return desired_state(cp.engine, host, lambda cfg: config.secret_environment(cp, cfg))
 
 
 def routers(cp: ControlPlane) -> RoutersView:

@@ -257,3 +257,21 @@ def _safe_name(name: str) -> bool:
         return False
     return (0 < size < 200 and "/" not in name and "\\" not in name and "\x00" not in name
             and not name.startswith("."))
+
+
+def output_from(path: Path, offset: int, max_bytes: int, *, final: bool, log_max_bytes: int = logfile.DEFAULT_MAX_BYTES
+                ) -> tuple[str, int]:
+    """One instance's output from logical byte ``offset``, as the command printed it (time stamps removed),
+    and the offset to ask from next: what `conveyor run` and a streamed release phase show.
+
+    Whole lines only while the command runs (a line still being written comes whole next time); with
+    ``final`` (it has exited and its log is complete) the rest too. At most ``max_bytes`` read."""
+    log = logfile.SegmentedLog(path, log_max_bytes)
+    start, data = log.read(offset, max_bytes)
+    if not final:
+        if b"\n" in data:
+            data = data[: data.rindex(b"\n") + 1]
+        elif len(data) < max_bytes:
+            data = b""
+    text = "".join(logfile.split_stamp(line)[1] for line in data.decode(errors="replace").splitlines(keepends=True))
+    return text, start + len(data)

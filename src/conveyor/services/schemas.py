@@ -65,6 +65,7 @@ class DeployRequest(_Body):
     strategy: Literal["bluegreen", "rolling", "canary"] | None = Field(
         None, description="override the manifest's strategy for this deployment"
     )
+    skip_release_phase: bool = Field(False, description="do not run [release] command for this deployment (audited)")
 
 
 class CommandRequest(_Body):
@@ -96,6 +97,16 @@ class Deployment(BaseModel):
     started_at: float | None
     finished_at: float | None
     verdicts: list[dict[str, Any]] = Field(default_factory=list)
+    release_output: str | None = Field(None, description="the output of the release's [release] command, if it ran")
+
+
+class ReleaseOutput(BaseModel):
+    """A slice of a deployment's release-command output, for following it live."""
+
+    data: str = Field(description="output lines as the command printed them (its agent's notes included)")
+    next: int = Field(description="the offset to ask from next")
+    over: bool = Field(description="the release phase is over (the deployment left queued/releasing)")
+    done: bool = Field(description="over, and all of the command's output has been returned")
 
 
 class InstanceView(BaseModel):
@@ -271,3 +282,66 @@ class AuditEntry(BaseModel):
     origin: str
     status: int
     outcome: str = Field(description="ok, denied (401, 403, 429) or failed")
+
+
+#: A config var's name: what an environment variable may be called (``services/config.check_var`` says
+#: what to fix, and refuses the names Conveyor sets itself: PORT, HOST, CONVEYOR_*).
+CONFIG_KEY = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
+#: A value an environment variable can hold: no NUL byte (at most 32 kB, checked in bytes by the service).
+CONFIG_VALUE = r"^[^\x00]*$"
+
+
+class ConfigSet(_Body):
+    env: str = Field("production", description="the environment (created if new)", json_schema_extra={"pattern": ENV})
+    values: dict[str, str] = Field(
+        description="KEY → VALUE; a secret's value is sealed at once and never returned",
+        json_schema_extra={"minProperties": 1, "propertyNames": {"pattern": CONFIG_KEY},
+                           "additionalProperties": {"type": "string", "pattern": CONFIG_VALUE}},
+    )
+    secret: bool = Field(False, description="seal the values: they can be replaced, never read back")
+    deploy: bool = Field(True, description="ship the change now as a new release; false: stage it for the next deploy")
+
+
+class ConfigUnset(_Body):
+    env: str = Field("production", json_schema_extra={"pattern": ENV})
+    keys: list[str] = Field(description="the names to remove (each must be set)",
+                            json_schema_extra={"minItems": 1, "items": {"type": "string", "pattern": CONFIG_KEY}})
+    deploy: bool = True
+
+
+class ScaleRequest(_Body):
+    env: str = Field("production", json_schema_extra={"pattern": ENV})
+    counts: list[str] = Field(description='TYPE=COUNT pairs, e.g. ["web=3", "worker=2"]',
+                              json_schema_extra={"minItems": 1})
+
+
+class RestartRequest(_Body):
+    env: str = Field("production", json_schema_extra={"pattern": ENV})
+    process: str | None = Field(None, description="one process type (default: every one)")
+
+
+class RunRequest(_Body):
+    env: str = Field("production", json_schema_extra={"pattern": ENV})
+    command: str = Field(description="a shell command line, run in the current release's image and config",
+                         json_schema_extra={"pattern": r"\S"})
+
+
+class ConfigChange(BaseModel):
+    """What a config change did: the keys (never values) and the release that ships it, if any."""
+
+    app: str
+    env: str
+    set: list[str]
+    unset: list[str]
+    deployment: int | None = Field(None, description="the deployment shipping the change (None: staged)")
+    release: int | None = None
+    staged: bool = Field(description="true: applies at the next deploy (--no-deploy, or nothing deployed yet)")
+
+
+class ConfigVar(BaseModel):
+    key: str
+    secret: bool
+    source: Literal["set", "manifest"]
+    value: str | None = Field(None, description="null for a secret (never returned) or for a token that may only read")
+    updated_at: float | None = None
+    updated_by: str = ""

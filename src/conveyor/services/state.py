@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from conveyor.config import ServerSettings
 from conveyor.deploy.notify import Notifier
 from conveyor.deploy.orchestrator import Orchestrator
+from conveyor.store.sealing import Sealer
 from conveyor.store.web_sessions import SessionStore
 
 log = logging.getLogger("conveyor.server")
@@ -92,10 +93,19 @@ class ControlPlane:
     sessions: SessionStore = field(init=False)
     #: conveyor.services.auth.Authenticator (its failure limiter and token cache), made on first use
     auth: Any = None
+    _sealer: Sealer | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.started_at = self.clock()
         self.sessions = SessionStore(self.engine, lambda: [self.settings.admin_token, *self.viewer_tokens])
+
+    def sealer(self) -> Sealer:
+        """The key ring that seals secrets at rest (config secrets, certificate keys): one instance, made
+        on first use from ``CONVEYOR_SECRETS_KEY`` or ``secrets.key`` in the data dir, so a rotation is
+        seen by everything that seals. A platform that never seals anything never creates the key file."""
+        if self._sealer is None:
+            self._sealer = Sealer.for_data_dir(self.settings.data_dir)
+        return self._sealer
 
     def saw_router(self, router_id: str, admin_url: str | None, version: int) -> bool:
         """Record a router's poll; False when the registration is refused (too many routers).

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor.domain import deploy_machine as dm
-from conveyor.services import apps, audit, builds, deployments, domains, metrics
+from conveyor.services import apps, audit, builds, config, deployments, domains, metrics, processes
 from conveyor.services.state import ControlPlane
 from conveyor.store import deployments as deployment_rows
 from conveyor.store import hosts, instances, repo
@@ -133,8 +133,10 @@ def overview(cp: ControlPlane) -> dict[str, Any]:
     return {"apps": out_apps, "in_flight": in_flight(cp), "time": cp.clock()}
 
 
-def app_page(cp: ControlPlane, app: str) -> dict[str, Any]:
-    """Environments side by side, recent images, release history and deployments of one app."""
+def app_page(cp: ControlPlane, app: str, reveal: bool = False) -> dict[str, Any]:
+    """Environments side by side (with their config and process types), recent images, release
+    history and deployments of one app. ``reveal``: plain config values (a token that may deploy);
+    a secret's value is never there."""
     st = apps.status_of(cp, app).model_dump(mode="json")
     releases = [r.model_dump(mode="json") for r in apps.releases(cp, app, env=None, limit=30)]
     by_env_release = {(r["env"], r["number"]): r for r in releases}
@@ -145,6 +147,8 @@ def app_page(cp: ControlPlane, app: str) -> dict[str, Any]:
         if e["release"] is not None and live is None:
             e["live_release"] = apps.live_release(cp, app, e["name"], e["release"])
         e["rollback_target"] = apps.rollback_target(cp, app, e["name"], e["release"])
+        e["config"] = [v.model_dump(mode="json") for v in config.list_vars(cp, app, e["name"], reveal=reveal)]
+        e["processes"] = processes.process_types(cp, app, e["name"])
     deps = [d.model_dump(mode="json") for d in deployments.list_for_app(cp, app, env=None, limit=20)]
     imgs = builds.recent_images(cp, app)
     default, why = default_image(imgs, releases)

@@ -44,14 +44,14 @@ def serving(conn: Connection, env_id: int) -> list[Row]:  # type: ignore[type-ar
     )
 
 
-def active_ids(conn: Connection, env_id: int, release: int, role: str) -> list[str]:
-    """Ids of the release's instances of ``role`` that are not draining, newest first."""
+def active_ids(conn: Connection, env_id: int, release: int, role: str, process: str = "web") -> list[str]:
+    """Ids of the release's instances of ``role`` (and process type) that are not draining, newest first."""
     return [
         r.id
         for r in conn.execute(
             select(instances.c.id).where(
                 instances.c.env_id == env_id, instances.c.release == release, instances.c.role == role,
-                instances.c.draining_since.is_(None),
+                instances.c.process == process, instances.c.draining_since.is_(None),
             ).order_by(instances.c.created_at.desc())
         ).all()
     ]
@@ -73,8 +73,10 @@ def hosts_of(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
     return {r.id: r.host for r in conn.execute(select(instances.c.id, instances.c.host).where(instances.c.id.in_(wanted)))}
 
 
-def add(conn: Connection, iid: str, env_id: int, release: int, host: str, role: str, now: float) -> None:
-    conn.execute(insert(instances).values(id=iid, env_id=env_id, release=release, host=host, role=role, created_at=now))
+def add(conn: Connection, iid: str, env_id: int, release: int, host: str, role: str, now: float,
+        process: str = "web", command: str | None = None) -> None:
+    conn.execute(insert(instances).values(id=iid, env_id=env_id, release=release, host=host, role=role, created_at=now,
+                                          process=process, command=command))
 
 
 def _of_release(env_id: int, release: int, role: str | None) -> ColumnElement[bool]:
@@ -133,11 +135,12 @@ def delete_releases(conn: Connection, env_id: int, numbers: Iterable[int]) -> No
 
 
 def not_draining(conn: Connection) -> list[Row]:  # type: ignore[type-arg]
-    """(id, env_id, release, role) of every instance that is not draining: the routing table's candidates."""
+    """(id, env_id, release, role) of every web instance that is not draining: the routing table's
+    candidates (other process types are never routed)."""
     return list(
         conn.execute(
             select(instances.c.id, instances.c.env_id, instances.c.release, instances.c.role).where(
-                instances.c.draining_since.is_(None)
+                instances.c.draining_since.is_(None), instances.c.process == "web"
             )
         ).all()
     )
@@ -150,6 +153,9 @@ def desired_on(conn: Connection, host: str) -> list[Row]:  # type: ignore[type-a
             select(
                 instances.c.id,
                 instances.c.release,
+                instances.c.process,
+                instances.c.command,
+                instances.c.interrupts,
                 environments.c.name.label("env"),
                 apps.c.name.label("app"),
                 releases.c.image_digest,
@@ -183,3 +189,20 @@ def owners(conn: Connection) -> dict[str, tuple[str, str, int, str]]:
             )
         )
     }
+
+
+def get(conn: Connection, iid: str) -> RowMapping | None:
+    return conn.execute(select(instances).where(instances.c.id == iid)).mappings().first()
+
+
+def interrupt(conn: Connection, iid: str) -> int:
+    """Count one more interrupt of instance ``iid`` (a one-off run); the new count, 0 if it is gone."""
+    conn.execute(update(instances).where(instances.c.id == iid).values(interrupts=instances.c.interrupts + 1))
+    row = conn.execute(select(instances.c.interrupts).where(instances.c.id == iid)).first()
+    return int(row.interrupts) if row is not None else 0
+
+
+def runs_before(conn: Connection, cutoff: float) -> list[str]:
+    """Ids of one-off runs (`conveyor run`) started before ``cutoff``: past the longest timeout."""
+    return [r.id for r in conn.execute(select(instances.c.id).where(instances.c.process == "run",
+                                                                    instances.c.created_at < cutoff))]

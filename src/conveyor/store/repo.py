@@ -343,6 +343,17 @@ def release_configs(conn: Connection, env_id: int) -> dict[int, dict[str, Any]]:
     }
 
 
+def all_release_configs(conn: Connection) -> list[tuple[int, int, dict[str, Any]]]:
+    """(env id, number, config) of every release: what a secrets key rotation re-seals."""
+    return [(r.env_id, r.number, dict(r.config or {}))
+            for r in conn.execute(select(releases.c.env_id, releases.c.number, releases.c.config))]
+
+
+def set_release_config(conn: Connection, env_id: int, number: int, config: dict[str, Any]) -> None:
+    """Replace a release's stored config (only to re-seal its secrets: what runs never changes)."""
+    conn.execute(update(releases).where(releases.c.env_id == env_id, releases.c.number == number).values(config=config))
+
+
 def releases_in(conn: Connection, env_id: int, numbers: Iterable[int]) -> list[RowMapping]:
     return list(
         conn.execute(select(releases).where(releases.c.env_id == env_id, releases.c.number.in_(list(numbers))))

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    PrimaryKeyConstraint,
     Integer,
     MetaData,
     String,
@@ -141,7 +142,15 @@ instances = Table(
     Column("env_id", Integer, ForeignKey("environments.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("release", Integer, nullable=False),
     Column("host", String(100), nullable=False, index=True),
-    Column("role", String(16), nullable=False, default="main"),  # main | canary | baseline
+    Column("role", String(16), nullable=False, default="main"),  # main | canary | baseline | worker
+    # The process type it runs ([run] / Procfile): "web" is routed and health-checked; any other
+    # (role "worker") runs beside it, unrouted.
+    Column("process", String(40), nullable=False, default="web", server_default="web"),
+    # A one-off command (`conveyor run`, process "run"): what it runs instead of a process type's.
+    Column("command", Text, nullable=True),
+    # How many times that command was interrupted (Ctrl-C of `conveyor run`): the agent sends SIGINT
+    # to it once per increment (a count, not a flag, so the desired state stays declarative).
+    Column("interrupts", Integer, nullable=False, default=0, server_default="0"),
     Column("created_at", Float, nullable=False),
     # Set when the instance is to go: it leaves the routing table at once (the
     # router drains its in-flight requests) and the row, hence the process, is
@@ -320,4 +329,48 @@ audit_log = Table(
     Column("origin", String(100), nullable=False, default=""),
     Column("status", Integer, nullable=False),
     Column("outcome", String(16), nullable=False),
+)
+
+# An environment's config vars as set with `conveyor config set` (manifest ``vars`` are the defaults;
+# these win). A secret's value is only ever stored sealed (``store/sealing.py``): ``value`` is NULL
+# and ``sealed`` holds the Fernet token; a plain var has ``value`` and no ``sealed``. Each release
+# snapshots the vars it ran with in its ``config``, so a rollback restores them with the image.
+config_vars = Table(
+    "config_vars",
+    metadata,
+    Column("env_id", Integer, ForeignKey("environments.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(100), nullable=False),
+    Column("secret", Boolean, nullable=False, default=False),
+    Column("value", Text, nullable=True),
+    Column("sealed", Text, nullable=True),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(100), nullable=False, default=""),
+    PrimaryKeyConstraint("env_id", "key", name="pk_config_vars"),
+)
+
+# How many instances of each process type an environment runs (`conveyor scale`): overrides the
+# manifest's ``instances`` (for ``web``) and 1 (for other process types) without a new release.
+process_counts = Table(
+    "process_counts",
+    metadata,
+    Column("env_id", Integer, ForeignKey("environments.id", ondelete="CASCADE"), nullable=False),
+    Column("process", String(40), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(100), nullable=False, default=""),
+    PrimaryKeyConstraint("env_id", "process", name="pk_process_counts"),
+)
+
+# A rolling restart in progress (`conveyor restart`): the instances of ``process`` created before
+# ``requested_at`` are replaced one at a time (a new one ready, then an old one drains); ``count`` is
+# how many there were. The row goes when none is left (domain/processes.restart_plan).
+restarts = Table(
+    "restarts",
+    metadata,
+    Column("env_id", Integer, ForeignKey("environments.id", ondelete="CASCADE"), nullable=False),
+    Column("process", String(40), nullable=False),
+    Column("requested_at", Float, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("requested_by", String(100), nullable=False, default=""),
+    PrimaryKeyConstraint("env_id", "process", name="pk_restarts"),
 )

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from conveyor.services import deployments, views
+from conveyor.services import deployments, processes, views
 from conveyor.services.auth import Principal
 from conveyor.services.errors import Conflict, IllegalTransition, ManifestError, NotFound
 from conveyor.web.render import render
@@ -28,9 +28,10 @@ def not_found(request: Request, message: str) -> HTMLResponse:
     return render(request, "error.html", status_code=404, heading="Not found", message=message)
 
 
-async def _app_page(request: Request, app: str, error: str = "", status_code: int = 200) -> HTMLResponse:
+async def _app_page(request: Request, app: str, error: str = "", status_code: int = 200,
+                    reveal: bool = False) -> HTMLResponse:
     try:
-        data = await run_in_threadpool(views.app_page, request.app.state.cp, app)
+        data = await run_in_threadpool(views.app_page, request.app.state.cp, app, reveal)
     except NotFound as exc:
         return not_found(request, str(exc))
     return render(request, "app.html", status_code=status_code, d=data, error=error)
@@ -38,7 +39,7 @@ async def _app_page(request: Request, app: str, error: str = "", status_code: in
 
 @router.get("/apps/{app}", response_class=HTMLResponse)
 async def app_page(request: Request, app: str, user: PageUser) -> HTMLResponse:
-    return await _app_page(request, app)
+    return await _app_page(request, app, reveal=user.can_write)
 
 
 async def _act(request: Request, app: str, user: Principal, fn: Callable[[], int]) -> Response:
@@ -89,3 +90,21 @@ async def rollback(
     cp = request.app.state.cp
     return await _act(request, app, user, lambda: deployments.rollback(
         cp, app, env, to_release=target, actor=user.name, origin=user.origin))
+
+
+@router.post("/apps/{app}/scale")
+async def scale(request: Request, app: str, user: FormWriter) -> Response:
+    """The scale control: one number per process type (``count_<type>``); the same rule as `conveyor scale`."""
+    form = await request.form()
+    env = str(form.get("env", "production"))
+    pairs = [f"{k.removeprefix('count_')}={str(v).strip()}" for k, v in form.items() if k.startswith("count_")]
+    cp = request.app.state.cp
+    try:
+        await run_in_threadpool(lambda: processes.scale(cp, app, env, pairs, actor=user.name, origin=user.origin))
+    except NotFound as exc:
+        return await _app_page(request, app, str(exc), 404, reveal=True)
+    except Conflict as exc:
+        return await _app_page(request, app, str(exc), 409, reveal=True)
+    except ValueError as exc:
+        return await _app_page(request, app, str(exc), 422, reveal=True)
+    return RedirectResponse(f"/apps/{app}", status_code=303)

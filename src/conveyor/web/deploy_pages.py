@@ -65,7 +65,7 @@ def buttons_for(state: str, available: set[str]) -> list[str]:
         wanted = ["resume", "promote", "promote-full", "abort"]
     elif state == "canary":
         wanted = ["promote", "promote-full", "pause", "abort"]
-    elif state in ("baking", "rolling", "starting"):
+    elif state in ("baking", "rolling", "starting", "releasing"):
         wanted = ["abort"]
     return [b for b in wanted if b.removesuffix("-full") in available]
 

@@ -26,6 +26,7 @@ TEMPLATES_DIR = HERE / "templates"
 STATE_LOOK: dict[str, tuple[str, str]] = {
     "queued": ("◷", "muted"),
     "starting": ("▶", "busy"),
+    "releasing": ("▶", "busy"),
     "canary": ("▶", "busy"),
     "rolling": ("▶", "busy"),
     "baking": ("▶", "busy"),

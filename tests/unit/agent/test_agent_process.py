@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -163,3 +164,29 @@ def test_adopted_process_poll_has_no_exit_code() -> None:
     child.kill()
     child.wait()
     assert adopted.poll() == (False, None)
+
+
+async def test_interrupt_is_a_terminals_ctrl_c_and_the_command_keeps_its_exit_code(tmp_path: Path) -> None:
+    """SIGINT reaches the command (it cleans up and exits 3); dash, kept as its parent, is spared, so the
+    instance's exit code is the command's 3, not the shell's death by SIGINT. An exec'd command gets it too."""
+    script = tmp_path / "cleanup.py"
+    script.write_text("import sys, time\nprint('up', flush=True)\ntry:\n    time.sleep(60)\n"
+                      "except KeyboardInterrupt:\n    print('cleaning up', flush=True)\n    sys.exit(3)\n")
+    env = {"PATH": os.environ["PATH"]}
+    for command, members in ((f"{sys.executable} cleanup.py", 2), (f"exec {sys.executable} cleanup.py", 1)):
+        log = tmp_path / f"{members}.log"
+        process = spawn(command, cwd=tmp_path, env=env, log_path=log)
+        try:
+            deadline = time.monotonic() + 20
+            while not (log.exists() and "up" in log.read_text()) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert len(group_members(process.pid)) == members
+            process.interrupt()
+            while process.poll()[0] and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert process.poll() == (False, 3), command
+            await process.output_written()
+            assert [split_stamp(x)[1] for x in log.read_text().splitlines()] == ["up", "cleaning up"]
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
