@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse
 
-from conveyor.api.deps import CP, AgentCaller, AnyCaller, ImageReader, Reader
+from conveyor.api.deps import CP, AgentCaller, AnyCaller, BlobReader, ImageReader, Reader
 from conveyor.build.digest import is_digest
 from conveyor.domain.wire import AgentStatus, DesiredState, LogBatch, RoutingTable
 from conveyor.services import auth, hosts, logs
@@ -112,6 +112,6 @@ def get_image_manifest(digest: str, cp: CP, _p: ImageReader) -> Response:
 
 
 @router.get("/blobs/{digest}", summary="A layer archive by digest")
-def get_blob(digest: str, cp: CP, _p: ImageReader) -> Response:
+def get_blob(digest: str, cp: CP, _p: BlobReader) -> Response:
     _checked(cp, digest, manifest=False)
     return FileResponse(cp.artifacts.blob_path(digest), media_type="application/octet-stream")

@@ -11,7 +11,8 @@ turn a request into a principal and apply those rules to each endpoint:
   (``{app}``, or the app of ``{dep_id}``);
 * ``Admin`` — admin only (tokens, join tokens);
 * ``AgentCaller`` — the agent join token of the ``{host}`` in the path, or admin;
-* ``ImageReader`` — people and agents (images and blobs).
+* ``ImageReader`` — people and agents (image manifests);
+* ``BlobReader`` — agents and people who may deploy (layer archives: they hold ``conveyor.toml``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from conveyor.services.auth import (
 )
 from conveyor.services.state import ControlPlane
 
-__all__ = ["CP", "Admin", "AgentCaller", "AnyCaller", "ImageReader", "Principal", "Reader", "Writer", "forbidden"]
+__all__ = ["CP", "Admin", "AgentCaller", "AnyCaller", "BlobReader", "ImageReader", "Principal", "Reader", "Writer", "forbidden"]
 
 
 def get_cp(request: Request) -> ControlPlane:
@@ -130,10 +131,18 @@ def image_reader(p: Annotated[Principal, Depends(any_caller)]) -> Principal:
         raise forbidden(exc) from None
 
 
+def blob_reader(p: Annotated[Principal, Depends(any_caller)]) -> Principal:
+    try:
+        return auth.blob_reader(p)
+    except Forbidden as exc:
+        raise forbidden(exc) from None
+
+
 AnyCaller = Annotated[Principal, Depends(any_caller)]
 Reader = Annotated[Principal, Depends(principal)]
 Writer = Annotated[Principal, Depends(writer)]
 Admin = Annotated[Principal, Depends(admin_only)]
 AgentCaller = Annotated[Principal, Depends(agent_caller)]
 ImageReader = Annotated[Principal, Depends(image_reader)]
+BlobReader = Annotated[Principal, Depends(blob_reader)]
 CP = Annotated[ControlPlane, Depends(get_cp)]

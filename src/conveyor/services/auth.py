@@ -221,6 +221,15 @@ def image_reader(p: Principal) -> Principal:
     raise Forbidden(f"a {p.role} join token may not fetch images")
 
 
+def blob_reader(p: Principal) -> Principal:
+    """Agents and people who may deploy fetch layer archives: the app layer holds ``conveyor.toml``,
+    whose vars a token that may only read is not shown (``conveyor config list``)."""
+    if p.role == "agent" or p.can_write:
+        return p
+    raise Forbidden(f"a {p.role} token may not fetch layer archives (they hold the app's config): "
+                    "use a deployer or admin token")
+
+
 def may_read_routing(p: Principal) -> Principal:
     if not (p.is_person or p.role == "router"):
         raise Forbidden(f"a {p.role} join token may not read the routing table")

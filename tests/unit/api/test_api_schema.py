@@ -132,23 +132,35 @@ def test_a_method_the_document_does_not_list_gets_405_with_the_documented_allow(
     document = running.api.get("/openapi.json").json()
     assert len(document["paths"]) >= 20
     wrong: list[str] = []
-    # /images/gc is also an {digest}-shaped URL, but a GET there is not a wrong method of /images/gc
-    routed_elsewhere = {("GET", running.url + "/api/v1/images/gc")}
-    for path, item in document["paths"].items():
-        documented = {m.upper() for m in item if m.upper() in METHODS}
+    paths = document["paths"]
+    for path, item in paths.items():
         # a concrete URL for the path: every {parameter} filled with a value the route accepts
-        url = running.url + path.replace("{app}", "hello").replace("{host}", "h1").replace("{name}", "web")
-        url = "".join(part if not part.startswith("{") else "1" for part in _split_params(url))
+        concrete = path.replace("{app}", "hello").replace("{host}", "h1").replace("{name}", "web")
+        concrete = "".join(part if not part.startswith("{") else "1" for part in _split_params(concrete))
+        documented = {m.upper() for m in item if m.upper() in METHODS}
+        # another template the same URL fits (/config/unset is also /config/{key}) serves its own methods
+        # there: those are not wrong methods of this path, and Allow names them too
+        elsewhere = {m.upper() for other, o_item in paths.items() if other != path and _fits(concrete, other)
+                     for m in o_item if m.upper() in METHODS}
+        # /images/gc has /images/{digest}'s shape but not its pattern (sha256:…): Allow leaves GET out,
+        # though Starlette routes a GET there to the digest's handler (a 400: not a digest)
+        allow_elsewhere = set() if path == "/api/v1/images/gc" else elsewhere
         for method in METHODS:
-            if method in documented:
+            if method in documented or method in elsewhere:
                 continue
-            if (method, url) in routed_elsewhere:
-                continue
-            r = httpx.request(method, url, headers={"Authorization": f"Bearer {running.token}"}, timeout=10)
+            r = httpx.request(method, running.url + concrete, headers={"Authorization": f"Bearer {running.token}"},
+                              timeout=10)
             allowed = {m.strip() for m in r.headers.get("allow", "").split(",") if m.strip()} - {"HEAD"}
-            if r.status_code != 405 or allowed != documented:
-                wrong.append(f"{method} {path}: {r.status_code}, Allow {sorted(allowed)} (documented {sorted(documented)})")
+            expected = documented | allow_elsewhere
+            if r.status_code != 405 or allowed != expected:
+                wrong.append(f"{method} {path}: {r.status_code}, Allow {sorted(allowed)} (documented {sorted(expected)})")
     assert not wrong, "\n".join(wrong)
+
+
+def _fits(url: str, template: str) -> bool:
+    """Whether ``url`` has ``template``'s shape: the same segments, a {parameter} standing for any one."""
+    a, b = url.split("/"), template.split("/")
+    return len(a) == len(b) and all(t.startswith("{") or u == t for u, t in zip(a, b, strict=True))
 
 
 def _split_params(url: str) -> list[str]:
