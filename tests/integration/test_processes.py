@@ -128,14 +128,14 @@ def test_workers_ship_scale_and_fail_with_their_release(platform_factory: Any) -
              30, 0.2, "only the v2 worker to run")
     assert any(lines[0] == "start v2" for lines in _journal(journal).values())
 
-    # scale: workers to 2, web 1 → 3 → 1 under load, no new release, no failed request
+    # scale: workers to 2, web 1 → 4 → 1 under load (the figures), no new release, no failed request
     releases_before = len(p.api.get("/apps/jobs/releases").json())
     with TrafficLoop(p, HOST) as load:
-        p.cli("scale", "jobs", "web=3", "worker=2", check=True)
-        wait_for(lambda: len(_running(p, "web", 2)) == 3 and len(_running(p, "worker", 2)) == 2, 60, 0.2,
-                 "3 web and 2 worker instances")
-        wait_for(lambda: len(p.api.get("/routing").json()["environments"][0]["releases"][0]["instances"]) == 3, 30, 0.1,
-                 "the router to know 3 instances")
+        p.cli("scale", "jobs", "web=4", "worker=2", check=True)
+        wait_for(lambda: len(_running(p, "web", 2)) == 4 and len(_running(p, "worker", 2)) == 2, 60, 0.2,
+                 "4 web and 2 worker instances")
+        wait_for(lambda: len(p.api.get("/routing").json()["environments"][0]["releases"][0]["instances"]) == 4, 30, 0.1,
+                 "the router to know 4 instances")
         p.cli("scale", "jobs", "web=1", check=True)
         wait_for(lambda: len([r for r in _ps(p) if r["process"] == "web"]) == 1, 60, 0.2, "web back to 1")
         time.sleep(0.5)  # traffic keeps flowing after the drain ended
