@@ -46,12 +46,10 @@ VERSION = open("VERSION").read().strip()
 if os.path.exists("CRASH"):
     print("worker " + VERSION + " cannot start", flush=True)
     sys.exit(3)
-me = os.environ["CONVEYOR_INSTANCE"]
-journal = os.path.join(os.environ["JOURNAL_DIR"], me)
+PREFIX = os.environ["JOURNAL_PREFIX"]  # a config var staged before the first deploy: missing, the worker dies
 
-def note(what):
-    with open(journal, "a") as f:
-        f.write(what + "\\n")
+def note(what):  # to stdout: the sandbox gives the worker a private /tmp, its output reaches the platform's logs
+    print(PREFIX + " " + what, flush=True)
 
 def stop(*_):
     note("SIGTERM " + VERSION)
@@ -81,8 +79,19 @@ instances = 1
 '''
 
 
-def _journal(d: Path) -> dict[str, list[str]]:
-    return {f.name: f.read_text().split("\n")[:-1] for f in d.iterdir()} if d.exists() else {}
+def _journal(p: Platform) -> dict[str, list[str]]:
+    """Each worker instance's notes ("start v1", "SIGTERM v1"), from its output as the platform stored it."""
+    logs = p.data_dir / "logs"
+    found: dict[str, list[str]] = {}
+    for f in sorted(logs.glob("jobs-*-worker-*.log")) if logs.exists() else []:
+        notes = [line.split(f"{JOURNAL} ", 1)[1] for line in f.read_text(errors="replace").splitlines() if f"{JOURNAL} " in line]
+        if notes:
+            found[f.stem] = notes
+    return found
+
+
+#: The worker's notes start with this (the JOURNAL_PREFIX config var).
+JOURNAL = "journal:"
 
 
 def _ps(p: Platform) -> list[dict[str, Any]]:
@@ -96,10 +105,8 @@ def _running(p: Platform, process: str, release: int) -> list[dict[str, Any]]:
 def test_workers_ship_scale_and_fail_with_their_release(platform_factory: Any) -> None:
     p: Platform = platform_factory()
     p.start()
-    journal = p.root / "journal"
-    journal.mkdir()
     p.cli("apps", "create", "jobs", check=True)
-    p.cli("config", "set", "jobs", f"JOURNAL_DIR={journal}", "--no-deploy", check=True)  # staged before the first deploy
+    p.cli("config", "set", "jobs", f"JOURNAL_PREFIX={JOURNAL}", "--no-deploy", check=True)  # staged before the first deploy
 
     def source(version: str, **extra: str) -> Path:
         return p.app_copy("jobs", version, web__py=WEB, worker__py=WORKER, conveyor__toml=MANIFEST, **extra)
@@ -122,11 +129,11 @@ def test_workers_ship_scale_and_fail_with_their_release(platform_factory: Any) -
     v2 = p.deploy("jobs", source("v2"))
     assert v2["state"] == "succeeded", v2
     p.served(HOST, "web v2\n")
-    wait_for(lambda: any("SIGTERM v1" in lines for lines in _journal(journal).values()), 30, 0.2,
+    wait_for(lambda: any("SIGTERM v1" in lines for lines in _journal(p).values()), 30, 0.2,
              "the v1 worker to get SIGTERM")
     wait_for(lambda: len(_running(p, "worker", 2)) == 1 and not [r for r in _ps(p) if r["process"] == "worker" and r["release"] == 1],
              30, 0.2, "only the v2 worker to run")
-    assert any(lines[0] == "start v2" for lines in _journal(journal).values())
+    assert any(lines[0] == "start v2" for lines in _journal(p).values())
 
     # scale: workers to 2, web 1 → 4 → 1 under load (the issue's figures), no new release, no failed request
     releases_before = len(p.api.get("/apps/jobs/releases").json())

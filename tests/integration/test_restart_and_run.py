@@ -4,6 +4,7 @@ Ctrl-C (forwarded as SIGINT; twice stops it) and its bad input, with real proces
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -151,16 +152,26 @@ def test_run_forwards_ctrl_c_and_a_second_one_stops_it(shared_platform: Platform
     assert p.api.get(f"/runs/{stopped[0]['data']['run']}").status_code == 404
 
 
-#: A release command that says where it is, then waits for the test to open a gate (a file): its first
-#: line can only be on the deployer's terminal before it ends if the output is streamed live.
+#: A release command that says where it is, then waits for the test to open a gate: its first line can
+#: only be on the deployer's terminal before it ends if the output is streamed live. The gate is a
+#: loopback port the test starts listening on (the sandbox gives the command its own /tmp, so a file
+#: the test creates would never appear to it; the network is shared).
 GATED_RELEASE = """
-import os, sys, time
+import os, socket, sys, time
+
+def is_open():
+    try:
+        socket.create_connection(("127.0.0.1", int(os.environ["GATE"])), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
 print("migrating: step 1", flush=True)
 deadline = time.monotonic() + 60
-while not os.path.exists(os.environ["GATE"]) and time.monotonic() < deadline:
+while not is_open() and time.monotonic() < deadline:
     time.sleep(0.05)
 print("migrating: step 2", flush=True)
-sys.exit(0 if os.path.exists(os.environ["GATE"]) else 1)
+sys.exit(0 if is_open() else 1)
 """
 
 GATED_TOML = """
@@ -181,8 +192,9 @@ instances = 1
 def test_deploy_wait_streams_the_release_commands_output_live(shared_platform: Platform) -> None:
     p = shared_platform
     p.cli("apps", "create", "gated", check=True)
-    gate = p.root / "gated-release-gate"
-    p.cli("config", "set", "gated", f"GATE={gate}", "--no-deploy", check=True)
+    gate = socket.socket()
+    gate.bind(("127.0.0.1", 0))  # bound, not listening: the command's connections are refused until gate.listen()
+    p.cli("config", "set", "gated", f"GATE={gate.getsockname()[1]}", "--no-deploy", check=True)
     src = p.app_copy("gated", "v1", release__py=GATED_RELEASE, conveyor__toml=GATED_TOML)
     deploy = subprocess.Popen([sys.executable, "-m", "conveyor", "deploy", "gated", "--source", str(src), "--wait"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=p.env, cwd=p.root)
@@ -195,9 +207,10 @@ def test_deploy_wait_streams_the_release_commands_output_live(shared_platform: P
         assert deploy.poll() is None and not any("step 2" in e for e in errors)
         dep = p.api.get("/apps/gated/deployments").json()[0]
         assert dep["state"] == "releasing", dep
-        gate.touch()
+        gate.listen()
         assert deploy.wait(timeout=120) == 0, errors
     finally:
+        gate.close()
         if deploy.poll() is None:
             deploy.kill()
     reader.join(5)

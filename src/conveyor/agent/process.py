@@ -111,6 +111,35 @@ def proc_stat(pid: int) -> tuple[str, int] | None:
         return None
 
 
+def _exe(pid: int) -> Path | None:
+    try:
+        return Path(f"/proc/{pid}/exe").resolve()
+    except OSError:
+        return None
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _is_wrapper(pid: int, leader: int) -> bool:
+    """Whether ``pid`` is one of the processes we put around an instance's command: bubblewrap, or the
+    ``/bin/sh -c`` running it (the group's leader, or bubblewrap's child in a sandbox)."""
+    exe = _exe(pid)
+    if exe is None:
+        return False
+    if exe.name == "bwrap":
+        return True
+    if exe != Path("/bin/sh").resolve():
+        return False
+    parent = _parent(pid)
+    return pid == leader or (parent is not None and (_exe(parent) or Path()).name == "bwrap")
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes whose process group is ``pgid``.
 
@@ -208,26 +237,23 @@ class Process:
             await asyncio.sleep(0.02)
 
     def interrupt(self) -> None:
-        """Ctrl-C as a terminal delivers it: SIGINT to every process of the instance's group, except our own
-        ``/bin/sh -c`` wrapper when dash kept it as the command's parent. An interactive shell waits for the
-        command and takes its exit status; dash, interrupted too, would die of SIGINT after the command
-        exited and hide the command's own code (``conveyor run`` exits with it). A command dash did
-        ``exec`` is the leader itself and gets the signal."""
-        members = [m for m in group_members(self.pid) if m != self.pid]
-        if not members or not self._leader_is_shell():
+        """Ctrl-C as a terminal delivers it: SIGINT to every process of the instance's group except our
+        own wrappers, which then report the command's exit status (``conveyor run`` exits with it).
+
+        The wrappers: bubblewrap (the sandbox: outside and as the namespace's init it does not pass
+        SIGINT on, and the outer one, interrupted, dies at once with 130 while the command still
+        cleans up) and the ``/bin/sh -c`` that dash keeps as the command's parent (an interactive
+        shell waits for the command; dash, interrupted too, would die of SIGINT and hide the
+        command's code). A command dash did ``exec`` is not a wrapper and gets the signal."""
+        if not same_process_alive(self.pid, self.start_ticks):
+            return
+        targets = [m for m in group_members(self.pid) if not _is_wrapper(m, self.pid)]
+        if not targets:
             self.signal_group(signal.SIGINT)
             return
-        for pid in members:
+        for pid in targets:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGINT)
-
-    def _leader_is_shell(self) -> bool:
-        if not same_process_alive(self.pid, self.start_ticks):
-            return False
-        try:
-            return Path(f"/proc/{self.pid}/exe").resolve() == Path("/bin/sh").resolve()
-        except OSError:
-            return False
 
     def signal_group(self, sig: int) -> None:
         """Send ``sig`` to the process group (the instance's session); ignore it being gone."""

@@ -48,28 +48,9 @@ def _size(n: float | None) -> str:
     return f"{int(n)}B"
 
 
-def ps(app: Annotated[str | None, typer.Argument(metavar="[APP]", help="Only this app's instances.")] = None,
-       json: JsonOpt = False) -> None:
-    """Instances with their state, resource use against their limits, and isolation."""
-
-    def body() -> None:
-        with Api() as api:
-            view = api.get("/hosts")
-        rows = [{**i, "host": h["name"]} for h in view["hosts"] for i in h["instances"] if app is None or i.get("app") == app]
-        if json:
-            o.emit_json(rows)
-            return
-        out = []
-        for i in rows:
-            u, lim = i.get("usage") or {}, i.get("limits") or {}
-            out.append([i["id"], i["host"], o.styled(i["state"]),
-                        f"{_size(u.get('memory_bytes'))} / {_size(lim.get('memory'))}",
-                        f"{u['cpu_seconds']:.1f}s" if u.get("cpu_seconds") is not None else "-",
-                        f"{u.get('pids', '-')} / {lim.get('pids', '-')}",
-                        i.get("sandbox") or "-", (i.get("message") or "").split("\n", 1)[0][:60]])
-        o.table("Instances", ["INSTANCE", "HOST", "STATE", "MEMORY", "CPU", "PIDS", "ISOLATION", "MESSAGE"], out)
-        for h in view["hosts"]:
-            if (h.get("sandbox") or "").startswith("UNSANDBOXED"):
-                o.err.print(f"[bold red]WARNING:[/bold red] host {h['name']}: {h['sandbox']}")
-
-    _run(body)
+def usage_cells(i: dict[str, Any]) -> list[str]:
+    """MEMORY, CPU and PIDS cells of an instance (``conveyor ps``): its use against its limits, as its agent reported."""
+    u, lim = i.get("usage") or {}, i.get("limits") or {}
+    return [f"{_size(u.get('memory_bytes'))} / {_size(lim.get('memory'))}",
+            f"{u['cpu_seconds']:.1f}s" if u.get("cpu_seconds") is not None else "-",
+            f"{u.get('pids', '-')} / {lim.get('pids', '-')}"]

@@ -393,7 +393,6 @@ def _register() -> None:
     app.add_typer(__import__("conveyor.cli.tokens", fromlist=["x"]).tokens_app, name="tokens")  # issue 15
     hosts_app.command("join-token")(__import__("conveyor.cli.tokens", fromlist=["x"]).join_token)  # issue 15
     app.command()(__import__("conveyor.cli.audit", fromlist=["x"]).audit)  # issue 15
-    app.command()(__import__("conveyor.cli.audit", fromlist=["x"]).ps)  # issue 15
     __import__("conveyor.cli.web_cmds", fromlist=["register"]).register(app)  # conveyor dora, conveyor ui
     __import__("conveyor.cli.domains", fromlist=["register"]).register(app)  # conveyor domains, conveyor certs
     __import__("conveyor.cli.config", fromlist=["register"]).register(app)  # conveyor config, conveyor secrets

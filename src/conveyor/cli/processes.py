@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from conveyor.cli import output as o
+from conveyor.cli.audit import usage_cells
 from conveyor.cli.client import Api, CliError, ExitCode
 from conveyor.cli.main import EnvOpt, JsonOpt, run
 
@@ -67,7 +68,8 @@ def register(app: typer.Typer) -> None:
         env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.")] = None,
         json: JsonOpt = False,
     ) -> None:
-        """Every instance of every process type: host, state, restarts, uptime."""
+        """Every instance of every process type: host, state, restarts, uptime, memory/CPU/pids against
+        its limits and how it is isolated (a host without the sandbox is named in a warning)."""
 
         def body() -> None:
             with Api() as api:
@@ -75,8 +77,13 @@ def register(app: typer.Typer) -> None:
             if json:
                 o.emit_json(rows)
                 return
-            o.table(f"{app_name} processes", ["ENV", "TYPE", "RELEASE", "INSTANCE", "HOST", "STATE", "RESTARTS", "UPTIME"], [
+            o.table(f"{app_name} processes", ["ENV", "TYPE", "RELEASE", "INSTANCE", "HOST", "STATE", "RESTARTS", "UPTIME",
+                                              "MEMORY", "CPU", "PIDS", "ISOLATION"], [
                 [r["env"], r["process"], r["release"], r["id"], r["host"], o.styled(r["state"]), r["restarts"],
-                 f"{r['uptime']:.0f}s" if r["uptime"] is not None else "-"] for r in rows])
+                 f"{r['uptime']:.0f}s" if r["uptime"] is not None else "-", *usage_cells(r), r.get("sandbox") or "-"]
+                for r in rows])
+            for r in rows:
+                if (r.get("sandbox") or "").startswith("UNSANDBOXED"):
+                    o.err.print(f"[bold red]WARNING:[/bold red] {r['id']} on {r['host']}: {r['sandbox']}")
 
         run(body)

@@ -36,7 +36,8 @@ def scale(cp: ControlPlane, app: str, env: str, pairs: list[str], actor: str = "
 
 
 def ps(cp: ControlPlane, app: str, env: str | None = None) -> list[dict[str, Any]]:
-    """Every instance of every process type: host, state, restarts, uptime (seconds since it started)."""
+    """Every instance of every process type: host, state, restarts, uptime (seconds since it started),
+    and as its agent last reported it: resource use against its limits, how it is isolated, its message."""
     now = cp.clock()
     with cp.engine.connect() as conn:
         app_row = repo.get_app(conn, app)
@@ -50,12 +51,14 @@ def ps(cp: ControlPlane, app: str, env: str | None = None) -> list[dict[str, Any
                 _, st = status.get(i["id"], (None, {}))
                 started = st.get("started_at")
                 out.append({
-                    "env": e["name"], "id": i["id"], "process": i["process"], "release": i["release"],
+                    "app": app, "env": e["name"], "id": i["id"], "process": i["process"], "release": i["release"],
                     "role": i["role"], "host": i["host"],
                     "state": "draining" if i["draining_since"] is not None else st.get("state", "pending"),
                     "restarts": int(st.get("restarts", 0)), "port": st.get("port"),
                     "uptime": round(now - float(started), 1) if started else None,
                     "scaled_to": counts.get(i["process"]),
+                    "usage": st.get("usage"), "limits": st.get("limits"), "sandbox": st.get("sandbox") or None,
+                    "message": st.get("message") or "",
                 })
     return sorted(out, key=lambda r: (r["env"], r["process"] != "web", r["process"], r["release"], r["id"]))
 
