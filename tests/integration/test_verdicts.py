@@ -17,6 +17,7 @@ steady, bounded rate through the router.
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -76,11 +77,26 @@ def test_an_identical_release_is_promoted_every_time_under_load(shared_platform:
 
 #: The benchmark-style app for the bake test: answers at once; once the file TRIGGER exists, 4 %
 #: of its answers are 500s (a regression that appears after promotion: a leak, a cache expiring).
+#: Regresses once the test starts listening on a loopback port (the trigger): a sandboxed instance has
+#: its own /tmp, so a file the test made would never appear to it; the network is shared.
 DEGRADING = '''\
-import os, random
+import os, random, socket, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 VERSION = open("VERSION").read().strip()
 TRIGGER = {trigger!r}
+REGRESSED = threading.Event()
+
+
+def watch():
+    while not REGRESSED.is_set():
+        try:
+            socket.create_connection(("127.0.0.1", TRIGGER), timeout=0.2).close()
+            REGRESSED.set()
+        except OSError:
+            time.sleep(0.1)
+
+
+threading.Thread(target=watch, daemon=True).start()
 
 
 class H(BaseHTTPRequestHandler):
@@ -88,7 +104,7 @@ class H(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # as the sample app: else head and body wait on delayed ACKs (+40 ms)
 
     def do_GET(self):
-        bad = self.path != "/healthz" and os.path.exists(TRIGGER) and random.random() < 0.04
+        bad = self.path != "/healthz" and REGRESSED.is_set() and random.random() < 0.04
         body = f"hello from {{VERSION}}\\n".encode()
         self.send_response(500 if bad else 200)
         self.send_header("Content-Length", str(len(body)))
@@ -116,9 +132,10 @@ def test_a_release_that_regresses_during_the_bake_is_rolled_back_by_the_history_
     p = shared_platform
     app = "bakes"
     _create(p, app)
-    trigger = tmp_path / "regress-now"
+    trigger = socket.socket()
+    trigger.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused until trigger.listen()
     toml = BAKE.replace('web = "python app.py"', 'web = "python degrading.py"')
-    files = {"conveyor__toml": toml, "degrading__py": DEGRADING.format(trigger=str(trigger))}
+    files = {"conveyor__toml": toml, "degrading__py": DEGRADING.format(trigger=trigger.getsockname()[1])}
     _live(p, app, BAKE)  # v1: the sample app, no errors
     with Traffic(p, app, rate=100, threads=4, max_s=180) as traffic:
         wait_for(lambda: traffic.count() >= 500, 30, 0.1, "the previous release's reference traffic")
@@ -129,8 +146,11 @@ def test_a_release_that_regresses_during_the_bake_is_rolled_back_by_the_history_
         baking = _until(p, dep_id, lambda d: d["state"] in ENDED | {"baking"}, 90, "the canary to be promoted")
         assert baking["state"] == "baking", (baking["state"], baking["reason"])  # healthy through its canary step
         t_regress = time.time()
-        trigger.touch()
-        done = _until(p, dep_id, lambda d: d["state"] in ENDED, 50, "the bake to end")
+        trigger.listen()
+        try:
+            done = _until(p, dep_id, lambda d: d["state"] in ENDED, 50, "the bake to end")
+        finally:
+            trigger.close()
     assert done["state"] == "rolled_back", done
     reason = done["reason"]
     assert reason.startswith("regression during the bake") and "history" in reason, reason

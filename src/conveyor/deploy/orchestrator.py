@@ -320,8 +320,11 @@ class Orchestrator:
         or the next deploy would ship the failed release's values again. Keys only in the event."""
         if dep.from_release is None:
             return  # a first release that failed: nothing to go back to; the set vars stay for the next try
-        failed = repo.get_release(conn, env_id, dep.to_release)["config"] or {}
-        previous = repo.get_release(conn, env_id, dep.from_release)["config"] or {}
+        try:
+            failed = repo.get_release(conn, env_id, dep.to_release)["config"] or {}
+            previous = repo.get_release(conn, env_id, dep.from_release)["config"] or {}
+        except repo.NotFound:
+            return  # a release row gone (or never written): nothing to restore from, and no reason to fail the pass
         if "vars" not in failed or "vars" not in previous:
             return  # releases made before config vars existed carry no snapshot
         rows, changed = config_vars_rules.revert(config_vars.snapshot(conn, env_id), list(failed["vars"]),
