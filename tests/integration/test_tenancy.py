@@ -242,7 +242,7 @@ def test_ps_and_audit_show_usage_isolation_and_who_did_what(plat: Platform) -> N
     assert rows and all(r["app"] == "evil" for r in rows)
     assert rows[0]["limits"]["memory"] == 128 * 2**20 and rows[0]["usage"]["memory_bytes"] > 0
     wide = {**plat.env, "COLUMNS": "250"}  # Rich fits tables to the terminal: give it room
-    human = subprocess.run([sys.executable, "-m", "conveyor", "ps", "evil"], capture_output=True, text=True, env=wide,
+    human = subprocess.run([sys.executable, "-m", "conveyor", "ps", "evil", "--wide"], capture_output=True, text=True, env=wide,
                            timeout=60, check=True).stdout
     assert " / 128.0M" in human and "bubblewrap, uid 6" in human, human
     calls = plat.cli_json("audit", "--app", "evil", "--since", "1h")

@@ -66,10 +66,11 @@ def register(app: typer.Typer) -> None:
     def ps(
         app_name: Annotated[str, typer.Argument(metavar="APP")],
         env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.")] = None,
+        wide: Annotated[bool, typer.Option("--wide", "-w", help="Also memory/CPU/pids against the limits, and the isolation.")] = False,
         json: JsonOpt = False,
     ) -> None:
-        """Every instance of every process type: host, state, restarts, uptime, memory/CPU/pids against
-        its limits and how it is isolated (a host without the sandbox is named in a warning)."""
+        """Every instance of every process type: host, state, restarts, uptime; with --wide, resource use
+        against its limits and how it is isolated (a host without the sandbox is named in a warning)."""
 
         def body() -> None:
             with Api() as api:
@@ -77,10 +78,12 @@ def register(app: typer.Typer) -> None:
             if json:
                 o.emit_json(rows)
                 return
+            extra = ["MEMORY", "CPU", "PIDS", "ISOLATION"] if wide else []
             o.table(f"{app_name} processes", ["ENV", "TYPE", "RELEASE", "INSTANCE", "HOST", "STATE", "RESTARTS", "UPTIME",
-                                              "MEMORY", "CPU", "PIDS", "ISOLATION"], [
+                                              *extra], [
                 [r["env"], r["process"], r["release"], r["id"], r["host"], o.styled(r["state"]), r["restarts"],
-                 f"{r['uptime']:.0f}s" if r["uptime"] is not None else "-", *usage_cells(r), r.get("sandbox") or "-"]
+                 f"{r['uptime']:.0f}s" if r["uptime"] is not None else "-",
+                 *([*usage_cells(r), r.get("sandbox") or "-"] if wide else [])]
                 for r in rows])
             for r in rows:
                 if (r.get("sandbox") or "").startswith("UNSANDBOXED"):
