@@ -170,7 +170,7 @@ def deploy_watching(args: list[str], env: dict[str, str], traffic: Traffic | Non
     out, err = proc.communicate()
     if traffic is not None:
         traffic.on.clear()
-    if proc.returncode not in (0, 1):
+    if proc.returncode not in (0, 1) or not out.strip():  # 1 with a document: a deployment that failed
         print(err, file=sys.stderr)
         raise SystemExit(f"conveyor {' '.join(args)} failed ({proc.returncode})")
     return json.loads(out)

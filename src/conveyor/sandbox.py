@@ -95,14 +95,33 @@ class SandboxSpec:
     python_prefix: str = field(default_factory=lambda: sys.base_prefix)
 
 
+def _closed_ancestor(path: str, hidden: Sequence[str]) -> str | None:
+    """The highest ancestor of ``path`` outside ``hidden`` that other users cannot traverse, if any."""
+    for ancestor in reversed(Path(path).parents):
+        a = str(ancestor)
+        if a == "/" or _under(a, hidden):
+            continue
+        try:
+            if not os.stat(a).st_mode & 0o001:
+                return a
+        except OSError:
+            return None
+    return None
+
+
 def _under(path: str, parents: Sequence[str]) -> bool:
     return any(path == p or path.startswith(p.rstrip("/") + "/") for p in parents)
 
 
 def plan_command(spec: SandboxSpec, argv: Sequence[str], *, bwrap: str = "bwrap", setpriv: str = "setpriv",
                  unset: Sequence[str] = ()) -> list[str]:
-    """The argv that runs ``argv`` inside the sandbox described by ``spec``. Pure."""
+    """The argv that runs ``argv`` inside the sandbox described by ``spec`` (reads only file modes)."""
     hidden = [*ALWAYS_HIDDEN, *spec.hide]
+    # A directory others cannot enter above what is put back (a 0700 `.demo` holding the data dir)
+    # would stop the app's user on its way there: mask it too (what else it holds stays unseen).
+    hidden += sorted({a for p in (spec.python_prefix, str(spec.image_dir), str(spec.work_dir))
+                      if (a := _closed_ancestor(p, hidden))})
+    hidden.sort(key=len)  # outer masks first, so inner ones are made inside them
     out = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     for path in hidden:
         if os.path.isdir(path) or path in ALWAYS_HIDDEN:
@@ -131,14 +150,6 @@ def plan_command(spec: SandboxSpec, argv: Sequence[str], *, bwrap: str = "bwrap"
     out += ["--chdir", str(spec.cwd), "--", setpriv, f"--reuid={spec.uid}", f"--regid={spec.gid}", "--clear-groups",
             "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--", *argv]
     return out
-
-
-def prepare_work_dir(path: Path, uid: int, gid: int) -> Path:
-    """The instance's writable directory, owned by the app's user and private to it."""
-    path.mkdir(parents=True, exist_ok=True)
-    os.chown(path, uid, gid)
-    path.chmod(0o700)
-    return path
 
 
 

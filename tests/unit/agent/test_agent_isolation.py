@@ -103,3 +103,33 @@ def test_a_host_without_the_sandbox_says_so(monkeypatch, tmp_path: Path) -> None
     assert launch.argv == ["/bin/sh", "-c", "true"]  # and it runs all the same, said loudly
     off = sandbox.Isolation(tmp_path, sandbox=False, cgroups=Cgroups({}))
     assert off.launch(spec, "true", tmp_path).note == "UNSANDBOXED: the agent was started with --no-sandbox"
+
+
+def test_a_closed_directory_above_what_is_put_back_is_masked_too(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`make demo` keeps its data dir in a 0700 `.demo`: the build user could not get through it to its
+    own (bound-back) work dir ("python: Permission denied"). Such a directory is masked as well, so the
+    way down is made of traversable mount points, and what else it holds (client.json) stays unseen."""
+    import os
+    import stat as st
+
+    import conveyor.sandbox as sandbox
+
+    modes = {"/srv": 0o755, "/srv/repo": 0o755, "/srv/repo/.demo": 0o700, "/srv/repo/.demo/data": 0o700}
+    real_stat = os.stat
+
+    def fake_stat(path, *a, **k):  # type: ignore[no-untyped-def]
+        if str(path) in modes:
+            return os.stat_result((st.S_IFDIR | modes[str(path)], 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        return real_stat(path, *a, **k)
+
+    monkeypatch.setattr(sandbox.os, "stat", fake_stat)
+    data = Path("/srv/repo/.demo/data")
+    work = data / "cache" / "tmp" / "build-1"
+    spec = SandboxSpec(uid=60999, gid=60999, image_dir=work, work_dir=work, cwd=work, hide=(str(data),),
+                       python_prefix="/root/.pyenv/versions/3.11.7")
+    argv = plan_command(spec, ["/bin/sh", "-c", "python -V"])
+    joined = " ".join(argv)
+    assert "--tmpfs /srv/repo/.demo" in joined and f"--tmpfs {data}" in joined
+    assert argv.index("/srv/repo/.demo") < argv.index(str(data)) < argv.index(str(work))  # outer mask first
+    assert "--tmpfs /srv/repo " not in joined + " "  # an open directory is left as it is
+    assert sandbox._closed_ancestor("/srv/repo/app", ()) is None
