@@ -17,6 +17,7 @@ turn a request into a principal and apply those rules to each endpoint:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -89,12 +90,25 @@ def any_caller(request: Request, cp: Annotated[ControlPlane, Depends(get_cp)]) -
     return p
 
 
-def principal(p: Annotated[Principal, Depends(any_caller)]) -> Principal:
-    """People only: a host's join token reaches its data-plane endpoints and nothing else."""
-    try:
-        return auth.person(p)
-    except Forbidden as exc:
-        raise forbidden(exc) from None
+def _rule(check: Callable[[Principal], Principal], base: Callable[..., Principal] = any_caller,
+          doc: str = "") -> Callable[[Principal], Principal]:
+    """A dependency applying one of :mod:`services.auth`'s role rules to the caller (403 with its reason)."""
+
+    def dependency(p: Annotated[Principal, Depends(base)]) -> Principal:
+        try:
+            return check(p)
+        except Forbidden as exc:
+            raise forbidden(exc) from None
+
+    # real objects, not the strings `from __future__ import annotations` leaves: FastAPI resolves
+    # string annotations in the module's globals, where ``base`` is not
+    dependency.__annotations__ = {"p": Annotated[Principal, Depends(base)], "return": Principal}
+    dependency.__doc__ = doc or check.__doc__
+    return dependency
+
+
+#: People only: a host's join token reaches its data-plane endpoints and nothing else.
+principal = _rule(auth.person)
 
 
 def writer(request: Request, p: Annotated[Principal, Depends(principal)],
@@ -110,11 +124,7 @@ def writer(request: Request, p: Annotated[Principal, Depends(principal)],
     return p
 
 
-def admin_only(p: Annotated[Principal, Depends(principal)]) -> Principal:
-    try:
-        return auth.admin_only(p)
-    except Forbidden as exc:
-        raise forbidden(exc) from None
+admin_only = _rule(auth.admin_only, principal)
 
 
 def agent_caller(request: Request, p: Annotated[Principal, Depends(any_caller)]) -> Principal:
@@ -124,18 +134,10 @@ def agent_caller(request: Request, p: Annotated[Principal, Depends(any_caller)])
         raise forbidden(exc) from None
 
 
-def image_reader(p: Annotated[Principal, Depends(any_caller)]) -> Principal:
-    try:
-        return auth.image_reader(p)
-    except Forbidden as exc:
-        raise forbidden(exc) from None
+image_reader = _rule(auth.image_reader)
 
 
-def blob_reader(p: Annotated[Principal, Depends(any_caller)]) -> Principal:
-    try:
-        return auth.blob_reader(p)
-    except Forbidden as exc:
-        raise forbidden(exc) from None
+blob_reader = _rule(auth.blob_reader)
 
 
 AnyCaller = Annotated[Principal, Depends(any_caller)]

@@ -7,15 +7,10 @@ from typing import Annotated, Any
 import typer
 
 from conveyor.cli import output as o
+from conveyor.cli.main import JsonOpt, run  # registered from main, after it is loaded
 from conveyor.cli.client import Api
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
-
-def _run(fn: Any) -> Any:
-    from conveyor.cli.main import run
-
-    return run(fn)
 
 
 def audit(
@@ -36,7 +31,7 @@ def audit(
                 [[o.ago(r["at"]), r["actor"], r["role"], r["action"], r["app"] or "", r["origin"],
                   f"{r['outcome']} ({r['status']})"] for r in rows])
 
-    _run(body)
+    run(body)
 
 
 def _size(n: float | None) -> str:

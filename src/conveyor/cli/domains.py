@@ -15,20 +15,13 @@ import typer
 from rich.markup import escape
 
 from conveyor.cli import output as o
+from conveyor.cli.main import JsonOpt, run  # registered from main, after it is loaded
 from conveyor.cli.client import Api, CliError, ExitCode
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
 domains_app = typer.Typer(help="An environment's own domains (served over HTTPS once a certificate covers them).", no_args_is_help=True)
 certs_app = typer.Typer(help="Certificates for domains (from files).", no_args_is_help=True)
 
-
-def _run(fn: Any) -> Any:
-    try:
-        return fn()
-    except CliError as exc:
-        o.err.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(int(exc.code)) from None
 
 
 def _cert_text(d: dict[str, Any]) -> str:
@@ -69,7 +62,7 @@ def domains_add(
                     f"add its certificate: `conveyor certs add {d['name']} --cert FULLCHAIN.pem --key KEY.pem`")
             o.out.print(f"{d['name']} now routes to {d['app']}/{d['env']}; {then}.")
 
-    _run(body)
+    run(body)
 
 
 @domains_app.command("list")
@@ -92,7 +85,7 @@ def domains_list(
                 [[d["name"], d["app"], d["env"], _status(d), _cert_text(d), "308" if d["redirect"] else "off",
                   str(d["hsts_max_age"]) if d["hsts_max_age"] else "-"] for d in ds])
 
-    _run(body)
+    run(body)
 
 
 @domains_app.command("remove")
@@ -108,7 +101,7 @@ def domains_remove(
             api.request("DELETE", f"/apps/{app_name}/domains/{name}")
         o.emit_json({"removed": name}) if json else o.out.print(f"{name} removed from {app_name}.")
 
-    _run(body)
+    run(body)
 
 
 @certs_app.command("add")
@@ -132,7 +125,7 @@ def certs_add(
         else:
             o.out.print(f"{name}: certificate installed ({_cert_text(d)}); routers serve it on their next poll.")
 
-    _run(body)
+    run(body)
 
 
 def register(app: typer.Typer) -> None:

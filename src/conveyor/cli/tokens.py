@@ -11,16 +11,11 @@ from typing import Annotated, Any
 import typer
 
 from conveyor.cli import output as o
+from conveyor.cli.main import JsonOpt, run  # registered from main, after it is loaded
 from conveyor.cli.client import Api
 
 tokens_app = typer.Typer(help="Scoped API tokens: create (shown once), list, revoke.", no_args_is_help=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
-
-def _run(fn: Any) -> Any:
-    from conveyor.cli.main import run
-
-    return run(fn)
 
 
 def _scope(t: dict[str, Any]) -> str:
@@ -59,7 +54,7 @@ def tokens_create(
             t = api.post("/tokens", json={"role": role, "name": name, "app": app, "team": team, "expires": expires})
         _shown_once(t, json)
 
-    _run(body)
+    run(body)
 
 
 @tokens_app.command("list")
@@ -78,7 +73,7 @@ def tokens_list(revoked: Annotated[bool, typer.Option("--revoked", help="Include
                   o.ago(t["expires_at"]) if t.get("expires_at") else "never",
                   o.ago(t["revoked_at"]) if t.get("revoked_at") else ""] for t in rows])
 
-    _run(body)
+    run(body)
 
 
 @tokens_app.command("revoke")
@@ -91,7 +86,7 @@ def tokens_revoke(ref: Annotated[str, typer.Argument(metavar="ID_OR_NAME")], jso
         names = ", ".join(f"{t['name']} ({t['id']})" for t in rows)
         o.emit_json(rows) if json else o.out.print(f"Revoked {names}.")
 
-    _run(body)
+    run(body)
 
 
 def join_token(
@@ -113,4 +108,4 @@ def join_token(
             kind = "router --router-id " + host if router else "agent --host " + host
             o.err.print(f"Save it to a 0600 file on {host} and run: conveyor {kind} --token-file FILE ...")
 
-    _run(body)
+    run(body)
