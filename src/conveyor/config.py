@@ -48,6 +48,8 @@ class ServerSettings:
     router_url: str | None = None  # shown to users ("open http://hello.localhost:7780")
     #: Most bytes of output kept per instance ($CONVEYOR_LOG_MAX_BYTES, default 8 MiB; see conveyor.logfile).
     log_max_bytes: int = field(default_factory=logfile.default_max_bytes)
+    #: A host silent this long is lost (``domain.healing``; ``--host-lost-after``).
+    host_lost_after: float = 15.0
     #: Log streams one token may follow at once ($CONVEYOR_LOG_FOLLOWERS_PER_TOKEN).
     log_followers_per_token: int = field(default_factory=lambda: int(os.environ.get("CONVEYOR_LOG_FOLLOWERS_PER_TOKEN") or 8))
 

@@ -26,10 +26,12 @@ from conveyor.api import (
     apps, audit, builds, config, dataplane, deployments, domains, dora, logs, metrics, processes, prometheus, runs,
     tokens, twins,
 )
+from conveyor.api import hosts as hosts_api
 from conveyor.build.store import ArtifactStore
 from conveyor.config import ServerSettings
 from conveyor.deploy.orchestrator import Orchestrator
 from conveyor.domain.deploy_machine import IllegalTransition
+from conveyor.domain import healing
 from conveyor.domain.manifest import ManifestError
 from conveyor.domain.wire import API_PREFIX
 from conveyor.services import acme
@@ -55,6 +57,7 @@ def serve(app: FastAPI, host: str, port: int) -> None:
 def create_app(settings: ServerSettings) -> FastAPI:
     for d in (settings.data_dir, settings.logs_dir, settings.uploads_dir, settings.cache_dir):
         d.mkdir(parents=True, exist_ok=True)
+    healing.set_lost_after(settings.host_lost_after)
     engine = make_engine(settings.db_url)
     migrate(engine)
     cp = ControlPlane(settings=settings, engine=engine, viewer_tokens=set(settings.viewer_tokens))
@@ -90,7 +93,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.state.cp = cp
     for module in (apps, deployments, dataplane, logs, builds, dora, twins, metrics, domains, tokens, audit, config,
-                   processes, runs):
+                   processes, runs, hosts_api):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(prometheus.router)
     web.install(app)  # the web UI's pages, at /

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from conveyor_up import REPO, UpPlatform, free_port, wait_for
 
-__all__ = ["Platform", "free_port", "platform_factory", "shared_platform", "wait_for"]
+__all__ = ["Platform", "Traffic", "free_port", "platform_factory", "shared_platform", "wait_for"]
 
 EXAMPLES = REPO / "examples"
 
@@ -108,3 +109,60 @@ def shared_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platfo
     p.start()
     yield p
     p.stop_all()
+
+
+class Traffic:
+    """``threads`` keep-alive clients sending ``rate`` requests/s in total for at most ``max_s`` seconds."""
+
+    def __init__(self, p: Platform, app: str, rate: float = 100.0, threads: int = 4, max_s: float = 60.0) -> None:
+        self.url = p.url("/")
+        self.headers = {"Host": f"{app}.localhost"}
+        self.period = threads / rate
+        self.max_s = max_s
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        #: (send time, status or exception name, version header, body)
+        self.results: list[tuple[float, int | str, str, str]] = []
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def _run(self, index: int) -> None:
+        start = time.monotonic() + index * self.period / len(self.threads)
+        n = 0
+        with httpx.Client(timeout=10) as client:
+            while not self.stop_flag.is_set() and time.monotonic() - start < self.max_s:
+                due = start + n * self.period
+                n += 1
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                sent = time.time()
+                try:
+                    r = client.get(self.url, headers=self.headers)
+                    row = (sent, r.status_code, r.headers.get("x-app-version", ""), r.text.strip())
+                except httpx.HTTPError as exc:
+                    row = (sent, type(exc).__name__, "", str(exc))
+                with self.lock:
+                    self.results.append(row)
+
+    def __enter__(self) -> Traffic:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(20)
+
+    def snapshot(self) -> list[tuple[float, int | str, str, str]]:
+        with self.lock:
+            return sorted(self.results)
+
+    def failures(self) -> list[tuple[float, int | str, str, str]]:
+        return [r for r in self.snapshot() if r[1] != 200]
+
+    def versions(self, since: float = 0.0) -> set[str]:
+        return {r[2] for r in self.snapshot() if r[0] >= since and r[1] == 200}
+
+    def count(self, since: float = 0.0) -> int:
+        return sum(1 for r in self.snapshot() if r[0] >= since)

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,12 +83,14 @@ class HostNetwork:
             _ip("link", "set", peer, "up", netns=ns)
             _ip("link", "set", "lo", "up", netns=ns)
 
-    def start_agent(self, host: Host, api_url: str, token: str, data_dir: Path, log: Path) -> None:
-        """``conveyor agent`` inside the host's namespace, its instances on the host's address."""
+    def start_agent(self, host: Host, api_url: str, token: str, data_dir: Path, log: Path,
+                    extra: Sequence[str] = ()) -> None:
+        """``conveyor agent`` inside the host's namespace, its instances on the host's address
+        (``extra``: more flags, e.g. ``--label role=web --capacity 2``)."""
         with log.open("ab") as out:
             host.agent = subprocess.Popen(
                 ["ip", "netns", "exec", host.netns, sys.executable, "-m", "conveyor", "agent", "--control-plane", api_url,
-                 "--host", host.name, "--address", host.address, "--data-dir", str(data_dir)],
+                 "--host", host.name, "--address", host.address, "--data-dir", str(data_dir), *extra],
                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "CONVEYOR_TOKEN": token}, start_new_session=True,
             )
 

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -63,6 +63,10 @@ class AgentConfig:
     retry_max_s: float = 2.0
     reconcile_every_s: float = 1.0
     log_max_bytes: int = logfile.DEFAULT_MAX_BYTES  # per instance, both log segments together
+    #: what placement knows of this host (domain/placement.py): labels, most instances, memory offered
+    labels: dict[str, str] = field(default_factory=dict)
+    capacity: int | None = None
+    memory: int | None = None
     #: Isolation: bubblewrap sandbox (when the host has it) and cgroup limits. None: neither
     #: (unit tests that drive the agent with fakes).
     isolation: Isolation | None = None
@@ -253,6 +257,9 @@ class Agent:
             instances=instances,
             agent_version=AGENT_VERSION,
             sandbox=_sandbox_note(self.config.isolation),
+            labels=self.config.labels,
+            capacity=self.config.capacity,
+            memory=self.config.memory,
         )
 
     # ------------------------------------------------------------------ reconcile

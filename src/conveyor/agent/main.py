@@ -19,6 +19,8 @@ from pathlib import Path
 from conveyor import logfile
 from conveyor.agent.agent import Agent, AgentConfig
 from conveyor.agent.images import DirectoryImageProvider, ImageCacheProvider, ImageError, ImageProvider
+from conveyor.domain.limits import LimitError, parse_size
+from conveyor.domain.placement import SelectorError, parse_label
 
 log = logging.getLogger("conveyor.agent")
 
@@ -60,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sandbox", action="store_true",
                    help="run instances without bubblewrap (they can read everything the agent can): said loudly")
     p.add_argument("--no-limits", action="store_true", help="do not put instances in cgroups (no memory/cpu/pids limits)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="a label of this host, repeatable (e.g. --label role=web --label zone=a): environments "
+                        "pick hosts by them ([env.NAME] hosts = \"role=web\")")
+    p.add_argument("--capacity", type=int, default=None, metavar="N",
+                   help="most instances (of every app) this host runs; default: no limit")
+    p.add_argument("--memory", default=None, metavar="SIZE",
+                   help="memory this host offers to instances' limits, e.g. 8G: placement counts each instance's "
+                        "[limits] memory against it; default: not counted")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -85,7 +95,27 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         log_max_bytes = logfile.parse_size(args.log_max_bytes) if args.log_max_bytes else logfile.default_max_bytes()
     except ValueError as exc:
         parser.error(f"--log-max-bytes (or ${logfile.MAX_BYTES_ENV}): {exc}")
+    labels: dict[str, str] = {}
+    for text in args.label:
+        try:
+            key, value = parse_label(text)
+        except SelectorError as exc:
+            parser.error(f"--label: {exc}")
+        if key in labels and labels[key] != value:
+            parser.error(f"--label: {key} is given twice ({labels[key]!r} and {value!r}): give each key once")
+        labels[key] = value
+    if args.capacity is not None and args.capacity < 0:
+        parser.error(f"--capacity must be 0 or more instances, got {args.capacity}")
+    memory = None
+    if args.memory is not None:
+        try:
+            memory = parse_size(args.memory, "--memory")
+        except LimitError as exc:
+            parser.error(str(exc))
     return AgentConfig(
+        labels=labels,
+        capacity=args.capacity,
+        memory=memory,
         log_max_bytes=log_max_bytes,
         control_plane=args.control_plane,
         token=token,

@@ -227,47 +227,6 @@ def releases(
     run(body)
 
 
-hosts_app = typer.Typer(help="Hosts (agents) and routers; their join tokens.", invoke_without_command=True)
-app.add_typer(hosts_app, name="hosts")
-
-
-@hosts_app.callback()
-def hosts(ctx: typer.Context, json: JsonOpt = False) -> None:
-    """The hosts (agents) with their instances, and the routers with the routing table each holds.
-
-    A host that has not reported for 15 s is lost: its instances are out of the
-    routing table and, between deployments, started again on live hosts.
-    """
-    if ctx.invoked_subcommand is not None:
-        return
-
-    def body() -> None:
-        with Api() as api:
-            view = api.get("/hosts")
-            routers = api.get("/routers")
-        if json:
-            o.emit_json({"hosts": view["hosts"], "routers": routers})
-            return
-        o.table(
-            "Hosts",
-            ["HOST", "ADDRESS", "STATE", "LAST REPORT", "INSTANCES"],
-            [[h["name"], h["address"], o.styled("online" if h["online"] else "lost"), o.ago(h["last_seen"]),
-              ", ".join(f"{i.get('app') or '?'}/{i.get('env') or '?'} r{i.get('release')} {i.get('state')}" for i in h["instances"]) or "-"]
-             for h in view["hosts"]],
-        )
-        o.table(
-            f"Routers (current routing table v{routers['table_version']})",
-            ["ROUTER", "TABLE", "LAST POLL"],
-            [[r["id"], f"v{r['table_version']}" + ("" if r["synced"] else " (behind)"), f"{r['seconds_since_poll']:.1f}s ago"]
-             for r in routers["routers"]],
-        )
-        for h in view["hosts"]:  # issue 15: an unsandboxed host is said loudly
-            if (h.get("sandbox") or "").startswith("UNSANDBOXED"):
-                o.err.print(f"[bold red]WARNING:[/bold red] host {h['name']}: {h['sandbox']}")
-
-    run(body)
-
-
 @app.command()
 def logs(
     app_name: Annotated[str, typer.Argument(metavar="APP")],
@@ -391,7 +350,7 @@ def _register() -> None:
     init.register(app)
     up.register(app)
     app.add_typer(__import__("conveyor.cli.tokens", fromlist=["x"]).tokens_app, name="tokens")  # issue 15
-    hosts_app.command("join-token")(__import__("conveyor.cli.tokens", fromlist=["x"]).join_token)  # issue 15
+    __import__("conveyor.cli.hosts", fromlist=["register"]).register(app)  # conveyor hosts (drain, join-token)
     app.command()(__import__("conveyor.cli.audit", fromlist=["x"]).audit)  # issue 15
     __import__("conveyor.cli.web_cmds", fromlist=["register"]).register(app)  # conveyor dora, conveyor ui
     __import__("conveyor.cli.domains", fromlist=["register"]).register(app)  # conveyor domains, conveyor certs

@@ -35,6 +35,7 @@ from conveyor.config import (
     write_private,
 )
 from conveyor.domain.backoff import Backoff
+from conveyor.domain.healing import HOST_LOST_AFTER
 
 #: A child that died is restarted after 1 s, 2 s, 4 s … 30 s (reset once it ran a minute). Local: no jitter.
 CHILD_RESTART = Backoff(1.0, 30.0)
@@ -132,6 +133,10 @@ def supervise(children: list[Child], stop_flag: list[bool]) -> None:
         time.sleep(0.2)
 
 
+HOST_LOST_HELP = ("Seconds without a report after which a host is lost: its instances leave the routing table "
+                  "and are started elsewhere (agents report every 5 s; Kubernetes waits 40 s).")
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def up(
@@ -146,6 +151,8 @@ def register(app: typer.Typer) -> None:
         domain: Annotated[str, typer.Option("--domain", help="Apps answer at APP.DOMAIN and ENV.APP.DOMAIN.")] = "localhost",
         https_port: Annotated[int, typer.Option("--https-port", help="Also serve HTTPS on this port (0: no HTTPS).")] = 0,
         json: Annotated[bool, typer.Option("--json", help="Print the URLs as one JSON line when ready.")] = False,
+        host_lost_after: Annotated[float, typer.Option(
+            "--host-lost-after", help=HOST_LOST_HELP, min=5, max=3600)] = HOST_LOST_AFTER,
         replace_client_config: Annotated[bool, typer.Option(
             "--replace-client-config", help="Overwrite the CLI's client.json even if it names another platform or token.")] = False,
     ) -> None:
@@ -170,7 +177,8 @@ def register(app: typer.Typer) -> None:
         server_env = {"CONVEYOR_VIEWER_TOKENS": " ".join(viewer_token)} if viewer_token else {}
         children = [
             Child("server", _py("server", "--data-dir", str(data_dir), "--host", host, "--port", str(api_port),
-                                "--router-url", router_url, "--domain", domain), logs / "server.log", env=server_env),
+                                "--router-url", router_url, "--domain", domain, "--host-lost-after", str(host_lost_after)),
+                  logs / "server.log", env=server_env),
             Child("agent", _py("agent", "--control-plane", api_url, "--host", "local", "--address", "127.0.0.1",
                                "--data-dir", str(data_dir / "agent"), "--token-file", str(agent_token),
                                "--hide", str(data_dir)), logs / "agent.log"),
@@ -252,6 +260,8 @@ def register(app: typer.Typer) -> None:
             "--viewer-token", envvar="CONVEYOR_VIEWER_TOKENS",
             help="A token that may look but not change anything (repeatable; shows in `ps`: prefer "
                  "CONVEYOR_VIEWER_TOKENS, space-separated, or `conveyor tokens create --role viewer`).")] = None,
+        host_lost_after: Annotated[float, typer.Option(
+            "--host-lost-after", help=HOST_LOST_HELP, min=5, max=3600)] = HOST_LOST_AFTER,
     ) -> None:
         """Run the control plane alone (API, web UI, orchestrator, builds)."""
         from conveyor.server import create_app, serve
@@ -266,7 +276,7 @@ def register(app: typer.Typer) -> None:
         settings = ServerSettings(
             data_dir=data_dir, admin_token=admin, database_url=database_url,
             domain=domain, host=host, port=port, build_workers=build_workers, router_url=router_url,
-            keep_images=keep_images,
+            keep_images=keep_images, host_lost_after=host_lost_after,
         )
         settings.viewer_tokens = [t for t in (viewer_token or []) if t]
         app_ = create_app(settings)

@@ -25,6 +25,7 @@ import os
 import secrets
 import socket
 import time
+from dataclasses import replace
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +36,7 @@ from conveyor.domain import deploy_machine as dm
 from conveyor.domain import config_vars as config_vars_rules
 from conveyor.domain import healing, processes
 from conveyor.domain.manifest import DEFAULT_BAKE, DEFAULT_DRAIN_TIMEOUT
-from conveyor.domain.placement import place
+from conveyor.domain.placement import parse_selector, place
 from conveyor.domain.wire import InstanceState
 from conveyor.domain.strategies import analysis_request
 from conveyor.store import config_vars, deployments, hosts, instances, repo, series
@@ -123,6 +124,8 @@ class Orchestrator:
         #: control plane reclaims its own lease at once instead of waiting for it to expire.
         self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.leader = False
+        #: (env id, release) → (why its instances could not all be placed, since when); see _unplaced
+        self.unplaced: dict[tuple[int, int], tuple[str, float]] = {}
 
     async def run(self) -> None:
         try:
@@ -181,6 +184,7 @@ class Orchestrator:
                     touched |= self._heal(conn, env_id)
                     touched |= self._restart(conn, env_id)
                     touched |= self._scale(conn, env_id)
+                    touched |= self._evacuate(conn, env_id)
                 return touched
         except Exception:
             log.exception("orchestrator: environment %s failed this pass (rolled back); the others go on", env_id)
@@ -200,9 +204,12 @@ class Orchestrator:
                 touched |= self._apply(conn, env_id, nxt, dm.start(nxt, now))
                 continue
             world = self._observe(conn, env_id, now)
+            unplaced = self.unplaced.get((env_id, active.to_release))
+            if unplaced is not None:
+                world = replace(world, unplaced=unplaced[0], unplaced_since=unplaced[1])
             verdict = None if self._metrics_pending(conn, env_id, active, now) else self._judge(conn, env_id, active, now)
             if verdict is not None:
-                world = dm.World(world.now, world.instances, world.hosts_alive, verdict)
+                world = replace(world, verdict=verdict)
             result = dm.step(active, world)
             touched |= self._apply(conn, env_id, active, result)
             if not result.finished:
@@ -342,23 +349,93 @@ class Orchestrator:
 
     def _ensure(self, conn: Connection, env_id: int, app: str, env: str, release: int, count: int, role: str,
                 process: str = "web") -> bool:
-        ids = instances.active_ids(conn, env_id, release, role, process)
-        if len(ids) == count:
-            return False
+        """Hold ``count`` instances of the release (role, process type) off drained hosts.
+
+        Short of it: place the missing ones (``domain/placement.py``; what cannot be placed is
+        remembered with its reason, see :meth:`_unplaced`). Over: drain the extra ones, those on
+        drained hosts first. Instances on a drained host are drained once ``count`` others are ready,
+        so moving off a drained host never lowers what serves (start new, then drain old)."""
         now = self.clock()
+        placed = instances.active_hosts(conn, env_id, release, role, process)
+        drained = hosts.drained_names(conn) if placed else set()
+        stuck = [iid for iid, host in placed if host in drained]
+        ids = [iid for iid, host in placed if host not in drained]
+        changed = False
         if len(ids) > count:
-            extra = ids[: len(ids) - count]
             # Draining changes the routing table, not what the agents run (yet): no desired bump.
-            return instances.drain_ids(conn, extra, now)
-        chosen = place(hosts.alive_names(conn, now), instances.load_by_host(conn), count - len(ids))
-        if not chosen:
-            return False  # nothing can run it yet; the deployment's ready timeout reports that
-        for host in chosen:
+            changed |= instances.drain_ids(conn, stuck + ids[: len(ids) - count], now)
+            stuck, ids = [], ids[len(ids) - count:]
+        elif len(ids) < count:
+            changed |= self._add(conn, env_id, app, env, release, count - len(ids), role, process, now)
+        if stuck and count == 0:
+            changed |= instances.drain_ids(conn, stuck, now)
+        elif stuck and len(ids) >= count:
+            status = hosts.instance_status_map(conn, now, self.started_at)
+            ready = sum(1 for iid in ids if status.get(iid, ("", {}))[1].get("state") == InstanceState.READY.value)
+            if ready >= count:
+                changed |= instances.drain_ids(conn, stuck, now)
+                repo.record_event(
+                    conn, "instances_moved",
+                    f"moved {len(stuck)} instance(s) of release {release} off drained host(s): their replacements are ready",
+                    app=app, env=env, actor="conveyor", data={"release": release, "instances": stuck},
+                )
+        return changed
+
+    def _add(self, conn: Connection, env_id: int, app: str, env: str, release: int, n: int, role: str,
+             process: str, now: float) -> bool:
+        """Place ``n`` new instances of a release; what cannot be placed is remembered with its reason."""
+        cfg = repo.get_release(conn, env_id, release)["config"] or {}
+        lim = (cfg.get("process_limits") or {}).get(process) or cfg.get("limits") or {}
+        spread: dict[str, int] = {}
+        for _, host in instances.active_hosts(conn, env_id, release, role, process):
+            spread[host] = spread.get(host, 0) + 1
+        result = place(hosts.fleet(conn, now), n, selector=parse_selector(cfg.get("hosts") or ""),
+                       release_load=spread, memory=int(lim.get("memory") or 0) or None)
+        self._unplaced(conn, env_id, app, env, release, "" if result.waiting else result.reason, now)
+        for host in result.hosts:
             kind = "" if process == "web" else f"{process}-"
             iid = f"{app}-{env}-r{release}-{kind}{secrets.token_hex(3)}"
             instances.add(conn, iid, env_id, release, host, role, now, process)
-        repo.bump_counter(conn, "desired")
-        return True
+        if result.hosts:
+            repo.bump_counter(conn, "desired")
+        return bool(result.hosts)
+
+    def _unplaced(self, conn: Connection, env_id: int, app: str, env: str, release: int, reason: str,
+                  now: float) -> None:
+        """Remember why a release's instances could not all be placed (the deployment fails with it,
+        see ``deploy_machine``), and say it in the event log once per reason."""
+        key = (env_id, release)
+        if not reason:
+            self.unplaced.pop(key, None)
+            return
+        prev = self.unplaced.get(key)
+        if prev is not None and prev[0] == reason:
+            return
+        self.unplaced[key] = (reason, now if prev is None else prev[1])
+        repo.record_event(conn, "placement_short", f"release {release} of {app}/{env}: {reason}",
+                          app=app, env=env, actor="conveyor", data={"release": release, "reason": reason})
+
+    def _evacuate(self, conn: Connection, env_id: int) -> set[str]:
+        """Move the current release's instances off drained hosts (``conveyor hosts drain``), holding
+        its counts: the `conveyor scale` ones, else the release's own."""
+        env = repo.env_by_id(conn, env_id)
+        release = env["current_release"]
+        if release is None:
+            return set()
+        drained = hosts.drained_names(conn)
+        if not drained or not any(r.host in drained and r.release == release for r in instances.serving(conn, env_id)):
+            return set()
+        cfg = repo.get_release(conn, env_id, release)["config"] or {}
+        counts = {"web": int(cfg.get("instances", 1)), **{k: int(v) for k, v in (cfg.get("workers") or {}).items()}}
+        counts.update(config_vars.counts_of(conn, env_id))
+        restarting = config_vars.restarts_of(conn, env_id)
+        app, env_name = repo.app_env_names(conn, env_id)
+        touched: set[str] = set()
+        for action in processes.scale(release, {k: v for k, v in counts.items() if k not in restarting},
+                                      set(cfg.get("processes") or {"web": ""})):
+            if self._ensure(conn, env_id, app, env_name, action.release, action.count, action.role, action.process):
+                touched |= {"desired", "routing"}
+        return touched
 
     def _heal(self, conn: Connection, env_id: int) -> set[str]:
         """Replace the serving instances of a lost host on the hosts that are alive (domain/healing.py)."""

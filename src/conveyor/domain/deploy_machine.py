@@ -70,6 +70,11 @@ class Deployment:
     command: dict[str, Any] | None = None
 
 
+#: How long a release may stay short of hosts before its deployment fails with the reason: instances
+#: that drain free their slots within a drain timeout, and a host may be re-joining.
+PLACEMENT_PATIENCE = 10.0
+
+
 @dataclass(frozen=True)
 class World:
     """What is true of the environment right now."""
@@ -79,6 +84,16 @@ class World:
     hosts_alive: int = 1
     #: the analysis verdict for the current step, computed by the caller (canary only)
     verdict: dict[str, Any] | None = None
+    #: why some of the new release's instances could not be placed (domain/placement.py), since when
+    unplaced: str = ""
+    unplaced_since: float = 0.0
+
+    def unplaceable(self, release: int, timeout: float) -> str | None:
+        """The failure to report when ``release`` has been short of hosts for PLACEMENT_PATIENCE (or the
+        ready timeout, when shorter): a constraint no waiting will meet, said at once, not after the timeout."""
+        if self.unplaced and self.now - self.unplaced_since >= min(PLACEMENT_PATIENCE, timeout):
+            return f"release {release} cannot be placed: {self.unplaced}"
+        return None
 
     def of(self, release: int, role: str | None = None) -> list[ObservedInstance]:
         return [i for i in self.instances if i.release == release and (role is None or i.role == role)]
@@ -324,6 +339,9 @@ def _starting(dep: Deployment, world: World) -> Step:
         return _switch(dep, progress, instant=False)
     waited = world.now - float(progress.get("phase_started", world.now))
     timeout = float(dep.params.get("ready_timeout", 60.0))
+    unplaceable = world.unplaceable(dep.to_release, timeout)
+    if unplaceable:
+        return _fail(dep, progress, unplaceable)
     if waited > timeout:
         ready = world.ready(dep.to_release)
         if world.hosts_alive == 0:

@@ -25,10 +25,28 @@ from dataclasses import dataclass
 #: is three missed reports.
 HOST_LOST_AFTER = 15.0
 
+#: The deadline in force (``conveyor up --host-lost-after``, ``ServerSettings.host_lost_after``).
+#: One value per process on purpose: the orchestrator, the routing table, the views and the metrics
+#: must agree on which hosts are lost, and a control plane is one process.
+_lost_after = HOST_LOST_AFTER
+
+
+def set_lost_after(seconds: float) -> None:
+    """Set the lost-host deadline of this process (the server does, from its settings, at start).
+    Kubernetes waits 40 s before a node is NotReady; 15 s suits loopback and a LAN."""
+    global _lost_after
+    if not 5.0 <= seconds <= 3600.0:
+        raise ValueError(f"the lost-host deadline must be between 5 s (agents report every 5 s) and 3600 s, got {seconds:g}")
+    _lost_after = float(seconds)
+
+
+def lost_after() -> float:
+    return _lost_after
+
 
 def alive_cutoff(now: float) -> float:
     """Hosts that reported at or after this are alive: new instances may be placed on them."""
-    return now - HOST_LOST_AFTER
+    return now - _lost_after
 
 
 def lost_cutoff(now: float, started_at: float) -> float:
@@ -38,9 +56,9 @@ def lost_cutoff(now: float, started_at: float) -> float:
 
     Both times come from the caller's clock (the orchestrator's injectable one, or the API's).
     """
-    if now - started_at < HOST_LOST_AFTER:
+    if now - started_at < _lost_after:
         return 0.0  # (epoch seconds: every report is newer)
-    return now - HOST_LOST_AFTER
+    return now - _lost_after
 
 
 @dataclass(frozen=True)

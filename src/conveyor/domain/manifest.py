@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from conveyor.domain.limits import Capacity, LimitError, Limits, parse_limits
+from conveyor.domain.placement import SelectorError, parse_selector
 
 MANIFEST_NAME = "conveyor.toml"
 APP_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
@@ -75,6 +76,18 @@ def _short(value: object) -> str:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _host_selector(value: str) -> str:
+    """A label selector (``"role=web,zone!=b"``), checked here so a typo fails at deploy time, not when
+    nothing gets placed."""
+    try:
+        return str(parse_selector(value))
+    except SelectorError as exc:
+        raise ValueError(str(exc)) from None
+
+
+HostSelector = Annotated[str, AfterValidator(_host_selector)]
 
 
 class _Section(BaseModel):
@@ -177,6 +190,8 @@ class DeploySection(_Section):
     #: blue/green: switch by itself (after ``auto_promote_after``), or wait for `conveyor promote`
     auto_promote: bool = True
     auto_promote_after: Duration = 0.0
+    #: the hosts this environment's instances may run on: a label selector, e.g. "role=web,zone!=b"
+    hosts: HostSelector = ""
 
 
 class EnvSection(DeploySection):
@@ -197,6 +212,7 @@ class EnvSection(DeploySection):
     preview_for: Duration | None = None  # type: ignore[assignment]
     auto_promote: bool | None = None  # type: ignore[assignment]
     auto_promote_after: Duration | None = None  # type: ignore[assignment]
+    hosts: HostSelector | None = None  # type: ignore[assignment]
 
 
 class AppManifest(_Section):

@@ -154,6 +154,9 @@ def _promoting(dep: Deployment, world: World, progress: dict[str, Any]) -> Step:
     if world.ready(dep.to_release) < want:
         waited = world.now - float(progress.get("promote_started", world.now))
         timeout = float(dep.params.get("ready_timeout", 60.0))
+        unplaceable = world.unplaceable(dep.to_release, timeout)
+        if unplaceable:
+            return roll_back(dep, progress, unplaceable, was_current=False)
         if waited > timeout:
             return roll_back(dep, progress, f"release {dep.to_release} did not scale to {want} ready instances within {timeout:g}s",
                              was_current=False)
@@ -275,8 +278,9 @@ def _rolling(dep: Deployment, world: World) -> Step:
     if ready < target:
         waited = world.now - float(progress.get("batch_started", world.now))
         timeout = float(dep.params.get("ready_timeout", 60.0))
-        if waited > timeout:
-            reason = f"batch of release {dep.to_release} not ready within {timeout:g}s ({ready}/{target} ready)"
+        unplaceable = world.unplaceable(dep.to_release, timeout)
+        if unplaceable or waited > timeout:
+            reason = unplaceable or f"batch of release {dep.to_release} not ready within {timeout:g}s ({ready}/{target} ready)"
             return roll_back(dep, progress, reason, was_current=False) if done else _fail(dep, progress, reason)
         # While the batch starts, up to max_unavailable old instances may already drain.
         return Step("rolling", progress, [EnsureInstances(dep.to_release, target),

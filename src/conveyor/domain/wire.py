@@ -245,6 +245,12 @@ class AgentStatus(_Wire):
     instances: list[InstanceStatus] = Field(default_factory=list)
     agent_version: str = ""
     sandbox: str = Field("", description="'bubblewrap', or why instances on this host are not sandboxed")
+    labels: dict[str, str] = Field(default_factory=dict, max_length=64,
+                                   description="the host's labels (`conveyor agent --label k=v`): environments select hosts by them")
+    capacity: int | None = Field(None, ge=0, le=100_000,
+                                 description="most instances this host runs (`--capacity`); null: no limit")
+    memory: int | None = Field(None, ge=0, le=INT64_MAX,
+                               description="bytes of memory this host offers to instances' limits (`--memory`); null: not counted")
 
 
 class LogChunk(_Wire):

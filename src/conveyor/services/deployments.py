@@ -82,6 +82,7 @@ def release_config(manifest: AppManifest, env: str, app: str, number: int,
         "instances": process_counts(manifest, env, scaled or {})[0],
         "bake": settings.bake,
         "drain": settings.drain_timeout,
+        "hosts": settings.hosts or "",  # a label selector (domain/placement.py)
     }
 
 

@@ -11,16 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor.deploy.documents import desired_state, routing_table
-from conveyor.domain.healing import HOST_LOST_AFTER
+from conveyor.domain.healing import lost_after
 from conveyor.domain.wire import AgentStatus, DesiredState, RoutingTable
 from conveyor.services import config, domains
 from conveyor.services.schemas import RoutersView, RouterView
 from conveyor.services.state import ControlPlane, router_sync
-from conveyor.store import hosts, instances
-
-#: A host whose agent has not reported for this long is shown offline.
-HOST_STALE_S = HOST_LOST_AFTER
-
+from conveyor.store import hosts, instances, repo
+from conveyor.store.repo import NotFound
 
 def record_report(cp: ControlPlane, host: str, report: AgentStatus) -> None:
     """Store an agent's report (registering its host on the first); poke whoever routes or
@@ -84,16 +81,51 @@ def hosts_view(cp: ControlPlane) -> dict[str, Any]:
         for i in (h["status"] or {}).get("instances", []):
             app, env, release, role = owner.get(i["id"], (None, None, None, None))
             insts.append({**i, "app": app, "env": env, "release": release, "role": role})
+        st = h["status"] or {}
         out.append({
             "name": h["name"], "address": h["address"], "last_seen": h["last_seen"],
-            "online": now - h["last_seen"] < HOST_STALE_S,
+            "online": now - h["last_seen"] < lost_after(),
+            "labels": dict(st.get("labels") or {}), "capacity": st.get("capacity"), "memory": st.get("memory"),
+            "drained": h["drained_at"] is not None, "drained_at": h["drained_at"], "drained_by": h["drained_by"],
             "agent_version": (h["status"] or {}).get("agent_version", ""),
             "sandbox": (h["status"] or {}).get("sandbox", ""),
             "desired_version": h["desired_version"], "instances": insts,
         })
     routers = [
         {"id": r.id, "admin_url": r.admin_url, "table_version": r.version, "last_seen": r.last_seen,
-         "online": now - r.last_seen < HOST_STALE_S + 60}
+         "online": now - r.last_seen < lost_after() + 60}
         for r in cp.routers.values()
     ]
     return {"hosts": out, "routers": routers, "time": now}
+
+
+def drain(cp: ControlPlane, host: str, actor: str) -> dict[str, Any]:
+    """Keep new instances off ``host`` and move its instances elsewhere (the orchestrator starts each
+    replacement, then drains the old one once it is ready: no request fails). Idempotent."""
+    with cp.engine.begin() as conn:
+        if not hosts.set_drained(conn, host, actor or "someone", cp.clock()):
+            raise NotFound(_unknown(conn, host))
+        repo.record_event(conn, "host_drained", f"host {host} drained by {actor or 'someone'}: its instances move "
+                          "to other hosts; nothing new is placed on it", actor=actor, data={"host": host})
+    cp.notifier.poke("orchestrator")
+    return _one(cp, host)
+
+
+def undrain(cp: ControlPlane, host: str, actor: str) -> dict[str, Any]:
+    """Let new instances onto ``host`` again (the ones moved away stay where they are)."""
+    with cp.engine.begin() as conn:
+        if not hosts.set_drained(conn, host, None, cp.clock()):
+            raise NotFound(_unknown(conn, host))
+        repo.record_event(conn, "host_undrained", f"host {host} undrained by {actor or 'someone'}: it takes new "
+                          "instances again", actor=actor, data={"host": host})
+    cp.notifier.poke("orchestrator")
+    return _one(cp, host)
+
+
+def _unknown(conn: Any, host: str) -> str:
+    known = ", ".join(h["name"] for h in hosts.every(conn)) or "none yet"
+    return f"host {host!r} has never reported (hosts: {known})"
+
+
+def _one(cp: ControlPlane, host: str) -> dict[str, Any]:
+    return next(h for h in hosts_view(cp)["hosts"] if h["name"] == host)

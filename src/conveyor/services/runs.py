@@ -15,7 +15,7 @@ import secrets
 from typing import Any
 
 from conveyor import logfile
-from conveyor.domain.placement import place
+from conveyor.domain.placement import parse_selector, place
 from conveyor.services import logs
 from conveyor.services.state import ControlPlane
 from conveyor.store import hosts, instances, repo
@@ -39,9 +39,11 @@ def start(cp: ControlPlane, app: str, env: str, command: str, actor: str = "", o
         release = env_row["current_release"]
         if release is None:
             raise Conflict(f"{app}/{env} has no release to run a command in: deploy it first")
-        chosen = place(hosts.alive_names(conn, now), instances.load_by_host(conn), 1)
-        if not chosen:
-            raise Conflict("no live host can run it: no agent has reported in the last 15 s (`conveyor hosts`)")
+        cfg = repo.get_release(conn, env_row["id"], release)["config"] or {}
+        placed = place(hosts.fleet(conn, now), 1, selector=parse_selector(cfg.get("hosts") or ""))
+        if not placed.hosts:
+            raise Conflict(f"no host can run it: {placed.reason} (`conveyor hosts`)")
+        chosen = placed.hosts
         iid = f"{app}-{env}-r{release}-run-{secrets.token_hex(3)}"
         instances.add(conn, iid, env_row["id"], release, chosen[0], "run", now, "run", command)
         repo.bump_counter(conn, "desired")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, insert, select, update
+from sqlalchemy import Connection, RowMapping, delete, insert, select, update
 
 from conveyor.domain.healing import alive_cutoff, lost_cutoff
+from conveyor.domain.placement import Host
+from conveyor.store import instances as instance_rows
 from conveyor.store.tables import hosts
 
 
@@ -55,3 +57,33 @@ def save_report(conn: Connection, name: str, address: str, desired_version: int,
 def every(conn: Connection) -> list[RowMapping]:
     """Every host that ever reported, by name."""
     return list(conn.execute(select(hosts).order_by(hosts.c.name)).mappings().all())
+
+
+def set_drained(conn: Connection, name: str, actor: str | None, now: float) -> bool:
+    """Drain (``actor`` given) or undrain (None) a host; False when no host of that name ever reported."""
+    values = dict(drained_at=now, drained_by=actor) if actor is not None else dict(drained_at=None, drained_by=None)
+    return bool(conn.execute(update(hosts).where(hosts.c.name == name).values(**values)).rowcount)
+
+
+def drained_names(conn: Connection) -> set[str]:
+    return {r.name for r in conn.execute(select(hosts.c.name).where(hosts.c.drained_at.is_not(None)))}
+
+
+def remove(conn: Connection, name: str) -> bool:
+    """Forget a host (``conveyor hosts remove``); its instances' rows are the caller's to move."""
+    return bool(conn.execute(delete(hosts).where(hosts.c.name == name)).rowcount)
+
+
+def fleet(conn: Connection, now: float) -> list[Host]:
+    """The online hosts as placement sees them: labels, capacity and memory from their reports,
+    drained or not, and what they run (``domain/placement.py``)."""
+    load = instance_rows.load_by_host(conn)
+    rows = alive(conn, now)
+    memory_used = instance_rows.memory_by_host(conn) if any((r["status"] or {}).get("memory") for r in rows) else {}
+    out = []
+    for r in rows:
+        st = r["status"] or {}
+        out.append(Host(r["name"], labels=dict(st.get("labels") or {}), capacity=st.get("capacity"),
+                        memory=st.get("memory"), drained=r["drained_at"] is not None,
+                        load=load.get(r["name"], 0), memory_used=memory_used.get(r["name"], 0)))
+    return out

@@ -57,6 +57,33 @@ def active_ids(conn: Connection, env_id: int, release: int, role: str, process: 
     ]
 
 
+def active_hosts(conn: Connection, env_id: int, release: int, role: str, process: str = "web") -> list[tuple[str, str]]:
+    """(id, host) of the release's instances of ``role`` that are not draining, newest first."""
+    return [
+        (r.id, r.host)
+        for r in conn.execute(
+            select(instances.c.id, instances.c.host).where(
+                instances.c.env_id == env_id, instances.c.release == release, instances.c.role == role,
+                instances.c.process == process, instances.c.draining_since.is_(None),
+            ).order_by(instances.c.created_at.desc())
+        ).all()
+    ]
+
+
+def memory_by_host(conn: Connection) -> dict[str, int]:
+    """host → the memory limits (bytes) of the instances placed on it, summed (their release's
+    ``process_limits`` for their process type, else its ``limits``; none: not counted)."""
+    q = select(instances.c.host, instances.c.process, releases.c.config).select_from(
+        instances.join(releases, (releases.c.env_id == instances.c.env_id) & (releases.c.number == instances.c.release))
+    )
+    out: dict[str, int] = {}
+    for r in conn.execute(q):
+        cfg = r.config or {}
+        lim = (cfg.get("process_limits") or {}).get(r.process) or cfg.get("limits") or {}
+        out[r.host] = out.get(r.host, 0) + int(lim.get("memory") or 0)
+    return out
+
+
 def load_by_host(conn: Connection) -> dict[str, int]:
     """Instances per host, every environment counted (draining ones too: they still run)."""
     out: dict[str, int] = {}

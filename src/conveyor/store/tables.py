@@ -166,6 +166,8 @@ hosts = Table(
     Column("last_seen", Float, nullable=False),
     Column("desired_version", Integer, nullable=False, default=0),
     Column("status", JSON, nullable=False),  # the last wire.AgentStatus
+    Column("drained_at", Float, nullable=True),  # `conveyor hosts drain`: no new instances, the old move away
+    Column("drained_by", String(100), nullable=True),
 )
 
 events = Table(

@@ -1,0 +1,112 @@
+"""Capacity across hosts (issue 13): labels, placement, capacity, drain — with real agents in network
+namespaces and real traffic through the router.
+
+Three hosts: the `conveyor up` agent ("local", no labels) and two agents in their own network
+namespaces, h1 (role=web, capacity 2) and h2 (role=web). An environment that selects role=web
+lands one instance on each of h1 and h2 and none on local; draining h2 moves its instance to h1
+(the only other role=web host) with no failed request, counting transport errors; a release that
+selects a label no host has fails at once, saying which constraint is unmet, and the live release
+keeps serving.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cvy_platform import Platform, Traffic, wait_for
+from netns_hosts import HostNetwork, require_netns
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TOML = """[app]
+name = "placed"
+
+[run]
+web = "python app.py"
+
+[health]
+path = "/healthz"
+timeout = "2s"
+
+[env.production]
+instances = 2
+hosts = "{selector}"
+ready_timeout = "40s"
+drain_timeout = "2s"
+"""
+
+
+def _instances(p: Platform) -> list[dict]:  # type: ignore[type-arg]
+    [env] = [e for e in p.api.get("/apps/placed").json()["environments"] if e["name"] == "production"]
+    return env["instances"]  # type: ignore[no-any-return]
+
+
+def _serving(p: Platform) -> list[str]:
+    """Hosts of the ready instances, sorted."""
+    return sorted(i["host"] for i in _instances(p) if i["state"] == "ready")
+
+
+def test_labels_spread_drain_and_an_unplaceable_release(tmp_path: Path) -> None:
+    require_netns()
+    net = HostNetwork()
+    p = Platform(tmp_path / "p", host=net.gateway)
+    try:
+        net.create(2)
+        p.root.mkdir(parents=True)
+        p.start()
+        h1, h2 = net.hosts
+        net.start_agent(h1, p.api_url, p.token, tmp_path / "h1", tmp_path / "h1-agent.log",
+                        ["--label", "role=web", "--label", "zone=a", "--capacity", "2"])
+        net.start_agent(h2, p.api_url, p.token, tmp_path / "h2", tmp_path / "h2-agent.log", ["--label", "role=web"])
+        wait_for(lambda: {h["name"] for h in p.api.get("/hosts").json()["hosts"] if h["online"]} >= {"local", "h1", "h2"},
+                 60, 0.2, "the three agents reporting")
+        listed = {h["name"]: h for h in p.cli_json("hosts")["hosts"]}
+        assert listed["h1"]["labels"] == {"role": "web", "zone": "a"} and listed["h1"]["capacity"] == 2
+        assert listed["h2"]["labels"] == {"role": "web"} and listed["h2"]["capacity"] is None
+        assert listed["local"]["labels"] == {} and listed["local"]["drained"] is False
+        table = p.cli("hosts", check=True).stdout
+        assert "role=web" in table and "0/2" in table and "drained" not in table
+
+        p.cli("apps", "create", "placed", check=True)
+        dep = p.deploy("placed", p.app_copy("placed", "v1", conveyor__toml=TOML.format(selector="role=web")))
+        assert dep["state"] == "succeeded", dep
+        assert _serving(p) == ["h1", "h2"]  # spread over the role=web hosts; nothing on local
+
+        with Traffic(p, "placed", rate=60, threads=3, max_s=120) as traffic:
+            drained = p.cli_json("hosts", "drain", "h2")
+            assert drained["drained"] is True and drained["drained_by"]
+            moved = wait_for(lambda: _serving(p) == ["h1", "h1"] and all(i["host"] == "h1" for i in _instances(p)),
+                             60, 0.2, "the instance on h2 replaced on h1, then gone from h2")
+            assert moved
+            # traffic goes on a little after the move, through the new instance
+            start = len(traffic.snapshot())
+            wait_for(lambda: len(traffic.snapshot()) >= start + 30, 20, 0.1, "traffic after the move")
+        assert traffic.failures() == [], traffic.failures()[:5]
+        assert traffic.count() >= 60
+        kinds = [e["kind"] for e in p.api.get("/events", params={"app": "placed"}).json()]
+        assert "instances_moved" in kinds, kinds
+
+        # h1 is full (2/2) and h2 drained: a third instance has nowhere to go, and the deployment says so
+        dep = p.deploy("placed", p.app_copy("placed", "v2", conveyor__toml=TOML.format(selector="role=web").replace(
+            "instances = 2", "instances = 3")))
+        assert dep["state"] == "failed", dep
+        assert "cannot be placed" in dep["reason"] and "h2" in dep["reason"], dep["reason"]
+        # ... and a label no host has: at once, naming the selector and the hosts there are
+        dep = p.deploy("placed", p.app_copy("placed", "v3", conveyor__toml=TOML.format(selector="role=gpu")))
+        assert dep["state"] == "failed", dep
+        assert "no online host has labels role=gpu" in dep["reason"] and "h1 [role=web,zone=a]" in dep["reason"]
+        assert dep["_exit"] != 0
+        assert p.get("placed.localhost").text == "hello from v1\n"  # v1 still serves
+
+        undrained = p.cli_json("hosts", "undrain", "h2")
+        assert undrained["drained"] is False
+        bad = p.cli("hosts", "drain", "nosuch")
+        assert bad.returncode != 0 and "host 'nosuch' has never reported" in bad.stderr, bad.stderr
+        bad = p.cli("deploy", "placed", "--source", str(p.app_copy(
+            "placed", "v4", conveyor__toml=TOML.format(selector="role=web,=x"))), "--wait")
+        assert bad.returncode != 0 and "hosts" in bad.stderr and "invalid key or value" in bad.stderr, bad.stderr
+    finally:
+        p.stop_all()
+        net.destroy()
