@@ -11,6 +11,11 @@ keeps serving.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -110,3 +115,58 @@ def test_labels_spread_drain_and_an_unplaceable_release(tmp_path: Path) -> None:
     finally:
         p.stop_all()
         net.destroy()
+
+
+def _agent(p: Platform, data_dir: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k != "CONVEYOR_TOKEN"}  # the join token is its only credential
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "conveyor", "agent", "--address", "127.0.0.1",
+                                 "--data-dir", str(data_dir), *args], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+
+
+def test_a_host_joins_with_a_one_time_token_and_is_refused_once_removed(
+        platform_factory: Callable[[], Platform], tmp_path: Path) -> None:
+    p = platform_factory()
+    p.start()
+    token = p.cli_json("hosts", "join-token")["token"]
+    agent = _agent(p, tmp_path / "extra", tmp_path / "extra.log", "--join", p.api_url, token, "--host", "extra",
+                   "--label", "role=batch", "--capacity", "1")
+    try:
+        extra = wait_for(lambda: next((h for h in p.cli_json("hosts")["hosts"] if h["name"] == "extra" and h["online"]),
+                                      None), 60, 0.3, "the joined agent reporting")
+        assert extra["labels"] == {"role": "batch"} and extra["capacity"] == 1
+        credential = tmp_path / "extra" / "credential"
+        assert credential.stat().st_mode & 0o777 == 0o600 and token not in credential.read_text()
+
+        # the token is spent: a second host using it is refused with a message, exit 2, and does not appear
+        other = _agent(p, tmp_path / "other", tmp_path / "other.log", "--join", p.api_url, token, "--host", "other")
+        assert other.wait(60) == 2
+        assert "already used" in (tmp_path / "other.log").read_text()
+        # a host named like another is refused too, even with a fresh token
+        fresh = p.cli_json("hosts", "join-token")["token"]
+        clash = _agent(p, tmp_path / "clash", tmp_path / "clash.log", "--join", p.api_url, fresh, "--host", "extra")
+        assert clash.wait(60) == 2
+        assert "already joined" in (tmp_path / "clash.log").read_text()
+        assert {h["name"] for h in p.cli_json("hosts")["hosts"]} == {"local", "extra"}
+
+        # restarted with the same flags, it uses its saved credential (the token is not spent twice)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(30) == 0
+        agent = _agent(p, tmp_path / "extra", tmp_path / "extra.log", "--join", p.api_url, token, "--host", "extra",
+                       "--label", "role=batch", "--capacity", "1")
+        wait_for(lambda: "already joined as extra" in (tmp_path / "extra.log").read_text(), 30, 0.2,
+                 "the restarted agent using its saved credential")
+
+        removed = p.cli_json("hosts", "remove", "extra")
+        assert len(removed["revoked_tokens"]) == 1
+        start = (tmp_path / "extra.log").stat().st_size
+        wait_for(lambda: "401" in (tmp_path / "extra.log").read_text()[start:], 30, 0.3,
+                 "the removed host's agent refused")
+        assert "extra" not in {h["name"] for h in p.cli_json("hosts")["hosts"]}
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(30)
+        except subprocess.TimeoutExpired:
+            agent.kill()

@@ -19,6 +19,7 @@ from pathlib import Path
 from conveyor import logfile
 from conveyor.agent.agent import Agent, AgentConfig
 from conveyor.agent.images import DirectoryImageProvider, ImageCacheProvider, ImageError, ImageProvider
+from conveyor.agent.join import JoinError, join_credential
 from conveyor.domain.limits import LimitError, parse_size
 from conveyor.domain.placement import SelectorError, parse_label
 
@@ -36,7 +37,11 @@ def _default_data_dir() -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="conveyor agent", description="Run the Conveyor host agent (one per host).")
-    p.add_argument("--control-plane", required=True, metavar="URL", help="control plane base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--control-plane", default=None, metavar="URL", help="control plane base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--join", nargs=2, default=None, metavar=("URL", "TOKEN"),
+                   help="join the control plane at URL with a one-time join token (`conveyor hosts join-token`): "
+                        "the agent trades it for its own credential, kept in DATA_DIR/credential (0600) and used "
+                        "from then on, so restarting with the same flags is fine")
     p.add_argument("--token", default=None, help="API token (default: $CONVEYOR_TOKEN); visible in `ps`: prefer --token-file")
     p.add_argument("--token-file", type=Path, default=None, metavar="PATH",
                    help="read the API token (the host's join token: `conveyor hosts join-token HOST`) from this file")
@@ -75,7 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> AgentConfig:
+    if args.join is not None:
+        if args.control_plane and args.control_plane != args.join[0]:
+            parser.error(f"--join names control plane {args.join[0]!r} but --control-plane says {args.control_plane!r}: give one")
+        if args.token or args.token_file:
+            parser.error("--join brings its own credential: drop --token/--token-file")
+        args.control_plane = args.join[0]
+    if not args.control_plane:
+        parser.error("give the control plane: --join URL TOKEN (a new host), or --control-plane URL --token-file PATH")
     token = args.token or os.environ.get("CONVEYOR_TOKEN") or None
+    if args.join is not None:
+        token = "pending-join"  # replaced in main() by the host's own credential, once the data dir is ours
     if args.token_file is not None:
         try:
             token = args.token_file.read_text().strip() or None
@@ -158,8 +173,6 @@ def main(argv: list[str] | None = None) -> int:
             images = DirectoryImageProvider.from_file(args.image_map)
         except ImageError as exc:
             parser.error(str(exc))
-    else:
-        images = ImageCacheProvider(config.control_plane, config.token, config.data_dir / "images")
     # Images are unpacked readable (0644/0755) so that sandboxed instances, which run as other
     # users, can read their own; the data dir itself is 0700, so nobody else reaches them.
     os.umask(0o022)
@@ -184,6 +197,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.join is not None:
+        try:
+            config.token = join_credential(config, args.join[1])
+        except JoinError as exc:
+            print(f"conveyor agent: {exc}", file=sys.stderr)
+            os.close(lock)
+            return exc.code
+    if args.image_map is None:
+        images = ImageCacheProvider(config.control_plane, config.token, config.data_dir / "images")
     try:
         asyncio.run(_run(Agent(config, images)))
     finally:

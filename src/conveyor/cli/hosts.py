@@ -118,6 +118,25 @@ def undrain(host: HostArg, json: JsonOpt = False) -> None:
     run(body)
 
 
+@hosts_app.command("remove")
+def remove(host: HostArg, json: JsonOpt = False) -> None:
+    """Forget HOST: its agent's credential is revoked (it is refused from now on) and its
+    instances count as lost, so they start again on the other hosts.
+
+    Drain it first (`conveyor hosts drain HOST`) to move its instances with no failed request.
+    """
+
+    def body() -> None:
+        with Api() as api:
+            r = api.request("DELETE", f"/hosts/{host}")
+        if json:
+            o.emit_json(r)
+            return
+        o.out.print(f"host {host} removed; {len(r['revoked_tokens'])} credential(s) revoked")
+
+    run(body)
+
+
 def register(app: typer.Typer) -> None:
     from conveyor.cli.tokens import join_token
 

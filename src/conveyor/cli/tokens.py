@@ -12,7 +12,7 @@ import typer
 
 from conveyor.cli import output as o
 from conveyor.cli.main import JsonOpt, run  # registered from main, after it is loaded
-from conveyor.cli.client import Api
+from conveyor.cli.client import Api, CliError, ExitCode
 
 tokens_app = typer.Typer(help="Scoped API tokens: create (shown once), list, revoke.", no_args_is_help=True)
 
@@ -90,21 +90,42 @@ def tokens_revoke(ref: Annotated[str, typer.Argument(metavar="ID_OR_NAME")], jso
 
 
 def join_token(
-    host: Annotated[str, typer.Argument(metavar="HOST", help="The host's name (its agent's --host, its router's --router-id).")],
-    router: Annotated[bool, typer.Option("--router", help="A router's token (default: an agent's).")] = False,
-    expires: Annotated[str | None, typer.Option("--expires", help="Lifetime, e.g. 1h (default: never).")] = None,
+    host: Annotated[str | None, typer.Argument(metavar="[HOST]", help=(
+        "Make a long-lived credential for this host (its agent's --host, its router's --router-id). "
+        "Without HOST: a one-time join token any new host uses once (`conveyor agent --join`)."))] = None,
+    router: Annotated[bool, typer.Option("--router", help="A router's token (default: an agent's); needs HOST.")] = False,
+    expires: Annotated[str | None, typer.Option("--expires", help="Lifetime, e.g. 1h (default: 1h for a one-time "
+                                                                  "token, never for a host's own).")] = None,
     json: JsonOpt = False,
 ) -> None:
-    """A host's own credential: start its agent (or router) with --token-file holding it.
+    """A token to add a host: a one-time join token (no HOST), or a host's own credential.
 
-    It reaches only that host's data-plane endpoints: the admin token is needed on no other host.
+    One-time (the usual way): run `conveyor hosts join-token`, then on the new machine
+    `conveyor agent --join URL TOKEN --host NAME [--label role=web] [--capacity 8]`: the agent
+    trades it, once, for its own credential, which it keeps in its data dir. A used or
+    expired join token is refused with a message.
+
+    With HOST: that host's own credential, for an agent's (or router's) --token-file. Either
+    reaches only that host's data-plane endpoints: the admin token is needed on no other host.
     """
 
     def body() -> None:
         with Api() as api:
-            t = api.post(f"/hosts/{host}/join-tokens", json={"role": "router" if router else "agent", "expires": expires})
+            if host is None:
+                if router:
+                    raise CliError("--router needs the router's name: conveyor hosts join-token ROUTER --router",
+                                   ExitCode.USAGE)
+                t = api.post("/join-tokens", json={"expires": expires})
+            else:
+                t = api.post(f"/hosts/{host}/join-tokens", json={"role": "router" if router else "agent", "expires": expires})
+            url = api.config.url
         _shown_once(t, json)
-        if not json:
+        if json:
+            return
+        if host is None:
+            o.err.print(f"On the new host, run: conveyor agent --join {url} TOKEN --host NAME "
+                        "[--label KEY=VALUE] [--capacity N]  (once; it keeps its own credential)")
+        else:
             kind = "router --router-id " + host if router else "agent --host " + host
             o.err.print(f"Save it to a 0600 file on {host} and run: conveyor {kind} --token-file FILE ...")
 

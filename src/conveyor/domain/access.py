@@ -26,7 +26,10 @@ from urllib.parse import urlsplit
 
 PEOPLE_ROLES = ("admin", "deployer", "viewer")
 HOST_ROLES = ("agent", "router")
-ROLES = PEOPLE_ROLES + HOST_ROLES
+#: A one-time join token (``conveyor hosts join-token`` without a host): it reaches one endpoint,
+#: ``POST /hosts/join``, once, and is exchanged there for the joining host's own agent credential.
+ENROL_ROLE = "enrol"
+ROLES = PEOPLE_ROLES + HOST_ROLES + (ENROL_ROLE,)
 
 #: Tokens made by ``conveyor tokens create`` / ``hosts join-token``: ``cvt_<id>_<secret>``.
 TOKEN_PREFIX = "cvt_"
@@ -107,7 +110,10 @@ def new_token_problem(role: str, *, name: str, app: str | None, team: str | None
         return "a token is scoped to an app or to a team, not both: drop --app or --team"
     if role == "admin" and (app or team):
         return "an admin token cannot be scoped: use --role deployer or viewer with --app or --team"
-    if role in HOST_ROLES:
+    if role == ENROL_ROLE:
+        if host or app or team:
+            return "a one-time join token names no host, app or team: the host names itself when it joins"
+    elif role in HOST_ROLES:
         if not host or not _NAME.match(host):
             return f"a {role} join token needs the host's name (letters, digits, . _ -)"
         if app or team:

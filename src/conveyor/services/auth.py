@@ -27,13 +27,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from conveyor.domain.access import (
+    ENROL_ROLE,
     HOST_ROLES,
+    NAME_PATTERN,
     PEOPLE_ROLES,
     TOKEN_PREFIX,
     Principal,
@@ -49,17 +53,18 @@ from conveyor.domain.ratelimit import FailureLimiter
 from conveyor.services.errors import Forbidden, RegistryFull, SignInRefused
 from conveyor.services.state import ControlPlane
 from conveyor.store import deployments as deployment_store
+from conveyor.store import hosts as host_store
 from conveyor.store import repo
 from conveyor.store import tokens as token_store
-from conveyor.store.repo import NotFound
+from conveyor.store.repo import Conflict, NotFound
 from conveyor.store.web_sessions import SESSION_MAX_AGE
 
 __all__ = [
     "CSRF_HEADER", "LOGIN_CODE_TTL", "SAFE_METHODS", "SESSION_COOKIE", "SESSION_MAX_AGE", "Authenticator",
     "Forbidden", "Principal", "RegistryFull", "SignInRefused", "WebState", "admin_only", "agent_of", "authenticate",
-    "authenticator", "constant_time_equal", "create_join_token", "create_token", "csrf_token_for", "image_reader",
-    "issue_login_code", "list_tokens", "may_read_routing", "person", "principal_for", "redeem_login_code",
-    "register_router", "revoke_token", "role_of", "web_state", "write_check",
+    "authenticator", "constant_time_equal", "create_enrol_token", "create_join_token", "create_token", "csrf_token_for", "image_reader",
+    "issue_login_code", "join_host", "list_tokens", "may_read_routing", "person", "principal_for", "redeem_login_code",
+    "register_router", "remove_host", "revoke_token", "role_of", "web_state", "write_check",
 ]
 
 SESSION_COOKIE = "conveyor_session"
@@ -140,6 +145,17 @@ class Authenticator:
             self._cache.clear()
         self._cache[digest] = (p, now, row["expires_at"])
         return p
+
+    def refuse_if_limited(self, origin: str, now: float) -> None:
+        """429 for an address with too many failed sign-ins (a credential checked outside authenticate)."""
+        with self._lock:
+            wait = self.limiter.retry_after(origin, now)
+        if wait > 0:
+            raise SignInRefused(429, "too many failed sign-ins from this address", retry_after=wait)
+
+    def note_failure(self, origin: str, now: float) -> None:
+        with self._lock:
+            self.limiter.failed(origin, now)
 
     def forget(self) -> None:
         """Drop cached resolutions (after a revocation in this process: effective at once here)."""
@@ -300,6 +316,88 @@ def create_join_token(cp: ControlPlane, p: Principal, host: str, *, role: str = 
     if role not in HOST_ROLES:
         raise ValueError(f"unknown join token role {role!r}: use agent or router")
     return _make(cp, p, role=role, name=f"{role}@{host}", app=None, team=None, host=host, expires=expires)
+
+
+def create_enrol_token(cp: ControlPlane, p: Principal, *, expires: str | None = None) -> dict[str, Any]:
+    """A one-time join token: any new host may use it once (``conveyor agent --join URL TOKEN``) to
+    get its own agent credential. It expires (1 h unless ``expires``), so a leaked one is worth little."""
+    admin_only(p)
+    return _make(cp, p, role=ENROL_ROLE, name=f"join-{secrets.token_hex(3)}", app=None, team=None, host=None,
+                 expires=expires or "1h")
+
+
+def join_host(cp: ControlPlane, token: str, host: str, origin: str = "") -> dict[str, Any]:
+    """Exchange a one-time join token for ``host``'s own agent credential (shown once).
+
+    Every refusal says what to do, and changes nothing: an unknown, expired, used or wrong kind of
+    token, a bad name, a name another host has. Using the token and making the credential is one
+    transaction, and the use is a conditional update, so two hosts racing with one token get one
+    credential between them."""
+    if not re.match(NAME_PATTERN, host or ""):
+        raise ValueError(f"host name {host!r}: use 1-100 letters, digits and . _ - (it is the agent's --host)")
+    if not token:
+        raise SignInRefused(401, "no join token: send it as `Authorization: Bearer TOKEN` "
+                                 "(`conveyor agent --join URL TOKEN` does)")
+    now = cp.clock()
+    gate = authenticator(cp)
+    gate.refuse_if_limited(origin, now)
+    try:
+        credential = _join(cp, token, host, now)
+    except SignInRefused:
+        gate.note_failure(origin, now)
+        raise
+    gate.forget()  # the join token is spent: not even this process's cache may take it again
+    return credential
+
+
+def _join(cp: ControlPlane, token: str, host: str, now: float) -> dict[str, Any]:
+    parts = split_token(token) if not token_shape_problem(token) else None
+    with cp.engine.begin() as conn:
+        row = token_store.check(conn, *parts) if parts else None
+        if row is None:
+            raise SignInRefused(401, "invalid join token: create one with `conveyor hosts join-token` on the control plane")
+        if row["role"] != ENROL_ROLE:
+            raise Forbidden("this is not a one-time join token: create one with `conveyor hosts join-token` "
+                            "(an agent already holding its own credential runs with --token-file, not --join)")
+        if row["revoked_at"] is not None:
+            raise SignInRefused(401, f"this join token was already used (or revoked) {_when(row['revoked_at'])}: "
+                                     "each is good for one host; create another with `conveyor hosts join-token`")
+        if row["expires_at"] is not None and row["expires_at"] <= now:
+            raise SignInRefused(401, f"this join token expired {_when(row['expires_at'])}: create another with "
+                                     "`conveyor hosts join-token`")
+        if host_store.exists(conn, host) or token_store.live_host_tokens(conn, host, "agent"):
+            raise Conflict(f"a host named {host!r} has already joined: start this agent with another --host, "
+                           f"or remove the old one first (`conveyor hosts remove {host}`)")
+        if not token_store.use_once(conn, row["id"], now):
+            raise SignInRefused(401, "this join token was just used by another host: create another with "
+                                     "`conveyor hosts join-token`")
+        repo.record_event(conn, "host_joined", f"host {host} joined with one-time token {row['name']}",
+                          actor=f"agent@{host}", data={"host": host, "join_token": row["id"]})
+    return _make(cp, Principal(name=row["name"], role="admin"), role="agent", name=f"agent@{host}", app=None,
+                 team=None, host=host, expires=None)
+
+
+def remove_host(cp: ControlPlane, p: Principal, host: str) -> dict[str, Any]:
+    """Forget a host and revoke its agent credential: its agent is refused from now on, and its
+    instances count as lost (started again on the hosts that are left)."""
+    admin_only(p)
+    now = cp.clock()
+    with cp.engine.begin() as conn:
+        revoked = [t["id"] for t in token_store.live_host_tokens(conn, host, "agent")]
+        known = host_store.remove(conn, host)
+        if not known and not revoked:
+            raise NotFound(f"no host named {host!r}: see `conveyor hosts`")
+        token_store.revoke_ids(conn, revoked, now)
+        repo.record_event(conn, "host_removed", f"host {host} removed by {p.name}: its credential is revoked and "
+                          "its instances are started on other hosts", actor=p.name,
+                          data={"host": host, "revoked_tokens": revoked})
+    authenticator(cp).forget()
+    cp.notifier.poke("orchestrator", "routing", "desired")
+    return {"host": host, "revoked_tokens": revoked}
+
+
+def _when(ts: float) -> str:
+    return time.strftime("at %Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
 def list_tokens(cp: ControlPlane, p: Principal, *, include_revoked: bool = False) -> list[dict[str, Any]]:

@@ -245,6 +245,15 @@ class JoinTokenCreate(_Body):
                                 json_schema_extra={"pattern": DURATION_PATTERN})
 
 
+class EnrolTokenCreate(_Body):
+    expires: str | None = Field(None, description="lifetime, e.g. 30m (default: 1h)",
+                                json_schema_extra={"pattern": DURATION_PATTERN})
+
+
+class HostJoin(_Body):
+    host: str = Field(description="the joining host's name (unique among hosts)", json_schema_extra={"pattern": NAME_PATTERN})
+
+
 class TokenView(BaseModel):
     id: str
     name: str

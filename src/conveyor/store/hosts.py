@@ -69,6 +69,10 @@ def drained_names(conn: Connection) -> set[str]:
     return {r.name for r in conn.execute(select(hosts.c.name).where(hosts.c.drained_at.is_not(None)))}
 
 
+def exists(conn: Connection, name: str) -> bool:
+    return conn.execute(select(hosts.c.name).where(hosts.c.name == name)).first() is not None
+
+
 def remove(conn: Connection, name: str) -> bool:
     """Forget a host (``conveyor hosts remove``); its instances' rows are the caller's to move."""
     return bool(conn.execute(delete(hosts).where(hosts.c.name == name)).rowcount)

@@ -67,3 +67,20 @@ def revoke(conn: Connection, ref: str, now: float) -> list[dict[str, Any]]:
         raise NotFound(f"no live token with id or name {ref!r}: see `conveyor tokens list`")
     conn.execute(update(api_tokens).where(api_tokens.c.id.in_([r["id"] for r in rows])).values(revoked_at=now))
     return [{**public(r), "revoked_at": now} for r in rows]
+
+
+def live_host_tokens(conn: Connection, host: str, role: str) -> list[dict[str, Any]]:
+    """The live (not revoked) tokens of ``role`` that belong to ``host``."""
+    q = select(api_tokens).where(api_tokens.c.host == host, api_tokens.c.role == role, api_tokens.c.revoked_at.is_(None))
+    return [public(r) for r in conn.execute(q).mappings()]
+
+
+def use_once(conn: Connection, token_id: str, now: float) -> bool:
+    """Spend a one-time token: True for the one caller that did (a conditional update)."""
+    return bool(conn.execute(update(api_tokens).where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+                             .values(revoked_at=now)).rowcount)
+
+
+def revoke_ids(conn: Connection, ids: list[str], now: float) -> None:
+    if ids:
+        conn.execute(update(api_tokens).where(api_tokens.c.id.in_(ids)).values(revoked_at=now))
