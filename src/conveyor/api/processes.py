@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from conveyor.api.deps import CP, Reader, Writer
-from conveyor.services import processes
-from conveyor.services.schemas import RestartRequest, ScaleRequest
+from conveyor.domain.autoscale import Policy
+from conveyor.services import autoscale, processes
+from conveyor.services.schemas import AutoscaleRequest, RestartRequest, ScaleRequest
 
 router = APIRouter(tags=["processes"])
 
@@ -31,3 +32,19 @@ def restart(app: str, body: RestartRequest, cp: CP, p: Writer) -> dict[str, Any]
 @router.get("/apps/{app}/restart", summary="The process types whose rolling restart is in progress")
 def restart_pending(app: str, cp: CP, _p: Reader, env: str = "production") -> dict[str, Any]:
     return {"pending": processes.restarts_pending(cp, app, env)}
+
+
+@router.put("/apps/{app}/autoscale", summary="Autoscale a process type (HPA's algorithm, its parameters given)")
+def set_autoscale(app: str, body: AutoscaleRequest, cp: CP, p: Writer) -> dict[str, Any]:
+    policy = Policy(**body.model_dump(exclude={"env", "process"}))
+    return autoscale.set_policy(cp, app, body.env, body.process, policy, actor=p.name, origin=p.origin)
+
+
+@router.get("/apps/{app}/autoscale", summary="Autoscaled process types: policy, count, last decision and why")
+def get_autoscale(app: str, cp: CP, _p: Reader, env: str = "production") -> dict[str, Any]:
+    return autoscale.show(cp, app, env)
+
+
+@router.delete("/apps/{app}/autoscale", summary="Turn autoscaling off (the count stays where it is)")
+def delete_autoscale(app: str, cp: CP, p: Writer, env: str = "production", process: str = "web") -> dict[str, Any]:
+    return autoscale.remove(cp, app, env, process, actor=p.name, origin=p.origin)

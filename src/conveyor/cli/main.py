@@ -351,6 +351,7 @@ def _register() -> None:
     up.register(app)
     app.add_typer(__import__("conveyor.cli.tokens", fromlist=["x"]).tokens_app, name="tokens")  # issue 15
     __import__("conveyor.cli.hosts", fromlist=["register"]).register(app)  # conveyor hosts (drain, join-token)
+    __import__("conveyor.cli.autoscale", fromlist=["register"]).register(app)  # conveyor autoscale
     app.command()(__import__("conveyor.cli.audit", fromlist=["x"]).audit)  # issue 15
     __import__("conveyor.cli.web_cmds", fromlist=["register"]).register(app)  # conveyor dora, conveyor ui
     __import__("conveyor.cli.domains", fromlist=["register"]).register(app)  # conveyor domains, conveyor certs

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import secrets
 import socket
@@ -34,12 +35,12 @@ from sqlalchemy import Connection, Engine
 from conveyor.deploy.notify import Notifier
 from conveyor.domain import deploy_machine as dm
 from conveyor.domain import config_vars as config_vars_rules
-from conveyor.domain import healing, processes
+from conveyor.domain import autoscale, healing, processes
 from conveyor.domain.manifest import DEFAULT_BAKE, DEFAULT_DRAIN_TIMEOUT
 from conveyor.domain.placement import parse_selector, place
 from conveyor.domain.wire import InstanceState
 from conveyor.domain.strategies import analysis_request
-from conveyor.store import config_vars, deployments, hosts, instances, repo, series
+from conveyor.store import autoscalers, config_vars, deployments, hosts, instances, repo, series
 
 log = logging.getLogger("conveyor.orchestrator")
 
@@ -64,6 +65,10 @@ JUDGE_ERROR_EVERY = 30.0
 #: covered by the next), and a verdict taken before it sees a step short of its traffic
 #: ("Not enough traffic: the canary served 14 requests in 10 s" while clients saw 300).
 METRICS_GRACE = 10.0
+#: Autoscalers decide once a second per environment (the orchestrator ticks every 0.25 s), and store
+#: a decision that did not change the count at most this often (`conveyor autoscale APP` shows it).
+AUTOSCALE_EVERY = 1.0
+AUTOSCALE_RECORD_EVERY = 5.0
 
 
 def metrics_pending(window_end: float, newest_point: float | None, now: float) -> bool:
@@ -126,6 +131,9 @@ class Orchestrator:
         self.leader = False
         #: (env id, release) → (why its instances could not all be placed, since when); see _unplaced
         self.unplaced: dict[tuple[int, int], tuple[str, float]] = {}
+        #: the autoscalers' memory (recommendations in the stabilisation window, last steps) and pace
+        self.autoscale_state: dict[tuple[int, str], autoscale.State] = {}
+        self._autoscaled_at: dict[int, float] = {}
 
     async def run(self) -> None:
         try:
@@ -183,6 +191,7 @@ class Orchestrator:
                 if not driven:  # a running deployment owns its environment's counts
                     touched |= self._heal(conn, env_id)
                     touched |= self._restart(conn, env_id)
+                    touched |= self._autoscale(conn, env_id)
                     touched |= self._scale(conn, env_id)
                     touched |= self._evacuate(conn, env_id)
                 return touched
@@ -480,6 +489,53 @@ class Orchestrator:
                                       set(cfg.get("processes") or {"web": ""})):
             if self._ensure(conn, env_id, app, env_name, action.release, action.count, action.role, action.process):
                 touched |= {"desired", "routing"}
+        return touched
+
+    def _autoscale(self, conn: Connection, env_id: int) -> set[str]:
+        """Once a second per environment: each autoscaled process type's count, by HPA's rule
+        (``domain/autoscale.py``) on the load the routers measured; a change is written as the
+        `conveyor scale` count (``_scale`` then starts or drains instances) and an event saying why.
+        Between deployments only: a deployment owns its environment's counts while it runs."""
+        now = self.clock()
+        if now - self._autoscaled_at.get(env_id, -math.inf) < AUTOSCALE_EVERY:
+            return set()
+        self._autoscaled_at[env_id] = now
+        rows = autoscalers.of_env(conn, env_id)
+        env = repo.env_by_id(conn, env_id)
+        if not rows or env["current_release"] is None:
+            return set()
+        release = env["current_release"]
+        cfg = repo.get_release(conn, env_id, release)["config"] or {}
+        counts = {"web": int(cfg.get("instances", 1)), **{k: int(v) for k, v in (cfg.get("workers") or {}).items()}}
+        counts.update(config_vars.counts_of(conn, env_id))
+        status = hosts.instance_status_map(conn, now, self.started_at)
+        app, env_name = repo.app_env_names(conn, env_id)
+        touched: set[str] = set()
+        for row in rows:
+            process = row["process"]
+            policy = autoscale.Policy.from_json(row["policy"])
+            role = "main" if process == "web" else "worker"
+            ready = sum(1 for iid in instances.active_ids(conn, env_id, release, role, process)
+                        if status.get(iid, ("", {}))[1].get("state") == InstanceState.READY.value)
+            second = float(int(now))
+            requests, hist = series.totals(conn, env_id, second - policy.window, second)
+            sample = autoscale.Sample(requests, policy.window, hist.mean(), hist.quantile(0.95), ready)
+            key = (env_id, process)
+            current = counts.get(process, 1)
+            if not ready:
+                continue  # nothing serves yet (starting, or crashing): no load to read, the count holds
+            d = autoscale.decide(policy, current, sample, now, self.autoscale_state.get(key, autoscale.State()))
+            self.autoscale_state[key] = d.state
+            doc = {"current": d.current, "desired": d.desired, "recommendation": d.recommendation, "value": d.value,
+                   "ready": ready, "reason": d.reason, "metric": policy.metric, "target": policy.target}
+            last = row["decision"] or {}
+            if d.changed or last.get("reason") != d.reason and now - (row["decided_at"] or 0) >= AUTOSCALE_RECORD_EVERY:
+                autoscalers.record(conn, env_id, process, doc, now)
+            if d.changed:
+                config_vars.set_count(conn, env_id, process, d.desired, "autoscaler", now)
+                repo.record_event(conn, "autoscaled", f"{app}/{env_name} {process} {d.reason}", app=app, env=env_name,
+                                  actor="autoscaler", data={**doc, "process": process, "release": release})
+                touched.add("deployments")
         return touched
 
     def _restart(self, conn: Connection, env_id: int) -> set[str]:

@@ -18,6 +18,9 @@ from conveyor.store.repo import Conflict
 
 def scale(cp: ControlPlane, app: str, env: str, pairs: list[str], actor: str = "", origin: str = "") -> dict[str, Any]:
     """Set instance counts per process type (``["web=3", "worker=2"]``); nothing changes on bad input."""
+    from conveyor.services.autoscale import refuse_manual_scale
+
+    refuse_manual_scale(cp, app, env, {pair.partition("=")[0] for pair in pairs})
     with cp.engine.begin() as conn:
         env_row = repo.get_env(conn, repo.get_app(conn, app)["id"], env)
         if env_row["current_release"] is None:

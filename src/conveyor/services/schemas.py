@@ -354,3 +354,23 @@ class ConfigVar(BaseModel):
     value: str | None = Field(None, description="null for a secret (never returned) or for a token that may only read")
     updated_at: float | None = None
     updated_by: str = ""
+
+
+class AutoscaleRequest(_Body):
+    """`conveyor autoscale`: HPA's algorithm with its parameters (domain/autoscale.py)."""
+
+    env: str = Field("production", json_schema_extra={"pattern": ENV})
+    process: str = Field("web", description="the process type to scale", json_schema_extra={"pattern": r"^[a-z][a-z0-9_-]{0,39}$"})
+    min: int = Field(ge=0, le=1000, description="fewest instances")
+    max: int = Field(ge=1, le=1000, description="most instances")
+    metric: Literal["inflight", "rps", "p95"] = Field(description="requests in flight per instance, requests/s per "
+                                                                  "instance, or p95 latency (ms)")
+    target: float = Field(gt=0, le=1e9, description="the metric's target value")
+    tolerance: float = Field(0.1, ge=0, lt=1, description="no change while the metric is within ±tolerance of the target")
+    window: float = Field(10.0, ge=1, le=3600, description="seconds of metrics each decision reads")
+    up_step: int = Field(4, ge=1, le=1000, description="scale up by at most max(up_step, up_percent) a step")
+    up_percent: float = Field(100.0, ge=0, le=10000)
+    up_period: float = Field(5.0, ge=0, le=86400, description="seconds between two scale-ups")
+    down_window: float = Field(60.0, ge=0, le=86400, description="stabilisation window before a scale-down (seconds)")
+    down_step: int = Field(1, ge=1, le=1000, description="scale down by at most this many instances a step")
+    down_period: float = Field(10.0, ge=0, le=86400, description="seconds between two scale-downs")

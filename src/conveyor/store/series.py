@@ -121,3 +121,17 @@ def newest_second(conn: Connection, env_id: int) -> float | None:
 def prune(conn: Connection, resolution: int, before: float) -> None:
     """Delete the points of ``resolution`` older than ``before``."""
     conn.execute(delete(metric_points).where(metric_points.c.resolution == resolution, metric_points.c.t < before))
+
+
+def totals(conn: Connection, env_id: int, since: float, until: float) -> tuple[int, Histogram]:
+    """Requests and their latency histogram over every release of an environment in [since, until)
+    (1 s points): what the environment served, for the autoscaler."""
+    hist = Histogram()
+    requests = 0
+    q = select(metric_points.c.requests, metric_points.c.latency).where(
+        metric_points.c.env_id == env_id, metric_points.c.resolution == 1,
+        metric_points.c.t >= since, metric_points.c.t < until)
+    for r in conn.execute(q):
+        requests += int(r.requests)
+        hist.merge(Histogram.from_json(r.latency))
+    return requests, hist

@@ -352,6 +352,21 @@ config_vars = Table(
 
 # How many instances of each process type an environment runs (`conveyor scale`): overrides the
 # manifest's ``instances`` (for ``web``) and 1 (for other process types) without a new release.
+#: `conveyor autoscale`: the policy per environment and process type (domain/autoscale.Policy), and
+#: the last decision (shown by `conveyor autoscale APP`).
+autoscalers = Table(
+    "autoscalers",
+    metadata,
+    Column("env_id", Integer, ForeignKey("environments.id", ondelete="CASCADE"), nullable=False),
+    Column("process", String(40), nullable=False),
+    Column("policy", JSON, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(100), nullable=False, default=""),
+    Column("decided_at", Float, nullable=True),
+    Column("decision", JSON, nullable=True),
+    PrimaryKeyConstraint("env_id", "process", name="pk_autoscalers"),
+)
+
 process_counts = Table(
     "process_counts",
     metadata,

@@ -52,10 +52,43 @@ def test_bad_flags_say_what_to_fix(monkeypatch: pytest.MonkeyPatch, capsys: pyte
     assert message in capsys.readouterr().err
 
 
-def test_control_plane_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+def test_control_plane_is_required(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("CONVEYOR_TOKEN", "t" * 20)
+    args, parser = parse([])
     with pytest.raises(SystemExit):
-        build_parser().parse_args([])
-    assert "--control-plane" in capsys.readouterr().err
+        config_from_args(args, parser)
+    err = capsys.readouterr().err
+    assert "--join URL TOKEN" in err and "--control-plane URL" in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--join", "http://cp", "tok", "--token", "x"], "--join brings its own credential"),
+        (["--join", "http://cp", "tok", "--control-plane", "http://other"], "give one"),
+        (["--join", "http://cp", "tok", "--label", "role"], "--label: label 'role': write key=value"),
+        (["--join", "http://cp", "tok", "--label", "a=1", "--label", "a=2"], "a is given twice"),
+        (["--join", "http://cp", "tok", "--capacity", "-1"], "--capacity must be 0 or more"),
+        (["--join", "http://cp", "tok", "--memory", "lots"], "--memory"),
+    ],
+)
+def test_joining_and_capacity_flags_say_what_to_fix(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                                    argv: list[str], message: str) -> None:
+    monkeypatch.delenv("CONVEYOR_TOKEN", raising=False)
+    args, parser = parse(argv)
+    with pytest.raises(SystemExit) as exc:
+        config_from_args(args, parser)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_labels_capacity_and_memory_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONVEYOR_TOKEN", raising=False)
+    args, parser = parse(["--join", "http://cp:1", "tok", "--label", "role=web", "--label", "zone=a",
+                          "--capacity", "8", "--memory", "2G"])
+    cfg = config_from_args(args, parser)
+    assert cfg.control_plane == "http://cp:1" and cfg.labels == {"role": "web", "zone": "a"}
+    assert cfg.capacity == 8 and cfg.memory == 2 * 1024**3
 
 
 def test_log_cap_from_flag_then_env(monkeypatch: pytest.MonkeyPatch) -> None:

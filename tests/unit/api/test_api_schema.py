@@ -56,6 +56,8 @@ EXCLUDED = {
     ("PUT", "/api/v1/agents/{host}/status", GenerationMode.POSITIVE): [positive_data_acceptance],
     # a token is scoped to an app or a team, not both, and an admin token to neither: rules between fields
     ("POST", "/api/v1/tokens", GenerationMode.POSITIVE): [positive_data_acceptance],
+    # min <= max: a rule between two fields
+    ("PUT", "/api/v1/apps/{app}/autoscale", GenerationMode.POSITIVE): [positive_data_acceptance],
 }
 
 

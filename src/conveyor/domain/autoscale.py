@@ -1,0 +1,195 @@
+"""Autoscaling decisions, free of I/O: Kubernetes HPA's algorithm with its parameters exposed.
+
+Why HPA's rule and not our own: it is the best-known autoscaler, so its behaviour is what
+users expect and what the benchmark compares against (benchmarks/autoscale.py runs this
+same controller with Kubernetes' default parameters as the peer). The rule:
+
+* ``desired = ceil(current × metric / target)``, where ``metric`` is per instance;
+* inside the **tolerance** band (``|metric/target − 1| ≤ tolerance``) nothing changes;
+* **scale-up at once**, bounded per step: at most ``max(up_step, up_percent % of current)``
+  instances more per ``up_period`` seconds (HPA: 4 pods or 100 % per 15 s);
+* **scale-down only after a stabilisation window**: the highest recommendation of the last
+  ``down_window`` seconds (HPA: 300 s) wins, so a dip must last that long; then by at most
+  ``down_step`` instances per ``down_period`` (small steps: capacity moves "in small increments");
+* always within ``[min, max]``.
+
+The metrics (per instance, over the last ``window`` seconds of the environment's serving
+releases, from the series the control plane scrapes from the routers): requests in flight
+(mean concurrency, by Little's law: requests/s × mean latency), requests/s, or the p95 latency
+(Heroku's target), whose desired count is taken the same way (latency grows with load per instance).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+Metric = Literal["inflight", "rps", "p95"]
+METRICS: tuple[Metric, ...] = ("inflight", "rps", "p95")
+UNITS = {"inflight": "in flight per instance", "rps": "requests/s per instance", "p95": "ms p95 latency"}
+MAX_INSTANCES = 1000
+
+
+class PolicyError(ValueError):
+    """An autoscaling policy that cannot work; the message names the setting and what to give."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    min: int
+    max: int
+    metric: Metric
+    target: float
+    tolerance: float = 0.1
+    #: seconds of metrics each decision averages over
+    window: float = 10.0
+    up_step: int = 4
+    up_percent: float = 100.0
+    up_period: float = 5.0
+    down_window: float = 60.0
+    down_step: int = 1
+    down_period: float = 10.0
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Policy:
+        return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
+
+
+#: Kubernetes' HPA defaults (the benchmark's peer): a 15 s sync loop, ±10 %, up by max(4, 100 %)
+#: per 15 s, down after a 300 s stabilisation window by up to 100 % per 15 s. (metrics-server
+#: resolution is ~15 s: the window.)
+def hpa_defaults(min_: int, max_: int, metric: Metric, target: float) -> Policy:
+    return Policy(min_, max_, metric, target, tolerance=0.1, window=15.0, up_step=4, up_percent=100.0,
+                  up_period=15.0, down_window=300.0, down_step=MAX_INSTANCES, down_period=15.0)
+
+
+def check_policy(p: Policy) -> Policy:
+    """``p`` if it can work, else PolicyError naming what to fix (nothing is stored then)."""
+    if p.metric not in METRICS:
+        raise PolicyError(f"unknown metric {p.metric!r}: use --target-inflight, --target-rps or --target-p95")
+    if not 0 <= p.min <= p.max:
+        raise PolicyError(f"--min {p.min} is above --max {p.max}: give 0 <= min <= max")
+    if p.max < 1 or p.max > MAX_INSTANCES:
+        raise PolicyError(f"--max must be between 1 and {MAX_INSTANCES}, got {p.max}")
+    if not (p.target > 0 and math.isfinite(p.target)):
+        raise PolicyError(f"the target must be a positive number, got {p.target:g}: e.g. --target-inflight 8")
+    if not 0 <= p.tolerance < 1:
+        raise PolicyError(f"--tolerance must be at least 0 and below 1 (a fraction: 0.1 is ±10 %), got {p.tolerance:g}")
+    for name in ("window", "up_period", "down_window", "down_period"):
+        value = getattr(p, name)
+        if not 0 <= value <= 86400 or (name == "window" and value < 1):
+            raise PolicyError(f"--{name.replace('_', '-')} must be between {1 if name == 'window' else 0} s and 1 day, got {value:g}")
+    if p.up_step < 1 or p.down_step < 1 or p.up_percent < 0:
+        raise PolicyError("--up-step and --down-step must be at least 1 instance, --up-percent at least 0")
+    return p
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The environment's load over the policy's window."""
+
+    requests: int
+    seconds: float
+    mean_latency: float | None  # seconds
+    p95_latency: float | None  # seconds
+    ready: int  # ready instances that served it (the current count)
+
+    def per_instance(self, metric: Metric) -> float | None:
+        if self.seconds <= 0 or self.ready <= 0:
+            return None
+        rps = self.requests / self.seconds
+        if metric == "rps":
+            return rps / self.ready
+        if metric == "inflight":
+            return rps * (self.mean_latency or 0.0) / self.ready
+        return None if self.p95_latency is None else self.p95_latency * 1000.0  # ms, not per instance
+
+
+@dataclass(frozen=True)
+class State:
+    """What a decision remembers: recent recommendations (for the stabilisation window) and when
+    the count last went up or down (for the step periods)."""
+
+    recommendations: tuple[tuple[float, int], ...] = ()
+    last_up: float = -math.inf
+    last_down: float = -math.inf
+    #: the first decision: a window that has not been watched whole (a fresh start, a restarted
+    #: control plane) holds the count, as if its unseen part had recommended it
+    started: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    current: int
+    desired: int
+    recommendation: int
+    value: float | None
+    reason: str
+    state: State = field(default_factory=State)
+
+    @property
+    def changed(self) -> bool:
+        return self.desired != self.current
+
+
+def decide(p: Policy, current: int, sample: Sample | None, now: float, state: State = State()) -> Decision:
+    """The count to hold now (see the module docstring); ``current`` is the count in force."""
+    unit = UNITS[p.metric]
+    value = sample.per_instance(p.metric) if sample is not None else None
+    if value is None:
+        # No traffic measured (or nothing ready): p95 has no sample, so it holds; a rate is 0.
+        value = None if p.metric == "p95" else 0.0
+    if value is None:
+        rec, why = current, "no latency measured in the window: holding"
+    else:
+        ratio = value / p.target
+        if abs(ratio - 1.0) <= p.tolerance:
+            rec, why = current, f"{value:.1f} {unit} vs target {p.target:g}: within ±{p.tolerance:.0%}"
+        else:
+            # the base is the instances that served the load: ones still starting count once ready
+            base = sample.ready if sample is not None and sample.ready > 0 else max(current, 1)
+            rec = math.ceil(base * ratio - 1e-9)
+            why = f"{value:.1f} {unit} vs target {p.target:g}"
+    rec = max(p.min, min(p.max, rec))
+    history = tuple((t, r) for t, r in state.recommendations if t > now - p.down_window) + ((now, rec),)
+    started = now if state.started is None else state.started
+    state = replace(state, recommendations=history, started=started)
+    if now - started < p.down_window:
+        history += ((now, current),)
+    if current < p.min or current > p.max:  # a changed policy: into bounds at once
+        desired = max(p.min, min(p.max, current))
+        return Decision(current, desired, rec, value, f"{current} → {desired}: the bounds are {p.min}..{p.max}",
+                        _moved(state, current, desired, now))
+    if rec > current:
+        if now - state.last_up < p.up_period:
+            return Decision(current, current, rec, value, f"{why}; wants {rec}, waiting for the up period", state)
+        room = max(p.up_step, math.ceil(current * p.up_percent / 100.0))
+        desired = min(rec, current + room)
+        bound = f" (at most +{room} a step)" if desired < rec else ""
+        return Decision(current, desired, rec, value, f"{current} → {desired}: {why}{bound}",
+                        _moved(state, current, desired, now))
+    stabilised = max(r for _, r in history)
+    if stabilised < current:
+        if now - state.last_down < p.down_period:
+            return Decision(current, current, rec, value, f"{why}; will go down, waiting for the down period", state)
+        desired = max(stabilised, current - p.down_step)
+        return Decision(current, desired, rec, value,
+                        f"{current} → {desired}: {why}, for {p.down_window:g} s (down by {p.down_step} at most)",
+                        _moved(state, current, desired, now))
+    if rec < current:
+        return Decision(current, current, rec, value,
+                        f"{why}; down to {rec} only once it holds for {p.down_window:g} s", state)
+    return Decision(current, current, rec, value, why, state)
+
+
+def _moved(state: State, current: int, desired: int, now: float) -> State:
+    if desired > current:
+        return replace(state, last_up=now)
+    if desired < current:
+        return replace(state, last_down=now)
+    return state
+

@@ -1,0 +1,95 @@
+"""HPA's algorithm by direct calls: the ratio, the tolerance band, bounded scale-up without delay,
+scale-down after the stabilisation window by small steps, the bounds, and bad policies."""
+
+from __future__ import annotations
+
+import pytest
+
+from conveyor.domain.autoscale import Policy, PolicyError, Sample, State, check_policy, decide, hpa_defaults
+
+P = Policy(min=2, max=20, metric="inflight", target=8.0, tolerance=0.1, window=10, up_step=4, up_percent=100,
+           up_period=5, down_window=60, down_step=1, down_period=10)
+
+
+def load(inflight_total: float, ready: int, latency: float = 0.1) -> Sample:
+    """A sample whose mean concurrency is ``inflight_total`` (Little's law: rps × latency)."""
+    rps = inflight_total / latency
+    return Sample(requests=int(rps * 10), seconds=10, mean_latency=latency, p95_latency=latency * 2, ready=ready)
+
+
+def test_desired_is_ceil_current_times_metric_over_target() -> None:
+    d = decide(P, 3, load(3 * 14.2, 3), now=100)
+    assert d.recommendation == 6  # ceil(3 × 14.2 / 8) = ceil(5.33)
+    assert d.desired == 6 and d.changed
+    assert d.reason == "3 → 6: 14.2 in flight per instance vs target 8"
+
+
+def test_within_the_tolerance_band_nothing_changes() -> None:
+    d = decide(P, 4, load(4 * 8.7, 4), now=100)  # +8.75 %
+    assert not d.changed and "within ±10%" in d.reason
+    d = decide(P, 4, load(4 * 8.9, 4), now=100)  # +11 %: out of the band
+    assert d.desired == 5
+
+
+def test_scale_up_is_immediate_but_bounded_per_step_and_period() -> None:
+    d = decide(P, 2, load(2 * 80, 2), now=100)  # wants 20
+    assert d.recommendation == 20 and d.desired == 6  # +max(4, 100 % of 2) = +4
+    assert "at most +4 a step" in d.reason
+    again = decide(P, 6, load(6 * 26.7, 6), now=102, state=d.state)
+    assert not again.changed and "waiting for the up period" in again.reason
+    later = decide(P, 6, load(6 * 26.7, 6), now=105.1, state=d.state)
+    assert later.desired == 12  # +100 % of 6
+
+
+def test_scale_down_waits_for_the_window_then_goes_by_small_steps() -> None:
+    state = State()
+    t = 0.0
+    d = decide(P, 10, load(10 * 8, 10), now=t, state=state)  # at target: recommends 10
+    state = d.state
+    for t in range(5, 60, 5):  # load halves: recommends 5, but 10 is still in the window
+        d = decide(P, 10, load(10 * 4, 10), now=float(t), state=state)
+        state = d.state
+        assert not d.changed, (t, d.reason)
+    assert "only once it holds for 60 s" in d.reason
+    d = decide(P, 10, load(10 * 4, 10), now=61.0, state=state)  # the recommendation of 10 left the window
+    assert d.desired == 9 and "down by 1 at most" in d.reason
+    again = decide(P, 9, load(9 * 4.4, 9), now=65.0, state=d.state)
+    assert not again.changed and "waiting for the down period" in again.reason
+
+
+def test_bounds_and_no_traffic() -> None:
+    assert decide(P, 20, load(20 * 100, 20), now=1).desired == 20  # at max
+    idle = decide(P, 3, None, now=1)
+    assert idle.recommendation == 2 and not idle.changed  # 0 in flight → min, after the window
+    assert decide(P, 25, load(0, 25), now=1).desired == 20  # a lowered max applies at once
+    assert decide(P, 1, load(0, 1), now=1).desired == 2  # so does a raised min
+    p95 = Policy(min=1, max=10, metric="p95", target=200.0)
+    assert "holding" in decide(p95, 3, None, now=1).reason
+    d = decide(p95, 3, Sample(100, 10, 0.2, 0.5, 3), now=1)  # 500 ms vs 200 ms
+    assert d.desired == 7 and "500.0 ms p95 latency vs target 200" in d.reason
+
+
+def test_hpa_defaults_are_kubernetes_defaults() -> None:
+    h = hpa_defaults(1, 10, "rps", 50)
+    assert (h.tolerance, h.up_period, h.down_window, h.window) == (0.1, 15.0, 300.0, 15.0)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"min": 5, "max": 2}, "--min 5 is above --max 2"),
+    ({"target": 0}, "the target must be a positive number"),
+    ({"target": float("inf")}, "the target must be a positive number"),
+    ({"tolerance": 1.5}, "--tolerance must be"),
+    ({"down_window": -1}, "--down-window must be"),
+    ({"max": 0, "min": 0}, "--max must be between 1"),
+    ({"up_step": 0}, "--up-step and --down-step"),
+])
+def test_bad_policies_say_what_to_fix(kwargs: dict, words: str) -> None:  # type: ignore[type-arg]
+    base = dict(min=1, max=10, metric="inflight", target=8.0)
+    with pytest.raises(PolicyError, match=words.replace("(", r"\(").replace("+", r"\+")):
+        check_policy(Policy(**{**base, **kwargs}))
+
+
+def test_instances_still_starting_count_once_ready() -> None:
+    # 6 wanted, only 3 ready and serving 3 × 16 in flight: the load needs ceil(48 / 8) = 6, not 12
+    d = decide(P, 6, load(48, 3), now=100)
+    assert d.recommendation == 6 and not d.changed
