@@ -65,7 +65,12 @@ def set_team(cp: ControlPlane, app: str, team: str | None, actor: str = "", orig
 def list_apps(cp: ControlPlane) -> list[App]:
     with cp.engine.connect() as conn:
         envs = repo.env_names_by_app(conn)
-        return [_view(r, envs.get(r["id"], [])) for r in repo.list_apps(conn)]
+        out = []
+        for r in repo.list_apps(conn):
+            view = _view(r, envs.get(r["id"], []))
+            view.locks = locks.locks_in(conn, r["name"])
+            out.append(view)
+        return out
 
 
 def names(cp: ControlPlane) -> list[str]:

@@ -263,6 +263,7 @@ def get_deployment(conn: Connection, dep_id: int) -> dict[str, Any]:
         "command": row["command"],
         "progress": row["progress"],
         "params": row["params"],
+        "approval": row["approval"],
         "queue_position": position,
         "created_by": row["created_by"],
         "created_at": row["created_at"],
@@ -315,8 +316,15 @@ def release_output_from(cp: ControlPlane, dep_id: int, offset: int) -> ReleaseOu
 
 
 def read(cp: ControlPlane, dep_id: int) -> Deployment:
+    """One deployment as ``GET /deployments/{id}`` and its page show it: verdicts, release output, and
+    its image's pipeline (each stage, where the image is, what waits for what)."""
+    from conveyor.services import pipelines  # it queues deployments through this module
+
     with cp.engine.connect() as conn:
-        return with_verdicts(conn, dep_id, cp.settings.logs_dir)
+        dep = with_verdicts(conn, dep_id, cp.settings.logs_dir)
+        app_id = repo.get_app(conn, dep.app)["id"]
+        dep.pipeline = pipelines.stages_for(conn, app_id, dep.image, cp.clock())
+        return dep
 
 
 def list_for_app(cp: ControlPlane, app: str, env: str | None = None, limit: int = 50) -> list[Deployment]:

@@ -175,8 +175,7 @@ def _waiting(conn: Connection, app: str, env: str, upstream_env: str | None, dep
     if isinstance(step, pipeline.Hold):
         return step.reason
     try:
-        with conn.begin_nested():
-            check_in(conn, app, env, now, automatic=True, force=False)
+        check_in(conn, app, env, now, automatic=True, force=False)
     except Locked as exc:
         return f"held: {exc}"
     return "promotion due (the orchestrator creates it on its next tick)"

@@ -47,6 +47,7 @@ class App(BaseModel):
     created_at: float
     created_by: str = ""
     environments: list[str] = Field(default_factory=list)
+    locks: list[LockView] = Field(default_factory=list, description="its deploy locks (who, why, since when)")
 
 
 class DeployRequest(_Body):
