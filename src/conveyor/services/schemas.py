@@ -126,7 +126,8 @@ class PipelineStage(BaseModel):
 class LockIn(_Body):
     env: str | None = Field(None, description="the environment to lock; none: every environment of the app",
                             json_schema_extra={"pattern": ENV})
-    reason: str = Field(min_length=1, max_length=500, description="why: shown wherever the lock stops a deploy")
+    reason: str = Field(min_length=1, max_length=500, description="why: shown wherever the lock stops a deploy",
+                        json_schema_extra={"pattern": r"\S"})
 
 
 class LockView(BaseModel):
@@ -140,11 +141,20 @@ class LockView(BaseModel):
     deployment: int | None = Field(None, description="rollback locks: the deployment that rolled back")
 
 
+#: A freeze window as the document states it (``domain/gate.py`` also checks the end comes after the
+#: start, the date exists and the zone is known, which a pattern cannot say).
+_DAY = "(?:[Mm]on|[Tt]ue|[Ww]ed|[Tt]hu|[Ff]ri|[Ss]at|[Ss]un)[a-z]*"
+_HM = "(?:[01]?[0-9]|2[0-3]):[0-5][0-9]"
+_DT = "[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"
+FREEZE_WINDOW = rf"^\s*(?:{_DAY}\s+{_HM}\s*(?:->|→)\s*{_DAY}\s+{_HM}|{_DT}\s*(?:->|→)\s*{_DT})\s*$"
+
+
 class FreezeIn(_Body):
     env: str | None = Field(None, description="the environment; none: every environment of the app",
                             json_schema_extra={"pattern": ENV})
     window: str = Field(max_length=100, description="'Fri 16:00 -> Mon 08:00' (weekly) or "
-                                                    "'2026-12-24T00:00 -> 2027-01-02T08:00' (once), local times in tz")
+                                                    "'2026-12-24T00:00 -> 2027-01-02T08:00' (once), local times in tz",
+                        json_schema_extra={"pattern": FREEZE_WINDOW})
     tz: str = Field("UTC", max_length=64, description="an IANA time zone, e.g. Europe/Paris")
     reason: str = Field("", max_length=500)
 

@@ -56,6 +56,9 @@ EXCLUDED = {
     ("PUT", "/api/v1/agents/{host}/status", GenerationMode.POSITIVE): [positive_data_acceptance],
     # a token is scoped to an app or a team, not both, and an admin token to neither: rules between fields
     ("POST", "/api/v1/tokens", GenerationMode.POSITIVE): [positive_data_acceptance],
+    # a freeze window's end must come after its start, its date exist and its time zone be known:
+    # rules a pattern cannot state (the document states the window's form)
+    ("POST", "/api/v1/apps/{app}/freezes", GenerationMode.POSITIVE): [positive_data_acceptance],
 }
 
 
