@@ -56,50 +56,50 @@ def pipeline_of(conn: Connection, app_id: int, digest: str) -> tuple[dict[str, s
 
 
 def reconcile(conn: Connection, now: float) -> set[str]:
-    """Create the promotions that are due (see the module's docstring); the topics to poke."""
+    """Create the promotions that are due (see the module's docstring); the topics to poke.
+
+    One query for every environment's current release and the deployment that made it (environments
+    without a pipeline cost nothing more), then per following stage: does it have the image, is the
+    bake over, does the gate let it through."""
     touched: set[str] = set()
-    for env_id in repo.env_ids(conn):
-        env = repo.env_by_id(conn, env_id)
-        if env["current_release"] is None:
+    for made_by in deployments.current_makers(conn):
+        if made_by["kind"] != "deploy" or made_by["image_digest"] is None:
             continue
-        made_by = deployments.made_current_by(conn, env_id, env["current_release"])
-        if made_by is None or made_by["kind"] != "deploy" or made_by["image_digest"] is None:
-            continue
-        app_id = env["app_id"]
-        after, approval = pipeline_of(conn, app_id, made_by["image_digest"])
-        for stage in pipeline.downstream(after, env["name"]):
-            touched |= _promote(conn, app_id, env, made_by, stage, approval.get(stage, False), now)
+        after, approval = pipeline_of(conn, made_by["app_id"], made_by["image_digest"])
+        for stage in pipeline.downstream(after, made_by["env_name"]):
+            touched |= _promote(conn, made_by, stage, approval.get(stage, False), now)
     return touched
 
 
-def _promote(conn: Connection, app_id: int, env: Any, made_by: dict[str, Any], stage: str, approval: bool,
-             now: float) -> set[str]:
-    digest = made_by["image_digest"]
-    release = repo.get_release(conn, env["id"], env["current_release"])
-    upstream = pipeline.Upstream(env["name"], made_by["id"], digest, made_by["state"], made_by["finished_at"],
+def _promote(conn: Connection, made_by: dict[str, Any], stage: str, approval: bool, now: float) -> set[str]:
+    app_id, env_name, digest = made_by["app_id"], made_by["env_name"], made_by["image_digest"]
+    if deployments.has_image(conn, app_id, stage, digest):
+        return set()  # the common case, answered before reading anything else
+    release = repo.get_release(conn, made_by["env_id"], made_by["to_release"])
+    upstream = pipeline.Upstream(env_name, made_by["id"], digest, made_by["state"], made_by["finished_at"],
                                  float((release["config"] or {}).get("bake", DEFAULT_BAKE)))
-    step = pipeline.next_step(stage, approval, upstream, deployments.has_image(conn, app_id, stage, digest), now)
+    step = pipeline.next_step(stage, approval, upstream, False, now)
     if not isinstance(step, pipeline.Promote):
         return set()
     app = repo.app_name_of(conn, app_id)
     try:
         with conn.begin_nested():
             check_in(conn, app, stage, now, automatic=True, force=False)
-            pending = {"state": "pending", "from_env": env["name"], "from_deployment": made_by["id"]} if approval else None
+            pending = {"state": "pending", "from_env": env_name, "from_deployment": made_by["id"]} if approval else None
             dep = deploy_service.queue_deploy(conn, app, stage, digest, actor=ACTOR, approval=pending,
-                                              pipeline={"from_env": env["name"], "from_deployment": made_by["id"]})
+                                              pipeline={"from_env": env_name, "from_deployment": made_by["id"]})
             repo.record_event(
                 conn, "pipeline_awaiting_approval" if approval else "pipeline_promoted",
-                f"deployment {made_by['id']} of {app}/{env['name']} succeeded and baked: image {digest[7:19]} "
+                f"deployment {made_by['id']} of {app}/{env_name} succeeded and baked: image {digest[7:19]} "
                 + (f"waits for approval to go to {stage} (deployment {dep['id']}: `conveyor approve {app} {dep['id']}`)"
                    if approval else f"promoted to {stage} (deployment {dep['id']})"),
                 app=app, env=stage, actor=ACTOR,
-                data={"deployment": dep["id"], "from_env": env["name"], "from_deployment": made_by["id"], "image": digest},
+                data={"deployment": dep["id"], "from_env": env_name, "from_deployment": made_by["id"], "image": digest},
             )
     except Locked:
         return set()  # held: the next tick after an unlock (or the freeze's end) promotes it
     except Exception:
-        log.exception("pipeline: promoting %s/%s to %s failed; retrying next tick", app, env["name"], stage)
+        log.exception("pipeline: promoting %s/%s to %s failed; retrying next tick", app, env_name, stage)
         return set()
     return {"deployments", "orchestrator"}
 

@@ -183,13 +183,17 @@ def awaiting_ids(conn: Connection, env_id: int) -> list[int]:
         .order_by(deployments.c.id))]
 
 
-def made_current_by(conn: Connection, env_id: int, release: int) -> dict[str, Any] | None:
-    """The newest deployment of the environment that moved it to ``release``."""
-    found = conn.execute(
-        select(deployments).where(deployments.c.env_id == env_id, deployments.c.to_release == release)
-        .order_by(deployments.c.id.desc()).limit(1)
-    ).mappings().first()
-    return dict(found) if found is not None else None
+def current_makers(conn: Connection) -> list[dict[str, Any]]:
+    """For every environment with a current release, the newest deployment that moved it there, with
+    ``app_id`` and ``env_name``: what the pipelines' pass reads each tick, in one query."""
+    q = (select(deployments, environments.c.app_id, environments.c.name.label("env_name"))
+         .select_from(deployments.join(environments, (environments.c.id == deployments.c.env_id)
+                                       & (environments.c.current_release == deployments.c.to_release)))
+         .order_by(deployments.c.id))
+    newest: dict[int, dict[str, Any]] = {}
+    for r in conn.execute(q).mappings():
+        newest[r["env_id"]] = dict(r)
+    return list(newest.values())
 
 
 def has_image(conn: Connection, app_id: int, env: str, digest: str) -> bool:

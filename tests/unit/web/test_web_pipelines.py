@@ -124,3 +124,37 @@ def test_a_viewer_sees_the_approval_buttons_disabled(viewer: Site) -> None:
     (waiting,) = production(viewer)
     page = viewer.client.get(f"/deployments/{waiting['id']}").text
     assert 'data-action="approve"' in page and "viewers cannot press" in page
+
+
+def test_a_rollback_lock_holds_promotions_but_not_a_person(web: Site) -> None:
+    from conveyor.services import deployments as deploy_service
+    from conveyor.store import locks as lock_rows
+
+    digest = add_image(web, "f", {**PIPELINE, "deploy": {"bake": "0s"},
+                                  "env": {"staging": {}, "production": {"after": "staging"}}})
+    with web.cp.engine.begin() as conn:
+        app_id = repo.get_app(conn, "hello")["id"]
+        lock_rows.add_lock(conn, app_id, "production", "rollback",
+                           "deployment 3 was rolled back automatically (crash loop)", "conveyor", time.time(), 3)
+    staged = web.deploy("hello", "staging", digest)
+    web.finish(staged["id"])
+    reconcile(web, time.time() + 10)
+    assert production(web) == []
+    twin = web.client.get(f"/api/v1/deployments/{staged['id']}", headers=BEARER).json()
+    assert "rolled back automatically" in twin["pipeline"][1]["waiting"]
+    dep_id = deploy_service.deploy(web.cp, "hello", "production", digest, actor="ann")  # a person: allowed
+    assert web.client.get(f"/api/v1/deployments/{dep_id}", headers=BEARER).json()["params"].get("forced") is None
+
+
+def test_an_approved_promotion_joins_the_queue_behind_a_running_deployment(web: Site) -> None:
+    digest = add_image(web, "a1", PIPELINE)
+    other = add_image(web, "b2", PIPELINE)
+    staged = web.deploy("hello", "staging", digest)
+    web.finish(staged["id"])
+    running = web.deploy("hello", "production", other)  # a manual deploy holds production
+    reconcile(web, time.time() + 3600)
+    waiting = next(d for d in production(web) if d["state"] == "awaiting_approval")
+    r = web.client.post(f"/api/v1/deployments/{waiting['id']}/approve", json={}, headers=BEARER)
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "queued" and r.json()["queue_position"] == 1, r.json()
+    assert running["id"] < waiting["id"]
