@@ -19,6 +19,8 @@ For the others' automatic deployers (pushes, webhooks, trains)::
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Connection
 
 from conveyor.domain.gate import Decision, WindowError, gate, parse_window
@@ -71,10 +73,9 @@ def _known_env(conn: Connection, app_id: int, app: str, env: str) -> None:
         raise NotFound(f"{app} has no environment {env!r} (it has: {have}); omit --env to cover every environment")
 
 
-def _lock_view(app: str, row: dict[str, object]) -> LockView:
-    return LockView(app=app, env=str(row["env"]) or None, kind=str(row["kind"]), reason=str(row["reason"]),
-                    by=str(row["created_by"]), since=float(row["created_at"]),  # type: ignore[arg-type]
-                    deployment=row["deployment_id"])  # type: ignore[arg-type]
+def _lock_view(app: str, row: dict[str, Any]) -> LockView:
+    return LockView(app=app, env=row["env"] or None, kind=row["kind"], reason=row["reason"], by=row["created_by"],
+                    since=row["created_at"], deployment=row["deployment_id"])
 
 
 def lock(cp: ControlPlane, app: str, body: LockIn, actor: str = "", origin: str = "") -> LockView:
@@ -126,11 +127,10 @@ def locks_in(conn: Connection, app: str) -> list[LockView]:
     return [_lock_view(app, r) for r in store.locks_of(conn, app_row["id"])]
 
 
-def _freeze_view(app: str, row: dict[str, object], now: float) -> FreezeView:
-    window = store.as_freeze(row).window  # type: ignore[arg-type]
-    return FreezeView(id=int(row["id"]), app=app, env=str(row["env"]) or None, window=str(row["spec"]),  # type: ignore[call-overload]
-                      tz=str(row["tz"]), reason=str(row["reason"]), by=str(row["created_by"]),
-                      created_at=float(row["created_at"]), active=window.active(now))  # type: ignore[arg-type]
+def _freeze_view(app: str, row: dict[str, Any], now: float) -> FreezeView:
+    return FreezeView(id=row["id"], app=app, env=row["env"] or None, window=row["spec"], tz=row["tz"],
+                      reason=row["reason"], by=row["created_by"], created_at=row["created_at"],
+                      active=store.as_freeze(row).window.active(now))
 
 
 def add_freeze(cp: ControlPlane, app: str, body: FreezeIn, actor: str = "", origin: str = "") -> FreezeView:
