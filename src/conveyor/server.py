@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse
 from conveyor import __version__, web
 from conveyor.api.httpserver import HeadTimeoutProtocol
 from conveyor.api import (
-    apps, audit, builds, config, dataplane, deployments, domains, dora, logs, metrics, processes, prometheus, runs,
-    tokens, twins,
+    apps, audit, builds, config, dataplane, deployments, domains, dora, locks, logs, metrics, processes, prometheus,
+    runs, tokens, twins,
 )
 from conveyor.api import hosts as hosts_api
 from conveyor.build.store import ArtifactStore
@@ -37,6 +37,7 @@ from conveyor.domain.wire import API_PREFIX
 from conveyor.services import acme
 from conveyor.services import builds as build_service
 from conveyor.services import metrics as metrics_service
+from conveyor.services import pipelines
 from conveyor.services.errors import Forbidden, RegistryFull, SignInRefused
 from conveyor.services.state import ControlPlane
 from conveyor.store.db import make_engine, migrate
@@ -68,7 +69,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         cp.notifier.bind(asyncio.get_running_loop())
         cp.orchestrator = Orchestrator(
             engine, cp.notifier, identity=f"{socket.gethostname()}:{settings.host}:{settings.port}",
-            clock=cp.clock, started_at=cp.started_at,
+            clock=cp.clock, started_at=cp.started_at, promotions=pipelines.reconcile,
         )
         cp.tasks.append(asyncio.create_task(cp.orchestrator.run(), name="orchestrator"))
         for starter in (build_service.start, metrics_service.start, acme.start):  # acme: only with a directory
@@ -93,7 +94,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.state.cp = cp
     for module in (apps, deployments, dataplane, logs, builds, dora, twins, metrics, domains, tokens, audit, config,
-                   processes, runs, hosts_api):
+                   processes, runs, hosts_api, locks):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(prometheus.router)
     web.install(app)  # the web UI's pages, at /

@@ -14,8 +14,8 @@ from starlette.concurrency import run_in_threadpool
 
 from conveyor.api.deps import CP, Reader, Writer
 from conveyor.domain.wire import INT64_MAX, deployment_fingerprint
-from conveyor.services import deployments
-from conveyor.services.schemas import CommandRequest, DeployRequest, Deployment, ReleaseOutput, RollbackRequest, RowId
+from conveyor.services import deployments, pipelines
+from conveyor.services.schemas import ApprovalRequest, CommandRequest, DeployRequest, Deployment, ReleaseOutput, RollbackRequest, RowId
 
 router = APIRouter(tags=["deployments"])
 
@@ -23,7 +23,8 @@ router = APIRouter(tags=["deployments"])
 @router.post("/apps/{app}/deployments", status_code=201, response_model=Deployment, summary="Deploy an image")
 def create_deployment(app: str, body: DeployRequest, cp: CP, p: Writer) -> Deployment:
     dep_id = deployments.deploy(cp, app, body.env, body.image, from_env=body.from_env, strategy=body.strategy,
-                                actor=p.name, origin=p.origin, skip_release_phase=body.skip_release_phase)
+                                actor=p.name, origin=p.origin, skip_release_phase=body.skip_release_phase,
+                                force=body.force)
     return deployments.read(cp, dep_id)
 
 
@@ -91,3 +92,18 @@ for _action, _summary in (
 ):
     router.add_api_route(f"/deployments/{{dep_id}}/{_action}", _command(_action), methods=["POST"],
                          response_model=Deployment, summary=_summary)
+
+
+@router.post("/deployments/{dep_id}/approve", response_model=Deployment,
+             summary="Approve a pipeline promotion awaiting approval: it joins its environment's queue "
+                     "(409 if it waits for no approval, or the environment is locked or frozen)")
+def approve_deployment(dep_id: RowId, cp: CP, p: Writer, body: ApprovalRequest | None = None) -> Deployment:
+    pipelines.decide(cp, dep_id, True, reason=body.reason if body else "", actor=p.name, origin=p.origin)
+    return deployments.read(cp, dep_id)
+
+
+@router.post("/deployments/{dep_id}/reject", response_model=Deployment,
+             summary="Reject a pipeline promotion awaiting approval: it is cancelled, nothing is deployed")
+def reject_deployment(dep_id: RowId, cp: CP, p: Writer, body: ApprovalRequest | None = None) -> Deployment:
+    pipelines.decide(cp, dep_id, False, reason=body.reason if body else "", actor=p.name, origin=p.origin)
+    return deployments.read(cp, dep_id)

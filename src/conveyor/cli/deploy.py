@@ -63,6 +63,7 @@ def deployment_lines(d: dict[str, Any]) -> list[str]:
     ]
     if d.get("reason"):
         lines.append(f"  reason: {escape(d['reason'])}")
+    lines += pipeline_lines(d)
     started, finished = d.get("started_at"), d.get("finished_at")
     if started and finished:
         lines.append(f"  took {seconds(finished - started)}")
@@ -93,6 +94,33 @@ def deployment_lines(d: dict[str, Any]) -> list[str]:
                 head.append(f"{name.replace('_', ' ')} {figure(hit)}")
         lines.append(f"    {step_label(v.get('step'))} {v['judge']}: {o.styled(v['outcome'])} — {escape(v['reason'])}"
                      + (f" [dim]({', '.join(head)})[/dim]" if head else ""))
+    return lines
+
+
+def pipeline_lines(d: dict[str, Any]) -> list[str]:
+    """The approval, a forced deploy and the image's pipeline (stages, where the image is, who waits for what)."""
+    lines = []
+    params = d.get("params") or {}
+    if params.get("forced"):
+        lines.append(f"  [yellow]forced[/yellow] by {escape(params['forced']['by'])} past: {escape(params['forced']['past'])}")
+    if params.get("pipeline"):
+        p = params["pipeline"]
+        lines.append(f"  promoted by the pipeline from {p['from_env']} (deployment #{p['from_deployment']})")
+    a = d.get("approval")
+    if a:
+        if a.get("state") == "pending":
+            lines.append(f"  [yellow]awaiting approval[/yellow]: `conveyor approve {d['app']} {d['id']}` "
+                         f"or `conveyor reject {d['app']} {d['id']} --reason …`")
+        else:
+            lines.append(f"  {a['state']} by {escape(str(a.get('by')))} {o.ago(a.get('at'))}"
+                         + (f": {escape(a['reason'])}" if a.get("reason") else ""))
+    stages = d.get("pipeline") or []
+    if stages:
+        lines.append("  pipeline:")
+        for st in stages:
+            arrow = f" (after {st['after']}{', approval' if st['approval'] else ''})" if st.get("after") else ""
+            where = f"#{st['deployment']} {o.styled(st['state'])}" if st.get("deployment") else "-"
+            lines.append(f"    {st['env']}{arrow}: {where}" + (f" — {escape(st['waiting'])}" if st.get("waiting") else ""))
     return lines
 
 
@@ -280,11 +308,13 @@ def register(app: typer.Typer) -> None:
         strategy: Annotated[str | None, typer.Option("--strategy", help="bluegreen, rolling or canary (default: the manifest's).")] = None,
         wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow the deployment until it ends and every live router holds its routing table; exit 1 unless it succeeded.")] = False,
         skip_release_phase: Annotated[bool, typer.Option("--skip-release-phase", help="Do not run the manifest's [release] command this time (recorded in the audit log).")] = False,
+        force: Annotated[bool, typer.Option("--force", help="Deploy although the environment is locked or frozen (recorded on the deployment and in the audit log).")] = False,
         json: JsonOpt = False,
     ) -> None:
         """Build (from --source) or pick (--image/--from) an image and deploy it to an environment.
 
-        Deployments of one environment run one at a time; more wait in a queue.
+        Deployments of one environment run one at a time; more wait in a queue. A locked or frozen
+        environment refuses it (exit 4, saying who locked it, why and since when) unless --force.
         """
         if sum(x is not None for x in (source, image, from_env)) != 1:
             o.err.print("[red]error:[/red] give exactly one of --source DIR, --image ID or --from ENV")
@@ -293,7 +323,8 @@ def register(app: typer.Typer) -> None:
         def body() -> None:
             check_local(app_name, source, env, strategy)  # before anything is uploaded or built
             with Api() as api:
-                body: dict[str, Any] = {"env": env, "strategy": strategy, "skip_release_phase": skip_release_phase}
+                body: dict[str, Any] = {"env": env, "strategy": strategy, "skip_release_phase": skip_release_phase,
+                                        "force": force}
                 if source is not None:
                     body["image"] = _upload_and_build(api, app_name, source, json)["image"]["digest"]
                 elif image:
@@ -305,6 +336,9 @@ def register(app: typer.Typer) -> None:
                     pos = dep.get("queue_position") or 0
                     queued = f" (queued: {pos} ahead)" if pos else ""
                     o.err.print(f"Deployment [bold]#{dep['id']}[/bold] of release {dep['release']} to {env}{queued}")
+                    forced = (dep.get("params") or {}).get("forced")
+                    if forced:
+                        o.err.print(f"[yellow]forced[/yellow] past: {escape(forced['past'])}")
                 if wait:
                     dep = _follow(api, dep, json)
                     _finish(dep, json)

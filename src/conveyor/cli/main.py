@@ -88,8 +88,9 @@ def apps_list(json: JsonOpt = False) -> None:
         if not apps:
             o.out.print("No apps yet. Create one with `conveyor apps create NAME`.")
             return
-        o.table(None, ["APP", "TEAM", "ENVIRONMENTS", "CREATED"],
-                [[a["name"], a.get("team") or "-", ", ".join(a["environments"]) or "-", o.ago(a["created_at"])] for a in apps])
+        o.table(None, ["APP", "TEAM", "ENVIRONMENTS", "CREATED", "LOCKED"],
+                [[a["name"], a.get("team") or "-", ", ".join(a["environments"]) or "-", o.ago(a["created_at"]),
+                  "; ".join(escape(lock_text(lk)) for lk in a.get("locks") or []) or "-"] for a in apps])
 
     run(body)
 
@@ -159,6 +160,13 @@ def context(json: JsonOpt = False) -> None:
         raise typer.Exit(int(ExitCode.UNAVAILABLE))
 
 
+def lock_text(lk: dict[str, Any]) -> str:
+    """A lock in one line: where, who, since when, why."""
+    where = lk.get("env") or "every env"
+    kind = " (automatic deploys only)" if lk.get("kind") == "rollback" else ""
+    return f"{where}{kind} by {lk['by'] or 'someone'} {o.ago(lk['since'])}: {lk['reason']}"
+
+
 # --- status and history ---------------------------------------------------
 
 
@@ -182,6 +190,14 @@ def status(app_name: Annotated[str, typer.Argument(metavar="APP")], json: JsonOp
                 f"image {o.short(env['image'])}  {('commit ' + commit) if commit else ''}  traffic: {routes}"
                 + (f"  {env['url']}" if env.get("url") else "")
             )
+            for lk in env.get("locks") or []:
+                o.out.print(f"  [red]locked[/red] {escape(lock_text(lk))}")
+            for fr in env.get("frozen") or []:
+                o.out.print(f"  [red]frozen[/red] #{fr['id']} {escape(fr['window'])} {fr['tz']}"
+                            + (f": {escape(fr['reason'])}" if fr.get("reason") else ""))
+            for dep_id in env.get("awaiting_approval") or []:
+                o.out.print(f"  [yellow]awaiting approval[/yellow]: deployment #{dep_id} "
+                            f"(`conveyor approve {app_name} {dep_id}` or `conveyor reject {app_name} {dep_id}`)")
             if env.get("deploying"):
                 d = env["deploying"]
                 o.out.print(f"  deploying: #{d['id']} release {d['release']} ({d['strategy']}) {o.styled(d['state'])}")
@@ -358,6 +374,7 @@ def _register() -> None:
     __import__("conveyor.cli.config", fromlist=["register"]).register(app)  # conveyor config, conveyor secrets
     __import__("conveyor.cli.processes", fromlist=["register"]).register(app)  # conveyor scale, conveyor ps
     __import__("conveyor.cli.run", fromlist=["register"]).register(app)  # conveyor run
+    __import__("conveyor.cli.pipelines", fromlist=["register"]).register(app)  # approve, reject, lock, unlock, freeze
 
 
 _register()

@@ -35,12 +35,12 @@ from sqlalchemy import Connection, Engine
 from conveyor.deploy.notify import Notifier
 from conveyor.domain import deploy_machine as dm
 from conveyor.domain import config_vars as config_vars_rules
-from conveyor.domain import autoscale, healing, processes
+from conveyor.domain import autoscale, gate, healing, processes
 from conveyor.domain.manifest import DEFAULT_BAKE, DEFAULT_DRAIN_TIMEOUT
 from conveyor.domain.placement import parse_selector, place
 from conveyor.domain.wire import InstanceState
 from conveyor.domain.strategies import analysis_request
-from conveyor.store import autoscalers, config_vars, deployments, hosts, instances, repo, series
+from conveyor.store import autoscalers, config_vars, deployments, hosts, instances, locks, repo, series
 
 log = logging.getLogger("conveyor.orchestrator")
 
@@ -53,6 +53,8 @@ RUN_MAX_AGE = 24 * 3600.0
 
 #: Hook for analysis: (connection, environment id, deployment, now) → verdict dict or None.
 VerdictSource = Callable[[Connection, int, dm.Deployment, float], dict[str, Any] | None]
+#: Hook for pipelines (``services.pipelines.reconcile``): (connection, now) → the topics to poke.
+PromotionSource = Callable[[Connection, float], set[str]]
 
 #: The ``judge`` of a verdict row recording that the analysis itself raised.
 JUDGE_ERROR = "error"
@@ -111,8 +113,11 @@ class Orchestrator:
         verdicts: VerdictSource | None = None,
         identity: str | None = None,
         started_at: float | None = None,
+        promotions: PromotionSource | None = None,
     ) -> None:
         self.engine = engine
+        #: one level-triggered pass over the pipelines each tick, after the environments' passes
+        self.promotions = promotions
         self.notifier = notifier
         self.interval = interval
         self.clock = clock
@@ -176,6 +181,12 @@ class Orchestrator:
             env_ids = repo.env_ids(conn)
         for env_id in env_ids:
             touched |= self._pass(env_id, env_id in driven)
+        if self.promotions is not None:
+            try:
+                with self.engine.begin() as conn:
+                    touched |= self.promotions(conn, self.clock())
+            except Exception:
+                log.exception("orchestrator: the pipelines' pass failed (rolled back); the next tick retries")
         return touched
 
     def _pass(self, env_id: int, driven: bool) -> set[str]:
@@ -328,6 +339,11 @@ class Orchestrator:
             repo.set_release_status(conn, env_id, dep.to_release,
                                     "failed" if result.state == "failed" else "rolled_back", retired_at=now)
             self._restore_config(conn, env_id, app, env, dep, result.state, now)
+        why = gate.rollback_lock(dep.id, dep.kind, result.state, dep.command, result.reason or "")
+        if why is not None and locks.add_lock(conn, repo.get_app(conn, app)["id"], env, "rollback", why, "conveyor",
+                                              now, dep.id):
+            repo.record_event(conn, "locked", f"{app}/{env} locked: {why}", app=app, env=env, actor="conveyor",
+                              data={"deployment": dep.id, "reason": why, "kind": "rollback"})
         return touched
 
     def _restore_config(self, conn: Connection, env_id: int, app: str, env: str, dep: dm.Deployment, outcome: str,

@@ -199,6 +199,10 @@ class EnvSection(DeploySection):
 
     instances: int = Field(default=1, ge=0, le=MAX_INSTANCES)
     vars: dict[VarName, Text] = Field(default_factory=dict)
+    #: pipeline (domain/pipeline.py): promote here what this environment ran once it succeeded and baked
+    after: str | None = None
+    #: pipeline: a promotion into this environment waits for `conveyor approve` (manual judgment)
+    approval: bool = False
     strategy: Strategy | None = None  # type: ignore[assignment]
     ready_timeout: Duration | None = None  # type: ignore[assignment]
     drain_timeout: Duration | None = None  # type: ignore[assignment]
@@ -251,6 +255,10 @@ class AppManifest(_Section):
         except LimitError as exc:
             raise ManifestError(str(exc)) from None
 
+    def pipeline(self) -> dict[str, str | None]:
+        """{environment: the environment it follows, or None}: the pipeline (domain/pipeline.py)."""
+        return {name: env.after for name, env in self.env.items()}
+
     def environment(self, env: str) -> EnvSection:
         """The settings of one environment, with ``[deploy]`` defaults filled in."""
         own = self.env.get(env) or EnvSection(instances=1)
@@ -258,6 +266,8 @@ class AppManifest(_Section):
         merged.update({k: v for k, v in own.model_dump().items() if v is not None})
         merged["instances"] = own.instances
         merged["vars"] = own.vars
+        merged["after"] = own.after
+        merged["approval"] = own.approval
         return EnvSection.model_validate(merged)
 
 
@@ -322,6 +332,15 @@ def parse_manifest(data: dict[str, Any], *, source: str = MANIFEST_NAME) -> AppM
             raise ManifestError(
                 f"{source}: [env.{env_name}]: expected an environment name of lower-case letters, digits and '-'"
             )
+    from conveyor.domain import pipeline
+
+    problems = pipeline.check({name: env.after for name, env in manifest.env.items()}, source=source)
+    for name, env in sorted(manifest.env.items()):
+        if env.approval and env.after is None:
+            problems.append(f"{source}: [env.{name}] approval: only a pipeline stage waits for approval; "
+                            f"add after = \"ENV\" (the environment it follows) or remove approval")
+    if problems:
+        raise ManifestError("\n".join(problems))
     for proc, command in manifest.run.items():
         if not command.strip():
             raise ManifestError(f"{source}: [run] {proc}: expected a command, got an empty string")

@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 
 from conveyor.domain.manifest import APP_NAME_RE
 from conveyor.domain.routing import hostnames
-from conveyor.services import config, deployments
+from conveyor.services import config, deployments, locks
 from conveyor.services.schemas import App, AppStatus, EnvironmentStatus, InstanceView, Release
 from conveyor.services.state import ControlPlane
 from conveyor.store import hosts, instances, repo
@@ -65,7 +65,12 @@ def set_team(cp: ControlPlane, app: str, team: str | None, actor: str = "", orig
 def list_apps(cp: ControlPlane) -> list[App]:
     with cp.engine.connect() as conn:
         envs = repo.env_names_by_app(conn)
-        return [_view(r, envs.get(r["id"], [])) for r in repo.list_apps(conn)]
+        out = []
+        for r in repo.list_apps(conn):
+            view = _view(r, envs.get(r["id"], []))
+            view.locks = locks.locks_in(conn, r["name"])
+            out.append(view)
+        return out
 
 
 def names(cp: ControlPlane) -> list[str]:
@@ -90,6 +95,8 @@ def status_of(cp: ControlPlane, app: str) -> AppStatus:
     with cp.engine.connect() as conn:
         app_row = repo.get_app(conn, app)
         status = hosts.instance_status_map(conn, cp.clock(), cp.started_at)
+        all_locks = locks.locks_in(conn, app)
+        in_force = [f for f in locks.freezes_in(conn, app, cp.clock()) if f.active]
         out = []
         for env in repo.envs_of_app(conn, app_row["id"]):
             rel = None
@@ -127,9 +134,12 @@ def status_of(cp: ControlPlane, app: str) -> AppStatus:
                     url=url,
                     instances=inst_views,
                     deploying=deployments.get_deployment(conn, active) if active is not None else None,
+                    locks=[lk for lk in all_locks if lk.env in (None, env["name"])],
+                    frozen=[f for f in in_force if f.env in (None, env["name"])],
+                    awaiting_approval=deployment_rows.awaiting_ids(conn, env["id"]),
                 )
             )
-    return AppStatus(app=app, environments=out)
+    return AppStatus(app=app, environments=out, locks=all_locks)
 
 
 def releases(cp: ControlPlane, app: str, env: str | None = None, limit: int = 50) -> list[Release]:

@@ -19,6 +19,7 @@ from conveyor import logfile
 from conveyor.analysis import AnalysisConfigError, parse_analysis_config
 from conveyor.domain import deploy_machine as dm
 from conveyor.domain.manifest import ENV_NAME_RE, AppManifest, parse_manifest
+from conveyor.services import locks
 from conveyor.services.schemas import Deployment, ReleaseOutput
 from conveyor.services.state import ControlPlane
 from conveyor.store import config_vars, deployments, repo
@@ -37,7 +38,7 @@ def deploy_params(manifest: AppManifest, env: str, strategy: str | None,
                   scaled: dict[str, int] | None = None) -> dict[str, Any]:
     """The strategy settings of a deployment, frozen when it is queued."""
     settings = manifest.environment(env)
-    params = settings.model_dump(by_alias=True, exclude={"vars"})
+    params = settings.model_dump(by_alias=True, exclude={"vars", "after", "approval"})
     params["instances"], params["workers"] = process_counts(manifest, env, scaled or {})
     if manifest.release.command:
         params["release_command"] = manifest.release.command
@@ -97,10 +98,15 @@ def queue_deploy(
     origin: str = "",
     changes: dict[str, Any] | None = None,
     skip_release_phase: bool = False,
+    approval: dict[str, Any] | None = None,
+    pipeline: dict[str, Any] | None = None,
+    forced: str | None = None,
 ) -> dict[str, Any]:
     """Queue a deployment of an image to an environment, as a new release with the environment's
     config vars; returns the deployment row. ``changes`` (a config change's keys) goes into the
-    release's history."""
+    release's history. ``approval`` (a pipeline stage's pending approval) makes it wait outside the
+    queue; ``pipeline`` (where it was promoted from) and ``forced`` (the lock or freeze a ``--force``
+    went past) are kept in its params."""
     if not ENV_NAME_RE.match(env_name):
         raise ValueError(f"environment name {env_name!r} is invalid: use lower-case letters, digits and '-'")
     if strategy is not None and strategy not in ("bluegreen", "rolling", "canary"):
@@ -127,6 +133,10 @@ def queue_deploy(
     if skip_release_phase:
         params["skip_release_phase"] = True
         params["skip_release_phase_by"] = actor or "someone"
+    if pipeline:
+        params["pipeline"] = pipeline
+    if forced:
+        params["forced"] = {"by": actor or "someone", "past": forced}
     if env["current_release"] is not None:
         params["previous_workers"] = bool(repo.get_release(conn, env["id"], env["current_release"])["config"].get("workers"))
     try:
@@ -134,7 +144,7 @@ def queue_deploy(
     except AnalysisConfigError as exc:
         raise ValueError(str(exc)) from None
     dep_id = deployments.insert_queued(conn, env["id"], "deploy", params["strategy"], env["current_release"], number, image["digest"],
-                    params, actor, now)
+                    params, actor, now, approval=approval)
     repo.record_event(
         conn,
         "deploy_queued",
@@ -147,6 +157,10 @@ def queue_deploy(
         data={"deployment": dep_id, "release": number, "image": image["digest"], "commit": image["commit"],
               **({"skip_release_phase": True} if skip_release_phase else {})},
     )
+    if forced:
+        repo.record_event(conn, "deploy_forced", f"deployment {dep_id} forced by {actor or 'someone'} past: {forced}",
+                          app=app_name, env=env_name, actor=actor, origin=origin,
+                          data={"deployment": dep_id, "past": forced})
     return get_deployment(conn, dep_id)
 
 
@@ -250,6 +264,7 @@ def get_deployment(conn: Connection, dep_id: int) -> dict[str, Any]:
         "command": row["command"],
         "progress": row["progress"],
         "params": row["params"],
+        "approval": row["approval"],
         "queue_position": position,
         "created_by": row["created_by"],
         "created_at": row["created_at"],
@@ -302,8 +317,15 @@ def release_output_from(cp: ControlPlane, dep_id: int, offset: int) -> ReleaseOu
 
 
 def read(cp: ControlPlane, dep_id: int) -> Deployment:
+    """One deployment as ``GET /deployments/{id}`` and its page show it: verdicts, release output, and
+    its image's pipeline (each stage, where the image is, what waits for what)."""
+    from conveyor.services import pipelines  # it queues deployments through this module
+
     with cp.engine.connect() as conn:
-        return with_verdicts(conn, dep_id, cp.settings.logs_dir)
+        dep = with_verdicts(conn, dep_id, cp.settings.logs_dir)
+        app_id = repo.get_app(conn, dep.app)["id"]
+        dep.pipeline = pipelines.stages_for(conn, app_id, dep.image, cp.clock())
+        return dep
 
 
 def list_for_app(cp: ControlPlane, app: str, env: str | None = None, limit: int = 50) -> list[Deployment]:
@@ -323,17 +345,21 @@ def promoted_image(conn: Connection, app: str, from_env: str) -> str:
 
 
 def deploy(cp: ControlPlane, app: str, env: str, image: str | None, *, from_env: str | None = None,
-           strategy: str | None = None, actor: str = "", origin: str = "", skip_release_phase: bool = False) -> int:
+           strategy: str | None = None, actor: str = "", origin: str = "", skip_release_phase: bool = False,
+           force: bool = False) -> int:
     """Queue a deployment of ``image``, or of what ``from_env`` runs (promote); its id.
 
-    Raises ``ValueError`` when neither is given."""
+    A manual deploy: refused (``locks.Locked``, 409) while the environment is locked or frozen, unless
+    ``force`` (then recorded on the deployment and in the audit log). Raises ``ValueError`` when
+    neither image nor from_env is given."""
     with cp.engine.begin() as conn:
         if from_env:
             image = promoted_image(conn, app, from_env)
         if not image:
             raise ValueError("give the image to deploy: 'image' (a digest) or 'from_env' (promote)")
+        decision = locks.check_in(conn, app, env, cp.clock(), automatic=False, force=force)
         dep = queue_deploy(conn, app, env, image, strategy=strategy, actor=actor, origin=origin,
-                           skip_release_phase=skip_release_phase)
+                           skip_release_phase=skip_release_phase, forced=decision.reason if decision.forced else None)
     cp.notifier.poke("orchestrator", "deployments")
     return int(dep["id"])
 

@@ -47,6 +47,7 @@ class App(BaseModel):
     created_at: float
     created_by: str = ""
     environments: list[str] = Field(default_factory=list)
+    locks: list[LockView] = Field(default_factory=list, description="its deploy locks (who, why, since when)")
 
 
 class DeployRequest(_Body):
@@ -66,10 +67,16 @@ class DeployRequest(_Body):
         None, description="override the manifest's strategy for this deployment"
     )
     skip_release_phase: bool = Field(False, description="do not run [release] command for this deployment (audited)")
+    force: bool = Field(False, description="deploy although the environment is locked or frozen (recorded on the "
+                                           "deployment and in the audit log)")
 
 
 class CommandRequest(_Body):
     full: bool = Field(False, description="promote: skip the remaining steps and go to 100%")
+
+
+class ApprovalRequest(_Body):
+    reason: str = Field("", max_length=500, description="why (shown on the deployment and in the audit log)")
 
 
 class RollbackRequest(_Body):
@@ -98,6 +105,70 @@ class Deployment(BaseModel):
     finished_at: float | None
     verdicts: list[dict[str, Any]] = Field(default_factory=list)
     release_output: str | None = Field(None, description="the output of the release's [release] command, if it ran")
+    approval: dict[str, Any] | None = Field(
+        None, description="a pipeline promotion's approval: state pending|approved|rejected, from_env, "
+                          "from_deployment, by, at, reason")
+    pipeline: list[PipelineStage] = Field(default_factory=list,
+                                          description="the image's pipeline: each stage and where this image is")
+
+
+class PipelineStage(BaseModel):
+    """One environment of a pipeline, as it stands for one image."""
+
+    env: str
+    after: str | None = Field(None, description="the stage it follows")
+    approval: bool = Field(False, description="promotions into it wait for `conveyor approve`")
+    deployment: int | None = Field(None, description="its newest deployment of the image")
+    state: str | None = Field(None, description="that deployment's state")
+    waiting: str = Field("", description="what it waits for, if anything")
+
+
+class LockIn(_Body):
+    env: str | None = Field(None, description="the environment to lock; none: every environment of the app",
+                            json_schema_extra={"pattern": ENV})
+    reason: str = Field(min_length=1, max_length=500, description="why: shown wherever the lock stops a deploy",
+                        json_schema_extra={"pattern": r"\S"})
+
+
+class LockView(BaseModel):
+    app: str
+    env: str | None = Field(description="None: every environment")
+    kind: str = Field(description="manual (`conveyor lock`), or rollback (an automatic rollback: stops automatic "
+                                  "deploys only)")
+    reason: str
+    by: str
+    since: float
+    deployment: int | None = Field(None, description="rollback locks: the deployment that rolled back")
+
+
+#: A freeze window as the document states it (``domain/gate.py`` also checks the end comes after the
+#: start, the date exists and the zone is known, which a pattern cannot say).
+_DAY = "(?:[Mm]on|[Tt]ue|[Ww]ed|[Tt]hu|[Ff]ri|[Ss]at|[Ss]un)[a-z]*"
+_HM = "(?:[01]?[0-9]|2[0-3]):[0-5][0-9]"
+_DT = "[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"
+FREEZE_WINDOW = rf"^\s*(?:{_DAY}\s+{_HM}\s*(?:->|→)\s*{_DAY}\s+{_HM}|{_DT}\s*(?:->|→)\s*{_DT})\s*$"
+
+
+class FreezeIn(_Body):
+    env: str | None = Field(None, description="the environment; none: every environment of the app",
+                            json_schema_extra={"pattern": ENV})
+    window: str = Field(max_length=100, description="'Fri 16:00 -> Mon 08:00' (weekly) or "
+                                                    "'2026-12-24T00:00 -> 2027-01-02T08:00' (once), local times in tz",
+                        json_schema_extra={"pattern": FREEZE_WINDOW})
+    tz: str = Field("UTC", max_length=64, description="an IANA time zone, e.g. Europe/Paris")
+    reason: str = Field("", max_length=500)
+
+
+class FreezeView(BaseModel):
+    id: int
+    app: str
+    env: str | None
+    window: str
+    tz: str
+    reason: str
+    by: str
+    created_at: float
+    active: bool = Field(description="in force now")
 
 
 class ReleaseOutput(BaseModel):
@@ -130,11 +201,15 @@ class EnvironmentStatus(BaseModel):
     url: str | None = None
     instances: list[InstanceView]
     deploying: Deployment | None = None
+    locks: list[LockView] = Field(default_factory=list, description="locks that apply to it (its own, app-wide)")
+    frozen: list[FreezeView] = Field(default_factory=list, description="freeze windows in force now")
+    awaiting_approval: list[int] = Field(default_factory=list, description="deployments waiting for approval")
 
 
 class AppStatus(BaseModel):
     app: str
     environments: list[EnvironmentStatus]
+    locks: list[LockView] = Field(default_factory=list, description="every lock of the app")
 
 
 class Release(BaseModel):

@@ -18,6 +18,8 @@ from conveyor.store.tables import apps, deployments, environments, images, relea
 
 #: States of a deployment that still holds its environment's queue.
 OPEN = ("queued", *dm.ACTIVE)
+#: A pipeline promotion waiting for `conveyor approve`: not in the queue yet (approving queues it).
+AWAITING = "awaiting_approval"
 
 
 def row(conn: Connection, dep_id: int) -> dict[str, Any]:
@@ -56,14 +58,17 @@ def machine(r: dict[str, Any] | RowMapping) -> dm.Deployment:
 
 def insert_queued(
     conn: Connection, env_id: int, kind: str, strategy: str, from_release: int | None, to_release: int,
-    image: str, params: dict[str, Any], actor: str, now: float,
+    image: str, params: dict[str, Any], actor: str, now: float, *, approval: dict[str, Any] | None = None,
 ) -> int:
-    """Insert a queued deployment; the orchestrator starts it when the environment's queue reaches it."""
+    """Insert a queued deployment; the orchestrator starts it when the environment's queue reaches it.
+
+    With ``approval`` (a pipeline stage that waits for a person) it is inserted ``awaiting_approval``
+    instead: outside the queue (``OPEN``) until :func:`decide_approval` queues or cancels it."""
     result = conn.execute(
         insert(deployments).values(
-            env_id=env_id, kind=kind, strategy=strategy, state="queued", from_release=from_release,
-            to_release=to_release, image_digest=image, params=params, progress={}, reason="",
-            created_by=actor, created_at=now,
+            env_id=env_id, kind=kind, strategy=strategy, state=AWAITING if approval else "queued",
+            from_release=from_release, to_release=to_release, image_digest=image, params=params, progress={},
+            reason="", created_by=actor, created_at=now, approval=approval,
         )
     )
     return int(result.inserted_primary_key[0])  # type: ignore[index]
@@ -150,6 +155,63 @@ def add_verdict(conn: Connection, dep_id: int, at: float, step: int, judge: str,
                 numbers: dict[str, Any]) -> None:
     conn.execute(insert(verdicts).values(deployment_id=dep_id, at=at, step=step, judge=judge, outcome=outcome,
                                          reason=reason, numbers=numbers))
+
+
+# --- pipelines (services/pipelines.py) ------------------------------------------
+
+
+def decide_approval(conn: Connection, dep_id: int, state: str, approval: dict[str, Any], now: float,
+                    reason: str = "", from_release: int | None = None) -> bool:
+    """Approve (``state`` "queued") or reject ("cancelled") a deployment still awaiting approval;
+    False if it no longer is (compare-and-set: two people pressing at once, one wins). Approving
+    moves it from the environment's release of now (``from_release``), not of when it was created."""
+    values: dict[str, Any] = {"state": state, "approval": approval}
+    if state != "queued":
+        values |= {"finished_at": now, "reason": reason}
+    else:
+        values["from_release"] = from_release
+    changed = conn.execute(
+        update(deployments).where(deployments.c.id == dep_id, deployments.c.state == AWAITING).values(**values)
+    ).rowcount
+    return bool(changed)
+
+
+def awaiting_ids(conn: Connection, env_id: int) -> list[int]:
+    """The environment's deployments awaiting approval, oldest first."""
+    return [int(r.id) for r in conn.execute(
+        select(deployments.c.id).where(deployments.c.env_id == env_id, deployments.c.state == AWAITING)
+        .order_by(deployments.c.id))]
+
+
+def current_makers(conn: Connection) -> list[dict[str, Any]]:
+    """For every environment with a current release, the newest deployment that moved it there, with
+    ``app_id`` and ``env_name``: what the pipelines' pass reads each tick, in one query."""
+    q = (select(deployments, environments.c.app_id, environments.c.name.label("env_name"))
+         .select_from(deployments.join(environments, (environments.c.id == deployments.c.env_id)
+                                       & (environments.c.current_release == deployments.c.to_release)))
+         .order_by(deployments.c.id))
+    newest: dict[int, dict[str, Any]] = {}
+    for r in conn.execute(q).mappings():
+        newest[r["env_id"]] = dict(r)
+    return list(newest.values())
+
+
+def has_image(conn: Connection, app_id: int, env: str, digest: str) -> bool:
+    """Has environment ``env`` of the app ever had a deployment of this image (any kind, any state)?"""
+    return conn.execute(
+        select(deployments.c.id).select_from(deployments.join(environments, environments.c.id == deployments.c.env_id))
+        .where(environments.c.app_id == app_id, environments.c.name == env, deployments.c.image_digest == digest)
+        .limit(1)
+    ).first() is not None
+
+
+def latest_of_image(conn: Connection, app_id: int, digest: str) -> dict[str, dict[str, Any]]:
+    """{environment name: its newest deployment of this image}."""
+    q = (select(deployments, environments.c.name.label("env_name"))
+         .select_from(deployments.join(environments, environments.c.id == deployments.c.env_id))
+         .where(environments.c.app_id == app_id, deployments.c.image_digest == digest)
+         .order_by(deployments.c.id))
+    return {r["env_name"]: dict(r) for r in conn.execute(q).mappings()}
 
 
 # --- the orchestrator's side --------------------------------------------------

@@ -126,6 +126,9 @@ deployments = Table(
     # only the API sets it and only the orchestrator clears it, so neither
     # overwrites the other's writes to ``progress``.
     Column("command", JSON, nullable=True),
+    # A pipeline promotion waiting for a person (migration 0008_pipelines): {"state": "pending" |
+    # "approved" | "rejected", "from_env", "from_deployment", "by", "at", "reason"}; None: no approval.
+    Column("approval", JSON, nullable=True),
     Column("created_by", String(100), nullable=False, default=""),
     Column("created_at", Float, nullable=False),
     Column("started_at", Float, nullable=True),
@@ -390,4 +393,36 @@ restarts = Table(
     Column("count", Integer, nullable=False),
     Column("requested_by", String(100), nullable=False, default=""),
     PrimaryKeyConstraint("env_id", "process", name="pk_restarts"),
+)
+
+
+#: Deploy locks (migration 0008_pipelines; domain/gate.py). ``env`` "" locks every environment of the app.
+#: ``kind`` "manual" (`conveyor lock`) stops every deploy but a forced one; "rollback" (set by an
+#: automatic rollback) stops automatic deploys only. One of each kind per app and environment.
+locks = Table(
+    "locks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("env", String(40), nullable=False, default=""),
+    Column("kind", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_by", String(100), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("deployment_id", Integer, nullable=True),
+    UniqueConstraint("app_id", "env", "kind", name="uq_locks_app_env_kind"),
+)
+
+#: Freeze windows (migration 0008_pipelines; domain/gate.py parses ``spec`` in time zone ``tz``).
+freezes = Table(
+    "freezes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("env", String(40), nullable=False, default=""),
+    Column("spec", String(100), nullable=False),
+    Column("tz", String(64), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("created_by", String(100), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
 )

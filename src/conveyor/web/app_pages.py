@@ -60,13 +60,14 @@ async def _act(request: Request, app: str, user: Principal, fn: Callable[[], int
 async def deploy(
     request: Request, app: str, user: FormWriter,
     image: Annotated[str, Form()] = "", env: Annotated[str, Form()] = "production",
-    strategy: Annotated[str, Form()] = "",
+    strategy: Annotated[str, Form()] = "", force: Annotated[str, Form()] = "",
 ) -> Response:
     if not image:
         return await _app_page(request, app, "choose an image to deploy", 422)
     cp = request.app.state.cp
     return await _act(request, app, user, lambda: deployments.deploy(
-        cp, app, env.strip(), image, strategy=strategy or None, actor=user.name, origin=user.origin))
+        cp, app, env.strip(), image, strategy=strategy or None, actor=user.name, origin=user.origin,
+        force=bool(force)))
 
 
 @router.post("/apps/{app}/promote")

@@ -8,7 +8,7 @@ routing change (the notifier's ``deployments``/``instances``/``routing``
 topics, re-checked every second for changes made by another replica), and ends
 with ``event: end`` when the deployment reaches a final state.
 
-Promote / Pause / Resume / Abort call ``POST /api/v1/deployments/{id}/{action}``.
+Approve / Reject (a pipeline promotion awaiting approval), Promote / Pause / Resume / Abort call ``POST /api/v1/deployments/{id}/{action}``.
 They are rendered only when the API has that route, and the page's JavaScript
 hides a button whose endpoint answers 404.
 """
@@ -33,7 +33,7 @@ from conveyor.web.session import PageUser
 
 router = APIRouter(include_in_schema=False)
 
-ACTIONS = ("promote", "pause", "resume", "abort", "cancel")
+ACTIONS = ("promote", "pause", "resume", "abort", "cancel", "approve", "reject")
 KEEPALIVE_S = 15.0
 
 
@@ -61,6 +61,8 @@ def buttons_for(state: str, available: set[str]) -> list[str]:
     wanted: list[str] = []
     if state == "queued":
         wanted = ["cancel"]
+    elif state == "awaiting_approval":  # a pipeline stage's manual judgment
+        wanted = ["approve", "reject"]
     elif state == "paused":
         wanted = ["resume", "promote", "promote-full", "abort"]
     elif state == "canary":

@@ -453,7 +453,7 @@ def test_deployment_controls_follow_the_api_routes_and_the_state(web: Site) -> N
     from conveyor.web.deploy_pages import available_actions
 
     offered = available_actions(SimpleNamespace(app=web.app))  # type: ignore[arg-type]
-    assert offered == {"cancel", "promote", "pause", "resume", "abort"}
+    assert offered == {"cancel", "promote", "pause", "resume", "abort", "approve", "reject"}
     a = web.add_image("hello", "a")
     dep = web.deploy("hello", "production", a)
     with web.cp.engine.begin() as conn:
