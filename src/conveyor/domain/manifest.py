@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from conveyor.domain.bisection import DEFAULT_MAX_COMMITS, MAX_COMMITS, MIN_COMMITS
 from conveyor.domain.limits import Capacity, LimitError, Limits, parse_limits
 
 MANIFEST_NAME = "conveyor.toml"
@@ -177,6 +178,8 @@ class DeploySection(_Section):
     #: blue/green: switch by itself (after ``auto_promote_after``), or wait for `conveyor promote`
     auto_promote: bool = True
     auto_promote_after: Duration = 0.0
+    #: deploy trains: at most this many commits per deployment (domain/bisection.py)
+    max_commits: int = Field(default=DEFAULT_MAX_COMMITS, ge=MIN_COMMITS, le=MAX_COMMITS)
 
 
 class EnvSection(DeploySection):
@@ -197,6 +200,7 @@ class EnvSection(DeploySection):
     preview_for: Duration | None = None  # type: ignore[assignment]
     auto_promote: bool | None = None  # type: ignore[assignment]
     auto_promote_after: Duration | None = None  # type: ignore[assignment]
+    max_commits: int | None = Field(default=None, ge=MIN_COMMITS, le=MAX_COMMITS)  # type: ignore[assignment]
 
 
 class AppManifest(_Section):
