@@ -24,7 +24,7 @@ from conveyor import __version__, web
 from conveyor.api.httpserver import HeadTimeoutProtocol
 from conveyor.api import (
     apps, audit, builds, config, dataplane, deployments, domains, dora, logs, metrics, processes, prometheus, runs,
-    tokens, twins,
+    tokens, trains, twins,
 )
 from conveyor.build.store import ArtifactStore
 from conveyor.config import ServerSettings
@@ -32,7 +32,7 @@ from conveyor.deploy.orchestrator import Orchestrator
 from conveyor.domain.deploy_machine import IllegalTransition
 from conveyor.domain.manifest import ManifestError
 from conveyor.domain.wire import API_PREFIX
-from conveyor.services import acme
+from conveyor.services import acme, train_runner
 from conveyor.services import builds as build_service
 from conveyor.services import metrics as metrics_service
 from conveyor.services.errors import Forbidden, RegistryFull, SignInRefused
@@ -68,7 +68,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             clock=cp.clock, started_at=cp.started_at,
         )
         cp.tasks.append(asyncio.create_task(cp.orchestrator.run(), name="orchestrator"))
-        for starter in (build_service.start, metrics_service.start, acme.start):  # acme: only with a directory
+        for starter in (build_service.start, metrics_service.start, acme.start, train_runner.start):  # acme: only with a directory
             await starter(cp)
         log.info("control plane ready (database %s)", engine.url.render_as_string(hide_password=True))
         try:
@@ -90,7 +90,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.state.cp = cp
     for module in (apps, deployments, dataplane, logs, builds, dora, twins, metrics, domains, tokens, audit, config,
-                   processes, runs):
+                   processes, runs, trains):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(prometheus.router)
     web.install(app)  # the web UI's pages, at /
