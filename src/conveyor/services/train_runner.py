@@ -122,7 +122,7 @@ class TrainRunner:
         tid, commits, now = train["id"], train["commits"], self.cp.clock()
         names = {"app": train["app"], "env": train["env"], "actor": "conveyor"}
         if isinstance(action, bisection.Canary):
-            if not rows.advance(conn, tid, "running", {}):
+            if not rows.advance(conn, tid, "running", {"state": "running"}):  # still running: one pass wins
                 return False
             rows.add_step(conn, tid, action.index, now)
             sha = commits[action.index]["sha"]
