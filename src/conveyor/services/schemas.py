@@ -389,6 +389,8 @@ class TrainStep(BaseModel):
     deployment_id: int | None
     outcome: str | None = Field(description="pass, fail, build_failed, test_failed, inconclusive; null while it runs")
     reason: str
+    created_at: float
+    finished_at: float | None = Field(description="when its outcome was known (build failed, canary ended)")
 
 
 class TrainCulprit(BaseModel):

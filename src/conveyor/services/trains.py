@@ -126,7 +126,8 @@ def view(conn: Connection, train_id: int) -> Train:
         canaries=sum(1 for s in steps if s["deployment_id"] is not None),
         steps=[TrainStep(position=s["position"], sha=commits[s["position"]]["sha"], build_id=s["build_id"],
                          image=s["image_digest"], deployment_id=s["deployment_id"], outcome=s["outcome"],
-                         reason=s["reason"]) for s in steps],
+                         reason=s["reason"], created_at=s["created_at"], finished_at=s["finished_at"])
+               for s in steps],
         created_by=t["created_by"], created_at=t["created_at"], started_at=t["started_at"],
         finished_at=t["finished_at"],
     )
