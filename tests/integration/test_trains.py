@@ -4,8 +4,9 @@ real builds of each commit and real canaries judged on traffic sent through the 
 * a train of 4 commits whose third makes the app fail 30 % of its requests: the batch's canary
   fails, the train bisects, names the culprit with its verdict and leaves the good prefix live;
 * commits queued while a train's deployment runs ride the next train, ``max_commits`` per train;
-* bad input (unknown app, repository or commit, commits not in history order, ``max_commits`` out of
-  range in the commit's conveyor.toml): a clear error, and no train, build or deployment.
+* bad input (unknown app, repository or commit: 404; commits not in history order, ``max_commits`` out
+  of range in the commit's conveyor.toml: 422): a clear error, and no train, build or deployment;
+* the control plane SIGKILLed during a try: the train resumes and ends as it would have.
 
 Canary steps are 3 s, the bake 2 s, so the module stays around two minutes.
 """
@@ -150,11 +151,11 @@ def test_bad_input_is_refused_and_nothing_is_queued(shared_platform: Platform) -
         assert words in r.json()["detail"], r.json()
 
     refused("nope", {"repo": str(repo), "commits": [{"sha": good}]}, 404, "nope")
-    refused("refuse", {"repo": str(p.root / "no-such-repo"), "commits": [{"sha": good}]}, 422, "cannot be fetched")
-    refused("refuse", {"repo": str(repo), "commits": [{"sha": "0123456789abcdef0123456789abcdef01234567"}]}, 422,
+    refused("refuse", {"repo": str(p.root / "no-such-repo"), "commits": [{"sha": good}]}, 404, "cannot be fetched")
+    refused("refuse", {"repo": str(repo), "commits": [{"sha": "0123456789abcdef0123456789abcdef01234567"}]}, 404,
             "is not in repository")
-    older = commit(repo, "v3", "v3")
-    refused("refuse", {"repo": str(repo), "commits": [{"sha": older}, {"sha": good}]}, 422, "one line of history")
+    newer = commit(repo, "v3", "v3")
+    refused("refuse", {"repo": str(repo), "commits": [{"sha": newer}, {"sha": good}]}, 422, "one line of history")
     bad_cap = commit(repo, "v4", "cap", conveyor__toml=toml(max_commits=0))
     refused("refuse", {"repo": str(repo), "commits": [{"sha": bad_cap}]}, 422, "max_commits")
     r = p.api.post("/apps/refuse/trains", json={"repo": str(repo), "commits": []})
@@ -166,3 +167,30 @@ def test_bad_input_is_refused_and_nothing_is_queued(shared_platform: Platform) -
     assert r.status_code == 404 and "not found" in r.json()["detail"]
     res = p.cli("trains", "nope")
     assert res.returncode != 0 and "nope" in (res.stdout + res.stderr)
+
+
+def test_a_train_survives_its_control_plane_killed_mid_try(shared_platform: Platform) -> None:
+    """SIGKILL the control plane while a try's build runs: `conveyor up` restarts it, the build it lost
+    is built again (not blamed on the commit), and the train ends as it would have. (Last in the module:
+    it restarts the shared platform's server.)"""
+    import os
+    import signal
+
+    p = shared_platform
+    _create(p, "survive")
+    manifest = toml()
+    _live(p, "survive", manifest)
+    repo = make_repo(p, "survive", manifest)
+    shas = [commit(repo, "v2", "v2"), commit(repo, "v3", "v3 (bad)", behaviour__json='{"fail_rate": 0.3}')]
+    with Traffic(p, "survive", rate=100, max_s=240):
+        (queued,) = enqueue(p, "survive", repo, shas)
+        wait_for(lambda: (s := train(p, queued["id"])["steps"]) and s[0]["build_id"], 60, 0.05, "the first build")
+        server = p.child_pid("server")
+        os.kill(server, signal.SIGKILL)
+        wait_for(lambda: p.child_pid("server") != server and p.api.get("/apps").status_code == 200, 60, 0.2,
+                 "control plane back")
+        t = until_ended(p, queued["id"], 150)
+    assert t["state"] == "blocked", t
+    assert t["culprit"]["sha"] == shas[1] and t["shipped_sha"] == shas[0], t
+    assert [(s["position"], s["outcome"]) for s in t["steps"]] == [(1, "fail"), (0, "pass")], t["steps"]
+    wait_for(lambda: p.get("survive.localhost").text == "hello from v2\n", 10, 0.05, "the good prefix (v2) served")

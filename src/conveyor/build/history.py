@@ -21,6 +21,10 @@ _ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
 _FMT = "%H%x1f%an%x1f%ct%x1f%s"
 
 
+class Missing(ValueError):
+    """The repository cannot be fetched, or a commit is not in it (the API answers 404: nothing by that name)."""
+
+
 @dataclass(frozen=True)
 class Line:
     """The checked commits, oldest first, and the newest commit's ``conveyor.toml`` (None: it has none)."""
@@ -35,7 +39,8 @@ def _git(mirror: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def inspect(cache_dir: Path, url: str, shas: list[str]) -> Line:
-    """Fetch ``url`` and check ``shas`` (oldest first); ``ValueError`` saying what is wrong."""
+    """Fetch ``url`` and check ``shas`` (oldest first): :class:`Missing` for a repository or commit that is
+    not there, ``ValueError`` for commits that are not one line of history."""
     bad = [s for s in shas if not _SHA.match(s)]
     if bad:
         raise ValueError(f"commit {bad[0]!r} is not a commit sha (7 to 40 lower-case hex digits)")
@@ -43,12 +48,12 @@ def inspect(cache_dir: Path, url: str, shas: list[str]) -> Line:
     try:
         mirror, _ = source.update(url)
     except SourceError as exc:
-        raise ValueError(f"repository {url!r} cannot be fetched: {exc}") from None
+        raise Missing(f"repository {url!r} cannot be fetched: {exc}") from None
     infos: list[CommitInfo] = []
     for sha in shas:
         out = _git(mirror, "log", "-1", f"--format={_FMT}", f"{sha}^{{commit}}", "--")
         if out.returncode != 0 or not out.stdout.strip():
-            raise ValueError(f"commit {sha} is not in repository {url!r} (push it first, or check the sha)")
+            raise Missing(f"commit {sha} is not in repository {url!r} (push it first, or check the sha)")
         full, author, when, message = out.stdout.rstrip("\n").split("\x1f", 3)
         infos.append(CommitInfo(sha=full, author=author, time=float(when), message=message))
     for older, newer in zip(infos, infos[1:]):

@@ -90,7 +90,7 @@ class TrainRunner:
             except Exception:
                 log.exception("train %s failed this pass; the others go on", train["id"])
         if moved:
-            self.cp.notifier.poke("orchestrator", "deployments", "trains_changed")
+            self.cp.notifier.poke("orchestrator", "deployments")
         return moved
 
     async def _drive(self, train: dict[str, Any]) -> bool:

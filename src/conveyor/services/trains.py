@@ -24,6 +24,7 @@ from conveyor.services.schemas import Train, TrainCommit, TrainCommitIn, TrainCu
 from conveyor.services.state import ControlPlane
 from conveyor.store import repo
 from conveyor.store import trains as rows
+from conveyor.store.repo import NotFound
 
 
 def max_commits_of(manifest_text: str | None, env: str, sha: str) -> int:
@@ -49,7 +50,10 @@ def enqueue(cp: ControlPlane, app: str, repo_url: str, commits: list[TrainCommit
         raise ValueError("give at least one commit")
     with cp.engine.connect() as conn:
         repo.get_app(conn, app)  # an unknown app: 404 before any git work
-    line = history.inspect(cp.settings.cache_dir, repo_url.strip(), [c.sha for c in commits])
+    try:
+        line = history.inspect(cp.settings.cache_dir, repo_url.strip(), [c.sha for c in commits])
+    except history.Missing as exc:
+        raise NotFound(str(exc)) from None
     newest = str(line.commits[-1].sha)
     max_commits = max_commits_of(line.manifest, env, newest)
     touched: list[int] = []
