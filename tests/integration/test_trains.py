@@ -180,11 +180,13 @@ def test_a_train_survives_its_control_plane_killed_mid_try(shared_platform: Plat
     _create(p, "survive")
     manifest = toml()
     _live(p, "survive", manifest)
-    repo = make_repo(p, "survive", manifest)
+    # a build that takes 3 s, so the kill lands while it runs
+    repo = make_repo(p, "survive", manifest + '[build]\ncommand = "python -c \'import time; time.sleep(3)\'"\n')
     shas = [commit(repo, "v2", "v2"), commit(repo, "v3", "v3 (bad)", behaviour__json='{"fail_rate": 0.3}')]
     with Traffic(p, "survive", rate=100, max_s=240):
         (queued,) = enqueue(p, "survive", repo, shas)
-        wait_for(lambda: (s := train(p, queued["id"])["steps"]) and s[0]["build_id"], 60, 0.05, "the first build")
+        lost = wait_for(lambda: (s := train(p, queued["id"])["steps"]) and s[0]["build_id"], 60, 0.05, "the first build")
+        assert p.api.get(f"/builds/{lost}").json()["state"] == "running"
         server = p.child_pid("server")
         os.kill(server, signal.SIGKILL)
         wait_for(lambda: p.child_pid("server") != server and p.api.get("/apps").status_code == 200, 60, 0.2,
@@ -193,4 +195,6 @@ def test_a_train_survives_its_control_plane_killed_mid_try(shared_platform: Plat
     assert t["state"] == "blocked", t
     assert t["culprit"]["sha"] == shas[1] and t["shipped_sha"] == shas[0], t
     assert [(s["position"], s["outcome"]) for s in t["steps"]] == [(1, "fail"), (0, "pass")], t["steps"]
+    assert t["steps"][0]["build_id"] != lost  # built again
+    assert "interrupted by a control-plane restart" in p.api.get(f"/builds/{lost}").json()["error"]
     wait_for(lambda: p.get("survive.localhost").text == "hello from v2\n", 10, 0.05, "the good prefix (v2) served")
