@@ -150,3 +150,17 @@ def test_new_commits_fill_the_collecting_train_then_full_trains() -> None:
     assert b.batches(2, 6, 8) == [2]
     assert b.batches(0, 6, 8) == [0]
     assert b.batches(3, -1, 2) == [0, 2, 1]
+
+
+def test_max_commits_in_conveyor_toml_is_checked_and_env_overrides_it() -> None:
+    from conveyor.domain.manifest import ManifestError, parse_manifest
+
+    base = {"run": {"web": "python app.py"}}
+    assert parse_manifest(base).environment("production").max_commits == b.DEFAULT_MAX_COMMITS
+    m = parse_manifest(base | {"deploy": {"max_commits": 3}, "env": {"staging": {"max_commits": 1}}})
+    assert m.environment("production").max_commits == 3 and m.environment("staging").max_commits == 1
+    for bad in (0, 65, "x"):
+        with pytest.raises(ManifestError, match="max_commits"):
+            parse_manifest(base | {"deploy": {"max_commits": bad}})
+    with pytest.raises(ManifestError, match="max_commits"):
+        parse_manifest(base | {"env": {"staging": {"max_commits": 100}}})
