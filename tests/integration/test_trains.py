@@ -167,6 +167,12 @@ def test_bad_input_is_refused_and_nothing_is_queued(shared_platform: Platform) -
     assert r.status_code == 404 and "not found" in r.json()["detail"]
     res = p.cli("trains", "nope")
     assert res.returncode != 0 and "nope" in (res.stdout + res.stderr)
+    res = p.cli("trains", "refuse", "--git", str(repo))
+    assert res.returncode == 2 and "--git needs the commits" in res.stderr, res
+    res = p.cli("trains", "refuse", "--git", str(repo), "0123456789abcdef0123456789abcdef01234567")
+    assert res.returncode != 0 and "is not in repository" in res.stderr, res
+    assert "no deploy trains yet" in p.cli("trains", "refuse", check=True).stdout
+    assert p.api.get("/apps/refuse/trains").json() == []
 
 
 def test_a_train_survives_its_control_plane_killed_mid_try(shared_platform: Platform) -> None:
