@@ -24,7 +24,7 @@ from conveyor import __version__, web
 from conveyor.api.httpserver import HeadTimeoutProtocol
 from conveyor.api import (
     apps, audit, builds, config, dataplane, deployments, domains, dora, locks, logs, metrics, processes, prometheus,
-    runs, tokens, twins,
+    runs, tokens, trains, twins,
 )
 from conveyor.api import hosts as hosts_api
 from conveyor.build.store import ArtifactStore
@@ -34,7 +34,7 @@ from conveyor.domain.deploy_machine import IllegalTransition
 from conveyor.domain import healing
 from conveyor.domain.manifest import ManifestError
 from conveyor.domain.wire import API_PREFIX
-from conveyor.services import acme
+from conveyor.services import acme, train_runner
 from conveyor.services import builds as build_service
 from conveyor.services import metrics as metrics_service
 from conveyor.services import pipelines
@@ -72,7 +72,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             clock=cp.clock, started_at=cp.started_at, promotions=pipelines.reconcile,
         )
         cp.tasks.append(asyncio.create_task(cp.orchestrator.run(), name="orchestrator"))
-        for starter in (build_service.start, metrics_service.start, acme.start):  # acme: only with a directory
+        for starter in (build_service.start, metrics_service.start, acme.start, train_runner.start):  # acme: only with a directory
             await starter(cp)
         log.info("control plane ready (database %s)", engine.url.render_as_string(hide_password=True))
         try:
@@ -94,7 +94,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.state.cp = cp
     for module in (apps, deployments, dataplane, logs, builds, dora, twins, metrics, domains, tokens, audit, config,
-                   processes, runs, hosts_api, locks):
+                   processes, runs, hosts_api, locks, trains):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(prometheus.router)
     web.install(app)  # the web UI's pages, at /

@@ -94,6 +94,14 @@ def deployment_lines(d: dict[str, Any]) -> list[str]:
                 head.append(f"{name.replace('_', ' ')} {figure(hit)}")
         lines.append(f"    {step_label(v.get('step'))} {v['judge']}: {o.styled(v['outcome'])} — {escape(v['reason'])}"
                      + (f" [dim]({', '.join(head)})[/dim]" if head else ""))
+    train = d.get("train")
+    if train:  # a deploy train's try of one commit (`conveyor trains APP`)
+        lines.append(f"  train {train['id']} ({train['state']}): commit #{train['position'] + 1} "
+                     f"{train['sha'][:12]}: {o.styled(train['outcome'] or 'running')}")
+        c = train.get("culprit")
+        if c:
+            lines.append(f"    culprit: {c['sha'][:12]} {escape(c.get('message') or '')} — {c['outcome']}: "
+                         f"{escape(c['verdict'])}")
     return lines
 
 

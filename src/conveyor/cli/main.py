@@ -375,6 +375,7 @@ def _register() -> None:
     __import__("conveyor.cli.processes", fromlist=["register"]).register(app)  # conveyor scale, conveyor ps
     __import__("conveyor.cli.run", fromlist=["register"]).register(app)  # conveyor run
     __import__("conveyor.cli.pipelines", fromlist=["register"]).register(app)  # approve, reject, lock, unlock, freeze
+    __import__("conveyor.cli.trains", fromlist=["register"]).register(app)  # conveyor trains (issue 14)
 
 
 _register()

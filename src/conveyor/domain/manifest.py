@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from conveyor.domain.bisection import DEFAULT_MAX_COMMITS, MAX_COMMITS, MIN_COMMITS
 from conveyor.domain.limits import Capacity, LimitError, Limits, parse_limits
 from conveyor.domain.placement import SelectorError, parse_selector
 
@@ -192,6 +193,8 @@ class DeploySection(_Section):
     auto_promote_after: Duration = 0.0
     #: the hosts this environment's instances may run on: a label selector, e.g. "role=web,zone!=b"
     hosts: HostSelector = ""
+    #: deploy trains: at most this many commits per deployment (domain/bisection.py)
+    max_commits: int = Field(default=DEFAULT_MAX_COMMITS, ge=MIN_COMMITS, le=MAX_COMMITS)
 
 
 class EnvSection(DeploySection):
@@ -217,6 +220,7 @@ class EnvSection(DeploySection):
     auto_promote: bool | None = None  # type: ignore[assignment]
     auto_promote_after: Duration | None = None  # type: ignore[assignment]
     hosts: HostSelector | None = None  # type: ignore[assignment]
+    max_commits: int | None = Field(default=None, ge=MIN_COMMITS, le=MAX_COMMITS)  # type: ignore[assignment]
 
 
 class AppManifest(_Section):

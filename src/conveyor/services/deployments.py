@@ -22,6 +22,7 @@ from conveyor.domain.manifest import ENV_NAME_RE, AppManifest, parse_manifest
 from conveyor.services import locks
 from conveyor.services.schemas import Deployment, ReleaseOutput
 from conveyor.services.state import ControlPlane
+from conveyor.services.trains import ref_of_deployment
 from conveyor.store import config_vars, deployments, repo
 from conveyor.store.repo import Conflict
 
@@ -280,7 +281,8 @@ def with_verdicts(conn: Connection, dep_id: int, logs_dir: Path | None = None) -
     output = None
     if logs_dir is not None and dep["kind"] == "deploy" and (dep["params"] or {}).get("release_command"):
         output = release_output(logs_dir, dep["app"], dep["env"], dep["release"])
-    return Deployment(**dep, verdicts=deployments.verdicts_of(conn, dep_id), release_output=output)
+    return Deployment(**dep, verdicts=deployments.verdicts_of(conn, dep_id), release_output=output,
+                      train=ref_of_deployment(conn, dep_id))
 
 
 def release_output(logs_dir: Path, app: str, env: str, release: int, limit: int = 64 * 1024) -> str | None:

@@ -169,6 +169,7 @@ class FreezeView(BaseModel):
     by: str
     created_at: float
     active: bool = Field(description="in force now")
+    train: TrainRef | None = Field(None, description="the deploy train this deployment is a canary of, if any")
 
 
 class ReleaseOutput(BaseModel):
@@ -449,3 +450,91 @@ class AutoscaleRequest(_Body):
     down_window: float = Field(60.0, ge=0, le=86400, description="stabilisation window before a scale-down (seconds)")
     down_step: int = Field(1, ge=1, le=1000, description="scale down by at most this many instances a step")
     down_period: float = Field(10.0, ge=0, le=86400, description="seconds between two scale-downs")
+# --- deploy trains (services/trains.py) ---------------------------------------------------
+
+
+class TrainCommitIn(_Body):
+    """A commit to ship; only ``sha`` is required (the rest is read back from git)."""
+
+    sha: str = Field(description="the commit's sha (7 to 40 hex digits)", min_length=7, max_length=40,
+                     json_schema_extra={"pattern": r"^[0-9a-f]{7,40}$"})
+    time: float | None = Field(None, description="commit time, Unix seconds (informative)")
+    author: str | None = Field(None, max_length=200)
+    message: str | None = Field(None, max_length=2000)
+
+
+class TrainEnqueue(_Body):
+    repo: str = Field(description="the git repository the builds fetch (a local path or a URL)", min_length=1,
+                      max_length=2000, examples=["/srv/git/hello.git"])
+    commits: list[TrainCommitIn] = Field(description="new commits, oldest first, on one line of history",
+                                         min_length=1, max_length=1000)
+    env: str = Field("production", description="target environment", json_schema_extra={"pattern": ENV})
+    trigger: str = Field("api", description="what sent them (push, api, cli)", max_length=100)
+
+
+class TrainCommit(BaseModel):
+    position: int = Field(description="0 = the train's oldest commit")
+    sha: str
+    author: str | None = None
+    message: str | None = None
+    time: float | None = None
+    status: str = Field(description="waiting, in train, shipped, culprit, blocked (contains the culprit) or not shipped")
+
+
+class TrainStep(BaseModel):
+    """One try of one commit: its build, then its canary deployment."""
+
+    position: int
+    sha: str
+    build_id: int | None
+    image: str | None
+    deployment_id: int | None
+    outcome: str | None = Field(description="pass, fail, build_failed, test_failed, inconclusive; null while it runs")
+    reason: str
+    created_at: float
+    finished_at: float | None = Field(description="when its outcome was known (build failed, canary ended)")
+
+
+class TrainCulprit(BaseModel):
+    position: int
+    sha: str
+    author: str | None = None
+    message: str | None = None
+    outcome: str = Field(description="fail (its canary), build_failed or test_failed")
+    verdict: str = Field(description="why: the canary's or the build's own words")
+    deployment_id: int | None = None
+
+
+class Train(BaseModel):
+    id: int
+    app: str
+    env: str
+    repo: str
+    state: Literal["collecting", "running", "shipped", "blocked", "halted"]
+    trigger: str
+    max_commits: int
+    commits: list[TrainCommit]
+    shipped: int = Field(description="position of the newest commit live through this train (-1: none)")
+    shipped_sha: str | None
+    culprit: TrainCulprit | None
+    reason: str
+    canaries: int = Field(description="canary deployments spent")
+    steps: list[TrainStep]
+    created_by: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+class TrainRef(BaseModel):
+    """The train a deployment belongs to (a bisection canary), on the deployment's page."""
+
+    id: int
+    state: str
+    position: int
+    sha: str
+    outcome: str | None
+    culprit: TrainCulprit | None
+
+
+Deployment.model_rebuild()

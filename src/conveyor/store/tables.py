@@ -425,4 +425,45 @@ freezes = Table(
     Column("reason", Text, nullable=False, default=""),
     Column("created_by", String(100), nullable=False, default=""),
     Column("created_at", Float, nullable=False),
+# A deploy train: a batch of commits of one git repository (oldest first, ``commits``: [{sha, time,
+# author, message}]) deployed to one environment. ``collecting`` takes new commits (up to
+# ``max_commits``) until the environment is free; ``running`` tries them (domain/bisection.py);
+# ``shipped`` (all good), ``blocked`` (``culprit`` found: {position, sha, outcome, reason}; commits after
+# it wait for a fix), ``halted`` (no answer; ``reason`` says why). ``shipped``: the position of the newest
+# commit live through this train (-1: none).
+trains = Table(
+    "trains",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("env_id", Integer, ForeignKey("environments.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("repo_url", Text, nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("commits", JSON, nullable=False),
+    Column("max_commits", Integer, nullable=False),
+    Column("trigger", String(100), nullable=False, default=""),
+    Column("culprit", JSON, nullable=True),
+    Column("shipped", Integer, nullable=False, default=-1),
+    Column("reason", Text, nullable=False, default=""),
+    Column("created_by", String(100), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+)
+
+# One try of one commit of a train: its build, then its canary deployment; ``outcome`` (a
+# domain.bisection outcome) once either ended. The runner fills the ids as it goes, each in the
+# transaction that made the thing, so a killed runner resumes from the row.
+train_steps = Table(
+    "train_steps",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("train_id", Integer, ForeignKey("trains.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("build_id", Integer, nullable=True),
+    Column("image_digest", String(80), nullable=True),
+    Column("deployment_id", Integer, nullable=True, index=True),
+    Column("outcome", String(16), nullable=True),
+    Column("reason", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
 )

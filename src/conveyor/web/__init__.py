@@ -6,18 +6,18 @@ service (``conveyor.services.views`` and the others), and this package imports
 nothing from ``conveyor.api``. Page families:
 ``session`` (sign-in), ``overview`` (overview, hosts, audit), ``calls_page`` (the audit trail), ``app_pages``
 (an app and its buttons), ``deploy_pages`` (the live deployment), ``build_pages``
-(builds, images, logs), ``insights`` (metrics, DORA).
+(builds, images, logs), ``insights`` (metrics, DORA), ``train_pages`` (deploy trains).
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from conveyor.web import app_pages, build_pages, calls_page, deploy_pages, insights, overview, session
+from conveyor.web import app_pages, build_pages, calls_page, deploy_pages, insights, overview, session, train_pages
 from conveyor.web.render import static_router
 
 router = APIRouter(include_in_schema=False)
-for _module in (session, overview, calls_page, app_pages, deploy_pages, build_pages, insights):
+for _module in (session, overview, calls_page, app_pages, deploy_pages, build_pages, insights, train_pages):
     router.include_router(_module.router)
 router.include_router(static_router)
 

@@ -1,7 +1,7 @@
 """hosts drained by `conveyor hosts drain` (who, since when); autoscalers (`conveyor autoscale`)
 
 Revision ID: 0011_capacity
-Revises: 0008_pipelines
+Revises: 0010_trains
 Create Date: 2026-12-02 16:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011_capacity"
-down_revision = "0008_pipelines"
+down_revision = "0010_trains"
 branch_labels = None
 depends_on = None
 

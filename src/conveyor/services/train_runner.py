@@ -1,0 +1,232 @@
+"""The train runner: a level-triggered loop that moves every deploy train one step at a time.
+
+Like the orchestrator, it reads everything from SQL on each pass, asks the pure
+policy (``domain.bisection.decide``) what to do, applies that one action and
+records it in the same transaction, so killing it at any line loses nothing:
+the next pass (in this process or after a restart) recomputes the same action.
+
+What it never does itself: judge or deploy. A try of a commit is a normal git
+build (``services.builds.submit``) followed by a normal canary deployment of
+its image, queued on the environment's deployment queue
+(``services.deployments.queue_deploy``); the orchestrator runs it with the
+app's canary steps and judges, promotes it when it passes (so the good prefix
+ships as the bisection goes) and rolls it back when it fails. One train runs
+per environment, one step at a time, and a collecting train starts only when
+the environment has no open deployment: never two canaries of one environment.
+
+Only the orchestrator's leader runs trains (several control planes may share
+the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from sqlalchemy import Connection
+
+from conveyor.build.queue import BuildRequest
+from conveyor.domain import bisection
+from conveyor.services import builds, deployments
+from conveyor.services.state import ControlPlane
+from conveyor.store import builds as build_rows
+from conveyor.store import deployments as deployment_rows
+from conveyor.store import repo
+from conveyor.store import trains as rows
+from conveyor.store.repo import Conflict
+
+log = logging.getLogger("conveyor.trains")
+
+#: A build the control plane lost in a restart is tried again, not blamed on its commit.
+LOST_BUILD = "interrupted by a control-plane restart"
+
+
+def outcome_of_deployment(dep: dict[str, Any]) -> tuple[str | None, str]:
+    """A canary deployment's state → (bisection outcome or None while it runs, reason)."""
+    state = dep["state"]
+    if state == "succeeded":
+        return "pass", "canary passed and was promoted"
+    if state in ("rolled_back", "failed"):
+        return "fail", dep["reason"] or state
+    if state == "cancelled":
+        return "inconclusive", dep["reason"] or "cancelled"
+    if state == "paused":
+        return "inconclusive", f"canary paused: {dep['reason'] or 'inconclusive verdict'} (aborted by the train)"
+    return None, ""
+
+
+class TrainRunner:
+    def __init__(self, cp: ControlPlane, interval: float = 0.5) -> None:
+        self.cp = cp
+        self.interval = interval
+
+    async def run(self) -> None:
+        while True:
+            try:
+                orch = self.cp.orchestrator
+                if orch is None or orch.leader:
+                    if await self.tick():
+                        await asyncio.sleep(0.02)
+                        continue  # something moved: look again at once
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad pass must not stop every train
+                log.exception("train runner pass failed; retrying")
+            await self.cp.notifier.wait("trains", self.interval)
+
+    async def tick(self) -> bool:
+        """One pass over the open trains, the oldest of each environment only. True if anything changed."""
+        with self.cp.engine.connect() as conn:
+            open_trains = rows.open_trains(conn)
+        moved = False
+        served: set[int] = set()
+        for train in open_trains:
+            if train["env_id"] in served:
+                continue
+            served.add(train["env_id"])
+            try:
+                moved |= await self._drive(train)
+            except Exception:
+                log.exception("train %s failed this pass; the others go on", train["id"])
+        if moved:
+            self.cp.notifier.poke("orchestrator", "deployments")
+        return moved
+
+    async def _drive(self, train: dict[str, Any]) -> bool:
+        if train["state"] == "collecting":
+            with self.cp.engine.begin() as conn:
+                if deployment_rows.open_in_env(conn, train["env_id"]):
+                    return False  # commits keep riding into this train until the deployment ends
+                started = rows.advance(conn, train["id"], "collecting", {"state": "running", "started_at": self.cp.clock()})
+                if started:
+                    repo.record_event(conn, "train_started", f"train {train['id']} of {len(train['commits'])} "
+                                      f"commit(s) started", app=train["app"], env=train["env"], actor="conveyor",
+                                      data={"train": train["id"], "commits": [c["sha"] for c in train["commits"]]})
+                return started
+        with self.cp.engine.connect() as conn:
+            steps = rows.steps(conn, train["id"])
+        pending = next((s for s in steps if s["outcome"] is None), None)
+        if pending is not None:
+            return await self._advance_step(train, pending)
+        results = tuple(bisection.Result(s["position"], s["outcome"], s["reason"]) for s in steps
+                        if s["outcome"] in bisection.OUTCOMES)
+        action = bisection.decide(bisection.Train(len(train["commits"]), results))
+        with self.cp.engine.begin() as conn:
+            return self._apply(conn, train, steps, action)
+
+    # -- one action ----------------------------------------------------------------
+
+    def _apply(self, conn: Connection, train: dict[str, Any], steps: list[dict[str, Any]],
+               action: bisection.Action) -> bool:
+        tid, commits, now = train["id"], train["commits"], self.cp.clock()
+        names = {"app": train["app"], "env": train["env"], "actor": "conveyor"}
+        if isinstance(action, bisection.Canary):
+            if not rows.advance(conn, tid, "running", {"state": "running"}):  # still running: one pass wins
+                return False
+            rows.add_step(conn, tid, action.index, now)
+            sha = commits[action.index]["sha"]
+            what = "the whole batch" if action.index == len(commits) - 1 and not steps else "bisecting"
+            repo.record_event(conn, "train_try", f"train {tid}: trying commit {sha[:12]} "
+                              f"(#{action.index + 1} of {len(commits)}, {what})", **names,
+                              data={"train": tid, "position": action.index, "sha": sha})
+            return True
+        canaries = sum(1 for s in steps if s["deployment_id"] is not None)
+        shipped_sha = commits[action.shipped]["sha"] if action.shipped >= 0 else None
+        if isinstance(action, bisection.Done):
+            if rows.advance(conn, tid, "running", {"state": "shipped", "shipped": action.shipped, "finished_at": now}):
+                repo.record_event(conn, "train_shipped", f"train {tid}: all {len(commits)} commit(s) shipped "
+                                  f"({canaries} canary)", **names,
+                                  data={"train": tid, "shipped": shipped_sha, "canaries": canaries})
+            return True
+        if isinstance(action, bisection.Culprit):
+            own = next(s for s in steps if s["position"] == action.index and s["outcome"] == action.outcome)
+            culprit = {"position": action.index, "outcome": action.outcome, "verdict": action.reason,
+                       "deployment_id": own["deployment_id"], "build_id": own["build_id"]}
+            commit = commits[action.index]
+            blocked = [c["sha"] for c in commits[action.index + 1:]]
+            if rows.advance(conn, tid, "running", {"state": "blocked", "culprit": culprit, "shipped": action.shipped,
+                                                   "finished_at": now}):
+                repo.record_event(
+                    conn, "train_culprit",
+                    f"train {tid}: commit {commit['sha'][:12]} ({commit.get('message') or 'no message'}) is the "
+                    f"culprit: {action.outcome}: {action.reason}; shipped "
+                    f"{'up to ' + shipped_sha[:12] if shipped_sha else 'nothing'}, "
+                    f"{len(blocked)} later commit(s) blocked until a fix; {canaries} canaries",
+                    **names,
+                    data={"train": tid, "culprit": {**commit, **culprit}, "shipped": shipped_sha, "blocked": blocked,
+                          "canaries": canaries},
+                )
+            return True
+        assert isinstance(action, bisection.Halt)
+        if rows.advance(conn, tid, "running", {"state": "halted", "reason": action.reason, "shipped": action.shipped,
+                                               "finished_at": now}):
+            repo.record_event(conn, "train_halted", f"train {tid} halted: {action.reason}", **names,
+                              data={"train": tid, "shipped": shipped_sha, "low": action.low, "high": action.high})
+        return True
+
+    # -- one try: build, then canary -----------------------------------------------
+
+    async def _advance_step(self, train: dict[str, Any], step: dict[str, Any]) -> bool:
+        sha = train["commits"][step["position"]]["sha"]
+        if step["build_id"] is None:
+            app_id = builds.app_id(self.cp, train["app"])
+            build = builds.submit(
+                self.cp, app_id, BuildRequest(git_url=train["repo_url"], git_ref=sha, app=train["app"]),
+                {"kind": "git", "git": train["repo_url"], "ref": sha, "app": train["app"], "train": train["id"]},
+                f"train {train['id']}", None,
+            )
+            with self.cp.engine.begin() as conn:  # killed before this: the next pass builds again (harmless)
+                rows.update_step(conn, step["id"], {"build_id": build["id"]})
+            return True
+        with self.cp.engine.begin() as conn:
+            if step["deployment_id"] is None:
+                return self._after_build(conn, train, step)
+            dep = deployments.get_deployment(conn, step["deployment_id"])
+            outcome, reason = outcome_of_deployment(dep)
+            if outcome is None:
+                return False
+            if dep["state"] == "paused":  # inconclusive: do not leave the environment waiting for a person
+                deployments.command(conn, dep["id"], "abort", actor=f"train {train['id']}")
+            rows.update_step(conn, step["id"], {"outcome": outcome, "reason": reason, "finished_at": self.cp.clock()})
+            if outcome == "pass":
+                rows.advance(conn, train["id"], "running", {"shipped": max(train["shipped"], step["position"])})
+            repo.record_event(conn, "train_result", f"train {train['id']}: commit {sha[:12]}: {outcome} ({reason})",
+                              app=train["app"], env=train["env"], actor="conveyor",
+                              data={"train": train["id"], "position": step["position"], "sha": sha,
+                                    "outcome": outcome, "deployment": dep["id"]})
+            return True
+
+    def _after_build(self, conn: Connection, train: dict[str, Any], step: dict[str, Any]) -> bool:
+        build = build_rows.get(conn, step["build_id"])
+        if build is None or build["state"] in ("queued", "running"):
+            return False
+        now = self.cp.clock()
+        if build["state"] == "failed":
+            if LOST_BUILD in (build["error"] or ""):
+                rows.update_step(conn, step["id"], {"build_id": None})  # build it again
+                return True
+            rows.update_step(conn, step["id"], {"outcome": "build_failed", "reason": build["error"] or "build failed",
+                                                "finished_at": now})
+            return True
+        app = repo.get_app(conn, train["app"])
+        image = build_rows.image_of_app(conn, app["id"], build["image_digest"])
+        if image is not None and image["test_status"] == "failed":
+            rows.update_step(conn, step["id"], {"image_digest": build["image_digest"], "outcome": "test_failed",
+                                                "reason": "the image failed its [test] command (see its build log)",
+                                                "finished_at": now})
+            return True
+        try:
+            dep = deployments.queue_deploy(conn, train["app"], train["env"], build["image_digest"], strategy="canary",
+                                           actor=f"train {train['id']}", origin="train")
+        except (ValueError, Conflict) as exc:
+            rows.update_step(conn, step["id"], {"outcome": "inconclusive", "reason": f"cannot deploy: {exc}",
+                                                "finished_at": now})
+            return True
+        rows.update_step(conn, step["id"], {"image_digest": build["image_digest"], "deployment_id": dep["id"]})
+        return True
+
+
+async def start(cp: ControlPlane) -> None:
+    """Start-up hook: the train runner."""
+    cp.tasks.append(asyncio.create_task(TrainRunner(cp).run(), name="trains"))

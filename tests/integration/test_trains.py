@@ -1,0 +1,206 @@
+"""Deploy trains end to end: a real platform (server, agent, router), a real local git repository,
+real builds of each commit and real canaries judged on traffic sent through the router.
+
+* a train of 4 commits whose third makes the app fail 30 % of its requests: the batch's canary
+  fails, the train bisects, names the culprit with its verdict and leaves the good prefix live;
+* commits queued while a train's deployment runs ride the next train, ``max_commits`` per train;
+* bad input (unknown app, repository or commit: 404; commits not in history order, ``max_commits`` out
+  of range in the commit's conveyor.toml: 422): a clear error, and no train, build or deployment;
+* the control plane SIGKILLed during a try: the train resumes and ends as it would have.
+
+Canary steps are 3 s, the bake 2 s, so the module stays around two minutes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cvy_platform import Platform, wait_for
+from test_progressive import Traffic, _create, _live, canary_toml
+
+pytestmark = pytest.mark.integration
+
+GIT = ["git", "-c", "user.name=Ada Tester", "-c", "user.email=ada@example.com", "-c", "init.defaultBranch=main"]
+
+
+def toml(max_commits: int | None = None) -> str:
+    text = canary_toml(d1="3s", d2="3s", bake="2s")
+    if max_commits is not None:
+        text = text.replace('strategy = "canary"\n', f'strategy = "canary"\nmax_commits = {max_commits}\n', 1)
+    return text
+
+
+def make_repo(p: Platform, app: str, manifest: str) -> Path:
+    """A git repository of the sample app at v1 (already live): the base the train's commits follow."""
+    src = p.app_copy(app, "v1", conveyor__toml=manifest)
+    subprocess.run([*GIT, "init", "-q", str(src)], check=True)
+    subprocess.run([*GIT, "-C", str(src), "add", "-A"], check=True)
+    subprocess.run([*GIT, "-C", str(src), "commit", "-q", "-m", "v1"], check=True)
+    return src
+
+
+def commit(repo: Path, version: str, message: str, **files: str) -> str:
+    (repo / "VERSION").write_text(version + "\n")
+    for name, content in files.items():
+        (repo / name.replace("__", ".")).write_text(content)
+    subprocess.run([*GIT, "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run([*GIT, "-C", str(repo), "commit", "-q", "-m", message], check=True)
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def enqueue(p: Platform, app: str, repo: Path, shas: list[str]) -> list[dict[str, Any]]:
+    r = p.api.post(f"/apps/{app}/trains", json={"repo": str(repo), "commits": [{"sha": s} for s in shas]})
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def train(p: Platform, train_id: int) -> dict[str, Any]:
+    return p.api.get(f"/trains/{train_id}").json()  # type: ignore[no-any-return]
+
+
+def until_ended(p: Platform, train_id: int, timeout: float) -> dict[str, Any]:
+    try:
+        return wait_for(lambda: (t := train(p, train_id))["state"] in ("shipped", "blocked", "halted") and t,  # type: ignore[no-any-return]
+                        timeout, 0.2, f"train {train_id} to end")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {train(p, train_id)}") from None
+
+
+def test_a_batch_with_a_bad_commit_is_bisected_and_the_good_prefix_ships(shared_platform: Platform) -> None:
+    p = shared_platform
+    _create(p, "bisect")
+    manifest = toml()
+    _live(p, "bisect", manifest)
+    repo = make_repo(p, "bisect", manifest)
+    shas = [commit(repo, "v2", "v2: wording"),
+            commit(repo, "v3", "v3: faster"),
+            commit(repo, "v4", "v4: new cache (breaks 30% of requests)", behaviour__json='{"fail_rate": 0.3}'),
+            commit(repo, "v5", "v5: docs")]
+    with Traffic(p, "bisect", rate=100, max_s=240):
+        (queued,) = enqueue(p, "bisect", repo, shas)
+        assert [c["sha"] for c in queued["commits"]] == shas
+        t = until_ended(p, queued["id"], 200)
+    assert t["state"] == "blocked", t
+    culprit = t["culprit"]
+    assert culprit["sha"] == shas[2] and culprit["outcome"] == "fail", culprit
+    assert culprit["verdict"].startswith("analysis failed"), culprit
+    assert culprit["message"].startswith("v4")
+    # the whole batch (#4), then the midpoint #2 (passes: ships v3), then #3: the culprit
+    assert [(s["position"], s["outcome"]) for s in t["steps"]] == [(3, "fail"), (1, "pass"), (2, "fail")], t["steps"]
+    assert t["canaries"] == 3
+    assert t["shipped"] == 1 and t["shipped_sha"] == shas[1]
+    assert [c["status"] for c in t["commits"]] == ["shipped", "shipped", "culprit", "blocked"]
+    wait_for(lambda: p.get("bisect.localhost").text == "hello from v3\n", 10, 0.05, "the good prefix (v3) served")
+    deps = {d["id"]: d for d in p.api.get("/apps/bisect/deployments").json()}
+    culprit_dep = deps[culprit["deployment_id"]]
+    assert culprit_dep["state"] == "rolled_back" and culprit_dep["strategy"] == "canary"
+    assert culprit_dep["train"]["culprit"]["sha"] == shas[2]
+    # the culprit as an event a notification can carry
+    events = p.api.get("/events", params={"app": "bisect", "limit": 200}).json()
+    (found,) = [e for e in events if e["kind"] == "train_culprit"]
+    assert found["data"]["culprit"]["sha"] == shas[2] and found["data"]["shipped"] == shas[1]
+    assert found["data"]["blocked"] == [shas[3]]
+    # the CLI: the train list and the culprit's deployment
+    listed = p.cli("trains", "bisect", check=True).stdout
+    assert "blocked" in listed and "culprit" in listed and shas[2][:12] in listed, listed
+    shown = p.cli("deployments", "show", str(culprit["deployment_id"]), check=True).stdout
+    assert "culprit" in shown and shas[2][:12] in shown, shown
+    assert p.cli_json("trains", "bisect")[0]["culprit"]["sha"] == shas[2]
+
+
+def test_commits_queued_while_a_train_deploys_ride_the_next_train_capped(shared_platform: Platform) -> None:
+    p = shared_platform
+    _create(p, "batch")
+    manifest = toml(max_commits=2)
+    _live(p, "batch", manifest)
+    repo = make_repo(p, "batch", manifest)
+    first = commit(repo, "v2", "v2")
+    with Traffic(p, "batch", rate=100, max_s=240):
+        (t1,) = enqueue(p, "batch", repo, [first])
+        wait_for(lambda: any(s["deployment_id"] for s in train(p, t1["id"])["steps"]), 60, 0.1,
+                 "the first train's canary deployment")
+        later = [commit(repo, "v3", "v3"), commit(repo, "v4", "v4"), commit(repo, "v5", "v5")]
+        t2, t3 = enqueue(p, "batch", repo, later)  # the cap: 2 + 1
+        assert [c["sha"] for c in t2["commits"]] == later[:2] and [c["sha"] for c in t3["commits"]] == later[2:]
+        assert t2["state"] == t3["state"] == "collecting" and train(p, t1["id"])["state"] == "running"
+        assert t2["max_commits"] == 2
+        # a redelivered push adds nothing
+        assert enqueue(p, "batch", repo, later) == []
+        ended = [until_ended(p, t["id"], 150) for t in (t1, t2, t3)]
+    assert [t["state"] for t in ended] == ["shipped"] * 3, ended
+    assert [t["canaries"] for t in ended] == [1, 1, 1]  # a good batch costs one canary
+    assert ended[1]["started_at"] >= ended[0]["finished_at"]  # the next train waited for the first
+    assert ended[2]["started_at"] >= ended[1]["finished_at"]
+    wait_for(lambda: p.get("batch.localhost").text == "hello from v5\n", 10, 0.05, "v5 served")
+
+
+def test_bad_input_is_refused_and_nothing_is_queued(shared_platform: Platform) -> None:
+    p = shared_platform
+    _create(p, "refuse")
+    repo = make_repo(p, "refuse", toml())
+    good = commit(repo, "v2", "v2")
+
+    def refused(app: str, body: dict[str, Any], status: int, words: str) -> None:
+        r = p.api.post(f"/apps/{app}/trains", json=body)
+        assert r.status_code == status, r.text
+        assert words in r.json()["detail"], r.json()
+
+    refused("nope", {"repo": str(repo), "commits": [{"sha": good}]}, 404, "nope")
+    refused("refuse", {"repo": str(p.root / "no-such-repo"), "commits": [{"sha": good}]}, 404, "cannot be fetched")
+    refused("refuse", {"repo": str(repo), "commits": [{"sha": "0123456789abcdef0123456789abcdef01234567"}]}, 404,
+            "is not in repository")
+    newer = commit(repo, "v3", "v3")
+    refused("refuse", {"repo": str(repo), "commits": [{"sha": newer}, {"sha": good}]}, 422, "one line of history")
+    bad_cap = commit(repo, "v4", "cap", conveyor__toml=toml(max_commits=0))
+    refused("refuse", {"repo": str(repo), "commits": [{"sha": bad_cap}]}, 422, "max_commits")
+    r = p.api.post("/apps/refuse/trains", json={"repo": str(repo), "commits": []})
+    assert r.status_code == 422
+    assert p.api.get("/apps/refuse/trains").json() == []
+    assert p.api.get("/apps/refuse/deployments").json() == []
+    assert p.api.get("/apps/refuse/builds").json() == []
+    r = p.api.get("/trains/999999")
+    assert r.status_code == 404 and "not found" in r.json()["detail"]
+    res = p.cli("trains", "nope")
+    assert res.returncode != 0 and "nope" in (res.stdout + res.stderr)
+    res = p.cli("trains", "refuse", "--git", str(repo))
+    assert res.returncode == 2 and "--git needs the commits" in res.stderr, res
+    res = p.cli("trains", "refuse", "--git", str(repo), "0123456789abcdef0123456789abcdef01234567")
+    assert res.returncode != 0 and "is not in repository" in res.stderr, res
+    assert "no deploy trains yet" in p.cli("trains", "refuse", check=True).stdout
+    assert p.api.get("/apps/refuse/trains").json() == []
+
+
+def test_a_train_survives_its_control_plane_killed_mid_try(shared_platform: Platform) -> None:
+    """SIGKILL the control plane while a try's build runs: `conveyor up` restarts it, the build it lost
+    is built again (not blamed on the commit), and the train ends as it would have. (Last in the module:
+    it restarts the shared platform's server.)"""
+    import os
+    import signal
+
+    p = shared_platform
+    _create(p, "survive")
+    manifest = toml()
+    _live(p, "survive", manifest)
+    # a build that takes 3 s, so the kill lands while it runs
+    repo = make_repo(p, "survive", manifest + '[build]\ncommand = "python -c \'import time; time.sleep(3)\'"\n')
+    shas = [commit(repo, "v2", "v2"), commit(repo, "v3", "v3 (bad)", behaviour__json='{"fail_rate": 0.3}')]
+    with Traffic(p, "survive", rate=100, max_s=240):
+        (queued,) = enqueue(p, "survive", repo, shas)
+        lost = wait_for(lambda: (s := train(p, queued["id"])["steps"]) and s[0]["build_id"], 60, 0.05, "the first build")
+        assert p.api.get(f"/builds/{lost}").json()["state"] == "running"
+        server = p.child_pid("server")
+        os.kill(server, signal.SIGKILL)
+        wait_for(lambda: p.child_pid("server") != server and p.api.get("/apps").status_code == 200, 60, 0.2,
+                 "control plane back")
+        t = until_ended(p, queued["id"], 150)
+    assert t["state"] == "blocked", t
+    assert t["culprit"]["sha"] == shas[1] and t["shipped_sha"] == shas[0], t
+    assert [(s["position"], s["outcome"]) for s in t["steps"]] == [(1, "fail"), (0, "pass")], t["steps"]
+    assert t["steps"][0]["build_id"] != lost  # built again
+    assert "interrupted by a control-plane restart" in p.api.get(f"/builds/{lost}").json()["error"]
+    wait_for(lambda: p.get("survive.localhost").text == "hello from v2\n", 10, 0.05, "the good prefix (v2) served")

@@ -1,0 +1,129 @@
+"""The train runner, one pass at a time, on an in-process control plane whose background loops never
+started (so nothing moves unless the test says so): the rows in, the exact effect out, including the
+passes that must do nothing. Builds are rows as a finished build leaves them (the real build worker
+and the real orchestrator are exercised by tests/integration/test_trains.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from web_site import ADMIN, Site
+
+from conveyor.config import ServerSettings
+from conveyor.server import create_app
+from conveyor.services import apps as app_service
+from conveyor.services import deployments
+from conveyor.services.train_runner import TrainRunner
+from conveyor.store import builds as build_rows
+from conveyor.store import repo
+from conveyor.store import trains as rows
+
+SHAS = [f"{i:x}" * 40 for i in range(1, 5)]
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    app = create_app(ServerSettings(data_dir=tmp_path / "data", admin_token=ADMIN))
+    s = Site(client=None, app=app)  # type: ignore[arg-type]
+    with s.cp.engine.begin() as conn:
+        app_service.create_app(conn, "hello", actor="admin")
+    yield s
+
+
+def tick(site: Site) -> bool:
+    return asyncio.run(TrainRunner(site.cp).tick())
+
+
+def make_train(site: Site, n: int = 4) -> int:
+    with site.cp.engine.begin() as conn:
+        env = repo.get_env(conn, repo.get_app(conn, "hello")["id"], "production", create=True)
+        return rows.insert_train(conn, env["id"], "/r.git", [{"sha": s} for s in SHAS[:n]], 8, "test", "ada", 1.0)
+
+
+def built(site: Site, tid: int, sha: str) -> str:
+    """Give the train's open step a finished build of an image (as the build worker would leave it)."""
+    digest = site.add_image("hello", sha[:1])
+    with site.cp.engine.begin() as conn:
+        (step,) = [s for s in rows.steps(conn, tid) if s["outcome"] is None]
+        bid = build_rows.add(conn, repo.get_app(conn, "hello")["id"], {"kind": "git"}, "train", 1.0)
+        build_rows.set_state(conn, bid, "succeeded", image_digest=digest, finished_at=2.0)
+        rows.update_step(conn, step["id"], {"build_id": bid})
+    return digest
+
+
+def train(site: Site, tid: int) -> dict[str, Any]:
+    with site.cp.engine.connect() as conn:
+        return rows.get(conn, tid) | {"steps": rows.steps(conn, tid)}
+
+
+def test_a_collecting_train_waits_for_the_environment_then_tries_the_whole_batch(site: Site) -> None:
+    busy = site.deploy("hello", "production", site.add_image("hello", "0"))
+    tid = make_train(site)
+    assert tick(site) is False and train(site, tid)["state"] == "collecting"  # a deployment is open: nothing
+    site.finish(busy["id"])
+    assert tick(site) is True and train(site, tid)["state"] == "running"
+    assert train(site, tid)["steps"] == []
+    assert tick(site) is True
+    (step,) = train(site, tid)["steps"]
+    assert step["position"] == 3 and step["build_id"] is None and step["outcome"] is None
+
+
+def test_a_try_queues_a_normal_canary_then_bisects_on_its_rollback(site: Site) -> None:
+    site.finish(site.deploy("hello", "production", site.add_image("hello", "0"))["id"])
+    tid = make_train(site)
+    tick(site), tick(site)  # start, then Canary(3)
+    digest = built(site, tid, SHAS[3])
+    assert tick(site) is True
+    (step,) = train(site, tid)["steps"]
+    with site.cp.engine.connect() as conn:
+        dep = deployments.get_deployment(conn, step["deployment_id"])
+    assert dep["strategy"] == "canary" and dep["image"] == digest and dep["state"] == "queued"
+    assert dep["created_by"] == f"train {tid}"
+    assert tick(site) is False  # the canary runs: nothing to do (and nothing queued twice)
+    assert len(train(site, tid)["steps"]) == 1
+    site.finish(dep["id"], "rolled_back", "analysis failed at step 1: error rate 30%")
+    assert tick(site) is True
+    assert train(site, tid)["steps"][0]["outcome"] == "fail"
+    assert tick(site) is True
+    assert [s["position"] for s in train(site, tid)["steps"]] == [3, 1]  # the midpoint of 0..3
+
+
+def test_a_paused_canary_is_aborted_and_counts_inconclusive(site: Site) -> None:
+    tid = make_train(site, 1)
+    tick(site), tick(site)
+    built(site, tid, SHAS[0])
+    tick(site)
+    dep_id = train(site, tid)["steps"][0]["deployment_id"]
+    site.finish(dep_id, "paused", "inconclusive: too few requests")
+    assert tick(site) is True
+    step = train(site, tid)["steps"][0]
+    assert step["outcome"] == "inconclusive" and "too few requests" in step["reason"]
+    with site.cp.engine.connect() as conn:
+        assert deployments.get_deployment(conn, dep_id)["command"]["action"] == "abort"
+    assert tick(site) is True
+    assert [s["position"] for s in train(site, tid)["steps"]] == [0, 0]  # tried once more
+
+
+def test_a_failed_build_names_its_commit_and_a_lost_build_is_built_again(site: Site) -> None:
+    tid = make_train(site, 1)
+    tick(site), tick(site)
+    with site.cp.engine.begin() as conn:
+        (step,) = rows.steps(conn, tid)
+        lost = build_rows.add(conn, repo.get_app(conn, "hello")["id"], {"kind": "git"}, "train", 1.0)
+        build_rows.set_state(conn, lost, "failed", error="interrupted by a control-plane restart; build again")
+        rows.update_step(conn, step["id"], {"build_id": lost})
+    assert tick(site) is True
+    assert train(site, tid)["steps"][0]["build_id"] is None and train(site, tid)["steps"][0]["outcome"] is None
+    with site.cp.engine.begin() as conn:
+        broken = build_rows.add(conn, repo.get_app(conn, "hello")["id"], {"kind": "git"}, "train", 1.0)
+        build_rows.set_state(conn, broken, "failed", error="build: pip install failed")
+        rows.update_step(conn, step["id"], {"build_id": broken})
+    assert tick(site) is True and tick(site) is True
+    t = train(site, tid)
+    assert t["state"] == "blocked" and t["shipped"] == -1
+    assert t["culprit"]["outcome"] == "build_failed" and "pip install failed" in t["culprit"]["verdict"]
+    assert tick(site) is False  # an ended train: nothing more
