@@ -110,6 +110,7 @@ class Deployment(BaseModel):
                           "from_deployment, by, at, reason")
     pipeline: list[PipelineStage] = Field(default_factory=list,
                                           description="the image's pipeline: each stage and where this image is")
+    train: TrainRef | None = Field(None, description="the deploy train this deployment is a canary of, if any")
 
 
 class PipelineStage(BaseModel):
@@ -169,7 +170,6 @@ class FreezeView(BaseModel):
     by: str
     created_at: float
     active: bool = Field(description="in force now")
-    train: TrainRef | None = Field(None, description="the deploy train this deployment is a canary of, if any")
 
 
 class ReleaseOutput(BaseModel):

@@ -425,6 +425,8 @@ freezes = Table(
     Column("reason", Text, nullable=False, default=""),
     Column("created_by", String(100), nullable=False, default=""),
     Column("created_at", Float, nullable=False),
+)
+
 # A deploy train: a batch of commits of one git repository (oldest first, ``commits``: [{sha, time,
 # author, message}]) deployed to one environment. ``collecting`` takes new commits (up to
 # ``max_commits``) until the environment is free; ``running`` tries them (domain/bisection.py);
