@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse
 from conveyor import __version__, web
 from conveyor.api.httpserver import HeadTimeoutProtocol
 from conveyor.api import (
-    apps, audit, builds, config, dataplane, deployments, domains, dora, logs, metrics, processes, prometheus, runs,
-    tokens, twins,
+    apps, audit, builds, config, dataplane, deployments, domains, dora, hooks, logs, metrics, notifications, processes,
+    prometheus, runs, tokens, twins,
 )
 from conveyor.build.store import ArtifactStore
 from conveyor.config import ServerSettings
@@ -33,6 +33,8 @@ from conveyor.domain.deploy_machine import IllegalTransition
 from conveyor.domain.manifest import ManifestError
 from conveyor.domain.wire import API_PREFIX
 from conveyor.services import acme
+from conveyor.services import hooks as hook_service
+from conveyor.services import notifications as notify_service
 from conveyor.services import builds as build_service
 from conveyor.services import metrics as metrics_service
 from conveyor.services.errors import Forbidden, RegistryFull, SignInRefused
@@ -68,7 +70,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
             clock=cp.clock, started_at=cp.started_at,
         )
         cp.tasks.append(asyncio.create_task(cp.orchestrator.run(), name="orchestrator"))
-        for starter in (build_service.start, metrics_service.start, acme.start):  # acme: only with a directory
+        for starter in (build_service.start, metrics_service.start, acme.start,  # acme: only with a directory
+                        hook_service.start, notify_service.start):
             await starter(cp)
         log.info("control plane ready (database %s)", engine.url.render_as_string(hide_password=True))
         try:
@@ -90,7 +93,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.state.cp = cp
     for module in (apps, deployments, dataplane, logs, builds, dora, twins, metrics, domains, tokens, audit, config,
-                   processes, runs):
+                   processes, runs, hooks, notifications):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(prometheus.router)
     web.install(app)  # the web UI's pages, at /
