@@ -179,8 +179,9 @@ def notify_test(app_name: AppArg, target_id: Annotated[int, typer.Argument(metav
 
 
 def _status(n: dict[str, Any]) -> str:
+    """The status and the receiver's last HTTP status, e.g. "retrying 500"."""
     color = {"delivered": "green", "failed": "red", "retrying": "yellow"}.get(n["status"], "dim")
-    return f"[{color}]{n['status']}[/{color}]"
+    return f"[{color}]{n['status']}[/{color}]" + (f" {n['status_code']}" if n.get("status_code") else "")
 
 
 @log_app.command("log")
@@ -197,9 +198,9 @@ def notifications_log(app_name: AppArg, limit: Annotated[int, typer.Option("--li
         if not ns:
             o.out.print("Nothing sent yet.")
             return
-        o.table(None, ["ID", "AT", "EVENT", "TARGET", "STATUS", "CODE", "ATTEMPTS", "NEXT RETRY", "ERROR"],
-                [[n["id"], _when(n["created_at"]), n["kind"], escape(n["target"]), _status(n), n["status_code"] or "-",
-                  n["attempts"], _when(n["next_at"]), escape(n["error"])] for n in ns])
+        o.table(None, ["ID", "AT", "EVENT", "TO", "STATUS", "TRIES", "NEXT", "ERROR"],
+                [[n["id"], _when(n["created_at"]), n["kind"], f"#{n['target_id']}", _status(n), n["attempts"],
+                  _when(n["next_at"]), escape(n["error"])] for n in ns])
 
     run(body)
 
