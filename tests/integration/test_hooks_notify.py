@@ -237,12 +237,19 @@ def test_signed_json_and_slack_notifications_of_a_real_deployment(shared_platfor
     done = next(json.loads(g["body"]) for g in plain.got if json.loads(g["body"])["kind"] == "deployed")
     assert done["app"] == "noti" and done["deployment"] == out["id"]
     assert done["links"]["deployment"] == f"{p.api_url}/deployments/{out['id']}"
-    assert done["links"]["rollback"] == f"{p.api_url}/apps/noti#rollback"
+    assert done["links"]["rollback"] == f"{p.api_url}/apps/noti#env-production"
     assert set(slack.kinds()) <= {"Deploy started", "Deploy succeeded"}  # --events deploy: no build, no test
     msg = next(json.loads(g["body"]) for g in slack.got if "Deploy succeeded" in json.loads(g["body"])["text"])
     assert msg["blocks"][0]["type"] == "section"
     assert {"Open deployment", "Roll back"} <= {b["text"]["text"] for b in msg["blocks"][-1]["elements"]}
     assert not any("x-conveyor-signature-256" in g["headers"] for g in slack.got)
+
+    # the app page's Notifications section and its JSON twin show the same delivery log
+    twin = p.api.get("/apps/noti/summary").json()["notifications"]
+    assert [t["kind"] for t in twin["targets"]] == ["json", "slack"]
+    assert {"deployed", "notification_test"} <= {n["kind"] for n in twin["log"] if n["status"] == "delivered"}
+    page = httpx.get(f"{p.api_url}/apps/noti", headers={"Authorization": f"Bearer {p.token}"}, timeout=10)
+    assert page.status_code == 200 and "Notifications" in page.text and "nothing sent yet" not in page.text
 
 
 def test_a_receiver_down_then_failing_gets_retries_and_never_delays_a_deployment(shared_platform: Platform) -> None:

@@ -165,7 +165,7 @@ class Links:
                                   ("approve", self.approve), ("rollback", self.rollback)) if v}
 
 
-def links(base_url: str, app: str | None, kind: str, data: dict[str, Any]) -> Links:
+def links(base_url: str, app: str | None, kind: str, data: dict[str, Any], env: str | None = None) -> Links:
     """Where a reader acts on the event: the deployment's page, the app's page, approve and roll back."""
     base = base_url.rstrip("/")
     dep = data.get("deployment")
@@ -174,7 +174,7 @@ def links(base_url: str, app: str | None, kind: str, data: dict[str, Any]) -> Li
     approve = data.get("approve_url") if isinstance(data.get("approve_url"), str) else None
     if kind == "approval_needed" and approve is None:
         approve = dep_url
-    rollback = f"{app_url}#rollback" if app and kind in ("deployed", "baked", "deploy_paused", "canary_step",
+    rollback = f"{app_url}#env-{env or 'production'}" if app and kind in ("deployed", "baked", "deploy_paused", "canary_step",
                                                           "canary_promoting", "approval_needed") else None
     return Links(dep_url, app_url, approve, rollback)
 
@@ -197,7 +197,7 @@ def message(target: TargetKind, event: dict[str, Any], base_url: str) -> dict[st
     app, env = event.get("app"), event.get("env")
     where = f"{app}/{env}" if app and env else (app or "conveyor")
     title = _TITLES.get(kind, kind)
-    lk = links(base_url, app, kind, data)
+    lk = links(base_url, app, kind, data, env)
     if target == "json":
         return {
             "event": group_of(kind), "kind": kind, "id": event["id"], "at": event["at"], "app": app, "env": env,

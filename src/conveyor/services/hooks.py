@@ -212,3 +212,11 @@ async def start(cp: ControlPlane) -> None:
     """Start-up hook: deliveries whose build a previous process lost are failed (their builds were too)."""
     with cp.engine.begin() as conn:
         store.fail_unfinished(conn, "interrupted by a control-plane restart: push again")
+
+
+def summary(cp: ControlPlane, app: str, deliveries: int = 10) -> dict[str, Any] | None:
+    """What the app page shows of push deploys (None: no repository registered)."""
+    try:
+        return show_repo(cp, app, deliveries).model_dump(mode="json")
+    except NotFound:
+        return None

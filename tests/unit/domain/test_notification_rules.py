@@ -73,7 +73,7 @@ def test_json_message_carries_the_event_and_its_links() -> None:
     assert (m["event"], m["kind"], m["app"], m["env"], m["deployment"], m["release"]) == ("deploy", "deployed", "shop",
                                                                                           "production", 12, 3)
     assert m["links"] == {"deployment": "https://cvy.example.com/deployments/12", "app": "https://cvy.example.com/apps/shop",
-                          "rollback": "https://cvy.example.com/apps/shop#rollback"}
+                          "rollback": "https://cvy.example.com/apps/shop#env-production"}
     json.dumps(m)  # serialisable as is
 
 
@@ -84,7 +84,7 @@ def test_slack_message_has_text_blocks_and_buttons() -> None:
     assert "a &lt;b&gt; &amp; c" in section["text"]["text"]  # Slack's mrkdwn escapes
     assert "deployment 12" in context["elements"][0]["text"]
     assert [(b["text"]["text"], b["url"]) for b in actions["elements"]] == [
-        ("Open deployment", "http://cp:7700/deployments/12"), ("Roll back", "http://cp:7700/apps/shop#rollback")]
+        ("Open deployment", "http://cp:7700/deployments/12"), ("Roll back", "http://cp:7700/apps/shop#env-production")]
 
 
 def test_approval_needed_links_to_approve() -> None:
