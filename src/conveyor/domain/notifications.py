@@ -99,8 +99,8 @@ def check_url(url: str) -> str:
     if parts.username or parts.password:
         raise ValueError("the URL carries credentials (user:password@): they would be shown in listings; "
                          "use a json target (signed) or a secret path instead")
-    if any(c in u for c in " \r\n\t\x00"):
-        raise ValueError("the URL contains whitespace or control characters")
+    if any(not ("!" <= c <= "~") for c in u):
+        raise ValueError("the URL contains spaces, control or non-ASCII characters: percent-encode them")
     return u
 
 

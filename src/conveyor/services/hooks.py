@@ -27,7 +27,7 @@ from conveyor.domain import webhooks
 from conveyor.domain.manifest import ENV_NAME_RE
 from conveyor.domain.wire import API_PREFIX
 from conveyor.services import builds, deployments
-from conveyor.services.schemas import HookAnswer, HookDelivery, RepoIn, RepoView
+from conveyor.services.schemas import BRANCH, REPO_URL, HookAnswer, HookDelivery, RepoIn, RepoView
 from conveyor.services.state import ControlPlane
 from conveyor.store import hooks as store
 from conveyor.store import repo
@@ -44,8 +44,8 @@ UNSIGNED = ("the delivery is not signed with this webhook's secret: check the se
             "GitHub, X-Gitlab-Token from GitLab) and the webhook URL `conveyor repo show APP` prints")
 #: what an unknown app's delivery is checked against, so it costs the same HMAC as a known one's
 _DUMMY_SECRET = secrets.token_urlsafe(32)
-_BRANCH_BAD = re.compile(r"(^[-/.])|(\.\.)|([\x00-\x20~^:?*\[\\\x7f])|(/$)|(\.lock$)|(@\{)")
-_URL_OK = re.compile(r"^(https?://|ssh://|git://|file://|/|[\w.-]+@[\w.-]+:)")
+_BRANCH = re.compile(BRANCH)
+_URL = re.compile(REPO_URL)
 
 
 class HookRefused(Exception):
@@ -63,14 +63,13 @@ def webhook_url(cp: ControlPlane, app: str) -> str:
 
 
 def _check(body: RepoIn) -> tuple[str, str, str]:
-    url, branch, env = body.url.strip(), body.branch.strip(), body.env
-    if not _URL_OK.match(url) or any(c in url for c in " \t\r\n\x00"):
+    url, branch, env = body.url, body.branch.removeprefix("refs/heads/"), body.env
+    if not _URL.match(url) or len(url) > 2000:
         raise ValueError(f"{url[:80]!r} is not a repository URL: give https://…, ssh://…, git@host:path, "
-                         "an absolute path or a file:// URL")
-    if _BRANCH_BAD.search(branch) or len(branch) > 200:
-        raise ValueError(f"{branch[:80]!r} is not a branch name (git check-ref-format): e.g. main")
-    if branch.startswith("refs/"):
-        raise ValueError(f"give the branch's short name ({branch.split('/', 2)[-1]}), not {branch}")
+                         "an absolute path or a file:// URL (no spaces)")
+    if not _BRANCH.match(branch) or len(branch) > 200:
+        raise ValueError(f"{branch[:80]!r} is not a branch name: letters, digits and '_', joined by '.', '/' or '-' "
+                         "(e.g. main, release/1.2)")
     if not ENV_NAME_RE.match(env):
         raise ValueError(f"environment {env!r} is not a name: use 1-40 lower-case letters, digits and '-'")
     return url, branch, env

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import secrets
 import time
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import httpx
 
 from conveyor.domain import notifications as rules
-from conveyor.services.schemas import NotificationView, NotifyIn, NotifyTarget
+from conveyor.services.schemas import NOTIFY_URL, NotificationView, NotifyIn, NotifyTarget
 from conveyor.services.state import ControlPlane
 from conveyor.store import notifications as store
 from conveyor.store import repo
@@ -40,6 +41,7 @@ POLL_S = 0.5
 #: events younger than this are left for the next pass: on PostgreSQL a transaction that took its event
 #: id earlier may commit after a later one, and a cursor past it would skip it
 SETTLE_S = 0.5
+_URL = re.compile(NOTIFY_URL)
 #: at most this many notifications in flight at once
 CONCURRENCY = 8
 
@@ -52,6 +54,9 @@ def _target_view(row: Any, secret: str | None = None) -> NotifyTarget:
 def add_target(cp: ControlPlane, app: str, body: NotifyIn, actor: str = "", origin: str = "") -> NotifyTarget:
     """Send ``app``'s events to ``body.url``; a json target's answer carries its signing secret, once."""
     url = rules.check_url(body.url)
+    if not _URL.match(body.url):
+        raise ValueError(f"{body.url[:80]!r} is not a URL this can send to: give http(s)://HOST[:PORT]/PATH "
+                         "(a host name or IPv4 address, no user:password@)")
     groups = rules.parse_events(body.events)
     ring = cp.sealer()
     secret = secrets.token_urlsafe(32) if body.kind == "json" else None

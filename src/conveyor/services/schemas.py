@@ -349,10 +349,20 @@ class ConfigVar(BaseModel):
 
 # -- webhooks in, notifications out (issue 14) ---------------------------------------
 
+#: A repository URL (``services.hooks`` checks it against this, with its own message).
+REPO_URL = r"^((https?|ssh|git|file)://[!-~]+|/[!-~]*|[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:[!-~]+)$"
+#: A branch name: segments of letters, digits and '_' joined by '.', '/' or '-' (no '..', no leading '-').
+BRANCH = r"^[A-Za-z0-9_]+([./-][A-Za-z0-9_]+)*$"
+#: A notification URL: http(s), a host (no user:password@), an optional port and path.
+NOTIFY_URL = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+
+
 class RepoIn(_Body):
     url: str = Field(description="the git repository the app builds from (https://, ssh://, git@host:path, or a "
-                                 "local path / file:// URL)", min_length=1, max_length=2000)
-    branch: str = Field("main", description="pushes to this branch are built and deployed", min_length=1, max_length=200)
+                                 "local path / file:// URL)", min_length=1, max_length=2000,
+                     json_schema_extra={"pattern": REPO_URL})
+    branch: str = Field("main", description="pushes to this branch are built and deployed", min_length=1, max_length=200,
+                        json_schema_extra={"pattern": BRANCH})
     env: str = Field("production", description="the environment pushes deploy to", json_schema_extra={"pattern": ENV})
 
 
@@ -389,10 +399,12 @@ class HookAnswer(BaseModel):
 
 
 class NotifyIn(_Body):
-    url: str = Field(description="an http:// or https:// URL (redirects are not followed)", min_length=1, max_length=2000)
+    url: str = Field(description="an http:// or https:// URL (redirects are not followed)", min_length=1, max_length=2000,
+                     json_schema_extra={"pattern": NOTIFY_URL})
     kind: Literal["json", "slack"] = Field("json", description="json: signed JSON; slack: an incoming-webhook message")
-    events: list[str] = Field(default_factory=list, description="groups to send: build, deploy, verdict, rollback, "
-                                                                "approval, webhook (empty: all)", max_length=10)
+    events: list[str] = Field(default_factory=list, description="groups to send (empty: all)", max_length=10,
+                              json_schema_extra={"items": {"type": "string", "enum": [
+                                  "build", "deploy", "verdict", "rollback", "approval", "webhook"]}})
 
 
 class NotifyTarget(BaseModel):

@@ -33,7 +33,7 @@ def test_a_target_gets_its_groups_only_and_a_test_always() -> None:
     ("example.com/hook", "http:// or https://"),
     ("https:///nohost", "no host"),
     ("https://u:p@example.com/x", "credentials"),
-    ("https://example.com/a b", "whitespace"),
+    ("https://example.com/a b", "spaces, control"),
     ("https://example.com/" + "a" * 2000, "longer than"),
 ])
 def test_bad_urls_are_refused_saying_what_to_fix(url: str, words: str) -> None:
