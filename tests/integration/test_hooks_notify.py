@@ -248,8 +248,11 @@ def test_signed_json_and_slack_notifications_of_a_real_deployment(shared_platfor
     twin = p.api.get("/apps/noti/summary").json()["notifications"]
     assert [t["kind"] for t in twin["targets"]] == ["json", "slack"]
     assert {"deployed", "notification_test"} <= {n["kind"] for n in twin["log"] if n["status"] == "delivered"}
-    page = httpx.get(f"{p.api_url}/apps/noti", headers={"Authorization": f"Bearer {p.token}"}, timeout=10)
+    with httpx.Client(base_url=p.api_url, follow_redirects=True, timeout=30) as browser:
+        assert browser.get(p.api.post("/ui/login-link").json()["path"]).status_code == 200
+        page = browser.get("/apps/noti")
     assert page.status_code == 200 and "Notifications" in page.text and "nothing sent yet" not in page.text
+    assert "notification_test" in page.text and "Deploy on push" in page.text
 
 
 def test_a_receiver_down_then_failing_gets_retries_and_never_delays_a_deployment(shared_platform: Platform) -> None:
