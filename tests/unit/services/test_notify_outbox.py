@@ -121,3 +121,27 @@ def test_bad_targets_change_nothing(cp: ControlPlane) -> None:
         with pytest.raises(ValueError, match=words):
             notifications.add_target(cp, "shop", body)
     assert notifications.list_targets(cp, "shop") == []
+
+
+def test_a_key_rotation_reseals_targets_and_webhook_secrets(cp: ControlPlane) -> None:
+    from conveyor.domain.webhooks import github_signature
+    from conveyor.services import config, hooks
+    from conveyor.services.schemas import RepoIn
+
+    t = notifications.add_target(cp, "shop", NotifyIn(url="http://rx.test/hook"))
+    reg = hooks.set_repo(cp, "shop", RepoIn(url="/srv/git/shop.git"))
+    assert config.rotate_key(cp)["resealed"] >= 2
+    _event(cp, "deployed")
+    notifications.fan_out(cp)
+    got: list[httpx.Request] = []
+    assert _send(cp, lambda r: got.append(r) or httpx.Response(200)) == 1  # the URL and secret open with the new key
+    h = got[0].headers
+    assert verify_signature(t.secret or "", h["x-conveyor-timestamp"], got[0].content, h["x-conveyor-signature-256"],
+                            now=time.time())
+    ping = {"X-GitHub-Event": "ping", "X-GitHub-Delivery": "p-1",
+            "X-Hub-Signature-256": github_signature(reg.secret or "", b"{}")}
+    status, answer = hooks.receive(cp, "shop", ping, b"{}")
+    assert (status, answer.outcome) == (200, "pong")
+    with pytest.raises(hooks.HookRefused) as refused:
+        hooks.receive(cp, "shop", ping | {"X-GitHub-Delivery": "p-2", "X-Hub-Signature-256": github_signature("x", b"{}")}, b"{}")
+    assert refused.value.status == 401
