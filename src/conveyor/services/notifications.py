@@ -147,8 +147,7 @@ def fan_out(cp: ControlPlane) -> int:
                 if rules.wants(t["events"] or [], ev["kind"]):
                     rows.append({"event_id": ev["id"], "kind": ev["kind"],
                                  "payload": rules.message(t["kind"], ev, cp.settings.base_url)})
-            if cursor != t["cursor"]:
-                store.fan_out(conn, t["id"], rows, cursor, cp.clock())
+            if cursor != t["cursor"] and store.fan_out(conn, t["id"], rows, t["cursor"], cursor, cp.clock()):
                 store.trim(conn, t["id"])
                 queued += len(rows)
     return queued

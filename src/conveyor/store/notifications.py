@@ -54,12 +54,18 @@ def newest_event_id(conn: Connection) -> int:
     return int(conn.execute(select(func.max(events.c.id))).scalar() or 0)
 
 
-def fan_out(conn: Connection, target_id: int, rows: list[dict[str, Any]], cursor: int, now: float) -> None:
-    """Queue ``rows`` (event_id, kind, payload) for a target and move its cursor, in the caller's transaction."""
+def fan_out(conn: Connection, target_id: int, rows: list[dict[str, Any]], old_cursor: int, cursor: int, now: float) -> bool:
+    """Move a target's cursor from ``old_cursor`` to ``cursor`` and queue ``rows`` (event_id, kind, payload), in the
+    caller's transaction; False (nothing written) when another pass moved the cursor first (compare-and-set: on
+    PostgreSQL the loser waits for the winner's row lock and then finds the cursor moved)."""
+    moved = conn.execute(update(notify_targets).where(notify_targets.c.id == target_id, notify_targets.c.cursor == old_cursor)
+                         .values(cursor=cursor)).rowcount
+    if not moved:
+        return False
     for r in rows:
         conn.execute(insert(notify_outbox).values(target_id=target_id, status="pending", attempts=0, next_at=now,
                                                   error="", created_at=now, **r))
-    conn.execute(update(notify_targets).where(notify_targets.c.id == target_id).values(cursor=cursor))
+    return True
 
 
 def queue_one(conn: Connection, target_id: int, event_id: int, kind: str, payload: dict[str, Any], now: float) -> int:

@@ -145,3 +145,17 @@ def test_a_key_rotation_reseals_targets_and_webhook_secrets(cp: ControlPlane) ->
     with pytest.raises(hooks.HookRefused) as refused:
         hooks.receive(cp, "shop", ping | {"X-GitHub-Delivery": "p-2", "X-Hub-Signature-256": github_signature("x", b"{}")}, b"{}")
     assert refused.value.status == 401
+
+
+def test_a_pass_that_read_an_old_cursor_writes_nothing(cp: ControlPlane) -> None:
+    """Two passes at once (a slow one and a new leader's): the one whose cursor moved under it queues nothing."""
+    from conveyor.store import notifications as rows
+
+    t = notifications.add_target(cp, "shop", NotifyIn(url="http://rx.test/hook"))
+    _event(cp, "deployed")
+    with cp.engine.connect() as conn:
+        stale = rows.target(conn, repo.get_app(conn, "shop")["id"], t.id)["cursor"]  # type: ignore[index]
+    assert notifications.fan_out(cp) == 1
+    with cp.engine.begin() as conn:
+        assert not rows.fan_out(conn, t.id, [{"event_id": 999, "kind": "deployed", "payload": {}}], stale, stale + 1, 0.0)
+    assert len(notifications.delivery_log(cp, "shop")) == 1
