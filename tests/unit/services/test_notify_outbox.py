@@ -159,3 +159,16 @@ def test_a_pass_that_read_an_old_cursor_writes_nothing(cp: ControlPlane) -> None
     with cp.engine.begin() as conn:
         assert not rows.fan_out(conn, t.id, [{"event_id": 999, "kind": "deployed", "payload": {}}], stale, stale + 1, 0.0)
     assert len(notifications.delivery_log(cp, "shop")) == 1
+
+
+def test_a_slow_receiver_is_cut_at_the_timeout_and_retried(cp: ControlPlane) -> None:
+    notifications.add_target(cp, "shop", NotifyIn(url="http://rx.test/hook"))
+    _event(cp, "deploy_started")
+    notifications.fan_out(cp)
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    assert _send(cp, slow) == 1
+    [n] = notifications.delivery_log(cp, "shop")
+    assert (n.status, n.attempts, n.status_code, n.error) == ("retrying", 1, None, "timed out after 5 s")
