@@ -52,6 +52,14 @@ class ServerSettings:
     host_lost_after: float = 15.0
     #: Log streams one token may follow at once ($CONVEYOR_LOG_FOLLOWERS_PER_TOKEN).
     log_followers_per_token: int = field(default_factory=lambda: int(os.environ.get("CONVEYOR_LOG_FOLLOWERS_PER_TOKEN") or 8))
+    #: The control plane's URL as others reach it ($CONVEYOR_PUBLIC_URL): webhook URLs and the links in
+    #: notifications point there. Default: http://HOST:PORT.
+    public_url: str | None = field(default_factory=lambda: os.environ.get("CONVEYOR_PUBLIC_URL") or None)
+
+    @property
+    def base_url(self) -> str:
+        """Where people and forges reach this control plane (``public_url``, else its listening address)."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def db_url(self) -> str:

@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse
 from conveyor import __version__, web
 from conveyor.api.httpserver import HeadTimeoutProtocol
 from conveyor.api import (
-    apps, audit, builds, config, dataplane, deployments, domains, dora, locks, logs, metrics, processes, prometheus,
-    runs, tokens, trains, twins,
+    apps, audit, builds, config, dataplane, deployments, domains, dora, hooks, locks, logs, metrics, notifications,
+    processes, prometheus, runs, tokens, trains, twins,
 )
 from conveyor.api import hosts as hosts_api
 from conveyor.build.store import ArtifactStore
@@ -35,6 +35,8 @@ from conveyor.domain import healing
 from conveyor.domain.manifest import ManifestError
 from conveyor.domain.wire import API_PREFIX
 from conveyor.services import acme, train_runner
+from conveyor.services import hooks as hook_service
+from conveyor.services import notifications as notify_service
 from conveyor.services import builds as build_service
 from conveyor.services import metrics as metrics_service
 from conveyor.services import pipelines
@@ -72,7 +74,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
             clock=cp.clock, started_at=cp.started_at, promotions=pipelines.reconcile,
         )
         cp.tasks.append(asyncio.create_task(cp.orchestrator.run(), name="orchestrator"))
-        for starter in (build_service.start, metrics_service.start, acme.start, train_runner.start):  # acme: only with a directory
+        for starter in (build_service.start, metrics_service.start, acme.start,  # acme: only with a directory
+                        train_runner.start, hook_service.start, notify_service.start):
             await starter(cp)
         log.info("control plane ready (database %s)", engine.url.render_as_string(hide_password=True))
         try:
@@ -94,7 +97,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.state.cp = cp
     for module in (apps, deployments, dataplane, logs, builds, dora, twins, metrics, domains, tokens, audit, config,
-                   processes, runs, hosts_api, locks, trains):
+                   processes, runs, hosts_api, locks, trains, hooks, notifications):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(prometheus.router)
     web.install(app)  # the web UI's pages, at /

@@ -41,12 +41,12 @@ _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 _DESCRIPTIONS = {
     "400": "a malformed request: a body that is not JSON, a digest that is not one",
-    "401": "missing, invalid, expired or revoked token (the detail says which)",
+    "401": "missing, invalid, expired or revoked token (the detail says which); for a webhook, a missing or wrong signature",
     "403": "the token may not do this: a viewer's write, a deployer outside its scope, a host's join token "
            "outside its host's endpoints, a non-admin managing tokens; or a web request without its CSRF token",
     "404": "no such app, environment, deployment, build or image",
     "409": "the request contradicts the current state",
-    "413": "the upload is too large",
+    "413": "the upload (or webhook body) is too large",
     "415": "unsupported Content-Type",
     "422": "invalid input (the detail says what to fix)",
     "429": "too many failed sign-ins from this address: retry after the Retry-After header's seconds",
@@ -60,6 +60,11 @@ EXTRA: dict[tuple[str, str], tuple[str, ...]] = {
     ("get", "/api/v1/images/{digest}/manifest"): ("400",),  # not a digest
     ("get", "/api/v1/blobs/{digest}"): ("400",),
     ("get", "/api/v1/routing"): ("503",),  # the router registry is full
+}
+#: Operations that take no token (their own credential), with every error status they answer: the push
+#: webhook is authenticated by its signature (401 for a missing or wrong one, or an unknown app).
+PUBLIC: dict[tuple[str, str], tuple[str, ...]] = {
+    ("post", "/api/v1/hooks/{app}"): ("400", "401", "409", "413", "422"),
 }
 #: Operations whose success is not JSON: (media type, description).
 CONTENT: dict[tuple[str, str], tuple[str, str]] = {
@@ -110,9 +115,10 @@ def document(app: FastAPI) -> dict[str, Any]:
         op = spec["paths"].get(path, {}).get(method)
         if op is None:
             continue
-        op["security"] = [{"bearer": []}]
+        public = PUBLIC.get((method, path))
+        op["security"] = [] if public is not None else [{"bearer": []}]
         responses = op.setdefault("responses", {})
-        for status in statuses_of(method, path, "requestBody" in op):
+        for status in public if public is not None else statuses_of(method, path, "requestBody" in op):
             responses[status] = {"description": _DESCRIPTIONS[status], "content": {"application/json": {"schema": _ERROR_REF}}}
         if (method, path) in CONTENT:
             media, description = CONTENT[(method, path)]

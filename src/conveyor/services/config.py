@@ -25,6 +25,8 @@ from conveyor.services import deployments, domains
 from conveyor.services.schemas import ConfigChange, ConfigVar
 from conveyor.services.state import ControlPlane
 from conveyor.store import config_vars, repo
+from conveyor.store import hooks as hook_rows
+from conveyor.store import notifications as notify_rows
 from conveyor.store.repo import Conflict, NotFound
 
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
@@ -190,6 +192,7 @@ def rotate_key(cp: ControlPlane, actor: str = "", origin: str = "") -> dict[str,
                 repo.set_release_config(conn, env_id, number, {**cfg, "secrets": secrets, "vars": snap})
                 resealed += 1
         resealed += domains.reseal_keys(conn, ring)  # certificates' private keys share the ring
+        resealed += hook_rows.reseal(conn, ring) + notify_rows.reseal(conn, ring)  # webhook and notification secrets
         repo.record_event(conn, "secrets_key_rotated", f"secrets key rotated by {actor or 'someone'}; "
                           f"{resealed} sealed values re-sealed", actor=actor, origin=origin, data={"resealed": resealed})
     ring.forget_old()

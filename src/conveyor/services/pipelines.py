@@ -89,7 +89,7 @@ def _promote(conn: Connection, made_by: dict[str, Any], stage: str, approval: bo
             dep = deploy_service.queue_deploy(conn, app, stage, digest, actor=ACTOR, approval=pending,
                                               pipeline={"from_env": env_name, "from_deployment": made_by["id"]})
             repo.record_event(
-                conn, "pipeline_awaiting_approval" if approval else "pipeline_promoted",
+                conn, "approval_needed" if approval else "pipeline_promoted",
                 f"deployment {made_by['id']} of {app}/{env_name} succeeded and baked: image {digest[7:19]} "
                 + (f"waits for approval to go to {stage} (deployment {dep['id']}: `conveyor approve {app} {dep['id']}`)"
                    if approval else f"promoted to {stage} (deployment {dep['id']})"),

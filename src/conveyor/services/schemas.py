@@ -538,3 +538,89 @@ class TrainRef(BaseModel):
 
 
 Deployment.model_rebuild()
+
+
+# -- webhooks in, notifications out (issue 14) ---------------------------------------
+
+#: A repository URL (``services.hooks`` checks it against this, with its own message).
+REPO_URL = r"^((https?|ssh|git|file)://[!-~]+|/[!-~]*|[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:[!-~]+)$"
+#: A branch name: segments of letters, digits and '_' joined by '.', '/' or '-' (no '..', no leading '-').
+BRANCH = r"^[A-Za-z0-9_]+([./-][A-Za-z0-9_]+)*$"
+#: A notification URL: http(s), a host (no user:password@), an optional port and path.
+NOTIFY_URL = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+
+
+class RepoIn(_Body):
+    url: str = Field(description="the git repository the app builds from (https://, ssh://, git@host:path, or a "
+                                 "local path / file:// URL)", min_length=1, max_length=2000,
+                     json_schema_extra={"pattern": REPO_URL})
+    branch: str = Field("main", description="pushes to this branch are built and deployed", min_length=1, max_length=200,
+                        json_schema_extra={"pattern": BRANCH})
+    env: str = Field("production", description="the environment pushes deploy to", json_schema_extra={"pattern": ENV})
+
+
+class HookDelivery(BaseModel):
+    delivery: str
+    provider: str
+    event: str
+    sha: str = ""
+    outcome: str = Field(description="pong, ignored, refused, building, deploying or failed")
+    reason: str = ""
+    build_id: int | None = None
+    deployment_id: int | None = None
+    at: float
+
+
+class RepoView(BaseModel):
+    app: str
+    url: str
+    branch: str
+    env: str
+    webhook_url: str = Field(description="where GitHub or GitLab sends push events (Content type application/json)")
+    secret: str | None = Field(None, description="the webhook's shared secret: only in the answer that made it")
+    created_at: float
+    created_by: str = ""
+    deliveries: list[HookDelivery] = Field(default_factory=list, description="the newest deliveries received")
+
+
+class HookAnswer(BaseModel):
+    """What the webhook endpoint answers a signed delivery."""
+
+    outcome: str = Field(description="pong (a ping), ignored (not for the deploy branch), or building")
+    reason: str
+    delivery: str
+
+
+class NotifyIn(_Body):
+    url: str = Field(description="an http:// or https:// URL (redirects are not followed)", min_length=1, max_length=2000,
+                     json_schema_extra={"pattern": NOTIFY_URL})
+    kind: Literal["json", "slack"] = Field("json", description="json: signed JSON; slack: an incoming-webhook message")
+    events: list[str] = Field(default_factory=list, description="groups to send (empty: all)", max_length=10,
+                              json_schema_extra={"items": {"type": "string", "enum": [
+                                  "build", "deploy", "verdict", "rollback", "approval", "webhook"]}})
+
+
+class NotifyTarget(BaseModel):
+    id: int
+    app: str
+    kind: str
+    url: str = Field(description="scheme, host and the first path segment (the rest may be a secret)")
+    events: list[str]
+    secret: str | None = Field(None, description="the signing secret (json targets): only in the answer that made it")
+    created_at: float
+    created_by: str = ""
+
+
+class NotificationView(BaseModel):
+    id: int
+    target_id: int
+    target: str = Field(description="the target's kind and shown URL")
+    kind: str = Field(description="the event kind")
+    event_id: int
+    status: str = Field(description="pending, retrying, delivered or failed")
+    attempts: int
+    status_code: int | None = Field(None, description="the receiver's last HTTP status")
+    error: str = ""
+    next_at: float | None = Field(None, description="when the next attempt is due (retrying)")
+    created_at: float
+    last_at: float | None = None

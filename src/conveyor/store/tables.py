@@ -469,3 +469,75 @@ train_steps = Table(
     Column("created_at", Float, nullable=False),
     Column("finished_at", Float, nullable=True),
 )
+
+# The git repository an app builds from when its forge sends a push webhook (`conveyor repo set`):
+# pushes to ``branch`` build that commit and deploy it to ``env``. The shared secret that signs the
+# webhooks is sealed (``store/sealing.py``), like config secrets.
+app_repos = Table(
+    "app_repos",
+    metadata,
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True),
+    Column("url", String(2000), nullable=False),
+    Column("branch", String(200), nullable=False),
+    Column("env", String(40), nullable=False),
+    Column("secret_sealed", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(100), nullable=False, default=""),
+)
+
+# Every signed webhook delivery an app received, by the forge's delivery id: a second delivery with
+# the same id is a replay and is refused. What became of it (build, deployment, reason) is its log.
+hook_deliveries = Table(
+    "hook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("delivery", String(100), nullable=False),
+    Column("provider", String(16), nullable=False),
+    Column("event", String(40), nullable=False),
+    Column("sha", String(64), nullable=False, default=""),
+    Column("outcome", String(16), nullable=False),  # pong|ignored|refused|building|deploying|failed
+    Column("reason", Text, nullable=False, default=""),
+    Column("build_id", Integer, nullable=True),
+    Column("deployment_id", Integer, nullable=True),
+    Column("at", Float, nullable=False),
+    UniqueConstraint("app_id", "delivery", name="uq_hook_deliveries_app_delivery"),
+)
+
+# Where an app's events are sent (`conveyor notify add`): a signed JSON webhook or a Slack incoming
+# webhook. The URL (a Slack one is its own secret) and the signing secret are sealed. ``cursor`` is the
+# last event id fanned out to the outbox for it: a new target starts at the newest event.
+notify_targets = Table(
+    "notify_targets",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # json | slack
+    Column("url_sealed", Text, nullable=False),
+    Column("url_shown", String(2000), nullable=False),
+    Column("secret_sealed", Text, nullable=True),
+    Column("events", JSON, nullable=False, default=list),  # groups; empty = all
+    Column("cursor", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(100), nullable=False, default=""),
+)
+
+# One notification to send (the outbox): written from the event log by the sender loop, then sent,
+# retried with backoff and kept as the delivery log (`conveyor notifications log`).
+notify_outbox = Table(
+    "notify_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("target_id", Integer, ForeignKey("notify_targets.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("event_id", Integer, nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(16), nullable=False),  # pending|retrying|delivered|failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_at", Float, nullable=True, index=True),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("last_at", Float, nullable=True),
+    UniqueConstraint("target_id", "event_id", name="uq_notify_outbox_target_event"),
+)

@@ -1,7 +1,7 @@
 """deploy trains (batches of commits, bisected on a failed canary) and their steps
 
 Revision ID: 0010_trains
-Revises: 0008_pipelines
+Revises: 0009_hooks
 Create Date: 2026-12-02 16:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_trains"
-down_revision = "0008_pipelines"
+down_revision = "0009_hooks"
 branch_labels = None
 depends_on = None
 
