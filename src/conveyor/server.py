@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse
 from conveyor import __version__, web
 from conveyor.api.httpserver import HeadTimeoutProtocol
 from conveyor.api import (
-    apps, audit, builds, config, dataplane, deployments, domains, dora, logs, metrics, processes, prometheus, runs,
-    tokens, twins,
+    apps, audit, builds, config, dataplane, deployments, domains, dora, git, logs, metrics, processes, prometheus,
+    runs, tokens, twins,
 )
 from conveyor.build.store import ArtifactStore
 from conveyor.config import ServerSettings
@@ -90,9 +90,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.state.cp = cp
     for module in (apps, deployments, dataplane, logs, builds, dora, twins, metrics, domains, tokens, audit, config,
-                   processes, runs):
+                   processes, runs, git):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(prometheus.router)
+    app.include_router(git.smart_http)  # /git/APP.git: git's smart HTTP protocol (git push conveyor main)
     web.install(app)  # the web UI's pages, at /
     app.add_middleware(audit.AuditMiddleware)  # every mutating call through either door
 

@@ -345,3 +345,57 @@ class ConfigVar(BaseModel):
     value: str | None = Field(None, description="null for a secret (never returned) or for a token that may only read")
     updated_at: float | None = None
     updated_by: str = ""
+
+
+# -- git push (services/continuous.py, services/gitremote.py) -----------------------------
+
+OID = r"^([0-9a-f]{40}|[0-9a-f]{64})$"
+
+
+class GitCommit(_Body):
+    sha: str = Field(json_schema_extra={"pattern": OID}, pattern=OID)
+    time: float = Field(description="commit time, Unix seconds (lead time runs from it)", ge=0, le=1e11)
+    author: str = Field("", max_length=200)
+    message: str = Field("", max_length=1000, description="the subject line")
+
+
+class GitPushIn(_Body):
+    """What the pre-receive hook hands over for one ref update."""
+
+    ref: str = Field(max_length=200, description="the full ref name, e.g. refs/heads/main",
+                     pattern=r"^refs/[\x21-\x7e]{1,195}$")
+    old: str = Field(pattern=OID)
+    new: str = Field(pattern=OID)
+    action: Literal["deploy", "store"]
+    build: int | None = Field(None, ge=1, le=INT64_MAX, description="the build of `new` (deploy only)")
+    commits: list[GitCommit] = Field(default_factory=list, max_length=1000, description="newest first")
+    detach: bool = Field(False, description="the hook did not wait for the build: ship it when it ends")
+
+
+class GitPushView(BaseModel):
+    id: int
+    ref: str
+    old: str
+    new: str
+    commits: int
+    action: str
+    state: str = Field(description="building, shipped, failed (deploy) or stored")
+    detach: bool
+    build: int | None
+    deployment: int | None
+    detail: str
+    pushed_by: str
+    created_at: float
+    finished_at: float | None
+
+
+class GitRemoteIn(_Body):
+    deploy_branch: str = Field(description="the branch whose pushes deploy (a short name)", examples=["main"],
+                               min_length=1, max_length=180)
+
+
+class GitRemoteView(BaseModel):
+    app: str
+    url: str = Field(description="the git remote: push to it with a deployer token as the password")
+    deploy_branch: str
+    pushes: list[GitPushView]

@@ -1,0 +1,169 @@
+"""`git push conveyor main` on a real ``conveyor up``: a real git client pushes over HTTP to
+the control plane's git remote; the pre-receive hook builds, tests and ships (issue 14, item 1).
+
+One platform for the module; each test uses its own app so they do not depend on each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cvy_platform import Platform
+
+pytestmark = pytest.mark.integration
+
+HELLO = Path(__file__).parents[2] / "examples" / "hello"
+
+
+def _git_env(token: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env |= {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null",
+            "GIT_AUTHOR_NAME": "Dev", "GIT_AUTHOR_EMAIL": "dev@example.com",
+            "GIT_COMMITTER_NAME": "Dev", "GIT_COMMITTER_EMAIL": "dev@example.com"}
+    if token is not None:  # the token through a credential helper reading the environment (not argv)
+        env |= {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "credential.helper",
+                "GIT_CONFIG_VALUE_0": '!f() { echo username=conveyor; echo "password=$PUSH_TOKEN"; }; f',
+                "PUSH_TOKEN": token}
+    return env
+
+
+class Checkout:
+    """A developer's git checkout of a copy of examples/hello, named for ``app``."""
+
+    def __init__(self, root: Path, app: str, remote: str, token: str | None) -> None:
+        self.dir = root / f"checkout-{app}"
+        shutil.copytree(HELLO, self.dir)
+        manifest = self.dir / "conveyor.toml"
+        manifest.write_text(manifest.read_text().replace('name = "hello"', f'name = "{app}"', 1))
+        self.remote, self.token = remote, token
+        self.git("init", "-q", "-b", "main")
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", "v1")
+
+    def git(self, *args: str, check: bool = True, token: str | None | bool = False) -> subprocess.CompletedProcess[str]:
+        env = _git_env(self.token if token is False else token)  # type: ignore[arg-type]
+        res = subprocess.run(["git", *args], cwd=self.dir, env=env, capture_output=True, text=True, timeout=300)
+        if check and res.returncode != 0:
+            raise AssertionError(f"git {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+        return res
+
+    def commit(self, message: str, **files: str) -> str:
+        for name, content in files.items():
+            (self.dir / name.replace("__", ".")).write_text(content)
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        return str(self.git("rev-parse", "HEAD").stdout.strip())
+
+    def push(self, *args: str, token: str | None | bool = False) -> subprocess.CompletedProcess[str]:
+        return self.git("push", self.remote, *args, check=False, token=token)
+
+    def remote_head(self, branch: str = "main") -> str:
+        out = self.git("ls-remote", self.remote, f"refs/heads/{branch}").stdout.split()
+        return out[0] if out else ""
+
+
+@pytest.fixture(scope="module")
+def p(shared_platform: Platform) -> Platform:
+    return shared_platform
+
+
+def _app(p: Platform, name: str) -> Checkout:
+    p.cli("apps", "create", name, check=True)
+    return Checkout(p.root, name, f"{p.api_url}/git/{name}.git", p.token)
+
+
+def _deployments(p: Platform, app: str) -> list[dict[str, Any]]:
+    return p.api.get(f"/apps/{app}/deployments").json()  # type: ignore[no-any-return]
+
+
+def test_push_to_main_builds_tests_and_ships_with_progress_in_order(p: Platform) -> None:
+    co = _app(p, "gp-ship")
+    first = co.push("main")
+    assert first.returncode == 0, first.stderr
+    err = first.stderr
+    markers = ["remote: -----> Conveyor: main of gp-ship", "remote: -----> Building #", "remote: -----> Building… done",
+               "remote: -----> Tests: passed", "remote: -----> Deploying as deployment #", "remote: -----> Released v1 to production"]
+    positions = [err.find(m) for m in markers]
+    assert all(i >= 0 for i in positions), f"missing progress lines:\n{err}"
+    assert positions == sorted(positions), f"progress out of order:\n{err}"
+    assert co.remote_head() == co.git("rev-parse", "HEAD").stdout.strip()
+    assert p.get("gp-ship.localhost").text.strip() == "hello from v1"
+    # a second push of two commits: both counted for lead time, the trigger recorded
+    co.commit("a change", VERSION="v2\n")
+    head = co.commit("another change", VERSION="v3\n")
+    second = co.push("main")
+    assert second.returncode == 0, second.stderr
+    assert "2 new commit(s)" in second.stderr
+    remote = p.api.get("/apps/gp-ship/git").json()
+    assert remote["url"].endswith("/git/gp-ship.git") and remote["deploy_branch"] == "main"
+    latest = remote["pushes"][0]
+    assert latest["state"] == "shipped" and latest["commits"] == 2 and latest["new"] == head
+    events = p.api.get("/events", params={"app": "gp-ship"}).json()
+    assert any("git push by admin: 2 commit(s)" in e["message"] for e in events), events
+    dora = p.api.get("/dora", params={"app": "gp-ship", "since": "1d"}).json()
+    assert dora["keys"]["lead_time"]["samples"] == 3  # every commit, not one per image
+
+
+def test_failing_tests_reject_the_push_and_leave_the_ref(p: Platform) -> None:
+    co = _app(p, "gp-fail")
+    co.commit("break the tests", app__py="raise SystemExit('tests broke: no app today')\n")
+    res = co.push("main")
+    assert res.returncode != 0
+    assert "remote: error: the tests failed" in res.stderr, res.stderr
+    assert "[remote rejected] main -> main (pre-receive hook declined)" in res.stderr
+    assert co.remote_head() == ""
+    assert _deployments(p, "gp-fail") == []
+
+
+def test_bad_tokens_unknown_app_and_viewer_are_refused_with_a_message(p: Platform) -> None:
+    co = _app(p, "gp-auth")
+    wrong = co.push("main", token="not-a-valid-token-at-all")
+    assert wrong.returncode != 0 and "Conveyor refused the token" in wrong.stderr, wrong.stderr
+    none = co.push("main", token=None)
+    assert none.returncode != 0 and "terminal prompts disabled" in none.stderr + "", none.stderr
+    viewer = p.cli_json("tokens", "create", "--role", "viewer", "--name", "gp-viewer")["token"]
+    seen = co.push("main", token=viewer)
+    assert seen.returncode != 0 and "may only read" in seen.stderr, seen.stderr
+    unknown = co.git("push", f"{p.api_url}/git/gp-nosuch.git", "main", check=False)
+    assert unknown.returncode != 0 and "app 'gp-nosuch' not found" in unknown.stderr, unknown.stderr
+    assert co.remote_head() == "" and _deployments(p, "gp-auth") == []
+
+
+def test_other_branch_is_stored_not_deployed_and_no_manifest_is_rejected(p: Platform) -> None:
+    co = _app(p, "gp-branch")
+    co.git("checkout", "-q", "-b", "feature")
+    res = co.push("feature")
+    assert res.returncode == 0, res.stderr
+    assert "refs/heads/feature: stored, not deployed" in res.stderr
+    assert co.remote_head("feature") and _deployments(p, "gp-branch") == []
+    co.git("checkout", "-q", "main")
+    co.git("rm", "-q", "conveyor.toml")
+    co.git("commit", "-q", "-m", "no manifest")
+    bare = co.push("main")
+    assert bare.returncode != 0 and "has no conveyor.toml at its root" in bare.stderr, bare.stderr
+    assert co.remote_head("main") == "" and _deployments(p, "gp-branch") == []
+
+
+def test_detach_returns_once_queued_and_ships_later(p: Platform) -> None:
+    co = _app(p, "gp-detach")
+    res = co.push("-o", "detach", "main")
+    assert res.returncode == 0, res.stderr
+    assert "queued (push #" in res.stderr and "Released" not in res.stderr
+    push_id = int(res.stderr.split("queued (push #")[1].split(",")[0])
+
+    from cvy_platform import wait_for
+
+    wait_for(lambda: p.api.get(f"/pushes/{push_id}").json()["state"] in ("shipped", "failed"), timeout=120,
+             what="the detached push to ship")
+    push = p.api.get(f"/pushes/{push_id}").json()
+    assert push["state"] == "shipped", push
+    dep = p.api.get(f"/deployments/{push['deployment']}").json()
+    assert dep["app"] == "gp-detach" and dep["created_by"] == "admin"
+    assert json.loads(json.dumps(dep))["env"] == "production"
