@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,9 @@ class Checkout:
         self.git("add", "-A")
         self.git("commit", "-q", "-m", "v1")
 
-    def git(self, *args: str, check: bool = True, token: str | None | bool = False) -> subprocess.CompletedProcess[str]:
-        env = _git_env(self.token if token is False else token)  # type: ignore[arg-type]
+    def git(self, *args: str, check: bool = True, token: str | None | bool = False,
+            env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        env = _git_env(self.token if token is False else token) | (env_extra or {})  # type: ignore[arg-type]
         res = subprocess.run(["git", *args], cwd=self.dir, env=env, capture_output=True, text=True, timeout=300)
         if check and res.returncode != 0:
             raise AssertionError(f"git {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
@@ -167,3 +169,29 @@ def test_detach_returns_once_queued_and_ships_later(p: Platform) -> None:
     dep = p.api.get(f"/deployments/{push['deployment']}").json()
     assert dep["app"] == "gp-detach" and dep["created_by"] == "admin"
     assert json.loads(json.dumps(dep))["env"] == "production"
+
+
+def test_git_remote_add_uses_the_cli_token_and_branch_setting_moves_deploys(p: Platform) -> None:
+    p.cli("apps", "create", "gp-cli", check=True)
+    co = Checkout(p.root, "gp-cli", "conveyor", None)
+    cli_env = {k: v for k, v in p.env.items() if k.startswith("CONVEYOR_")}
+
+    def conveyor(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "conveyor", *args], cwd=co.dir, env=p.env, capture_output=True,
+                              text=True, timeout=60)
+
+    added = conveyor("git-remote", "gp-cli", "--add")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip() == f"{p.api_url}/git/gp-cli.git"
+    assert "added remote 'conveyor'" in added.stderr
+    assert p.token not in (co.dir / ".git" / "config").read_text()  # git asks the CLI for it
+    pushed = co.git("push", "conveyor", "main", check=False, token=None, env_extra=cli_env)
+    assert pushed.returncode == 0 and "Released v1 to production" in pushed.stderr, pushed.stderr
+    # another deploy branch: main is now only stored
+    bad = conveyor("git-remote", "gp-cli", "--branch", "bad..name")
+    assert bad.returncode == 2 and "deploy branch 'bad..name' is invalid" in bad.stderr, bad.stderr
+    assert conveyor("git-remote", "gp-cli", "--branch", "release").returncode == 0
+    co.commit("v2", VERSION="v2\n")
+    stored = co.git("push", "conveyor", "main", check=False, token=None, env_extra=cli_env)
+    assert stored.returncode == 0 and "stored, not deployed (the deploy branch is release)" in stored.stderr
+    assert len(_deployments(p, "gp-cli")) == 1

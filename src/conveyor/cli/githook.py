@@ -196,11 +196,12 @@ def ship(api: Api, app: str, update: RefUpdate, *, detach: bool, started: float)
     dep_id = int(push["deployment"])
     step(f"Deploying as deployment #{dep_id} to production…")
     d = follow_deployment(api, dep_id)
+    if d["state"] not in TERMINAL:  # paused: a person decides; the release may still go live, so accept
+        step(f"Deployment #{dep_id} is {d['state']}, waiting for a person: `conveyor promote {app}` or "
+             f"`conveyor abort {app}`. The push is accepted.")
+        return
     if d["state"] != "succeeded":
-        reason = d.get("reason") or d["state"]
-        if d["state"] not in TERMINAL:
-            reason = f"deployment #{dep_id} is {d['state']} (waiting for a person); the push is not accepted yet"
-        raise Rejected(f"deployment #{dep_id} {d['state']}: {reason}")
+        raise Rejected(f"deployment #{dep_id} {d['state']}: {d.get('reason') or 'see above'}")
     url = app_url(api, app, "production")
     step(f"Released v{d['release']} to production in {time.monotonic() - started:.1f} s"
          + (f": {url}" if url else ""))

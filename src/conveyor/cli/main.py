@@ -398,6 +398,7 @@ def _register() -> None:
     __import__("conveyor.cli.config", fromlist=["register"]).register(app)  # conveyor config, conveyor secrets
     __import__("conveyor.cli.processes", fromlist=["register"]).register(app)  # conveyor scale, conveyor ps
     __import__("conveyor.cli.run", fromlist=["register"]).register(app)  # conveyor run
+    __import__("conveyor.cli.gitremote", fromlist=["register"]).register(app)  # conveyor git-remote (issue 14)
 
 
 _register()

@@ -90,12 +90,18 @@ def ref_problem(ref: str) -> str | None:
     return None
 
 
+#: A deploy branch: words of letters, digits and '_' joined by single '.', '-' or '/' (a subset of
+#: what git allows, stated in the API's schema too).
+BRANCH_PATTERN = r"^[A-Za-z0-9_]+([./-][A-Za-z0-9_]+)*$"
+_BRANCH = re.compile(BRANCH_PATTERN)
+
+
 def branch_problem(branch: str) -> str | None:
     """Why ``branch`` cannot be an app's deploy branch (a short name, e.g. ``main``), else None."""
-    if not branch or branch.startswith(("-", "refs/")):
-        return f"deploy branch {branch!r} is invalid: give a short branch name such as main"
-    problem = ref_problem("refs/heads/" + branch)
-    return f"deploy branch {branch!r} is invalid: {problem}" if problem else None
+    if len(branch) > 180 or not _BRANCH.match(branch) or branch.startswith("refs/"):
+        return (f"deploy branch {branch[:80]!r} is invalid: give a short branch name (letters, digits and '_', "
+                "joined by single '.', '-' or '/'), such as main or release/2026")
+    return None
 
 
 def parse_updates(text: str) -> list[RefUpdate]:

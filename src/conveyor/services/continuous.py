@@ -19,7 +19,7 @@ from typing import Any
 
 from conveyor.domain.gitpush import MAX_COMMITS
 from conveyor.services import builds, deployments
-from conveyor.services.schemas import GitPushIn, GitPushView
+from conveyor.services.schemas import DeployPushIn, GitPushIn, GitPushView
 from conveyor.services.state import ControlPlane
 from conveyor.store import builds as build_rows
 from conveyor.store import gitpushes, repo
@@ -58,30 +58,28 @@ def view(row: Any) -> GitPushView:
 
 
 def record_push(cp: ControlPlane, app: str, body: GitPushIn, actor: str, origin: str = "") -> GitPushView:
-    """Record a push; for ``action == "deploy"``, ship its build's image (see the module's docstring).
+    """Record a push; for a deploy push, ship its build's image (see the module's docstring).
 
-    Refusals (``Conflict``, ``ValueError``): a deploy without a build, a build of another app,
-    a finished build that failed or whose tests failed (the hook has then rejected the push)."""
+    Refused (``Conflict``): a build that is not the app's. A finished build that failed, or whose
+    tests failed, is recorded as a failed push (the hook has then rejected the push)."""
     commits = [c.model_dump() for c in body.commits[:MAX_COMMITS]]
+    deploy = body if isinstance(body, DeployPushIn) else None
     with cp.engine.begin() as conn:
         app_row = repo.get_app(conn, app)
         build = None
-        if body.action == "deploy":
-            if body.build is None:
-                raise ValueError("a deploy push needs its build's id ('build')")
-            build = build_rows.get(conn, body.build)
+        if deploy is not None:
+            build = build_rows.get(conn, deploy.build)
             if build is None or build["app_id"] != app_row["id"]:
-                raise Conflict(f"build {body.build} is not a build of app {app!r}")
-        state = "stored" if body.action == "store" else "building"
+                raise Conflict(f"build {deploy.build} is not a build of app {app!r}")
         push_id = gitpushes.add(conn, app_row["id"], ref=body.ref, old=body.old, new=body.new, commits=commits,
-                                action=body.action, state=state, detach=body.detach, build_id=body.build,
+                                action=body.action, state="building" if deploy else "stored",
+                                detach=bool(deploy and deploy.detach), build_id=deploy.build if deploy else None,
                                 pushed_by=actor, at=cp.clock())
-        if body.action == "store":
+        if deploy is None:
             repo.record_event(conn, "git_push_stored", f"git push by {actor or 'someone'}: {body.ref} "
                               f"({len(commits)} commit(s)) stored, not deployed", app=app, actor=actor,
                               origin=origin, data={"push": push_id, "ref": body.ref, "new": body.new})
-    if body.action == "deploy":
-        assert build is not None
+    if build is not None:
         if build["state"] in ("succeeded", "failed"):
             _ship_build(cp, app, push_id, int(build["id"]), commits, actor, origin)
         else:

@@ -12,6 +12,7 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.domain.access import DURATION_PATTERN, NAME_PATTERN
+from conveyor.domain.gitpush import BRANCH_PATTERN
 from conveyor.domain.manifest import APP_NAME_RE, ENV_NAME_RE
 from conveyor.domain.wire import INT64_MAX
 
@@ -359,17 +360,30 @@ class GitCommit(_Body):
     message: str = Field("", max_length=1000, description="the subject line")
 
 
-class GitPushIn(_Body):
-    """What the pre-receive hook hands over for one ref update."""
-
+class _PushBase(_Body):
     ref: str = Field(max_length=200, description="the full ref name, e.g. refs/heads/main",
                      pattern=r"^refs/[\x21-\x7e]{1,195}$")
     old: str = Field(pattern=OID)
     new: str = Field(pattern=OID)
-    action: Literal["deploy", "store"]
-    build: int | None = Field(None, ge=1, le=INT64_MAX, description="the build of `new` (deploy only)")
     commits: list[GitCommit] = Field(default_factory=list, max_length=1000, description="newest first")
+
+
+class DeployPushIn(_PushBase):
+    """The deploy branch moved: ship the build of ``new``."""
+
+    action: Literal["deploy"]
+    build: int = Field(ge=1, le=INT64_MAX, description="the build of `new`")
     detach: bool = Field(False, description="the hook did not wait for the build: ship it when it ends")
+
+
+class StorePushIn(_PushBase):
+    """Another branch or a tag: recorded, not deployed."""
+
+    action: Literal["store"]
+
+
+#: What the pre-receive hook hands over for one ref update.
+GitPushIn = Annotated[DeployPushIn | StorePushIn, Field(discriminator="action")]
 
 
 class GitPushView(BaseModel):
@@ -391,7 +405,7 @@ class GitPushView(BaseModel):
 
 class GitRemoteIn(_Body):
     deploy_branch: str = Field(description="the branch whose pushes deploy (a short name)", examples=["main"],
-                               min_length=1, max_length=180)
+                               min_length=1, max_length=180, json_schema_extra={"pattern": BRANCH_PATTERN})
 
 
 class GitRemoteView(BaseModel):
