@@ -56,6 +56,11 @@ class Checkout:
             raise AssertionError(f"git {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
         return res
 
+    def git_input(self, *args: str, stdin: str) -> str:
+        res = subprocess.run(["git", *args], cwd=self.dir, env=_git_env(self.token), input=stdin,
+                             capture_output=True, text=True, timeout=60, check=True)
+        return res.stdout.strip()
+
     def commit(self, message: str, **files: str) -> str:
         for name, content in files.items():
             (self.dir / name.replace("__", ".")).write_text(content)
@@ -195,3 +200,51 @@ def test_git_remote_add_uses_the_cli_token_and_branch_setting_moves_deploys(p: P
     stored = co.git("push", "conveyor", "main", check=False, token=None, env_extra=cli_env)
     assert stored.returncode == 0 and "stored, not deployed (the deploy branch is release)" in stored.stderr
     assert len(_deployments(p, "gp-cli")) == 1
+
+
+def test_progress_reaches_the_pusher_while_the_push_runs(p: Platform) -> None:
+    """Streamed, not buffered: when the hook's "Deploying as deployment #N" line reaches the git client,
+    that deployment is still in progress (the push has not ended)."""
+    co = _app(p, "gp-live")
+    proc = subprocess.Popen(["git", "push", co.remote, "main"], cwd=co.dir, env=_git_env(p.token),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    states = []
+    for line in proc.stderr:
+        if "-----> Deploying as deployment #" in line:
+            dep_id = int(line.split("#")[1].split()[0])
+            states.append(p.api.get(f"/deployments/{dep_id}").json()["state"])
+            assert proc.poll() is None
+    assert proc.wait(timeout=120) == 0
+    assert states and states[0] != "succeeded", states
+
+
+def test_hostile_repository_content_never_runs(p: Platform) -> None:
+    """A pushed hook script is a blob: it never runs. A tree with a .git directory is refused by fsck.
+    The repositories are ours: 0700, no hooks of their own."""
+    co = _app(p, "gp-hostile")
+    marker = p.root / "gp-hostile-pwned"
+    evil = f"#!/bin/sh\ntouch {marker}\n"
+    for name in ("hooks/pre-receive", "hooks/post-receive", "hooks/update"):
+        (co.dir / name).parent.mkdir(exist_ok=True)
+        (co.dir / name).write_text(evil)
+        (co.dir / name).chmod(0o755)
+    (co.dir / "config").write_text(f"[core]\n\thooksPath = {co.dir / 'hooks'}\n")
+    co.git("add", "-A")
+    co.git("commit", "-q", "-m", "hooks and config in the tree")
+    res = co.push("HEAD:refs/heads/evil")
+    assert res.returncode == 0, res.stderr
+    assert not marker.exists()
+    # a tree holding .git/hooks/pre-receive (made with git's plumbing: `git add` refuses it)
+    blob = co.git("hash-object", "-w", "hooks/pre-receive").stdout.strip()
+    hooks = co.git_input("mktree", stdin=f"100755 blob {blob}\tpre-receive\n")
+    dotgit = co.git_input("mktree", stdin=f"040000 tree {hooks}\thooks\n")
+    top = co.git_input("mktree", stdin=co.git("ls-tree", "HEAD").stdout + f"040000 tree {dotgit}\t.git\n")
+    commit = co.git("commit-tree", top, "-p", "HEAD", "-m", "a .git directory").stdout.strip()
+    sneaky = co.push(f"{commit}:refs/heads/main")
+    assert sneaky.returncode != 0 and "hasDotgit" in sneaky.stderr, sneaky.stderr
+    assert not marker.exists() and co.remote_head() == "" and _deployments(p, "gp-hostile") == []
+    root = p.data_dir / "git"
+    assert (root.stat().st_mode & 0o777) == 0o700
+    own_hooks = root / "gp-hostile.git" / "hooks"
+    assert not own_hooks.exists() or list(own_hooks.iterdir()) == []
