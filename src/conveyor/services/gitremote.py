@@ -32,6 +32,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from conveyor.domain.gitpush import branch_problem
 from conveyor.services import auth
@@ -312,6 +313,14 @@ def remote(cp: ControlPlane, app: str, base_url: str) -> GitRemoteView:
     with cp.engine.connect() as conn:
         branch = gitpushes.deploy_branch(conn, int(repo.get_app(conn, app)["id"]))
     return GitRemoteView(app=app, url=remote_url(base_url, app), deploy_branch=branch, pushes=pushes_of(cp, app, 20))
+
+
+def summary(cp: ControlPlane, app: str) -> dict[str, Any]:
+    """What the app page (and its JSON twin) shows of git: the remote's path, deploy branch, last pushes."""
+    with cp.engine.connect() as conn:
+        branch = gitpushes.deploy_branch(conn, int(repo.get_app(conn, app)["id"]))
+    return {"path": f"/git/{app}.git", "deploy_branch": branch,
+            "pushes": [v.model_dump(mode="json") for v in pushes_of(cp, app, 10)]}
 
 
 def set_branch(cp: ControlPlane, app: str, branch: str, base_url: str, actor: str = "", origin: str = "") -> GitRemoteView:

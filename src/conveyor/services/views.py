@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor.domain import deploy_machine as dm
-from conveyor.services import apps, audit, builds, config, deployments, domains, metrics, processes
+from conveyor.services import apps, audit, builds, config, deployments, domains, gitremote, metrics, processes
 from conveyor.services.state import ControlPlane
 from conveyor.store import deployments as deployment_rows
 from conveyor.store import hosts, instances, repo
@@ -165,6 +165,7 @@ def app_page(cp: ControlPlane, app: str, reveal: bool = False) -> dict[str, Any]
         "releases": releases,
         "deployments": deps,
         "builds": builds.recent_builds(cp, app, limit=10),
+        "git": gitremote.summary(cp, app),
     }
 
 
