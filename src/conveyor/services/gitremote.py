@@ -26,6 +26,7 @@ import base64
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -33,6 +34,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import Connection
 
 from conveyor.domain.gitpush import branch_problem
 from conveyor.services import auth
@@ -183,9 +186,9 @@ def authorize(cp: ControlPlane, authorization: str, origin: str, app: str, write
     return p
 
 
-def _app_exists(conn: object, app: str) -> bool:
+def _app_exists(conn: Connection, app: str) -> bool:
     try:
-        repo.get_app(conn, app)  # type: ignore[arg-type]
+        repo.get_app(conn, app)
     except repo.NotFound:
         return False
     return True
@@ -214,13 +217,19 @@ def _parse_cgi_head(head: bytes) -> tuple[int, dict[str, str]]:
     return status, headers
 
 
-async def serve(cp: ControlPlane, p: auth.Principal, token: str, app: str, path_info: str, method: str,
-                query: str, headers: dict[str, str], body: AsyncIterator[bytes]) -> CgiResponse:
-    """Run ``git http-backend`` for one request; its response as it streams out."""
+def _prepare(cp: ControlPlane, app: str) -> str:
+    """Our hook and the app's repository in place; the app's deploy branch."""
     with cp.engine.connect() as conn:
         branch = gitpushes.deploy_branch(conn, int(repo.get_app(conn, app)["id"]))
     install_hook(cp)
     ensure_repo(cp, app, branch)
+    return branch
+
+
+async def serve(cp: ControlPlane, p: auth.Principal, token: str, app: str, path_info: str, method: str,
+                query: str, headers: dict[str, str], body: AsyncIterator[bytes]) -> CgiResponse:
+    """Run ``git http-backend`` for one request; its response as it streams out."""
+    branch = await asyncio.to_thread(_prepare, cp, app)
     env = git_env(cp) | {
         "GIT_PROJECT_ROOT": str(repos_dir(cp)),
         "GIT_HTTP_EXPORT_ALL": "1",
@@ -266,9 +275,11 @@ async def serve(cp: ControlPlane, p: auth.Principal, token: str, app: str, path_
             stdin.close()
 
     async def drain_stderr() -> None:
-        text = (await stderr.read(64 * 1024)).decode(errors="replace").strip()
-        if text:
-            log.info("git http-backend (%s, %s): %s", app, p.name, text[:2000])
+        kept = b""
+        while chunk := await stderr.read(64 * 1024):  # read it all (a full pipe would stall git), keep the start
+            kept = (kept + chunk)[:2000]
+        if kept.strip():
+            log.info("git http-backend (%s, %s): %s", app, p.name, kept.decode(errors="replace").strip())
 
     feeder = asyncio.create_task(feed())
     errors = asyncio.create_task(drain_stderr())
@@ -281,29 +292,43 @@ async def serve(cp: ControlPlane, p: auth.Principal, token: str, app: str, path_
         if len(head) > 64 * 1024:
             break
     sep = b"\r\n\r\n" if b"\r\n\r\n" in head else b"\n\n"
-    raw_head, _, rest = head.partition(sep)
-    status, out_headers = _parse_cgi_head(raw_head)
+    raw_head, found, rest = head.partition(sep)
+    status, out_headers = _parse_cgi_head(raw_head) if found else (502, {"Content-Type": "text/plain"})
+    if not found:  # git http-backend died before answering: say so rather than pass garbage on
+        log.warning("git http-backend for %s answered no CGI head: %r", app, head[:200])
+        rest = b"Conveyor's git backend failed; try again, and tell the platform's operator if it persists\n"
 
     async def stream() -> AsyncIterator[bytes]:
+        finished = False
         try:
             if rest:
                 yield rest
-            while True:
+            while found:
                 chunk = await stdout.read(64 * 1024)
                 if not chunk:
                     break
                 yield chunk
+            finished = True
         finally:
-            if proc.returncode is None:
-                try:
-                    await asyncio.wait_for(proc.wait(), timeout=5)
-                except asyncio.TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            if not finished:  # the pusher went away (Ctrl-C): stop git and our hook with it
+                _kill_group(proc.pid)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=30)
+            except asyncio.TimeoutError:
+                _kill_group(proc.pid)
+                await proc.wait()
             feeder.cancel()
             await asyncio.gather(feeder, errors, return_exceptions=True)
 
     return CgiResponse(status, out_headers, stream())
+
+
+def _kill_group(pid: int) -> None:
+    """git http-backend runs in its own session: receive-pack and the hook go with it."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
 
 
 # -- settings as the API shows them -------------------------------------------------
