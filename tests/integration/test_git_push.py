@@ -6,7 +6,6 @@ One platform for the module; each test uses its own app so they do not depend on
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -160,7 +159,8 @@ def test_other_branch_is_stored_not_deployed_and_no_manifest_is_rejected(p: Plat
 
 def test_detach_returns_once_queued_and_ships_later(p: Platform) -> None:
     co = _app(p, "gp-detach")
-    res = co.push("-o", "detach", "main")
+    ci = p.cli_json("tokens", "create", "--role", "deployer", "--app", "gp-detach", "--name", "ci-bot")["token"]
+    res = co.push("-o", "detach", "main", token=ci)
     assert res.returncode == 0, res.stderr
     assert "queued (push #" in res.stderr and "Released" not in res.stderr
     push_id = int(res.stderr.split("queued (push #")[1].split(",")[0])
@@ -172,8 +172,13 @@ def test_detach_returns_once_queued_and_ships_later(p: Platform) -> None:
     push = p.api.get(f"/pushes/{push_id}").json()
     assert push["state"] == "shipped", push
     dep = p.api.get(f"/deployments/{push['deployment']}").json()
-    assert dep["app"] == "gp-detach" and dep["created_by"] == "admin"
-    assert json.loads(json.dumps(dep))["env"] == "production"
+    assert dep["app"] == "gp-detach" and dep["created_by"] == "ci-bot" and dep["env"] == "production"
+    events = p.api.get("/events", params={"app": "gp-detach"}).json()
+    assert any(e["kind"] == "continuous_ship" and e["message"].startswith("git push by ci-bot: 1 commit(s)")
+               for e in events), events
+    co.commit("v2", VERSION="v2\n")
+    unknown = co.push("-o", "deploy-now", "main", token=ci)
+    assert unknown.returncode != 0 and "unknown push option 'deploy-now'" in unknown.stderr, unknown.stderr
 
 
 def test_git_remote_add_uses_the_cli_token_and_branch_setting_moves_deploys(p: Platform) -> None:

@@ -97,3 +97,19 @@ def test_smart_http_refusals_are_plain_text_git_shows(web: Site) -> None:
     assert c.get("/git/hello.git/HEAD", headers=basic).status_code == 404
     assert c.get("/git/hello.git/config", headers=basic).status_code == 404
     assert c.get("/git/hello.git/info/refs", headers=basic).status_code == 404  # the dumb protocol
+
+
+def test_a_deployer_scoped_to_another_app_may_fetch_but_not_push(web: Site) -> None:
+    import base64
+
+    c = web.client
+    assert c.post("/api/v1/apps", json={"name": "other"}, headers=AUTH).status_code == 201
+    r = c.post("/api/v1/tokens", json={"role": "deployer", "name": "ci-other", "app": "other"}, headers=AUTH)
+    assert r.status_code == 201, r.text
+    scoped = {"Authorization": "Basic " + base64.b64encode(f"ci:{r.json()['token']}".encode()).decode()}
+    r = c.get("/git/hello.git/info/refs", params={"service": "git-receive-pack"}, headers=scoped)
+    assert r.status_code == 403 and "scoped to app 'other'" in r.text
+    r = c.get("/git/other.git/info/refs", params={"service": "git-receive-pack"}, headers=scoped)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-git-receive-pack-advertisement"
+    assert b"push-options" in r.content  # receive.advertisePushOptions: `git push -o detach` works
+    assert c.get("/git/hello.git/info/refs", params={"service": "git-upload-pack"}, headers=scoped).status_code == 200
