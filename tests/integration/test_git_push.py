@@ -253,3 +253,26 @@ def test_hostile_repository_content_never_runs(p: Platform) -> None:
     assert (root.stat().st_mode & 0o777) == 0o700
     own_hooks = root / "gp-hostile.git" / "hooks"
     assert not own_hooks.exists() or list(own_hooks.iterdir()) == []
+
+
+def test_two_racing_pushes_ship_one(p: Platform) -> None:
+    """Two developers push different commits on the same base at once: one ships, the other is refused
+    (the hook's lock, or git's fetch-first check) and ships nothing."""
+    co = _app(p, "gp-race")
+    assert co.push("main").returncode == 0
+    twin = p.root / "checkout-gp-race-twin"
+    shutil.copytree(co.dir, twin)
+    co.commit("mine", VERSION="mine\n")
+    (twin / "VERSION").write_text("theirs\n")
+    env = _git_env(p.token)
+    subprocess.run(["git", "commit", "-q", "-am", "theirs"], cwd=twin, env=env, check=True)
+    before = len(_deployments(p, "gp-race"))
+    procs = [subprocess.Popen(["git", "push", co.remote, "main"], cwd=d, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for d in (co.dir, twin)]
+    results = [(proc.wait(timeout=180), proc.stderr.read()) for proc in procs]  # type: ignore[union-attr]
+    assert sorted(code == 0 for code, _ in results) == [False, True], results
+    winner = 0 if results[0][0] == 0 else 1
+    assert len(_deployments(p, "gp-race")) == before + 1, results
+    loser = results[1 - winner][1]
+    assert "moved to" in loser or "fetch first" in loser, loser
+    assert p.get("gp-race.localhost").text.strip() == f"hello from {('mine', 'theirs')[winner]}"

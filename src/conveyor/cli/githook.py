@@ -14,12 +14,15 @@ ships the image when the build ends (``services/continuous.py``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from conveyor.cli.client import Api, CliError
@@ -174,7 +177,65 @@ def run(env: Mapping[str, str], stdin: str) -> int:
     return 0
 
 
+@contextmanager
+def deploy_lock(app: str, update: RefUpdate) -> Iterator[None]:
+    """One push of the deploy branch at a time, and only from where the branch is now.
+
+    Git checks a ref's old value only after the hook, so two racing pushes would both build and
+    ship. Under this lock (a file in the repository, which is the hook's working directory) the
+    second waits, then finds the branch moved and is refused before anything is built. Git moves
+    the ref only after the hook has exited, so an accepted push hands the lock to a short-lived
+    child that keeps it until the ref shows the new commit (at most ``HOLD_S``)."""
+    with open(Path(os.environ.get("GIT_DIR", ".")) / "conveyor-deploy.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            step(f"Waiting for another push to {app} to finish…")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        now = subprocess.run(["git", "rev-parse", "--verify", "-q", update.ref], capture_output=True, text=True)
+        current = now.stdout.strip() if now.returncode == 0 else "0" * len(update.old)
+        if current != update.old:
+            raise Rejected(f"{update.ref.removeprefix('refs/heads/')} moved to {current[:10]} while you pushed: "
+                           "pull, then push again")
+        yield
+        hold_until_moved(update)
+
+
+#: How long an accepted push keeps the deploy lock after the hook, waiting for git to move the ref.
+HOLD_S = 10.0
+
+
+def hold_until_moved(update: RefUpdate) -> None:
+    """Fork a child that keeps the (inherited) lock until ``update.ref`` is at ``update.new``.
+
+    The child leaves the hook's session and closes its output: git waits for the hook's
+    output to end, and must not wait for this child, which waits for git."""
+    if os.fork() != 0:
+        return
+    try:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        env = {k: v for k, v in os.environ.items()  # the quarantine goes once the push is in
+               if k not in ("GIT_QUARANTINE_PATH", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES")}
+        deadline = time.monotonic() + HOLD_S
+        while time.monotonic() < deadline:
+            now = subprocess.run(["git", "rev-parse", "-q", "--verify", update.ref], capture_output=True, text=True,
+                                 env=env)
+            if now.stdout.strip() == update.new:
+                break
+            time.sleep(0.02)
+    finally:
+        os._exit(0)
+
+
 def ship(api: Api, app: str, update: RefUpdate, *, detach: bool, started: float) -> None:
+    with deploy_lock(app, update):
+        ship_locked(api, app, update, detach=detach, started=started)
+
+
+def ship_locked(api: Api, app: str, update: RefUpdate, *, detach: bool, started: float) -> None:
     if not has_manifest(update.new):
         raise Rejected(f"commit {update.new[:10]} has no {MANIFEST_NAME} at its root: run `conveyor init` in "
                        f"your checkout, commit {MANIFEST_NAME} and push again")
