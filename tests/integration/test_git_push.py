@@ -91,9 +91,11 @@ def _deployments(p: Platform, app: str) -> list[dict[str, Any]]:
 
 def test_push_to_main_builds_tests_and_ships_with_progress_in_order(p: Platform) -> None:
     co = _app(p, "gp-ship")
+    co.commit("history before Conveyor", README__md="an old project\n")  # the first push counts its head only
     first = co.push("main")
     assert first.returncode == 0, first.stderr
     err = first.stderr
+    assert "1 new commit(s)" in err
     markers = ["remote: -----> Conveyor: main of gp-ship", "remote: -----> Building #", "remote: -----> Building… done",
                "remote: -----> Tests: passed", "remote: -----> Deploying as deployment #", "remote: -----> Released v1 to production"]
     positions = [err.find(m) for m in markers]

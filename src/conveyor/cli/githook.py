@@ -63,8 +63,15 @@ def git(*args: str, text: bool = True) -> Any:
 
 
 def commits_of(update: RefUpdate) -> list[dict[str, Any]]:
-    """The commits the update brings, newest first: ``old..new`` (``new`` not on any ref for a new branch)."""
-    span = [update.new, "--not", "--all"] if update.created else [f"{update.old}..{update.new}"]
+    """The commits the update brings, newest first: ``old..new``; for a new branch, those on no ref yet.
+
+    The first push to an empty remote brings the project's whole history, which was written before
+    Conveyor shipped anything: only its head commit counts (else years-old commits would be
+    "changes" with years of lead time)."""
+    if update.created and not git("for-each-ref", "--count=1").strip():
+        span = ["--max-count=1", update.new]
+    else:
+        span = [update.new, "--not", "--all"] if update.created else [f"{update.old}..{update.new}"]
     out = git("log", f"--max-count={MAX_COMMITS}", f"--format=%H{_SEP}%ct{_SEP}%an{_SEP}%s", *span)
     commits = []
     for line in out.splitlines():

@@ -6,8 +6,9 @@ Definitions (production environment only; rollbacks are not counted as deploymen
 * **Lead time for changes**: for each *commit*, from its commit time to the
   first time it went live in production. A deploy made by a `git push` carries
   every commit the push brought (``git rev-list old..new``: ``commits``), so a
-  push of five commits counts five changes; other deploys count the image's one. A commit deployed twice (a redeploy,
-  a rollback to it) is one change and counts once, with its first time live.
+  push of five commits counts five changes; other deploys count the image's
+  one. A commit deployed twice (a redeploy, a rollback to it) is one change and
+  counts once, with its first time live.
   The key is the median over the commits that first went live in the period.
 * **Change failure rate**: production deploys that failed or were rolled back
   (automatically, or by a later rollback away from their release) over all
