@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -278,3 +279,36 @@ def test_two_racing_pushes_ship_one(p: Platform) -> None:
     loser = results[1 - winner][1]
     assert "moved to" in loser or "fetch first" in loser, loser
     assert p.get("gp-race.localhost").text.strip() == f"hello from {('mine', 'theirs')[winner]}"
+
+
+def _hooks_of(app: str) -> list[int]:
+    """Pids of our pre-receive hook running for ``app`` (found by the environment the control plane gave it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"conveyor.cli.githook" in cmdline and f"CONVEYOR_GIT_APP={app}\0".encode() in environ:
+            found.append(int(proc.name))
+    return found
+
+
+def test_an_interrupted_push_stops_the_hook_and_moves_no_ref(p: Platform) -> None:
+    from cvy_platform import wait_for
+
+    co = _app(p, "gp-cancel")
+    proc = subprocess.Popen(["git", "push", co.remote, "main"], cwd=co.dir, env=_git_env(p.token),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "-----> Building #" in line:
+            break
+    assert _hooks_of("gp-cancel"), "the hook should be running while the build streams"
+    os.killpg(proc.pid, signal.SIGINT)  # the pusher's Ctrl-C: git and its git-remote-http child
+    proc.wait(timeout=10)
+    wait_for(lambda: not _hooks_of("gp-cancel"), timeout=15, what="the hook to stop with its push")
+    assert co.remote_head() == ""
