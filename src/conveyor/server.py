@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse
 from conveyor import __version__, web
 from conveyor.api.httpserver import HeadTimeoutProtocol
 from conveyor.api import (
-    apps, audit, builds, config, dataplane, deployments, domains, dora, hooks, locks, logs, metrics, notifications,
-    processes, prometheus, runs, tokens, trains, twins,
+    apps, audit, builds, config, dataplane, deployments, domains, dora, git, hooks, locks, logs, metrics,
+    notifications, processes, prometheus, runs, tokens, trains, twins,
 )
 from conveyor.api import hosts as hosts_api
 from conveyor.build.store import ArtifactStore
@@ -97,9 +97,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.state.cp = cp
     for module in (apps, deployments, dataplane, logs, builds, dora, twins, metrics, domains, tokens, audit, config,
-                   processes, runs, hosts_api, locks, trains, hooks, notifications):
+                   processes, runs, hosts_api, locks, trains, hooks, notifications, git):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(prometheus.router)
+    app.include_router(git.smart_http)  # /git/APP.git: git's smart HTTP protocol (git push conveyor main)
     web.install(app)  # the web UI's pages, at /
     app.add_middleware(audit.AuditMiddleware)  # every mutating call through either door
 

@@ -377,6 +377,7 @@ def _register() -> None:
     __import__("conveyor.cli.pipelines", fromlist=["register"]).register(app)  # approve, reject, lock, unlock, freeze
     __import__("conveyor.cli.trains", fromlist=["register"]).register(app)  # conveyor trains (issue 14)
     __import__("conveyor.cli.hooks", fromlist=["register"]).register(app)  # conveyor repo, notify, notifications
+    __import__("conveyor.cli.gitremote", fromlist=["register"]).register(app)  # conveyor git-remote (issue 14)
 
 
 _register()

@@ -4,8 +4,11 @@ Definitions (production environment only; rollbacks are not counted as deploymen
 
 * **Deployment frequency**: deploys that went live (``succeeded``) per day.
 * **Lead time for changes**: for each *commit*, from its commit time to the
-  first time it went live in production. A commit deployed twice (a redeploy,
-  a rollback to it) is one change and counts once, with its first time live.
+  first time it went live in production. A deploy made by a `git push` carries
+  every commit the push brought (``git rev-list old..new``: ``commits``), so a
+  push of five commits counts five changes; other deploys count the image's
+  one. A commit deployed twice (a redeploy, a rollback to it) is one change and
+  counts once, with its first time live.
   The key is the median over the commits that first went live in the period.
 * **Change failure rate**: production deploys that failed or were rolled back
   (automatically, or by a later rollback away from their release) over all
@@ -61,6 +64,16 @@ class DeployRecord:
     #: When its release first took user traffic (a canary's first step, a blue/green switch);
     #: ``None`` when unknown (then: when it went live, or started for one that never did).
     traffic_at: float | None = None
+    #: (sha, commit time) of every commit the deploy shipped (a git push's range); empty: the image's one
+    commits: tuple[tuple[str, float], ...] = ()
+
+    def changes(self) -> tuple[tuple[str, float], ...]:
+        """The commits this deploy shipped: the push's, else the image's (none when it is unknown)."""
+        if self.commits:
+            return self.commits
+        if self.commit_sha and self.commit_time is not None:
+            return ((self.commit_sha, float(self.commit_time)),)
+        return ()
 
 
 @dataclass(frozen=True)
@@ -275,10 +288,11 @@ def _first_live_by_commit(history: Sequence[DeployRecord]) -> dict[str, tuple[fl
     """commit sha → (commit time, first time live in production)."""
     out: dict[str, tuple[float, float]] = {}
     for d in sorted(history, key=lambda d: (_live_at(d), d.id)):
-        if d.state != "succeeded" or not d.commit_sha or d.commit_time is None:
+        if d.state != "succeeded":
             continue
-        if d.commit_sha not in out:
-            out[d.commit_sha] = (float(d.commit_time), _live_at(d))
+        for sha, committed in d.changes():
+            if sha not in out:
+                out[sha] = (float(committed), _live_at(d))
     return out
 
 

@@ -16,7 +16,7 @@ from conveyor.deploy.scraper import Scraper
 from conveyor.domain import dora
 from conveyor.services.hosts import scrape_targets
 from conveyor.services.state import ControlPlane
-from conveyor.store import builds, deployments, hosts, repo, series
+from conveyor.store import builds, deployments, gitpushes, hosts, repo, series
 from conveyor.store.repo import NotFound
 
 MARKER_KINDS = ("deployed", "rollback", "rolled_back", "deploy_failed")
@@ -65,6 +65,7 @@ def load_history(cp: ControlPlane, app: str | None = None, env: str = "productio
         if app is not None:
             repo.get_app(conn, app)  # 404 with a helpful message for an unknown app
         rows = deployments.history(conn, env, app=app, team=team, since=since)
+        pushed = gitpushes.commits_by_deployment(conn, [int(r["id"]) for r in rows])
     out = []
     for r in rows:
         commit = r["commit"] or {}
@@ -75,6 +76,7 @@ def load_history(cp: ControlPlane, app: str | None = None, env: str = "productio
             finished_at=r["finished_at"], commit_sha=commit.get("sha"),
             commit_time=float(ctime) if ctime is not None else None, created_by=r["created_by"],
             traffic_at=traffic_at(r["kind"], r["strategy"], r["started_at"], r["finished_at"], r["release_live_at"]),
+            commits=tuple((c["sha"], float(c["time"])) for c in pushed.get(int(r["id"]), [])),
         ))
     return out
 

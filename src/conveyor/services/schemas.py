@@ -12,6 +12,7 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.domain.access import DURATION_PATTERN, NAME_PATTERN
+from conveyor.domain.gitpush import BRANCH_PATTERN
 from conveyor.domain.manifest import APP_NAME_RE, ENV_NAME_RE
 from conveyor.domain.wire import INT64_MAX
 
@@ -624,3 +625,70 @@ class NotificationView(BaseModel):
     next_at: float | None = Field(None, description="when the next attempt is due (retrying)")
     created_at: float
     last_at: float | None = None
+
+
+# -- git push (services/continuous.py, services/gitremote.py) -----------------------------
+
+OID = r"^([0-9a-f]{40}|[0-9a-f]{64})$"
+
+
+class GitCommit(_Body):
+    sha: str = Field(json_schema_extra={"pattern": OID}, pattern=OID)
+    time: float = Field(description="commit time, Unix seconds (lead time runs from it)", ge=0, le=1e11)
+    author: str = Field("", max_length=200)
+    message: str = Field("", max_length=1000, description="the subject line")
+
+
+class _PushBase(_Body):
+    ref: str = Field(max_length=200, description="the full ref name, e.g. refs/heads/main",
+                     pattern=r"^refs/[\x21-\x7e]{1,195}$")
+    old: str = Field(pattern=OID)
+    new: str = Field(pattern=OID)
+    commits: list[GitCommit] = Field(default_factory=list, max_length=1000, description="newest first")
+
+
+class DeployPushIn(_PushBase):
+    """The deploy branch moved: ship the build of ``new``."""
+
+    action: Literal["deploy"]
+    build: int = Field(ge=1, le=INT64_MAX, description="the build of `new`")
+    detach: bool = Field(False, description="the hook did not wait for the build: ship it when it ends")
+
+
+class StorePushIn(_PushBase):
+    """Another branch or a tag: recorded, not deployed."""
+
+    action: Literal["store"]
+
+
+#: What the pre-receive hook hands over for one ref update.
+GitPushIn = Annotated[DeployPushIn | StorePushIn, Field(discriminator="action")]
+
+
+class GitPushView(BaseModel):
+    id: int
+    ref: str
+    old: str
+    new: str
+    commits: int
+    action: str
+    state: str = Field(description="building, shipped, failed (deploy) or stored")
+    detach: bool
+    build: int | None
+    deployment: int | None
+    detail: str
+    pushed_by: str
+    created_at: float
+    finished_at: float | None
+
+
+class GitRemoteIn(_Body):
+    deploy_branch: str = Field(description="the branch whose pushes deploy (a short name)", examples=["main"],
+                               min_length=1, max_length=180, json_schema_extra={"pattern": BRANCH_PATTERN})
+
+
+class GitRemoteView(BaseModel):
+    app: str
+    url: str = Field(description="the git remote: push to it with a deployer token as the password")
+    deploy_branch: str
+    pushes: list[GitPushView]

@@ -13,7 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor.domain import deploy_machine as dm
-from conveyor.services import apps, audit, builds, config, deployments, domains, hooks, metrics, notifications, processes
+from conveyor.services import (
+    apps, audit, builds, config, deployments, domains, gitremote, hooks, metrics, notifications, processes,
+)
 from conveyor.services.state import ControlPlane
 from conveyor.store import deployments as deployment_rows
 from conveyor.store import hosts, instances, repo
@@ -168,6 +170,7 @@ def app_page(cp: ControlPlane, app: str, reveal: bool = False) -> dict[str, Any]
         "repository": hooks.summary(cp, app),
         "notifications": {"targets": [t.model_dump(mode="json") for t in notifications.list_targets(cp, app)],
                           "log": [n.model_dump(mode="json") for n in notifications.delivery_log(cp, app, 20)]},
+        "git": gitremote.summary(cp, app),
     }
 
 

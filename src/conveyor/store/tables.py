@@ -541,3 +541,36 @@ notify_outbox = Table(
     Column("last_at", Float, nullable=True),
     UniqueConstraint("target_id", "event_id", name="uq_notify_outbox_target_event"),
 )
+
+# `git push conveyor main` (services/gitremote.py, services/continuous.py): each app's git settings
+# (the branch whose pushes deploy) and every push with the commits it carried (DORA's lead time
+# counts each of them, not only the image's head commit).
+git_remotes = Table(
+    "git_remotes",
+    metadata,
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True),
+    Column("deploy_branch", String(200), nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(100), nullable=False, default=""),
+)
+
+git_pushes = Table(
+    "git_pushes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("ref", String(200), nullable=False),
+    Column("old_sha", String(64), nullable=False),
+    Column("new_sha", String(64), nullable=False),
+    Column("commits", JSON, nullable=False, default=list),  # [{sha, time, author, message}], newest first
+    Column("action", String(16), nullable=False),  # deploy | store
+    # received → building → shipped | failed (deploy); stored (store)
+    Column("state", String(16), nullable=False),
+    Column("detach", Boolean, nullable=False, default=False),
+    Column("build_id", Integer, nullable=True),
+    Column("deployment_id", Integer, nullable=True, index=True),
+    Column("detail", Text, nullable=False, default=""),
+    Column("pushed_by", String(100), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+)

@@ -1,7 +1,7 @@
 """pipelines: a deployment's pending approval; deploy locks and freeze windows
 
 Revision ID: 0008_pipelines
-Revises: 0006
+Revises: 0007_git
 Create Date: 2026-12-02 16:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_pipelines"
-down_revision = "0006"
+down_revision = "0007_git"
 branch_labels = None
 depends_on = None
 
