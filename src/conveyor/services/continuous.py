@@ -2,8 +2,9 @@
 
 :func:`ship` is the ONE hand-off from "commits accepted and built" to "ship it". Today it
 queues a deployment of the image to the app's default environment (production) through
-``services.deployments``; pipelines, locks, freeze windows and deploy trains route
-through here later, so every trigger (git push, webhooks) gets them at once.
+``services.deployments`` as an *automatic* deploy: a lock or a freeze window (even a
+rollback's lock) refuses it with its reason, and the pipeline (``after =`` stages)
+promotes it from there like any deployment.
 
 :func:`record_push` is what the pre-receive hook calls (``POST /apps/{app}/pushes``):
 it records the push with its commits and, for the deploy branch, ships the build's image
@@ -35,7 +36,7 @@ def ship(cp: ControlPlane, app: str, image: str, commits: list[dict[str, Any]], 
          origin: str = "") -> int:
     """Deploy ``image`` (built from ``commits``, newest first) to the app's default environment;
     the deployment's id. ``trigger`` ("git push by NAME") goes on the event log with the commits."""
-    dep_id = deployments.deploy(cp, app, DEFAULT_ENV, image, actor=actor, origin=origin)
+    dep_id = deployments.deploy(cp, app, DEFAULT_ENV, image, actor=actor, origin=origin, automatic=True)
     with cp.engine.begin() as conn:
         head = commits[0]["sha"][:10] if commits else "?"
         repo.record_event(

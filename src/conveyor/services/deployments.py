@@ -348,18 +348,19 @@ def promoted_image(conn: Connection, app: str, from_env: str) -> str:
 
 def deploy(cp: ControlPlane, app: str, env: str, image: str | None, *, from_env: str | None = None,
            strategy: str | None = None, actor: str = "", origin: str = "", skip_release_phase: bool = False,
-           force: bool = False) -> int:
+           force: bool = False, automatic: bool = False) -> int:
     """Queue a deployment of ``image``, or of what ``from_env`` runs (promote); its id.
 
     A manual deploy: refused (``locks.Locked``, 409) while the environment is locked or frozen, unless
-    ``force`` (then recorded on the deployment and in the audit log). Raises ``ValueError`` when
-    neither image nor from_env is given."""
+    ``force`` (then recorded on the deployment and in the audit log). ``automatic`` (a git push, a
+    webhook): refused by a rollback's lock too, and never forced. Raises ``ValueError`` when neither
+    image nor from_env is given."""
     with cp.engine.begin() as conn:
         if from_env:
             image = promoted_image(conn, app, from_env)
         if not image:
             raise ValueError("give the image to deploy: 'image' (a digest) or 'from_env' (promote)")
-        decision = locks.check_in(conn, app, env, cp.clock(), automatic=False, force=force)
+        decision = locks.check_in(conn, app, env, cp.clock(), automatic=automatic, force=force and not automatic)
         dep = queue_deploy(conn, app, env, image, strategy=strategy, actor=actor, origin=origin,
                            skip_release_phase=skip_release_phase, forced=decision.reason if decision.forced else None)
     cp.notifier.poke("orchestrator", "deployments")

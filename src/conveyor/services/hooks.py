@@ -26,10 +26,12 @@ from conveyor.build.queue import BuildRequest
 from conveyor.domain import webhooks
 from conveyor.domain.manifest import ENV_NAME_RE
 from conveyor.domain.wire import API_PREFIX
-from conveyor.services import builds, deployments
-from conveyor.services.schemas import BRANCH, REPO_URL, HookAnswer, HookDelivery, RepoIn, RepoView
+from conveyor.services import builds, deployments, trains
+from conveyor.services.schemas import BRANCH, REPO_URL, HookAnswer, HookDelivery, RepoIn, RepoView, TrainCommitIn
 from conveyor.services.state import ControlPlane
+from conveyor.store import deployments as deployment_rows
 from conveyor.store import hooks as store
+from conveyor.store import trains as train_rows
 from conveyor.store import repo
 from conveyor.store.repo import Conflict, NotFound
 
@@ -158,6 +160,17 @@ async def _ship_delivery(cp: ControlPlane, app: str, url: str, sha: str, env: st
             store.update_delivery(conn, row_id, **values)
 
     try:
+        if _busy(cp, app, env):  # commits pushed while a deployment runs ride in the next train
+            try:
+                ridden = await asyncio.to_thread(
+                    trains.enqueue, cp, app, url, [TrainCommitIn(sha=sha)], trigger=f"webhook {push.provider}",
+                    actor=f"webhook:{push.provider}", origin=f"delivery {push.delivery}", env=env)
+            except (Conflict, ValueError, NotFound) as exc:
+                note(outcome="failed", reason=f"not batched: {exc}")
+                return
+            note(outcome="batched", reason=f"{env} is deploying: {sha[:12]} rides in train "
+                                           f"{ridden[-1].id if ridden else '?'} (`conveyor trains {app}`)")
+            return
         dep_id = await ship(cp, app, url, sha, env, actor=f"webhook:{push.provider}", origin=f"delivery {push.delivery}",
                             on_build=lambda build_id: note(build_id=build_id))
     except ShipFailed as exc:
@@ -168,6 +181,17 @@ async def _ship_delivery(cp: ControlPlane, app: str, url: str, sha: str, env: st
         note(outcome="failed", reason=f"internal error: {exc}")
         return
     note(outcome="deploying", deployment_id=dep_id, reason=f"deployment {dep_id} of {sha[:12]} to {env}")
+
+
+def _busy(cp: ControlPlane, app: str, env: str) -> bool:
+    """A deployment of ``env`` is open (queued or running), or a train of it collects or runs."""
+    with cp.engine.connect() as conn:
+        app_row = repo.get_app(conn, app)
+        env_row = next((e for e in repo.envs_of_app(conn, app_row["id"]) if e["name"] == env), None)
+        if env_row is None:
+            return False
+        return bool(deployment_rows.open_in_env(conn, env_row["id"])) or any(
+            t["env_id"] == env_row["id"] for t in train_rows.open_trains(conn))
 
 
 class ShipFailed(Exception):
@@ -202,7 +226,7 @@ async def ship(cp: ControlPlane, app: str, url: str, sha: str, env: str, *, acto
         raise ShipFailed(f"build {build_id} failed: {build['error']}")
     digest = str(build["image_digest"])
     try:
-        return deployments.deploy(cp, app, env, digest, actor=actor, origin=origin)
+        return deployments.deploy(cp, app, env, digest, actor=actor, origin=origin, automatic=True)
     except (Conflict, ValueError, NotFound) as exc:
         raise ShipFailed(f"image {digest[7:19]} of build {build_id} was not deployed: {exc}") from None
 

@@ -28,7 +28,7 @@ from sqlalchemy import Connection
 
 from conveyor.build.queue import BuildRequest
 from conveyor.domain import bisection
-from conveyor.services import builds, deployments
+from conveyor.services import builds, deployments, locks
 from conveyor.services.state import ControlPlane
 from conveyor.store import builds as build_rows
 from conveyor.store import deployments as deployment_rows
@@ -60,6 +60,7 @@ class TrainRunner:
     def __init__(self, cp: ControlPlane, interval: float = 0.5) -> None:
         self.cp = cp
         self.interval = interval
+        self._held: dict[int, str] = {}  # train id → why it waits (said once)
 
     async def run(self) -> None:
         while True:
@@ -98,6 +99,11 @@ class TrainRunner:
             with self.cp.engine.begin() as conn:
                 if deployment_rows.open_in_env(conn, train["env_id"]):
                     return False  # commits keep riding into this train until the deployment ends
+                try:  # a train is an automatic deploy: a lock or a freeze window holds it (it keeps collecting)
+                    locks.check_in(conn, train["app"], train["env"], self.cp.clock(), automatic=True, force=False)
+                except locks.Locked as held:
+                    self._note_held(conn, train, str(held))
+                    return False
                 started = rows.advance(conn, train["id"], "collecting", {"state": "running", "started_at": self.cp.clock()})
                 if started:
                     repo.record_event(conn, "train_started", f"train {train['id']} of {len(train['commits'])} "
@@ -114,6 +120,14 @@ class TrainRunner:
         action = bisection.decide(bisection.Train(len(train["commits"]), results))
         with self.cp.engine.begin() as conn:
             return self._apply(conn, train, steps, action)
+
+    def _note_held(self, conn: Connection, train: dict[str, Any], why: str) -> None:
+        """Say once (per reason) that a train waits for a lock or a freeze window."""
+        if self._held.get(train["id"]) == why:
+            return
+        self._held[train["id"]] = why
+        repo.record_event(conn, "train_held", f"train {train['id']} waits: {why}", app=train["app"], env=train["env"],
+                          actor="conveyor", data={"train": train["id"], "reason": why})
 
     # -- one action ----------------------------------------------------------------
 

@@ -113,3 +113,19 @@ def test_a_deployer_scoped_to_another_app_may_fetch_but_not_push(web: Site) -> N
     assert r.status_code == 200 and r.headers["content-type"] == "application/x-git-receive-pack-advertisement"
     assert b"push-options" in r.content  # receive.advertisePushOptions: `git push -o detach` works
     assert c.get("/git/hello.git/info/refs", params={"service": "git-upload-pack"}, headers=scoped).status_code == 200
+
+
+def test_a_locked_environment_refuses_a_pushed_build_with_the_locks_reason(web: Site) -> None:
+    """A push is an automatic deploy: a lock (or a rollback's lock, or a freeze window) holds it, says
+    why, and nothing is deployed; after `unlock` the next push ships."""
+    r = web.client.post("/api/v1/apps/hello/locks", json={"reason": "release freeze for the audit"}, headers=AUTH)
+    assert r.status_code in (200, 201), r.text
+    body = {"ref": "refs/heads/main", "old": OLD, "new": NEW, "action": "deploy",
+            "build": _build(web, web.add_image("hello", "c")), "commits": _commits(1, time.time())}
+    push = web.client.post("/api/v1/apps/hello/pushes", json=body, headers=AUTH).json()
+    assert push["state"] == "failed" and push["deployment"] is None
+    assert "release freeze for the audit" in push["detail"], push["detail"]
+    assert web.client.get("/api/v1/apps/hello/deployments", headers=AUTH).json() == []
+    assert web.client.delete("/api/v1/apps/hello/locks", headers=AUTH).status_code == 200
+    push = web.client.post("/api/v1/apps/hello/pushes", json=body, headers=AUTH).json()
+    assert push["state"] == "shipped", push
