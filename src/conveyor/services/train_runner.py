@@ -178,8 +178,13 @@ class TrainRunner:
                 )
             return True
         assert isinstance(action, bisection.Halt)
-        if rows.advance(conn, tid, "running", {"state": "halted", "reason": action.reason, "shipped": action.shipped,
-                                               "finished_at": now}):
+        values: dict[str, Any] = {"state": "halted", "reason": action.reason, "shipped": action.shipped,
+                                  "finished_at": now}
+        reverted = [s for s in steps if is_revert(train, s) and s["outcome"] is not None]
+        if reverted:  # the culprit is known; its reverted try is why the train halts
+            values["culprit"] = {**train["culprit"],
+                                 "revert": {"outcome": reverted[-1]["outcome"], "reason": reverted[-1]["reason"]}}
+        if rows.advance(conn, tid, "running", values):
             repo.record_event(conn, "train_halted", f"train {tid} halted: {action.reason}", **names,
                               data={"train": tid, "shipped": shipped_sha, "low": action.low, "high": action.high})
         return True

@@ -210,3 +210,25 @@ def test_a_revert_that_conflicts_leaves_the_rest_blocked_and_says_so(
                                   f"{SHAS[2][:12]} stay blocked until a fix is pushed"), t["reason"]
     assert t["culprit"]["verdict"] == "build: boom" and t["culprit"]["revert"]["outcome"] == "build_failed"
     assert tick(site) is False
+
+
+def test_a_failing_canary_of_the_reverted_head_halts_the_train_with_the_prefix_live(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conveyor.services import trains as train_service
+
+    tid, _ = to_ship_without(site, monkeypatch)
+    with site.cp.engine.begin() as conn:
+        step = rows.steps(conn, tid)[-1]
+        build_rows.set_state(conn, step["build_id"], "succeeded", image_digest=site.add_image("hello", "r"),
+                             finished_at=2.0)
+    assert tick(site) is True
+    site.finish(train(site, tid)["steps"][-1]["deployment_id"], "rolled_back", "analysis failed: error rate 12%")
+    assert tick(site) is True and tick(site) is True
+    t = train(site, tid)
+    assert t["state"] == "halted" and t["shipped"] == -1, t
+    assert "failed its canary too (analysis failed: error rate 12%)" in t["reason"], t["reason"]
+    with site.cp.engine.connect() as conn:
+        view = train_service.view(conn, tid)
+    assert [c.status for c in view.commits] == ["culprit", "blocked", "blocked"]
+    assert view.culprit is not None and view.culprit.revert == "fail" and view.culprit.verdict == "build: boom"
+    assert tick(site) is False
