@@ -438,6 +438,7 @@ class TrainRef(BaseModel):
     state: str
     position: int
     sha: str
+    reverted: bool = Field(False, description="the deployment's image is `sha` with the culprit's change reverted")
     outcome: str | None
     culprit: TrainCulprit | None
 

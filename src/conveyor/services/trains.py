@@ -165,4 +165,5 @@ def ref_of_deployment(conn: Connection, dep_id: int) -> TrainRef | None:
         return None
     t = rows.get(conn, step["train_id"])
     return TrainRef(id=t["id"], state=t["state"], position=step["position"],
-                    sha=t["commits"][step["position"]]["sha"], outcome=step["outcome"], culprit=_culprit(t))
+                    sha=t["commits"][step["position"]]["sha"], reverted=is_revert(t, step), outcome=step["outcome"],
+                    culprit=_culprit(t))
