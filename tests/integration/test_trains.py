@@ -2,7 +2,12 @@
 real builds of each commit and real canaries judged on traffic sent through the router.
 
 * a train of 4 commits whose third makes the app fail 30 % of its requests: the batch's canary
-  fails, the train bisects, names the culprit with its verdict and leaves the good prefix live;
+  fails, the train bisects, names the culprit with its verdict and leaves the good prefix live; the
+  culprit's revert conflicts with the fourth commit (both change VERSION), so the fourth stays blocked
+  and the train says why;
+* a train of 4 commits whose second is bad and whose later commits touch other files: after the
+  culprit, the newest commit is built with the culprit reverted, canaried and shipped: the router serves
+  commits 3 and 4's changes and not commit 2's;
 * commits queued while a train's deployment runs ride the next train, ``max_commits`` per train;
 * bad input (unknown app, repository or commit: 404; commits not in history order, ``max_commits`` out
   of range in the commit's conveyor.toml: 422): a clear error, and no train, build or deployment;
@@ -91,10 +96,15 @@ def test_a_batch_with_a_bad_commit_is_bisected_and_the_good_prefix_ships(shared_
     assert culprit["verdict"].startswith("analysis failed"), culprit
     assert culprit["message"].startswith("v4")
     # the whole batch (#4), then the midpoint #2 (passes: ships v3), then #3: the culprit
-    assert [(s["position"], s["outcome"]) for s in t["steps"]] == [(3, "fail"), (1, "pass"), (2, "fail")], t["steps"]
+    # and then #4 with #3 reverted: its build stops at the conflict (no canary)
+    assert [(s["position"], s["outcome"], s["reverted"]) for s in t["steps"]] == [
+        (3, "fail", False), (1, "pass", False), (2, "fail", False), (3, "build_failed", True)], t["steps"]
     assert t["canaries"] == 3
     assert t["shipped"] == 1 and t["shipped_sha"] == shas[1]
     assert [c["status"] for c in t["commits"]] == ["shipped", "shipped", "culprit", "blocked"]
+    assert t["reason"].startswith(f"the culprit's revert conflicts with later commits: {shas[3][:12]} stay "
+                                  "blocked until a fix is pushed"), t["reason"]
+    assert "VERSION" in t["reason"] and culprit["revert"] == "build_failed"
     wait_for(lambda: p.get("bisect.localhost").text == "hello from v3\n", 10, 0.05, "the good prefix (v3) served")
     deps = {d["id"]: d for d in p.api.get("/apps/bisect/deployments").json()}
     culprit_dep = deps[culprit["deployment_id"]]
@@ -111,6 +121,56 @@ def test_a_batch_with_a_bad_commit_is_bisected_and_the_good_prefix_ships(shared_
     shown = p.cli("deployments", "show", str(culprit["deployment_id"]), check=True).stdout
     assert "culprit" in shown and shas[2][:12] in shown, shown
     assert p.cli_json("trains", "bisect")[0]["culprit"]["sha"] == shas[2]
+
+
+FEATURES_ROUTE = """        if self.path == "/features":
+            self._send(200, (",".join(sorted(f.name for f in HERE.glob("feature-*"))) + "\\n").encode())
+            return
+"""
+
+
+def test_the_good_commits_after_the_culprit_ship_with_the_culprit_reverted(shared_platform: Platform) -> None:
+    p = shared_platform
+    _create(p, "without")
+    manifest = toml()
+    _live(p, "without", manifest)
+    repo = make_repo(p, "without", manifest)
+    app_py = (repo / "app.py").read_text()
+    marker = '        self._send(200, f"hello from {VERSION}\\n".encode())'
+    assert marker in app_py
+    # commit 1 serves /features (the feature-* files of its tree); each later commit adds one; the 2nd also
+    # makes the app fail 30 % of its requests, and touches nothing the later ones change (a clean revert)
+    shas = [commit(repo, "v2", "c1: /features", app__py=app_py.replace(marker, FEATURES_ROUTE + marker)),
+            commit(repo, "v2", "c2: feature 2 (breaks 30% of requests)", behaviour__json='{"fail_rate": 0.3}',
+                   **{"feature-2": "2"}),
+            commit(repo, "v4", "c3: feature 3", **{"feature-3": "3"}),
+            commit(repo, "v5", "c4: feature 4", **{"feature-4": "4"})]
+    with Traffic(p, "without", rate=100, max_s=240):
+        (queued,) = enqueue(p, "without", repo, shas)
+        t = until_ended(p, queued["id"], 200)
+    assert t["state"] == "shipped", t
+    culprit = t["culprit"]
+    assert culprit["sha"] == shas[1] and culprit["outcome"] == "fail" and culprit["revert"] == "pass", culprit
+    # the batch (#4) fails, #2 fails, #1 passes (ships c1): the culprit is #2; then #4 with #2 reverted passes
+    assert [(s["position"], s["outcome"], s["reverted"]) for s in t["steps"]] == [
+        (3, "fail", False), (1, "fail", False), (0, "pass", False), (3, "pass", True)], t["steps"]
+    assert t["canaries"] == 4 and t["shipped"] == 3
+    assert [c["status"] for c in t["commits"]] == ["shipped", "culprit", "shipped", "shipped"]
+    # through the router: commits 3 and 4's changes, not commit 2's (no feature-2, no failures)
+    wait_for(lambda: p.get("without.localhost", "/features").text == "feature-3,feature-4\n", 10, 0.05,
+             "the reverted head served")
+    answers = [p.get("without.localhost", "/features") for _ in range(40)]
+    assert {(r.status_code, r.text, r.headers["X-App-Version"]) for r in answers} == {
+        (200, "feature-3,feature-4\n", "v5")}  # 30 % failing would show in 40 requests (0.7**40 < 1e-6)
+    # the live image says what it is: the head's sha, with the culprit reverted
+    live = [d for d in p.api.get("/apps/without/deployments").json() if d["state"] == "succeeded"][0]
+    image = p.api.get(f"/builds/{t['steps'][-1]['build_id']}").json()["image"]
+    assert live["image"] == image["digest"], (live, image)
+    assert image["commit"]["sha"] == shas[3] and image["commit"]["reverted"] == shas[1], image["commit"]
+    assert f"{shas[1][:12]} reverted" in image["commit"]["message"]
+    events = p.api.get("/events", params={"app": "without", "limit": 200}).json()
+    (found,) = [e for e in events if e["kind"] == "train_culprit"]
+    assert found["data"]["blocked"] == [] and found["data"]["shipped_without_culprit"] == shas[2:]
 
 
 def test_commits_queued_while_a_train_deploys_ride_the_next_train_capped(shared_platform: Platform) -> None:

@@ -37,6 +37,7 @@ class BuildRequest:
     source_dir: Path | None = None
     git_url: str | None = None
     git_ref: str | None = None
+    git_revert: str | None = None  # a commit whose change is reverted from git_ref's tree (a deploy train's culprit)
     tarball: Path | None = None
     commit: CommitInfo | None = None
     run_tests: bool = True
@@ -52,6 +53,8 @@ class BuildRequest:
             if not self.git_ref:
                 raise ValueError("a git build request needs git_ref (a branch, tag or commit sha)")
             args = ["--git", self.git_url, "--ref", self.git_ref]
+            if self.git_revert:
+                args += ["--revert", self.git_revert]
         elif self.tarball is not None:
             args = ["--tarball", str(Path(self.tarball).resolve())]
             if self.commit is not None:

@@ -44,6 +44,15 @@ class SourceError(ValueError):
     """A source cannot be built: not a directory, unknown ref, unreachable repository, ..."""
 
 
+class RevertConflict(SourceError):
+    """The commit to revert does not revert cleanly from the ref's tree (later commits changed the same lines)."""
+
+    def __init__(self, reverted: str, ref: str, files: list[str]) -> None:
+        super().__init__(f"the revert of {reverted[:12]} conflicts with the commits after it up to {ref[:12]} "
+                         f"(in {', '.join(files) or 'the tree'}): it cannot be built without it")
+        self.files = files
+
+
 @dataclass(frozen=True)
 class CommitInfo:
     """The commit an image was built from (all ``None`` when the source is not in git)."""
@@ -55,6 +64,9 @@ class CommitInfo:
     dirty: bool = False
     ref: str | None = None
     repository: str | None = None
+    #: The sha of a commit whose change was reverted from ``sha``'s tree for this build (a deploy train ships
+    #: the commits after its culprit this way): the image is ``sha`` *without* that commit, not ``sha`` itself.
+    reverted: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +90,7 @@ class CommitInfo:
             dirty=bool(d.get("dirty", False)),
             ref=opt_str("ref"),
             repository=opt_str("repository"),
+            reverted=opt_str("reverted"),
         )
 
 
@@ -196,24 +209,60 @@ class GitSource:
                 continue
         raise SourceError(f"ref {ref!r} not found in the repository (a branch, tag or commit sha)")
 
-    def checkout(self, url: str, ref: str, dest: Path) -> Checkout:
-        """Fetch, resolve ``ref`` and write its tree to the new directory ``dest``."""
+    def checkout(self, url: str, ref: str, dest: Path, revert: str | None = None) -> Checkout:
+        """Fetch, resolve ``ref`` and write its tree to the new directory ``dest``; with ``revert`` (a commit
+        sha), the tree of ``ref`` with that commit's change reverted (:class:`RevertConflict` if it does not
+        revert cleanly). The revert is made in a scratch clone under the cache: nothing is written to the
+        repository, and the commit info says what the tree is (``reverted``)."""
         mirror, how = self.update(url)
         with self._locked(mirror):
             sha = self.resolve(mirror, ref)
             info = _commit_info(sha, git_dir=mirror)
-            data = subprocess.run(
-                ["git", "--git-dir", str(mirror), "archive", "--format=tar", sha],
-                env={**os.environ, **_GIT_ENV},
-                capture_output=True,
-                check=True,
-                timeout=600,
-            ).stdout
+            if revert is None:
+                tree, where = sha, mirror
+                reverted = None
+            else:
+                reverted = self.resolve(mirror, revert)
+                scratch = Path(tempfile.mkdtemp(prefix=".revert-", dir=self.cache_dir))
+            try:
+                if reverted is not None:
+                    tree, where = _reverted_tree(mirror, sha, reverted, scratch), scratch / "w" / ".git"
+                data = subprocess.run(
+                    ["git", "--git-dir", str(where), "archive", "--format=tar", tree],
+                    env={**os.environ, **_GIT_ENV},
+                    capture_output=True,
+                    check=True,
+                    timeout=600,
+                ).stdout
+            finally:
+                if reverted is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
         safe_extract(io.BytesIO(data), dest)
+        message = info.message
+        if reverted is not None:
+            message = f"{info.message} [built with {reverted[:12]} reverted: not a commit of the repository]"
         commit = CommitInfo(
-            sha=info.sha, author=info.author, message=info.message, time=info.time, ref=ref, repository=_normalise_url(url)
+            sha=info.sha, author=info.author, message=message, time=info.time, ref=ref, repository=_normalise_url(url),
+            reverted=reverted,
         )
         return Checkout(path=dest, commit=commit, fetch=how)
+
+
+def _reverted_tree(mirror: Path, sha: str, reverted: str, scratch: Path) -> str:
+    """The tree id of ``sha`` with ``reverted``'s change undone, made in a scratch clone sharing the mirror's
+    objects (``git revert --no-commit``: no commit, no ref, nothing written to the mirror)."""
+    work = scratch / "w"
+    _git(["clone", "--quiet", "--shared", "--no-checkout", str(mirror), str(work)])
+    _git(["checkout", "--quiet", "--detach", sha], cwd=work)
+    try:
+        _git(["-c", "user.name=conveyor", "-c", "user.email=conveyor@localhost", "revert", "--no-commit",
+              "--no-edit", reverted], cwd=work)
+    except SourceError:
+        files = [f for f in _git(["diff", "--name-only", "--diff-filter=U"], cwd=work).splitlines() if f]
+        if not files:
+            raise  # not a conflict (a merge commit, a bad sha): git's own words
+        raise RevertConflict(reverted, sha, files) from None
+    return _git(["write-tree"], cwd=work).strip()
 
 
 def _finite(value: Any) -> float:

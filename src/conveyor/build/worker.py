@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--git", help="build a git repository (path or URL); needs --ref")
     src.add_argument("--tarball", type=Path, help="build an uploaded source tar.gz")
     p.add_argument("--ref", help="branch, tag or commit sha (with --git)")
+    p.add_argument("--revert", help="a commit sha whose change is reverted from --ref's tree (with --git; a deploy "
+                   "train ships the commits after its culprit so)")
     p.add_argument("--commit", help="commit info as JSON (with --tarball)")
     p.add_argument("--store", type=Path, required=True, help="artifact store directory")
     p.add_argument("--cache", type=Path, required=True, help="build cache directory (deps layers, git mirrors)")
@@ -97,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
             if not args.ref:
                 raise SourceError("--git needs --ref (a branch, tag or commit sha)")
             _log(f"==> fetching {args.git} ({args.ref})")
-            checkout = GitSource(args.cache).checkout(args.git, args.ref, work / "src")
-            _log(f"==> {checkout.fetch}: {args.ref} is {checkout.commit.sha}")
+            checkout = GitSource(args.cache).checkout(args.git, args.ref, work / "src", revert=args.revert)
+            _log(f"==> {checkout.fetch}: {args.ref} is {checkout.commit.sha}"
+                 + (f", with {checkout.commit.reverted} reverted (a scratch tree, not a commit)" if args.revert else ""))
             source, commit = checkout.path, checkout.commit
         else:
             _log(f"==> unpacking uploaded source ({args.tarball.stat().st_size} bytes)")

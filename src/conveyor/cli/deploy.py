@@ -96,9 +96,10 @@ def deployment_lines(d: dict[str, Any]) -> list[str]:
                      + (f" [dim]({', '.join(head)})[/dim]" if head else ""))
     train = d.get("train")
     if train:  # a deploy train's try of one commit (`conveyor trains APP`)
-        lines.append(f"  train {train['id']} ({train['state']}): commit #{train['position'] + 1} "
-                     f"{train['sha'][:12]}: {o.styled(train['outcome'] or 'running')}")
         c = train.get("culprit")
+        without = f" with {c['sha'][:12]} reverted" if train.get("reverted") and c else ""
+        lines.append(f"  train {train['id']} ({train['state']}): commit #{train['position'] + 1} "
+                     f"{train['sha'][:12]}{without}: {o.styled(train['outcome'] or 'running')}")
         if c:
             lines.append(f"    culprit: {c['sha'][:12]} {escape(c.get('message') or '')} — {c['outcome']}: "
                          f"{escape(c['verdict'])}")

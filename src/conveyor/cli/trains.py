@@ -33,12 +33,19 @@ def train_lines(t: dict[str, Any], steps: bool = False) -> list[str]:
         lines.append(f"  [red]culprit[/red] {c['sha'][:12]}: {c['outcome']} — {escape(c['verdict'])}"
                      + (f" (deployment {c['deployment_id']}: `conveyor deployments show {c['deployment_id']}`)"
                         if c.get("deployment_id") else ""))
-        lines.append("  the commits after it contain it: they ship with a fix (a new commit, e.g. its revert)")
+        if c.get("revert") == "pass":
+            lines.append("  the commits after it shipped with it reverted (the newest commit built without it); "
+                         "the culprit is not live: push a fix")
+        elif c.get("revert") is None and t["state"] == "running":
+            lines.append("  trying the newest commit with the culprit reverted, to ship the commits after it")
+        else:
+            lines.append("  the commits after it contain it: they ship with a fix (a new commit, e.g. its revert)")
     if t.get("reason"):
         lines.append(f"  [yellow]{escape(t['reason'])}[/yellow]")
     if steps:
         for s in t["steps"]:
-            lines.append(f"    try #{s['position'] + 1} {s['sha'][:12]}: build {s['build_id'] or '-'}, "
+            without = f" with {t['culprit']['sha'][:12]} reverted" if s.get("reverted") and t.get("culprit") else ""
+            lines.append(f"    try #{s['position'] + 1} {s['sha'][:12]}{without}: build {s['build_id'] or '-'}, "
                          f"deployment {s['deployment_id'] or '-'}: {o.styled(s['outcome'] or 'running')} "
                          f"{escape(s['reason'])}")
     return lines
@@ -56,7 +63,9 @@ def trains(
     """APP's deploy trains: commits batched into one canary deployment (\\[deploy] max_commits per train).
 
     When a batch fails its canary, Conveyor canaries the midpoint commit, and so on, until the first bad
-    commit (the culprit) is found; the commits before it ship, the ones after it wait for a fix.
+    commit (the culprit) is found; the commits before it ship, then the newest commit is built with the
+    culprit reverted and canaried, so the ones after it ship without it (a conflicting revert: they wait
+    for a fix).
 
     \b
       conveyor trains hello                          # list trains, their commits and state

@@ -18,6 +18,15 @@ Shipping is part of trying: a bisection canary is a normal canary deployment,
 and a passing canary is promoted by the orchestrator like any other. The last
 passing canary is therefore the good prefix, already live when the culprit is
 named; :class:`Culprit` and :class:`Done` say up to which commit that is.
+
+The good commits *after* the culprit contain it, so once it is named (and it is
+not the newest commit) the train tries one more image: its newest commit with the
+culprit's change reverted (:class:`ShipWithout`), built, tested and canaried like
+any try. That try's result is marked ``reverted`` and takes no part in the
+bisection. It passes: every good commit is live and the culprit is not. Its
+build or tests fail (the revert conflicts with later commits, or the tree does
+not build without the culprit): the later commits stay blocked, as before. Its
+canary fails: the train halts, the good prefix stays live.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ class Result:
     index: int
     outcome: Outcome
     reason: str = ""
+    reverted: bool = False  # a try of the newest commit with the culprit's change reverted (ShipWithout)
 
 
 @dataclass(frozen=True)
@@ -77,15 +87,36 @@ class Done:
 
 
 @dataclass(frozen=True)
+class ShipWithout:
+    """Commit ``culprit`` is the first bad one and newer commits follow it: build commit ``head`` (the
+    newest) with the culprit's change reverted and canary that image, so the good commits after the
+    culprit ship without it. The culprit's own try said ``outcome``, ``reason``; ``0..shipped`` are live."""
+
+    culprit: int
+    head: int
+    outcome: Outcome
+    reason: str
+    shipped: int
+
+
+@dataclass(frozen=True)
 class Culprit:
     """Commit ``index`` is the first bad one (``outcome``, ``reason``: its own try). Commits ``0..shipped``
-    are good and live (``shipped`` = -1: none of the train's); the commits after the culprit contain it and
-    stay blocked."""
+    are good and live (``shipped`` = -1: none of the train's). ``without`` is the try of the newest commit
+    with the culprit reverted (None: the culprit is the newest commit, nothing follows it): when it passed,
+    every commit but the culprit is live; when its build or tests failed (a revert that conflicts with later
+    commits), the commits after the culprit stay blocked."""
 
     index: int
     outcome: Outcome
     reason: str
     shipped: int
+    without: Result | None = None
+
+    @property
+    def rest_shipped(self) -> bool:
+        """The commits after the culprit are live (through the reverted image)."""
+        return self.without is not None and self.without.outcome == "pass"
 
 
 @dataclass(frozen=True)
@@ -100,13 +131,15 @@ class Halt:
     shipped: int
 
 
-Action = Canary | Done | Culprit | Halt
+Action = Canary | ShipWithout | Done | Culprit | Halt
 
 
 def bounds(train: Train) -> tuple[int, int | None]:
-    """(last known-good index or -1, first known-bad index or None) from the decisive results."""
-    bad = min((r.index for r in train.results if r.outcome in BAD), default=None)
-    good = max((r.index for r in train.results if r.outcome == "pass" and (bad is None or r.index < bad)), default=-1)
+    """(last known-good index or -1, first known-bad index or None) from the decisive bisection results
+    (the reverted tries are not commits of the line: they take no part)."""
+    results = [r for r in train.results if not r.reverted]
+    bad = min((r.index for r in results if r.outcome in BAD), default=None)
+    good = max((r.index for r in results if r.outcome == "pass" and (bad is None or r.index < bad)), default=-1)
     return good, bad
 
 
@@ -125,8 +158,33 @@ def _check(train: Train) -> None:
 def decide(train: Train) -> Action:
     """The next action of a train given every result so far (pure; the same input, the same action)."""
     _check(train)
+    found = _bisect(train)
+    if not isinstance(found, Culprit) or found.index == train.size - 1:
+        if any(r.reverted for r in train.results):
+            raise BisectionError("a reverted try without a culprit followed by newer commits: a bug in the caller")
+        return found
+    head = train.size - 1
+    tries = [r for r in train.results if r.reverted]
+    decisive = next((r for r in tries if r.outcome != "inconclusive"), None)
+    if decisive is None:
+        if len(tries) > train.retries:
+            return Halt(found.index, found.index,
+                        f"commit #{found.index} is the culprit ({found.reason}), but the canary of commit #{head} with "
+                        f"it reverted was inconclusive {len(tries)} times ({tries[-1].reason or 'no reason given'}): "
+                        f"the commits after it stay blocked", found.shipped)
+        return ShipWithout(found.index, head, found.outcome, found.reason, found.shipped)
+    if decisive.outcome == "fail":
+        return Halt(found.index, found.index,
+                    f"commit #{found.index} is the culprit ({found.reason}), but commit #{head} with it reverted "
+                    f"failed its canary too ({decisive.reason}): the commits after it stay blocked", found.shipped)
+    return Culprit(found.index, found.outcome, found.reason, found.shipped, decisive)
+
+
+def _bisect(train: Train) -> Action:
+    """The bisection alone (the reverted tries left out)."""
     good, bad = bounds(train)
-    contradicted = [r for r in train.results if r.outcome == "pass" and bad is not None and r.index >= bad]
+    contradicted = [r for r in train.results
+                    if not r.reverted and r.outcome == "pass" and bad is not None and r.index >= bad]
     if contradicted:
         return Halt(good + 1, bad if bad is not None else train.size - 1,
                     f"commit #{contradicted[0].index} passed after commit #{bad} failed: the results contradict "
@@ -136,12 +194,12 @@ def decide(train: Train) -> Action:
             return Done(good)
         probe = train.size - 1  # the whole batch first
     elif bad == good + 1:
-        own = [r for r in train.results if r.index == bad and r.outcome in BAD]
+        own = [r for r in train.results if not r.reverted and r.index == bad and r.outcome in BAD]
         first = own[0]
         return Culprit(bad, first.outcome, first.reason, good)
     else:
         probe = (good + bad) // 2  # the midpoint of the candidates good+1 .. bad
-    tries = [r for r in train.results if r.index == probe and r.outcome == "inconclusive"]
+    tries = [r for r in train.results if not r.reverted and r.index == probe and r.outcome == "inconclusive"]
     if len(tries) > train.retries:
         high = bad if bad is not None else train.size - 1
         return Halt(good + 1, high, f"commit #{probe}'s canary was inconclusive {len(tries)} times "

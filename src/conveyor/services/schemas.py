@@ -487,6 +487,8 @@ class TrainStep(BaseModel):
 
     position: int
     sha: str
+    reverted: bool = Field(False, description="this try is the commit at `position` with the culprit's change "
+                           "reverted (built in a scratch clone, not a commit of the repository)")
     build_id: int | None
     image: str | None
     deployment_id: int | None
@@ -504,6 +506,11 @@ class TrainCulprit(BaseModel):
     outcome: str = Field(description="fail (its canary), build_failed or test_failed")
     verdict: str = Field(description="why: the canary's or the build's own words")
     deployment_id: int | None = None
+    revert: str | None = Field(None, description="the try of the newest commit with the culprit reverted: pass "
+                               "(every other commit shipped, the culprit not), build_failed / test_failed (the "
+                               "revert conflicts or does not build: the later commits stay blocked), fail, "
+                               "inconclusive; null: not tried (nothing follows the culprit) or still running")
+    revert_reason: str = ""
 
 
 class Train(BaseModel):
@@ -534,6 +541,7 @@ class TrainRef(BaseModel):
     state: str
     position: int
     sha: str
+    reverted: bool = Field(False, description="the deployment's image is `sha` with the culprit's change reverted")
     outcome: str | None
     culprit: TrainCulprit | None
 

@@ -30,6 +30,7 @@ from conveyor.build.queue import BuildRequest
 from conveyor.domain import bisection
 from conveyor.services import builds, deployments, locks
 from conveyor.services.state import ControlPlane
+from conveyor.services.trains import is_revert
 from conveyor.store import builds as build_rows
 from conveyor.store import deployments as deployment_rows
 from conveyor.store import repo
@@ -115,8 +116,8 @@ class TrainRunner:
         pending = next((s for s in steps if s["outcome"] is None), None)
         if pending is not None:
             return await self._advance_step(train, pending)
-        results = tuple(bisection.Result(s["position"], s["outcome"], s["reason"]) for s in steps
-                        if s["outcome"] in bisection.OUTCOMES)
+        results = tuple(bisection.Result(s["position"], s["outcome"], s["reason"], reverted=is_revert(train, s))
+                        for s in steps if s["outcome"] in bisection.OUTCOMES)
         action = bisection.decide(bisection.Train(len(train["commits"]), results))
         with self.cp.engine.begin() as conn:
             return self._apply(conn, train, steps, action)
@@ -145,6 +146,8 @@ class TrainRunner:
                               f"(#{action.index + 1} of {len(commits)}, {what})", **names,
                               data={"train": tid, "position": action.index, "sha": sha})
             return True
+        if isinstance(action, bisection.ShipWithout):
+            return self._ship_without(conn, train, steps, action)
         canaries = sum(1 for s in steps if s["deployment_id"] is not None)
         shipped_sha = commits[action.shipped]["sha"] if action.shipped >= 0 else None
         if isinstance(action, bisection.Done):
@@ -154,29 +157,73 @@ class TrainRunner:
                                   data={"train": tid, "shipped": shipped_sha, "canaries": canaries})
             return True
         if isinstance(action, bisection.Culprit):
-            own = next(s for s in steps if s["position"] == action.index and s["outcome"] == action.outcome)
-            culprit = {"position": action.index, "outcome": action.outcome, "verdict": action.reason,
-                       "deployment_id": own["deployment_id"], "build_id": own["build_id"]}
+            culprit = {**(train["culprit"] or {}), **self._culprit_row(steps, action.index, action.outcome,
+                                                                       action.reason)}
             commit = commits[action.index]
-            blocked = [c["sha"] for c in commits[action.index + 1:]]
-            if rows.advance(conn, tid, "running", {"state": "blocked", "culprit": culprit, "shipped": action.shipped,
-                                                   "finished_at": now}):
+            later = [c["sha"] for c in commits[action.index + 1:]]
+            without = action.without
+            reason = ""
+            if without is not None:
+                culprit["revert"] = {"outcome": without.outcome, "reason": without.reason}
+            if action.rest_shipped:
+                state, shipped, blocked = "shipped", len(commits) - 1, []
+                shipped_sha = commits[-1]["sha"]
+                told = (f"shipped every other commit ({action.shipped + 1} before it, {len(later)} after it through "
+                        f"{shipped_sha[:12]} built with the culprit reverted); the culprit is not live")
+            else:
+                state, shipped, blocked = "blocked", action.shipped, later
+                if without is not None:
+                    short = ", ".join(s[:12] for s in later)
+                    reason = (f"the culprit's revert conflicts with later commits: {short} stay blocked until a fix "
+                              f"is pushed ({without.reason})" if "conflicts" in without.reason else
+                              f"the newest commit with the culprit reverted could not be shipped ({without.outcome}: "
+                              f"{without.reason}): {short} stay blocked until a fix is pushed")
+                told = (f"shipped {'up to ' + shipped_sha[:12] if shipped_sha else 'nothing'}, "
+                        f"{len(blocked)} later commit(s) blocked until a fix" + (f": {reason}" if reason else ""))
+            if rows.advance(conn, tid, "running", {"state": state, "culprit": culprit, "shipped": shipped,
+                                                   "reason": reason, "finished_at": now}):
                 repo.record_event(
                     conn, "train_culprit",
                     f"train {tid}: commit {commit['sha'][:12]} ({commit.get('message') or 'no message'}) is the "
-                    f"culprit: {action.outcome}: {action.reason}; shipped "
-                    f"{'up to ' + shipped_sha[:12] if shipped_sha else 'nothing'}, "
-                    f"{len(blocked)} later commit(s) blocked until a fix; {canaries} canaries",
+                    f"culprit: {action.outcome}: {action.reason}; {told}; {canaries} canaries",
                     **names,
                     data={"train": tid, "culprit": {**commit, **culprit}, "shipped": shipped_sha, "blocked": blocked,
-                          "canaries": canaries},
+                          "shipped_without_culprit": later if action.rest_shipped else [], "canaries": canaries},
                 )
             return True
         assert isinstance(action, bisection.Halt)
-        if rows.advance(conn, tid, "running", {"state": "halted", "reason": action.reason, "shipped": action.shipped,
-                                               "finished_at": now}):
+        values: dict[str, Any] = {"state": "halted", "reason": action.reason, "shipped": action.shipped,
+                                  "finished_at": now}
+        reverted = [s for s in steps if is_revert(train, s) and s["outcome"] is not None]
+        if reverted:  # the culprit is known; its reverted try is why the train halts
+            values["culprit"] = {**train["culprit"],
+                                 "revert": {"outcome": reverted[-1]["outcome"], "reason": reverted[-1]["reason"]}}
+        if rows.advance(conn, tid, "running", values):
             repo.record_event(conn, "train_halted", f"train {tid} halted: {action.reason}", **names,
                               data={"train": tid, "shipped": shipped_sha, "low": action.low, "high": action.high})
+        return True
+
+    @staticmethod
+    def _culprit_row(steps: list[dict[str, Any]], index: int, outcome: str, reason: str) -> dict[str, Any]:
+        own = next(s for s in steps if s["position"] == index and s["outcome"] == outcome)
+        return {"position": index, "outcome": outcome, "verdict": reason, "deployment_id": own["deployment_id"],
+                "build_id": own["build_id"]}
+
+    def _ship_without(self, conn: Connection, train: dict[str, Any], steps: list[dict[str, Any]],
+                      action: bisection.ShipWithout) -> bool:
+        """Record the culprit (the train's reports name it from now on) and open the try of the newest commit
+        with the culprit reverted; the step's id goes in the culprit row, so a restart knows which try it is."""
+        tid, commits = train["id"], train["commits"]
+        culprit = self._culprit_row(steps, action.culprit, action.outcome, action.reason)
+        if not rows.advance(conn, tid, "running", {"culprit": culprit}):
+            return False
+        step_id = rows.add_step(conn, tid, action.head, self.cp.clock())
+        rows.advance(conn, tid, "running", {"culprit": {**culprit, "revert_step": step_id}})
+        bad, head = commits[action.culprit]["sha"], commits[action.head]["sha"]
+        repo.record_event(conn, "train_try", f"train {tid}: commit {bad[:12]} is the culprit ({action.reason}); "
+                          f"trying {head[:12]} with it reverted to ship the {action.head - action.culprit} commit(s) "
+                          f"after it", app=train["app"], env=train["env"], actor="conveyor",
+                          data={"train": tid, "position": action.head, "sha": head, "reverted": bad})
         return True
 
     # -- one try: build, then canary -----------------------------------------------
@@ -185,10 +232,14 @@ class TrainRunner:
         sha = train["commits"][step["position"]]["sha"]
         if step["build_id"] is None:
             app_id = builds.app_id(self.cp, train["app"])
+            revert = train["commits"][train["culprit"]["position"]]["sha"] if is_revert(train, step) else None
+            source = {"kind": "git", "git": train["repo_url"], "ref": sha, "app": train["app"], "train": train["id"]}
+            if revert is not None:
+                source["revert"] = revert
             build = builds.submit(
-                self.cp, app_id, BuildRequest(git_url=train["repo_url"], git_ref=sha, app=train["app"]),
-                {"kind": "git", "git": train["repo_url"], "ref": sha, "app": train["app"], "train": train["id"]},
-                f"train {train['id']}", None,
+                self.cp, app_id,
+                BuildRequest(git_url=train["repo_url"], git_ref=sha, git_revert=revert, app=train["app"]),
+                source, f"train {train['id']}", None,
             )
             with self.cp.engine.begin() as conn:  # killed before this: the next pass builds again (harmless)
                 rows.update_step(conn, step["id"], {"build_id": build["id"]})

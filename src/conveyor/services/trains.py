@@ -90,6 +90,12 @@ def enqueue(cp: ControlPlane, app: str, repo_url: str, commits: list[TrainCommit
     return views
 
 
+def is_revert(train: dict[str, Any], step: dict[str, Any]) -> bool:
+    """The step tries the train's newest commit with its culprit reverted (``bisection.ShipWithout``)."""
+    culprit = train["culprit"]
+    return culprit is not None and step["id"] == culprit.get("revert_step")
+
+
 # --- reading -----------------------------------------------------------------------
 
 
@@ -97,12 +103,12 @@ def _status(train: dict[str, Any], position: int) -> str:
     culprit = train["culprit"]
     if train["state"] == "collecting":
         return "waiting"
+    if culprit is not None and position == culprit["position"]:
+        return "culprit"  # never "shipped": a reverted image of a later commit leaves it out
     if position <= train["shipped"]:
         return "shipped"
-    if culprit is not None and position == culprit["position"]:
-        return "culprit"
     if culprit is not None and position > culprit["position"]:
-        return "blocked"
+        return "in train" if train["state"] == "running" else "blocked"
     return "in train" if train["state"] == "running" else "not shipped"
 
 
@@ -111,9 +117,11 @@ def _culprit(train: dict[str, Any]) -> TrainCulprit | None:
     if c is None:
         return None
     commit = train["commits"][c["position"]]
+    revert = c.get("revert") or {}
     return TrainCulprit(position=c["position"], sha=commit["sha"], author=commit.get("author"),
                         message=commit.get("message"), outcome=c["outcome"], verdict=c["verdict"],
-                        deployment_id=c.get("deployment_id"))
+                        deployment_id=c.get("deployment_id"), revert=revert.get("outcome"),
+                        revert_reason=revert.get("reason") or "")
 
 
 def view(conn: Connection, train_id: int) -> Train:
@@ -128,7 +136,8 @@ def view(conn: Connection, train_id: int) -> Train:
         shipped=t["shipped"], shipped_sha=commits[t["shipped"]]["sha"] if t["shipped"] >= 0 else None,
         culprit=_culprit(t), reason=t["reason"],
         canaries=sum(1 for s in steps if s["deployment_id"] is not None),
-        steps=[TrainStep(position=s["position"], sha=commits[s["position"]]["sha"], build_id=s["build_id"],
+        steps=[TrainStep(position=s["position"], sha=commits[s["position"]]["sha"], reverted=is_revert(t, s),
+                         build_id=s["build_id"],
                          image=s["image_digest"], deployment_id=s["deployment_id"], outcome=s["outcome"],
                          reason=s["reason"], created_at=s["created_at"], finished_at=s["finished_at"])
                for s in steps],
@@ -156,4 +165,5 @@ def ref_of_deployment(conn: Connection, dep_id: int) -> TrainRef | None:
         return None
     t = rows.get(conn, step["train_id"])
     return TrainRef(id=t["id"], state=t["state"], position=step["position"],
-                    sha=t["commits"][step["position"]]["sha"], outcome=step["outcome"], culprit=_culprit(t))
+                    sha=t["commits"][step["position"]]["sha"], reverted=is_revert(t, step), outcome=step["outcome"],
+                    culprit=_culprit(t))

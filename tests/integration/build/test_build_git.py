@@ -8,7 +8,7 @@ import pytest
 from conveyor_build_helpers import git, init_repo, write_app
 
 from conveyor.build.builder import build_image
-from conveyor.build.sources import GitSource, SourceError
+from conveyor.build.sources import CommitInfo, GitSource, RevertConflict, SourceError
 from conveyor.build.store import ArtifactStore
 
 
@@ -63,3 +63,48 @@ def test_same_commit_from_git_and_from_directory_gives_same_image(tmp_path: Path
     from_dir = build_image(repo, store, cache_dir=tmp_path / "cache", log=lambda _: None)
     assert from_git.image == from_dir.image
     assert from_git.commit.sha == from_dir.commit.sha and from_git.commit.repository == str(repo.resolve())
+
+
+def _refs_and_objects(repo: Path) -> tuple[str, str]:
+    return git(repo, "show-ref"), git(repo, "count-objects", "-v")
+
+
+def test_a_commit_reverted_from_a_later_tree_in_a_scratch_clone(tmp_path: Path, repo: Path) -> None:
+    """A deploy train's ship-without: the newest commit's tree with the culprit's change undone, the later
+    commits' changes kept; the commit info says so; nothing is written to the repository or the mirror's refs."""
+    (repo / "bad.txt").write_text("the culprit's file\n")
+    git(repo, "add", "bad.txt")
+    git(repo, "commit", "-q", "-m", "culprit")
+    culprit = git(repo, "rev-parse", "HEAD")
+    (repo / "later.txt").write_text("a later change\n")
+    git(repo, "add", "later.txt")
+    git(repo, "commit", "-q", "-m", "later")
+    head = git(repo, "rev-parse", "HEAD")
+    before = _refs_and_objects(repo)
+    source = GitSource(tmp_path / "cache")
+    co = source.checkout(str(repo), head, tmp_path / "co", revert=culprit)
+    assert (tmp_path / "co" / "later.txt").read_text() == "a later change\n"
+    assert not (tmp_path / "co" / "bad.txt").exists()
+    assert (tmp_path / "co" / "app.py").read_text() == "print('v1')\n"
+    assert co.commit.sha == head and co.commit.reverted == culprit
+    assert f"{culprit[:12]} reverted" in (co.commit.message or "")
+    assert CommitInfo.from_dict(co.commit.to_dict()) == co.commit  # the field survives the image's JSON
+    assert _refs_and_objects(repo) == before  # the user's repository is untouched
+    mirror = source.mirror_path(str(repo))
+    assert git(mirror, "show-ref") == git(repo, "show-ref")  # no ref made in the mirror either
+    assert not list((tmp_path / "cache" / "git").glob(".revert-*"))  # the scratch clone is gone
+
+
+def test_a_revert_that_conflicts_with_later_commits_is_a_clear_error(tmp_path: Path, repo: Path) -> None:
+    (repo / "app.py").write_text("print('culprit')\n")
+    git(repo, "commit", "-q", "-am", "culprit")
+    culprit = git(repo, "rev-parse", "HEAD")
+    (repo / "app.py").write_text("print('builds on the culprit')\n")
+    git(repo, "commit", "-q", "-am", "later, on the same line")
+    head = git(repo, "rev-parse", "HEAD")
+    source = GitSource(tmp_path / "cache")
+    with pytest.raises(RevertConflict, match=f"the revert of {culprit[:12]} conflicts") as err:
+        source.checkout(str(repo), head, tmp_path / "co", revert=culprit)
+    assert err.value.files == ["app.py"] and "app.py" in str(err.value)
+    assert not (tmp_path / "co").exists()
+    assert not list((tmp_path / "cache" / "git").glob(".revert-*"))

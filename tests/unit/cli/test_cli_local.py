@@ -79,3 +79,16 @@ def test_credentials_hint_and_context_say_where_the_cli_looked(tmp_path: Path, m
     doc = json.loads(res.stdout)
     assert res.returncode == 5 and doc["url"] == "http://127.0.0.1:9" and doc["url_from"] == str(cfg_path)
     assert doc["reachable"] is False and doc["token"] == "tok-1234…"
+
+
+def test_deployment_show_says_a_train_canary_is_the_head_with_the_culprit_reverted() -> None:
+    culprit = {"sha": "c" * 40, "message": "bad", "outcome": "fail", "verdict": "error rate 30%"}
+    d = {"id": 9, "app": "hello", "env": "production", "kind": "deploy", "from_release": 1, "release": 2,
+         "strategy": "canary", "state": "succeeded", "reason": "", "started_at": 100.0, "finished_at": 120.0,
+         "progress": {}, "params": {}, "verdicts": [],
+         "train": {"id": 3, "state": "shipped", "position": 3, "sha": "d" * 40, "reverted": True, "outcome": "pass",
+                   "culprit": culprit}}
+    text = "\n".join(deployment_lines(d))
+    assert f"commit #4 {'d' * 12} with {'c' * 12} reverted" in text, text
+    d["train"]["reverted"] = False
+    assert "reverted" not in "\n".join(deployment_lines(d))

@@ -8,15 +8,22 @@ import math
 import pytest
 
 from conveyor.domain import bisection as b
-from conveyor.domain.bisection import Canary, Culprit, Done, Halt, Result, Train, decide
+from conveyor.domain.bisection import Canary, Culprit, Done, Halt, Result, ShipWithout, Train, decide
 
 
-def run(size: int, verdict, retries: int = 1, limit: int = 100) -> tuple[b.Action, list[int], Train]:
-    """Drive :func:`decide` to its end, asking ``verdict(index, tries_so_far)`` for each tried commit."""
+def run(size: int, verdict, retries: int = 1, limit: int = 100, without=None) -> tuple[b.Action, list[int], Train]:
+    """Drive :func:`decide` to its end, asking ``verdict(index, tries_so_far)`` for each tried commit. A
+    :class:`ShipWithout` ends the run unless ``without(tries_so_far)`` gives the reverted try's outcome."""
     train = Train(size, (), retries)
     tried: list[int] = []
+    reverted = 0
     for _ in range(limit):
         action = decide(train)
+        if isinstance(action, ShipWithout) and without is not None:
+            reverted += 1
+            outcome, reason = without(reverted)
+            train = Train(size, train.results + (Result(action.head, outcome, reason, reverted=True),), retries)
+            continue
         if not isinstance(action, Canary):
             return action, tried, train
         tried.append(action.index)
@@ -33,7 +40,10 @@ def culprit_at(c: int):
 def test_every_culprit_position_is_found_in_at_most_log2_canaries_after_the_batch(size: int) -> None:
     for c in range(size):
         action, tried, train = run(size, culprit_at(c))
-        assert action == Culprit(c, "fail", f"#{c} failed its canary", c - 1), (size, c, tried)
+        if c == size - 1:  # the newest commit: nothing follows it, nothing to ship without it
+            assert action == Culprit(c, "fail", f"#{c} failed its canary", c - 1), (size, c, tried)
+        else:
+            assert action == ShipWithout(c, size - 1, "fail", f"#{c} failed its canary", c - 1), (size, c, tried)
         assert tried[0] == size - 1  # the whole batch first
         assert len(tried) - 1 <= math.ceil(math.log2(size)), (size, c, tried)
         assert len(set(tried)) == len(tried)  # no commit canaried twice
@@ -49,7 +59,7 @@ def test_a_good_batch_ships_whole_with_one_canary(size: int) -> None:
 def test_eight_commits_with_the_bad_one_in_the_middle_take_three_bisection_canaries() -> None:
     for c in (3, 4):
         action, tried, _ = run(8, culprit_at(c))
-        assert isinstance(action, Culprit) and action.index == c and action.shipped == c - 1
+        assert isinstance(action, ShipWithout) and action.culprit == c and action.shipped == c - 1
         assert len(tried) == 1 + 3, tried
 
 
@@ -69,7 +79,7 @@ def test_a_build_failure_of_a_midpoint_marks_that_commit_bad_without_a_canary() 
 
     action, tried, train = run(8, verdict)
     assert tried == [7, 3, 1, 2]
-    assert action == Culprit(3, "build_failed", "build of #3 failed", 2)
+    assert action == ShipWithout(3, 7, "build_failed", "build of #3 failed", 2)
     assert b.canaries_spent(train) == 3  # the build failure cost no canary
 
 
@@ -85,7 +95,7 @@ def test_a_flaky_inconclusive_verdict_is_retried_once_then_counts() -> None:
         return culprit_at(5)(i, n)
 
     action, tried, _ = run(8, verdict)
-    assert action == Culprit(5, "fail", "#5 failed its canary", 4)
+    assert action == ShipWithout(5, 7, "fail", "#5 failed its canary", 4)
     assert tried == [7, 3, 3, 5, 4]
 
 
@@ -164,3 +174,66 @@ def test_max_commits_in_conveyor_toml_is_checked_and_env_overrides_it() -> None:
             parse_manifest(base | {"deploy": {"max_commits": bad}})
     with pytest.raises(ManifestError, match="max_commits"):
         parse_manifest(base | {"env": {"staging": {"max_commits": 100}}})
+
+
+# --- shipping the good commits after the culprit: the newest commit with the culprit reverted -----------
+
+
+@pytest.mark.parametrize("size", range(1, 17))
+def test_after_the_culprit_the_newest_commit_ships_without_it_at_every_position(size: int) -> None:
+    for c in range(size):
+        action, tried, train = run(size, culprit_at(c), without=lambda _n: ("pass", "canary passed"))
+        assert isinstance(action, Culprit) and action.index == c and action.shipped == c - 1, (size, c, action)
+        if c == size - 1:
+            assert action.without is None and not action.rest_shipped  # nothing after it
+            assert not any(r.reverted for r in train.results)
+        else:
+            assert action.without == Result(size - 1, "pass", "canary passed", reverted=True)
+            assert action.rest_shipped
+            assert b.canaries_spent(train) == len(tried) + 1  # the bisection's + the reverted head's
+        assert len(tried) - 1 <= math.ceil(math.log2(size))
+
+
+@pytest.mark.parametrize("size", range(2, 17))
+@pytest.mark.parametrize("outcome", ["build_failed", "test_failed"])
+def test_a_revert_that_conflicts_or_does_not_build_leaves_the_rest_blocked(size: int, outcome: str) -> None:
+    for c in range(size - 1):
+        action, _, _ = run(size, culprit_at(c), without=lambda _n: (outcome, "the revert conflicts: app.py"))
+        assert isinstance(action, Culprit) and action.index == c and action.shipped == c - 1
+        assert action.without is not None and action.without.outcome == outcome
+        assert not action.rest_shipped
+        assert action.reason == f"#{c} failed its canary"  # the culprit's own verdict, not the revert's
+
+
+def test_eight_commits_the_fifth_bad_three_canaries_to_find_it_and_seven_good_shipped() -> None:
+    action, tried, train = run(8, culprit_at(4), without=lambda _n: ("pass", ""))
+    assert tried == [7, 3, 5, 4]  # the batch, then 3 bisection canaries
+    assert isinstance(action, Culprit) and action.index == 4 and action.rest_shipped
+    assert b.canaries_spent(train) == 5  # + the reverted head's canary
+    shipped = [i for i in range(8) if i <= action.shipped or (action.rest_shipped and i > action.index)]
+    assert shipped == [0, 1, 2, 3, 5, 6, 7]
+
+
+def test_a_failing_canary_of_the_reverted_head_halts_with_the_prefix_live() -> None:
+    action, _, _ = run(8, culprit_at(4), without=lambda _n: ("fail", "error rate 12 % > 5 %"))
+    assert isinstance(action, Halt) and (action.low, action.high, action.shipped) == (4, 4, 3)
+    assert "failed its canary too" in action.reason and "error rate 12 %" in action.reason
+
+
+def test_an_inconclusive_reverted_head_is_retried_once_then_halts() -> None:
+    once = run(8, culprit_at(2), without=lambda n: ("inconclusive", "paused") if n == 1 else ("pass", ""))[0]
+    assert isinstance(once, Culprit) and once.rest_shipped
+    always = run(8, culprit_at(2), without=lambda _n: ("inconclusive", "paused"))[0]
+    assert isinstance(always, Halt) and "inconclusive 2 times" in always.reason and always.shipped == 1
+
+
+def test_the_reverted_try_takes_no_part_in_the_bisection() -> None:
+    # a passing reverted head is not "a pass above a fail": no contradiction
+    results = (Result(3, "fail", "x"), Result(1, "pass"), Result(2, "fail", "y"), Result(3, "pass", reverted=True))
+    assert b.bounds(Train(4, results)) == (1, 2)
+    assert decide(Train(4, results)) == Culprit(2, "fail", "y", 1, Result(3, "pass", reverted=True))
+
+
+def test_a_reverted_try_without_a_culprit_is_refused() -> None:
+    with pytest.raises(b.BisectionError, match="reverted try"):
+        decide(Train(3, (Result(2, "pass", reverted=True),)))

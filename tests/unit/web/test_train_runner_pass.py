@@ -127,3 +127,108 @@ def test_a_failed_build_names_its_commit_and_a_lost_build_is_built_again(site: S
     assert t["state"] == "blocked" and t["shipped"] == -1
     assert t["culprit"]["outcome"] == "build_failed" and "pip install failed" in t["culprit"]["verdict"]
     assert tick(site) is False  # an ended train: nothing more
+
+
+def fail_build(site: Site, tid: int, error: str) -> None:
+    with site.cp.engine.begin() as conn:
+        (step,) = [s for s in rows.steps(conn, tid) if s["outcome"] is None]
+        bid = build_rows.add(conn, repo.get_app(conn, "hello")["id"], {"kind": "git"}, "train", 1.0)
+        build_rows.set_state(conn, bid, "failed", error=error)
+        rows.update_step(conn, step["id"], {"build_id": bid})
+
+
+def to_ship_without(site: Site, monkeypatch: pytest.MonkeyPatch) -> tuple[int, list[Any]]:
+    """A train of 3 whose first commit does not build: after the bisection, the runner opens the try of
+    commit #2 with #0 reverted and submits its build with ``git_revert`` (the submit is captured)."""
+    from conveyor.services import train_runner
+
+    submitted: list[Any] = []
+
+    def submit(cp: Any, app_id: int, req: Any, source: dict[str, Any], actor: str, upload: Any) -> dict[str, Any]:
+        submitted.append((req, source))
+        with cp.engine.begin() as conn:
+            return {"id": build_rows.add(conn, app_id, source, actor, 1.0)}
+
+    monkeypatch.setattr(train_runner.builds, "submit", submit)
+    site.finish(site.deploy("hello", "production", site.add_image("hello", "0"))["id"])
+    tid = make_train(site, 3)
+    tick(site), tick(site)  # start, Canary(2)
+    fail_build(site, tid, "build: boom")
+    tick(site), tick(site)  # build_failed; Canary(0) (the midpoint of -1..2)
+    assert [s["position"] for s in train(site, tid)["steps"]] == [2, 0]
+    fail_build(site, tid, "build: boom")
+    assert tick(site) is True  # #0: build_failed
+    assert tick(site) is True  # ShipWithout(0, 2)
+    t = train(site, tid)
+    assert t["state"] == "running" and t["culprit"]["position"] == 0
+    assert t["culprit"]["revert_step"] == t["steps"][-1]["id"] and t["steps"][-1]["position"] == 2
+    assert tick(site) is True  # the reverted build submitted
+    ((req, source),) = submitted
+    assert req.git_ref == SHAS[2] and req.git_revert == SHAS[0] and source["revert"] == SHAS[0]
+    assert train(site, tid)["steps"][-1]["build_id"] is not None
+    return tid, submitted
+
+
+def test_after_the_culprit_the_newest_commit_is_built_without_it_canaried_and_shipped(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conveyor.services import trains as train_service
+
+    tid, _ = to_ship_without(site, monkeypatch)
+    with site.cp.engine.begin() as conn:  # the reverted build ends (as the worker leaves it)
+        step = rows.steps(conn, tid)[-1]
+        build_rows.set_state(conn, step["build_id"], "succeeded", image_digest=site.add_image("hello", "r"),
+                             finished_at=2.0)
+    assert tick(site) is True
+    dep_id = train(site, tid)["steps"][-1]["deployment_id"]
+    with site.cp.engine.connect() as conn:
+        view = train_service.view(conn, tid)
+        assert deployments.get_deployment(conn, dep_id)["strategy"] == "canary"
+    assert view.steps[-1].reverted and not any(s.reverted for s in view.steps[:-1])
+    assert [c.status for c in view.commits] == ["culprit", "in train", "in train"]
+    site.finish(dep_id)
+    assert tick(site) is True and tick(site) is True  # pass; then Culprit with the rest shipped
+    t = train(site, tid)
+    assert t["state"] == "shipped" and t["shipped"] == 2 and t["culprit"]["revert"]["outcome"] == "pass"
+    with site.cp.engine.connect() as conn:
+        view = train_service.view(conn, tid)
+    assert [c.status for c in view.commits] == ["culprit", "shipped", "shipped"]  # the culprit is not shipped
+    assert view.culprit is not None and view.culprit.revert == "pass" and view.canaries == 1
+    assert tick(site) is False
+
+
+def test_a_revert_that_conflicts_leaves_the_rest_blocked_and_says_so(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    tid, _ = to_ship_without(site, monkeypatch)
+    with site.cp.engine.begin() as conn:
+        step = rows.steps(conn, tid)[-1]
+        build_rows.set_state(conn, step["build_id"], "failed", error=f"the revert of {SHAS[0][:12]} conflicts "
+                             f"with the commits after it up to {SHAS[2][:12]} (in app.py): it cannot be built")
+    assert tick(site) is True and tick(site) is True
+    t = train(site, tid)
+    assert t["state"] == "blocked" and t["shipped"] == -1, t
+    assert t["reason"].startswith(f"the culprit's revert conflicts with later commits: {SHAS[1][:12]}, "
+                                  f"{SHAS[2][:12]} stay blocked until a fix is pushed"), t["reason"]
+    assert t["culprit"]["verdict"] == "build: boom" and t["culprit"]["revert"]["outcome"] == "build_failed"
+    assert tick(site) is False
+
+
+def test_a_failing_canary_of_the_reverted_head_halts_the_train_with_the_prefix_live(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conveyor.services import trains as train_service
+
+    tid, _ = to_ship_without(site, monkeypatch)
+    with site.cp.engine.begin() as conn:
+        step = rows.steps(conn, tid)[-1]
+        build_rows.set_state(conn, step["build_id"], "succeeded", image_digest=site.add_image("hello", "r"),
+                             finished_at=2.0)
+    assert tick(site) is True
+    site.finish(train(site, tid)["steps"][-1]["deployment_id"], "rolled_back", "analysis failed: error rate 12%")
+    assert tick(site) is True and tick(site) is True
+    t = train(site, tid)
+    assert t["state"] == "halted" and t["shipped"] == -1, t
+    assert "failed its canary too (analysis failed: error rate 12%)" in t["reason"], t["reason"]
+    with site.cp.engine.connect() as conn:
+        view = train_service.view(conn, tid)
+    assert [c.status for c in view.commits] == ["culprit", "blocked", "blocked"]
+    assert view.culprit is not None and view.culprit.revert == "fail" and view.culprit.verdict == "build: boom"
+    assert tick(site) is False
