@@ -72,6 +72,23 @@ class Platform(UpPlatform):
             (dest / fname.replace("__", ".")).write_text(content)
         return dest
 
+    def create_app(self, app: str) -> None:
+        """Create ``app`` through the API (the CLI's own test is elsewhere; it costs a second)."""
+        r = self.api.post("/apps", json={"name": app})
+        assert r.status_code == 201, r.text
+
+    def build_image(self, app: str, version: str, **files: str) -> str:
+        """Build a copy of examples/hello through the API; the image's digest."""
+        from conveyor.build.archive import pack_directory
+
+        src = self.app_copy(app, version, **files)
+        r = self.api.post(f"/apps/{app}/builds", content=pack_directory(src), headers={"Content-Type": "application/gzip"})
+        assert r.status_code == 201, r.text
+        build = wait_for(lambda: (b := self.api.get(f"/builds/{r.json()['id']}").json())["state"] in ("succeeded", "failed")
+                         and b, 90, 0.05, f"the build of {app} {version}")
+        assert build["state"] == "succeeded", build
+        return build["image"]["digest"]  # type: ignore[no-any-return]
+
     def deploy(self, app: str, source: Path, *extra: str) -> dict[str, Any]:
         return self._deploy_json("deploy", app, "--source", str(source), "--wait", "--json", *extra)
 

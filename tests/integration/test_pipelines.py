@@ -33,23 +33,6 @@ approval = {approval}
 """
 
 
-def _create(p: Platform, app: str) -> None:
-    r = p.api.post("/apps", json={"name": app})
-    assert r.status_code == 201, r.text
-
-
-def _image(p: Platform, app: str, version: str, **files: str) -> str:
-    from conveyor.build.archive import pack_directory
-
-    src = p.app_copy(app, version, **files)
-    r = p.api.post(f"/apps/{app}/builds", content=pack_directory(src), headers={"Content-Type": "application/gzip"})
-    assert r.status_code == 201, r.text
-    build = wait_for(lambda: (b := p.api.get(f"/builds/{r.json()['id']}").json())["state"] in ("succeeded", "failed") and b,
-                     90, 0.05, f"the build of {app} {version}")
-    assert build["state"] == "succeeded", build
-    return build["image"]["digest"]  # type: ignore[no-any-return]
-
-
 def _dep(p: Platform, dep_id: int) -> dict[str, Any]:
     return p.api.get(f"/deployments/{dep_id}").json()  # type: ignore[no-any-return]
 
@@ -86,8 +69,8 @@ def _promoted(p: Platform, app: str, digest: str, timeout: float = 30) -> dict[s
 
 def test_approval_gates_production_and_ships_the_same_image(shared_platform: Platform) -> None:
     p = shared_platform
-    _create(p, "piped")
-    v1 = _image(p, "piped", "v1", conveyor__toml=PIPELINE.format(approval="true"))
+    p.create_app("piped")
+    v1 = p.build_image("piped", "v1", conveyor__toml=PIPELINE.format(approval="true"))
     staged = _to_staging(p, "piped", v1)
     waiting = _promoted(p, "piped", v1)
     assert waiting["state"] == "awaiting_approval", waiting
@@ -123,7 +106,7 @@ def test_approval_gates_production_and_ships_the_same_image(shared_platform: Pla
     assert approved and approved[0]["actor"] and "release notes checked" in approved[0]["message"]
 
     # v2: staging ships, production waits again; reject → nothing deployed
-    v2 = _image(p, "piped", "v2", conveyor__toml=PIPELINE.format(approval="true"))
+    v2 = p.build_image("piped", "v2", conveyor__toml=PIPELINE.format(approval="true"))
     _to_staging(p, "piped", v2)
     second = _promoted(p, "piped", v2)
     assert second["state"] == "awaiting_approval"
@@ -144,9 +127,9 @@ def test_approval_gates_production_and_ships_the_same_image(shared_platform: Pla
 
 def test_automatic_promotion_locks_and_forced_deploys(shared_platform: Platform) -> None:
     p = shared_platform
-    _create(p, "flow")
+    p.create_app("flow")
     toml = PIPELINE.format(approval="false")
-    v1 = _image(p, "flow", "v1", conveyor__toml=toml)
+    v1 = p.build_image("flow", "v1", conveyor__toml=toml)
     # bad input changes nothing: unknown env, unknown app, no reason
     assert p.cli("lock", "flow", "--env", "prodution", "--reason", "x").returncode == 3
     assert p.cli("lock", "nosuchapp", "--reason", "x").returncode == 3
@@ -164,7 +147,7 @@ def test_automatic_promotion_locks_and_forced_deploys(shared_platform: Platform)
     assert "database migration" in locked.stdout
     apps_out = p.cli("apps", "list", check=True).stdout
     assert "database migration" in apps_out, apps_out
-    v2 = _image(p, "flow", "v2", conveyor__toml=toml)
+    v2 = p.build_image("flow", "v2", conveyor__toml=toml)
     staged = _to_staging(p, "flow", v2)
     held = wait_for(lambda: (d := _dep(p, staged["id"])) and any("held" in s["waiting"] for s in d["pipeline"]) and d,
                     20, 0.1, "the pipeline to say production is held by the lock")
@@ -185,7 +168,7 @@ def test_automatic_promotion_locks_and_forced_deploys(shared_platform: Platform)
     # unlock: the next image flows through by itself again
     p.cli("unlock", "flow", "--env", "production", check=True)
     assert p.api.get("/apps/flow/locks").json() == []
-    v3 = _image(p, "flow", "v3", conveyor__toml=toml)
+    v3 = p.build_image("flow", "v3", conveyor__toml=toml)
     _to_staging(p, "flow", v3)
     third = _promoted(p, "flow", v3)
     assert _until(p, third["id"], lambda d: d["finished_at"] is not None, 60, "v3 promoted")["state"] == "succeeded"
@@ -195,8 +178,8 @@ def test_automatic_promotion_locks_and_forced_deploys(shared_platform: Platform)
 
 def test_freeze_windows_refuse_deploys_and_bad_windows_are_refused(shared_platform: Platform) -> None:
     p = shared_platform
-    _create(p, "icy")
-    v1 = _image(p, "icy", "v1", conveyor__toml=PIPELINE.format(approval="false"))
+    p.create_app("icy")
+    v1 = p.build_image("icy", "v1", conveyor__toml=PIPELINE.format(approval="false"))
     bad = p.cli("freeze", "add", "icy", "--window", "Friday afternoon", "--tz", "Europe/Paris")
     assert bad.returncode == 2 and "window:" in bad.stderr and "DAY HH:MM -> DAY HH:MM" in bad.stderr, bad.stderr
     bad_tz = p.cli("freeze", "add", "icy", "--window", "Fri 16:00 -> Mon 08:00", "--tz", "Mars/Olympus")
@@ -240,10 +223,10 @@ instances = 1
 
 def test_an_automatic_rollback_locks_continuous_deployment(shared_platform: Platform) -> None:
     p = shared_platform
-    _create(p, "crashing")
-    v1 = _image(p, "crashing", "v1", conveyor__toml=CANARY.format(run="python app.py"))
+    p.create_app("crashing")
+    v1 = p.build_image("crashing", "v1", conveyor__toml=CANARY.format(run="python app.py"))
     assert p.deploy_image("crashing", v1)["state"] == "succeeded"
-    v2 = _image(p, "crashing", "v2", conveyor__toml=CANARY.format(run="python crasher.py"), crasher__py=CRASHER)
+    v2 = p.build_image("crashing", "v2", conveyor__toml=CANARY.format(run="python crasher.py"), crasher__py=CRASHER)
     r = p.api.post("/apps/crashing/deployments", json={"env": "production", "image": v2})
     assert r.status_code == 201, r.text
     dep = _until(p, r.json()["id"], lambda d: d["finished_at"] is not None, 60, "the crash-loop rollback")

@@ -15,7 +15,6 @@ import threading
 import time
 from typing import Any
 
-import httpx
 import pytest
 
 from cvy_platform import Platform, Traffic, wait_for
@@ -53,27 +52,9 @@ def canary_toml(w1: int = 25, d1: str = "4s", w2: int = 50, d2: str = "4s", bake
 # --- helpers -------------------------------------------------------------------------
 
 
-def _create(p: Platform, app: str) -> None:
-    r = p.api.post("/apps", json={"name": app})
-    assert r.status_code == 201, r.text
-
-
-def _image(p: Platform, app: str, version: str, **files: str) -> str:
-    """Build a copy of examples/hello through the API (the CLI is tested elsewhere; it costs seconds)."""
-    from conveyor.build.archive import pack_directory
-
-    src = p.app_copy(app, version, **files)
-    r = p.api.post(f"/apps/{app}/builds", content=pack_directory(src), headers={"Content-Type": "application/gzip"})
-    assert r.status_code == 201, r.text
-    build = wait_for(lambda: (b := p.api.get(f"/builds/{r.json()['id']}").json())["state"] in ("succeeded", "failed") and b,
-                     60, 0.05, f"the build of {app} {version}")
-    assert build["state"] == "succeeded", build
-    return build["image"]["digest"]  # type: ignore[no-any-return]
-
-
 def _start(p: Platform, app: str, version: str, **files: str) -> dict[str, Any]:
     """Build and queue a deployment without waiting; returns the deployment."""
-    digest = _image(p, app, version, **files)
+    digest = p.build_image(app, version, **files)
     r = p.api.post(f"/apps/{app}/deployments", json={"env": "production", "image": digest})
     assert r.status_code == 201, r.text
     return r.json()  # type: ignore[no-any-return]
@@ -134,7 +115,7 @@ def _served_after(traffic: Traffic, t: float) -> set[str]:
 
 def test_good_canary_is_promoted_through_its_steps_and_bake_without_a_failed_request(shared_platform: Platform) -> None:
     p = shared_platform
-    _create(p, "good")
+    p.create_app("good")
     toml = canary_toml()
     _live(p, "good", toml)
     with Traffic(p, "good") as traffic:
@@ -164,7 +145,7 @@ def test_broken_canary_is_rolled_back_automatically(shared_platform: Platform) -
     """A canary failing 6 % of its requests: under the threshold judge's 10 % limit, so only the
     comparison with the stable release (0 %) can catch it, and the reason must name that judge."""
     p = shared_platform
-    _create(p, "broken")
+    p.create_app("broken")
     toml = canary_toml(d1="30s", d2="30s")
     _live(p, "broken", toml)
     with Traffic(p, "broken") as traffic:
@@ -193,7 +174,7 @@ def test_broken_canary_is_rolled_back_automatically(shared_platform: Platform) -
 
 def test_latency_regression_is_caught(shared_platform: Platform) -> None:
     p = shared_platform
-    _create(p, "slow")
+    p.create_app("slow")
     toml = canary_toml(d1="30s", d2="30s")
     _live(p, "slow", toml)
     with Traffic(p, "slow") as traffic:
@@ -213,7 +194,7 @@ exec(open("app.py").read())
 
 def test_canary_in_a_crash_loop_is_rolled_back(shared_platform: Platform) -> None:
     p = shared_platform
-    _create(p, "crashy")
+    p.create_app("crashy")
     _live(p, "crashy", canary_toml(d1="60s", d2="60s"))
     dep = _start(p, "crashy", "v2", conveyor__toml=canary_toml(d1="60s", d2="60s", run="python crasher.py"),
                  crasher__py=CRASHER)
@@ -226,7 +207,7 @@ def test_canary_in_a_crash_loop_is_rolled_back(shared_platform: Platform) -> Non
 
 def test_not_enough_traffic_pauses_with_a_reason(shared_platform: Platform) -> None:
     p = shared_platform
-    _create(p, "quiet")
+    p.create_app("quiet")
     toml = canary_toml(d1="2s", d2="2s")
     _live(p, "quiet", toml)
     dep = _start(p, "quiet", "v2", conveyor__toml=toml)  # no traffic at all
@@ -244,7 +225,7 @@ def test_not_enough_traffic_pauses_with_a_reason(shared_platform: Platform) -> N
 
 def test_a_paused_canary_stays_watched_and_is_rolled_back_when_it_fails(shared_platform: Platform) -> None:
     p = shared_platform
-    _create(p, "watched")
+    p.create_app("watched")
     toml = canary_toml(w1=25, d1="120s", d2="120s")
     _live(p, "watched", toml)
     dep = _start(p, "watched", "v2", conveyor__toml=toml, behaviour__json='{"fail_rate": 0.3}')
@@ -261,13 +242,13 @@ def test_a_paused_canary_stays_watched_and_is_rolled_back_when_it_fails(shared_p
 
 def test_manual_pause_resume_promote_full_and_abort(shared_platform: Platform) -> None:
     p = shared_platform
-    _create(p, "manual")
+    p.create_app("manual")
     toml = canary_toml(w1=10, d1="120s", w2=30, d2="120s", bake="2s").replace('strategy = "canary"', 'strategy = "bluegreen"')
     _live(p, "manual", toml)
     res = p.cli("resume", "manual")
     assert res.returncode == 4 and "no deployment in progress" in res.stderr, res
     with Traffic(p, "manual", rate=60, threads=2, max_s=90) as traffic:
-        res = p.cli("deploy", "manual", "--image", _image(p, "manual", "v2", conveyor__toml=toml),
+        res = p.cli("deploy", "manual", "--image", p.build_image("manual", "v2", conveyor__toml=toml),
                     "--strategy", "canary", "--json", check=True)  # the manifest says bluegreen
         dep = json.loads(res.stdout)
         assert dep["strategy"] == "canary"
@@ -289,7 +270,7 @@ def test_manual_pause_resume_promote_full_and_abort(shared_platform: Platform) -
         assert _served_after(traffic, time.time() + 0.3) == {"v2"}
 
         r = p.api.post("/apps/manual/deployments", json={"env": "production", "strategy": "canary",
-                                                          "image": _image(p, "manual", "v3", conveyor__toml=toml)})
+                                                          "image": p.build_image("manual", "v3", conveyor__toml=toml)})
         dep3 = r.json()
         _until(p, dep3["id"], lambda d: d["state"] == "canary", 40, "v3 canary")
         res = p.cli("abort", "manual", check=True)
@@ -310,12 +291,12 @@ def test_deploy_queue_positions_cancel_and_parallel_apps(shared_platform: Platfo
     p = shared_platform
     toml = canary_toml(w1=50, d1="120s", d2="2s", bake="1s")
     for app in ("qa", "qb"):
-        _create(p, app)
+        p.create_app(app)
         _live(p, app, toml)
     first = _start(p, "qa", "v2", conveyor__toml=toml)
     _until(p, first["id"], lambda d: d["state"] == "canary", 40, "the first deployment to run")
     # the second and third deploys to the same environment wait, and say where they are in the queue
-    res = p.cli("deploy", "qa", "--image", _image(p, "qa", "v3", conveyor__toml=toml), check=True)
+    res = p.cli("deploy", "qa", "--image", p.build_image("qa", "v3", conveyor__toml=toml), check=True)
     assert "(queued: 1 ahead)" in res.stderr, res.stderr
     second = p.api.get("/apps/qa/deployments").json()[0]
     assert second["state"] == "queued" and second["queue_position"] == 1
@@ -361,7 +342,7 @@ instances = 3
 
 def test_rolling_then_bluegreen_replace_instances_without_a_failed_request(shared_platform: Platform) -> None:
     p = shared_platform
-    _create(p, "roll")
+    p.create_app("roll")
     _live(p, "roll", ROLLING)
     with Traffic(p, "roll") as traffic:
         out = _deploy(p, "roll", "v2", conveyor__toml=ROLLING)
@@ -376,7 +357,7 @@ def test_rolling_then_bluegreen_replace_instances_without_a_failed_request(share
     # blue/green (the strategy overridden per deployment): all new instances ready, then one switch
     with Traffic(p, "roll") as traffic:
         r = p.api.post("/apps/roll/deployments", json={"env": "production", "strategy": "bluegreen",
-                                                       "image": _image(p, "roll", "v3", conveyor__toml=ROLLING)})
+                                                       "image": p.build_image("roll", "v3", conveyor__toml=ROLLING)})
         assert r.status_code == 201 and r.json()["strategy"] == "bluegreen", r.text
         out = _until(p, r.json()["id"], lambda d: d["state"] in _ENDED, 60, "the blue/green deployment")
         assert out["state"] == "succeeded", out
@@ -399,7 +380,7 @@ UNREADY = (  # listens, but its health check always answers 503
 
 def test_canary_that_never_becomes_ready_fails_and_moves_no_traffic(shared_platform: Platform) -> None:
     p = shared_platform
-    _create(p, "unready")
+    p.create_app("unready")
     _live(p, "unready", canary_toml())
     with Traffic(p, "unready", rate=40, threads=2) as traffic:
         out = _deploy(p, "unready", "v2", conveyor__toml=canary_toml(ready="3s", run="python unready.py"),
@@ -441,7 +422,7 @@ def test_rollback_benchmark_smoke() -> None:
 def test_canary_with_a_dedicated_baseline_compares_like_for_like(shared_platform: Platform) -> None:
     p = shared_platform
     app = "base"
-    _create(p, app)
+    p.create_app(app)
     toml = canary_toml(w1=20, d1="4s", w2=40, d2="4s", bake="2s").replace("[deploy.analysis]", "baseline = true\n[deploy.analysis]")
     _live(p, app, toml)
     with Traffic(p, app, rate=100) as traffic:
@@ -498,7 +479,7 @@ class PinnedTraffic(Traffic):
 def test_blue_green_preview_analyses_pinned_traffic_then_promotes(shared_platform: Platform) -> None:
     p = shared_platform
     app = "prev"
-    _create(p, app)
+    p.create_app(app)
     _live(p, app, PREVIEW)
     with Traffic(p, app, rate=40, threads=2) as public, PinnedTraffic(p, app, 2, rate=40, threads=2) as pinned:
         dep = _start(p, app, "v2", conveyor__toml=PREVIEW)
@@ -519,7 +500,7 @@ def test_blue_green_preview_analyses_pinned_traffic_then_promotes(shared_platfor
 def test_blue_green_preview_of_a_broken_release_fails_and_the_public_never_sees_it(shared_platform: Platform) -> None:
     p = shared_platform
     app = "prevbad"
-    _create(p, app)
+    p.create_app(app)
     _live(p, app, PREVIEW)
     with Traffic(p, app, rate=40, threads=2) as public, PinnedTraffic(p, app, 2, rate=60, threads=2) as pinned:
         dep = _start(p, app, "v2", conveyor__toml=PREVIEW, behaviour__json='{"fail_rate": 0.5}')
