@@ -408,8 +408,12 @@ class Orchestrator:
 
     def _add(self, conn: Connection, env_id: int, app: str, env: str, release: int, n: int, role: str,
              process: str, now: float) -> bool:
-        """Place ``n`` new instances of a release; what cannot be placed is remembered with its reason."""
-        cfg = repo.get_release(conn, env_id, release)["config"] or {}
+        """Place ``n`` new instances of a release; what cannot be placed is remembered with its reason.
+        (A release without its row, as in tests that drive deployments alone, has no selector or limits.)"""
+        try:
+            cfg = repo.get_release(conn, env_id, release)["config"] or {}
+        except repo.NotFound:
+            cfg = {}
         lim = (cfg.get("process_limits") or {}).get(process) or cfg.get("limits") or {}
         spread: dict[str, int] = {}
         for _, host in instances.active_hosts(conn, env_id, release, role, process):
