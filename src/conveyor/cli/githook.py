@@ -262,7 +262,8 @@ def ship_locked(api: Api, app: str, update: RefUpdate, *, detach: bool, started:
     if push["deployment"] is None:
         raise Rejected(f"not shipped: {push['detail']}")
     dep_id = int(push["deployment"])
-    step(f"Deploying as deployment #{dep_id} to production…")
+    env = str(api.get(f"/deployments/{dep_id}").get("env") or "production")
+    step(f"Deploying as deployment #{dep_id} to {env}…")
     d = follow_deployment(api, dep_id)
     if d["state"] not in TERMINAL:  # paused: a person decides; the release may still go live, so accept
         step(f"Deployment #{dep_id} is {d['state']}, waiting for a person: `conveyor promote {app}` or "
@@ -270,9 +271,12 @@ def ship_locked(api: Api, app: str, update: RefUpdate, *, detach: bool, started:
         return
     if d["state"] != "succeeded":
         raise Rejected(f"deployment #{dep_id} {d['state']}: {d.get('reason') or 'see above'}")
-    url = app_url(api, app, "production")
-    step(f"Released v{d['release']} to production in {time.monotonic() - started:.1f} s"
+    url = app_url(api, app, env)
+    step(f"Released v{d['release']} to {env} in {time.monotonic() - started:.1f} s"
          + (f": {url}" if url else ""))
+    for stage in d.get("pipeline") or []:  # the stages after this one: promoted after the bake, or approved
+        if stage.get("env") != env and stage.get("waiting"):
+            step(f"{stage['env']}: {stage['waiting']}")
 
 
 def main() -> None:

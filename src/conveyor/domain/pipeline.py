@@ -58,6 +58,16 @@ def order(after: Mapping[str, str | None]) -> list[str]:
     return out
 
 
+def entry(after: Mapping[str, str | None], target: str) -> str:
+    """Where a new image enters the pipeline that leads to ``target``: follow ``after`` back from it
+    (production after staging after nothing: staging). No pipeline: ``target`` itself."""
+    env, seen = target, {target}
+    while after.get(env) and after[env] not in seen:  # (cycles are refused by the manifest; bounded anyway)
+        env = str(after[env])
+        seen.add(env)
+    return env
+
+
 def downstream(after: Mapping[str, str | None], env: str) -> list[str]:
     """The stages that follow ``env`` directly."""
     return sorted(e for e, up in after.items() if up == env)

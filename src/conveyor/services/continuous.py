@@ -18,7 +18,9 @@ import asyncio
 import logging
 from typing import Any
 
+from conveyor.domain import pipeline
 from conveyor.domain.gitpush import MAX_COMMITS
+from conveyor.domain.manifest import ManifestError, parse_manifest
 from conveyor.services import builds, deployments
 from conveyor.services.schemas import DeployPushIn, GitPushIn, GitPushView
 from conveyor.services.state import ControlPlane
@@ -34,15 +36,22 @@ DEFAULT_ENV = "production"
 
 def ship(cp: ControlPlane, app: str, image: str, commits: list[dict[str, Any]], trigger: str, actor: str,
          origin: str = "") -> int:
-    """Deploy ``image`` (built from ``commits``, newest first) to the app's default environment;
-    the deployment's id. ``trigger`` ("git push by NAME") goes on the event log with the commits."""
-    dep_id = deployments.deploy(cp, app, DEFAULT_ENV, image, actor=actor, origin=origin, automatic=True)
+    """Deploy ``image`` (built from ``commits``, newest first) where it enters the app's pipeline
+    (the first stage before production, e.g. staging; production when there is none); the
+    deployment's id. ``trigger`` ("git push by NAME") goes on the event log with the commits."""
+    with cp.engine.connect() as conn:
+        stored = repo.get_image(conn, repo.get_app(conn, app)["id"], image)["app_manifest"] or {}
+    try:
+        env = pipeline.entry(parse_manifest(stored).pipeline(), DEFAULT_ENV)
+    except ManifestError:
+        env = DEFAULT_ENV
+    dep_id = deployments.deploy(cp, app, env, image, actor=actor, origin=origin, automatic=True)
     with cp.engine.begin() as conn:
         head = commits[0]["sha"][:10] if commits else "?"
         repo.record_event(
             conn, "continuous_ship",
             f"{trigger}: {len(commits)} commit(s) up to {head} shipped as deployment {dep_id}",
-            app=app, env=DEFAULT_ENV, actor=actor, origin=origin,
+            app=app, env=env, actor=actor, origin=origin,
             data={"deployment": dep_id, "trigger": trigger, "image": image,
                   "commits": [{"sha": c["sha"], "message": c.get("message", "")[:200]} for c in commits[:50]]},
         )

@@ -65,3 +65,13 @@ def test_bad_pipelines_are_refused_naming_the_key(envs: dict[str, dict[str, obje
         parse_manifest({"env": envs})
     assert expected in str(err.value)
     assert str(err.value).startswith("conveyor.toml: [env.")
+
+
+def test_a_new_image_enters_the_pipeline_at_its_first_stage() -> None:
+    from conveyor.domain.pipeline import entry
+
+    assert entry({"staging": None, "production": "staging"}, "production") == "staging"
+    assert entry({"dev": None, "staging": "dev", "production": "staging"}, "production") == "dev"
+    assert entry({"staging": None}, "production") == "production"  # no pipeline leads to production
+    assert entry({}, "production") == "production"
+    assert entry({"a": "b", "b": "a", "production": "a"}, "production") in {"a", "b"}  # bounded on a cycle

@@ -129,3 +129,22 @@ def test_a_locked_environment_refuses_a_pushed_build_with_the_locks_reason(web: 
     assert web.client.delete("/api/v1/apps/hello/locks", headers=AUTH).status_code == 200
     push = web.client.post("/api/v1/apps/hello/pushes", json=body, headers=AUTH).json()
     assert push["state"] == "shipped", push
+
+
+def test_a_push_enters_the_pipeline_at_its_first_stage(web: Site) -> None:
+    """With `[env.production] after = "staging"`, a pushed build goes to staging; the pipeline
+    promotes it from there (tests/integration/test_pipelines.py)."""
+    from sqlalchemy import update
+
+    from conveyor.store.tables import images
+
+    digest = web.add_image("hello", "d")
+    manifest = {"run": {"web": "python app.py"}, "env": {"staging": {}, "production": {"after": "staging"}}}
+    with web.cp.engine.begin() as conn:
+        conn.execute(update(images).where(images.c.digest == digest).values(app_manifest=manifest))
+    body = {"ref": "refs/heads/main", "old": OLD, "new": NEW, "action": "deploy", "build": _build(web, digest),
+            "commits": _commits(1, time.time())}
+    push = web.client.post("/api/v1/apps/hello/pushes", json=body, headers=AUTH).json()
+    assert push["state"] == "shipped", push
+    dep = web.client.get(f"/api/v1/deployments/{push['deployment']}", headers=AUTH).json()
+    assert dep["env"] == "staging"
