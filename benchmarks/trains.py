@@ -52,8 +52,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "integration")]  # the tests' `conveyor up` harness
 
-from cvy_platform import Platform, wait_for  # noqa: E402
-from test_progressive import Traffic, _create, _live, canary_toml  # noqa: E402
+from cvy_platform import Platform, Traffic, wait_for  # noqa: E402
+from test_progressive import _live, canary_toml  # noqa: E402
 from test_trains import commit, enqueue, make_repo, train, until_ended  # noqa: E402
 
 
@@ -74,7 +74,7 @@ def main() -> None:
         p = Platform(Path(tmp))
         try:
             p.start()
-            _create(p, "train")
+            p.create_app("train")
             _live(p, "train", manifest)
             repo = make_repo(p, "train", manifest)
             shas = []

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from cvy_platform import Platform, wait_for
-from test_progressive import Traffic, _create, _live, canary_toml
+from cvy_platform import Platform, Traffic, wait_for
+from test_progressive import _live, canary_toml
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,7 @@ def until_ended(p: Platform, train_id: int, timeout: float) -> dict[str, Any]:
 
 def test_a_batch_with_a_bad_commit_is_bisected_and_the_good_prefix_ships(shared_platform: Platform) -> None:
     p = shared_platform
-    _create(p, "bisect")
+    p.create_app("bisect")
     manifest = toml()
     _live(p, "bisect", manifest)
     repo = make_repo(p, "bisect", manifest)
@@ -131,7 +131,7 @@ FEATURES_ROUTE = """        if self.path == "/features":
 
 def test_the_good_commits_after_the_culprit_ship_with_the_culprit_reverted(shared_platform: Platform) -> None:
     p = shared_platform
-    _create(p, "without")
+    p.create_app("without")
     manifest = toml()
     _live(p, "without", manifest)
     repo = make_repo(p, "without", manifest)
@@ -175,7 +175,7 @@ def test_the_good_commits_after_the_culprit_ship_with_the_culprit_reverted(share
 
 def test_commits_queued_while_a_train_deploys_ride_the_next_train_capped(shared_platform: Platform) -> None:
     p = shared_platform
-    _create(p, "batch")
+    p.create_app("batch")
     manifest = toml(max_commits=2)
     _live(p, "batch", manifest)
     repo = make_repo(p, "batch", manifest)
@@ -201,7 +201,7 @@ def test_commits_queued_while_a_train_deploys_ride_the_next_train_capped(shared_
 
 def test_bad_input_is_refused_and_nothing_is_queued(shared_platform: Platform) -> None:
     p = shared_platform
-    _create(p, "refuse")
+    p.create_app("refuse")
     repo = make_repo(p, "refuse", toml())
     good = commit(repo, "v2", "v2")
 
@@ -243,7 +243,7 @@ def test_a_train_survives_its_control_plane_killed_mid_try(shared_platform: Plat
     import signal
 
     p = shared_platform
-    _create(p, "survive")
+    p.create_app("survive")
     manifest = toml()
     _live(p, "survive", manifest)
     # a build that takes 3 s, so the kill lands while it runs

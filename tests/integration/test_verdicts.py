@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from cvy_platform import Platform, wait_for
-from test_progressive import Traffic, _create, _dep, _image, _live, _until
+from cvy_platform import Platform, Traffic, wait_for
+from test_progressive import _dep, _live, _until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,7 +58,7 @@ def test_an_identical_release_is_promoted_every_time_under_load(shared_platform:
     """Item 6: the same image, canaried three times in a row at ~150 requests/s, default analysis."""
     p = shared_platform
     app = "same"
-    _create(p, app)
+    p.create_app(app)
     _live(p, app, AA)
     digest = p.api.get(f"/apps/{app}/releases").json()[0]["image"]
     outcomes = []
@@ -131,7 +131,7 @@ def test_a_release_that_regresses_during_the_bake_is_rolled_back_by_the_history_
     """Item 9: the bake compares the new release with the previous one's own error rate."""
     p = shared_platform
     app = "bakes"
-    _create(p, app)
+    p.create_app(app)
     trigger = socket.socket()
     trigger.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused until trigger.listen()
     toml = BAKE.replace('web = "python app.py"', 'web = "python degrading.py"')
@@ -139,7 +139,7 @@ def test_a_release_that_regresses_during_the_bake_is_rolled_back_by_the_history_
     _live(p, app, BAKE)  # v1: the sample app, no errors
     with Traffic(p, app, rate=100, threads=4, max_s=180) as traffic:
         wait_for(lambda: traffic.count() >= 500, 30, 0.1, "the previous release's reference traffic")
-        digest = _image(p, app, "v2", **files)
+        digest = p.build_image(app, "v2", **files)
         r = p.api.post(f"/apps/{app}/deployments", json={"env": "production", "image": digest})
         assert r.status_code == 201, r.text
         dep_id = r.json()["id"]
