@@ -312,3 +312,53 @@ def test_an_interrupted_push_stops_the_hook_and_moves_no_ref(p: Platform) -> Non
     proc.wait(timeout=10)
     wait_for(lambda: not _hooks_of("gp-cancel"), timeout=15, what="the hook to stop with its push")
     assert co.remote_head() == ""
+
+
+CANARY_TOML = """[app]
+name = "{app}"
+
+[run]
+web = "python app.py"
+
+[health]
+path = "/healthz"
+timeout = "2s"
+
+[deploy]
+strategy = "canary"
+steps = [{{ weight = 50, duration = "{step}" }}]
+bake = "1s"
+drain_timeout = "1s"
+
+[env.production]
+instances = 1
+"""
+
+
+def test_a_push_while_the_environment_deploys_rides_the_next_train(p: Platform) -> None:
+    """Issue 14 item 6 for `git push`: the deploy branch moves at once (built and tested), and its commits
+    wait in the next deploy train while the running deployment finishes; the train then ships them."""
+    from cvy_platform import Traffic, wait_for
+
+    co = _app(p, "gp-train")
+    co.commit("canary settings", conveyor__toml=CANARY_TOML.format(app="gp-train", step="1s"))
+    assert co.push("main").returncode == 0
+    co.commit("a slow canary", conveyor__toml=CANARY_TOML.format(app="gp-train", step="15s"), VERSION="v2\n")
+    with Traffic(p, "gp-train", rate=40, threads=2, max_s=150) as traffic:
+        slow = subprocess.Popen(["git", "push", co.remote, "main"], cwd=co.dir, env=_git_env(p.token),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: any(d["state"] == "canary" for d in _deployments(p, "gp-train")), 60, 0.2,
+                 "the slow canary running")
+        co.commit("third", VERSION="v3\n")
+        fourth = co.commit("fourth", VERSION="v4\n")
+        res = co.push("main")
+        assert res.returncode == 0, res.stderr
+        assert "ride in train" in res.stderr, res.stderr
+        assert co.remote_head() == fourth  # accepted: built and tested, on the remote at once
+        assert slow.wait(timeout=120) == 0, slow.stderr.read()  # type: ignore[union-attr]
+        trains = wait_for(lambda: [t for t in p.cli_json("trains", "gp-train") if t["state"] not in ("collecting", "running")],
+                          150, 0.5, "the train of the third and fourth commits to end")
+        assert trains[0]["state"] == "shipped", trains
+        assert [c["sha"] for c in trains[0]["commits"]][-1] == fourth
+        wait_for(lambda: p.get("gp-train.localhost").text.strip() == "hello from v4", 30, 0.2, "v4 served")
+    assert traffic.failures() == [], traffic.failures()[:5]

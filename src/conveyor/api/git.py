@@ -18,7 +18,7 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from conveyor.api.deps import CP, Reader, Writer
 from conveyor.domain.gitpush import Route, route
 from conveyor.services import continuous, gitremote
-from conveyor.services.schemas import GitPushIn, GitPushView, GitRemoteIn, GitRemoteView, RowId
+from conveyor.services.schemas import GitPushIn, GitPushView, GitRemoteIn, GitRemoteView, PushReceived, RowId
 
 router = APIRouter(tags=["git push"])
 smart_http = APIRouter(include_in_schema=False)
@@ -42,6 +42,12 @@ def put_remote(app: str, body: GitRemoteIn, request: Request, cp: CP, p: Writer)
              summary="Record a pushed ref update (the pre-receive hook); a deploy push ships its build")
 async def create_push(app: str, body: GitPushIn, cp: CP, p: Writer) -> GitPushView:
     return continuous.record_push(cp, app, body, actor=p.name, origin=p.origin)
+
+
+@router.post("/apps/{app}/pushes/received", response_model=GitPushView,
+             summary="The deploy branch moved (the post-receive hook): ship the push, or batch it into a deploy train")
+def push_received(app: str, body: PushReceived, cp: CP, p: Writer) -> GitPushView:
+    return continuous.received(cp, app, body, actor=p.name, origin=p.origin)
 
 
 @router.get("/pushes/{push_id}", response_model=GitPushView, summary="A push: its state, build and deployment")

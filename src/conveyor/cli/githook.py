@@ -1,11 +1,15 @@
-"""The pre-receive hook of every app's git remote: build, test and ship a push, or reject it.
+"""The hooks of every app's git remote: pre-receive builds and tests a push, or rejects it;
+post-receive ships it (or batches it into the next deploy train) once the branch has moved.
 
 Git runs it (``python -m conveyor.cli.githook``, written by ``services/gitremote.py``) inside
 ``git receive-pack`` before any ref moves, with the pushed objects in quarantine
 (``GIT_QUARANTINE_PATH``: ``git archive`` and ``git log`` see them). Everything it prints
 reaches the pusher live as ``remote: …`` lines; exiting non-zero rejects the whole push, so
-the remote never holds a commit of the deploy branch that did not build, pass its tests and
-ship. It is a client of the control plane's own API, acting as the pusher: the token comes
+the remote never holds a commit of the deploy branch that did not build and pass its tests.
+The deployment comes after git has moved the branch (post-receive, whose output the pusher
+sees too): a push that arrives while its environment deploys rides in the next deploy train,
+which a deployment inside pre-receive could not do (a second push's pre-receive would run
+before the first one's branch had moved). It is a client of the control plane's own API, acting as the pusher: the token comes
 from the environment the control plane gave ``git http-backend`` (never a command line).
 
 With ``git push -o detach`` it returns as soon as the build is queued; the control plane
@@ -258,19 +262,34 @@ def ship_locked(api: Api, app: str, update: RefUpdate, *, detach: bool, started:
              f"Follow it with `conveyor deployments {app}` or GET /api/v1/pushes/{push['id']}")
         return
     follow_build(api, int(b["id"]))
-    push = api.post(f"/apps/{app}/pushes", json=body)
-    if push["deployment"] is None:
+    push = api.post(f"/apps/{app}/pushes", json=body | {"received": True})
+    if push["state"] == "failed":
         raise Rejected(f"not shipped: {push['detail']}")
+    step(f"Accepted (push #{push['id']}): it ships as soon as the branch has moved")
+
+
+def ship_received(api: Api, app: str, update: RefUpdate, *, started: float) -> None:
+    """Post-receive: the branch has moved; the control plane ships the push (or puts it in the next
+    deploy train when its environment is deploying), and this follows it for the pusher. It can no
+    longer reject the push (the commits built and passed their tests): a failed deployment is said."""
+    push = api.post(f"/apps/{app}/pushes/received", json={"ref": update.ref, "new": update.new})
+    if push["state"] == "batched":
+        step(push["detail"])
+        return
+    if push["deployment"] is None:
+        say(f"error: not shipped: {push['detail']}")
+        return
     dep_id = int(push["deployment"])
     env = str(api.get(f"/deployments/{dep_id}").get("env") or "production")
     step(f"Deploying as deployment #{dep_id} to {env}…")
     d = follow_deployment(api, dep_id)
-    if d["state"] not in TERMINAL:  # paused: a person decides; the release may still go live, so accept
+    if d["state"] not in TERMINAL:  # paused: a person decides
         step(f"Deployment #{dep_id} is {d['state']}, waiting for a person: `conveyor promote {app}` or "
-             f"`conveyor abort {app}`. The push is accepted.")
+             f"`conveyor abort {app}`.")
         return
     if d["state"] != "succeeded":
-        raise Rejected(f"deployment #{dep_id} {d['state']}: {d.get('reason') or 'see above'}")
+        say(f"error: deployment #{dep_id} {d['state']}: {d.get('reason') or 'see above'}")
+        return
     url = app_url(api, app, env)
     step(f"Released v{d['release']} to {env} in {time.monotonic() - started:.1f} s"
          + (f": {url}" if url else ""))
@@ -279,7 +298,33 @@ def ship_locked(api: Api, app: str, update: RefUpdate, *, detach: bool, started:
             step(f"{stage['env']}: {stage['waiting']}")
 
 
+def run_post(env: Mapping[str, str], stdin: str) -> int:
+    """The post-receive hook: ship each accepted update of the deploy branch (exit status is ignored by git)."""
+    app, branch = env["CONVEYOR_GIT_APP"], env.get("CONVEYOR_GIT_BRANCH", "main")
+    try:
+        updates = parse_updates(stdin)
+        options = push_options(env)
+    except PushError:
+        return 0
+    if "detach" in options:
+        return 0  # the control plane ships a detached push when its build ends
+    config = ClientConfig(url=env["CONVEYOR_GIT_API"], token=env["CONVEYOR_GIT_TOKEN"], source="git push",
+                          url_source="the control plane", token_source="the pusher's token")
+    started = time.monotonic()
+    try:
+        with Api(config, timeout=120) as api:
+            for d in plan(updates, branch):
+                if d.action == "deploy":
+                    ship_received(api, app, d.update, started=started)
+    except CliError as exc:
+        say(f"error: {exc}")
+        return 1
+    return 0
+
+
 def main() -> None:
+    if sys.argv[1:] == ["post-receive"]:
+        sys.exit(run_post(os.environ, sys.stdin.read()))
     sys.exit(run(os.environ, sys.stdin.read()))
 
 

@@ -21,12 +21,14 @@ from typing import Any
 from conveyor.domain import pipeline
 from conveyor.domain.gitpush import MAX_COMMITS
 from conveyor.domain.manifest import ManifestError, parse_manifest
-from conveyor.services import builds, deployments
-from conveyor.services.schemas import DeployPushIn, GitPushIn, GitPushView
+from conveyor.services import builds, deployments, trains
+from conveyor.services.schemas import DeployPushIn, GitPushIn, GitPushView, PushReceived, TrainCommitIn
 from conveyor.services.state import ControlPlane
 from conveyor.store import builds as build_rows
+from conveyor.store import deployments as deployment_rows
 from conveyor.store import gitpushes, repo
-from conveyor.store.repo import Conflict
+from conveyor.store import trains as train_rows
+from conveyor.store.repo import Conflict, NotFound
 
 log = logging.getLogger("conveyor.continuous")
 
@@ -39,12 +41,7 @@ def ship(cp: ControlPlane, app: str, image: str, commits: list[dict[str, Any]], 
     """Deploy ``image`` (built from ``commits``, newest first) where it enters the app's pipeline
     (the first stage before production, e.g. staging; production when there is none); the
     deployment's id. ``trigger`` ("git push by NAME") goes on the event log with the commits."""
-    with cp.engine.connect() as conn:
-        stored = repo.get_image(conn, repo.get_app(conn, app)["id"], image)["app_manifest"] or {}
-    try:
-        env = pipeline.entry(parse_manifest(stored).pipeline(), DEFAULT_ENV)
-    except ManifestError:
-        env = DEFAULT_ENV
+    env = entry_env(cp, app, image)
     dep_id = deployments.deploy(cp, app, env, image, actor=actor, origin=origin, automatic=True)
     with cp.engine.begin() as conn:
         head = commits[0]["sha"][:10] if commits else "?"
@@ -56,6 +53,69 @@ def ship(cp: ControlPlane, app: str, image: str, commits: list[dict[str, Any]], 
                   "commits": [{"sha": c["sha"], "message": c.get("message", "")[:200]} for c in commits[:50]]},
         )
     return dep_id
+
+
+def entry_env(cp: ControlPlane, app: str, image: str) -> str:
+    """Where ``image`` enters the app's pipeline (its own manifest says): staging before production, or
+    production when no stage comes before it."""
+    with cp.engine.connect() as conn:
+        stored = repo.get_image(conn, repo.get_app(conn, app)["id"], image)["app_manifest"] or {}
+    try:
+        return pipeline.entry(parse_manifest(stored).pipeline(), DEFAULT_ENV)
+    except ManifestError:
+        return DEFAULT_ENV
+
+
+def busy(cp: ControlPlane, app: str, env: str) -> bool:
+    """A deployment of ``env`` is open (queued or running), or a deploy train of it collects or runs:
+    new commits then ride in the next train instead of a deployment of their own."""
+    with cp.engine.connect() as conn:
+        app_row = repo.get_app(conn, app)
+        env_row = next((e for e in repo.envs_of_app(conn, app_row["id"]) if e["name"] == env), None)
+        if env_row is None:
+            return False
+        return bool(deployment_rows.open_in_env(conn, env_row["id"])) or any(
+            t["env_id"] == env_row["id"] for t in train_rows.open_trains(conn))
+
+
+def _batch(cp: ControlPlane, app: str, push_id: int, env: str, commits: list[dict[str, Any]], actor: str,
+           origin: str) -> str | None:
+    """Put a received push's commits (oldest first) in the next deploy train of ``env``, fetched from the
+    app's own bare repository (the branch has moved: they are there); None, or why it could not."""
+    from conveyor.services import gitremote  # (gitremote imports this module: a late import)
+
+    url = str(gitremote.repo_path(cp, app))
+    ordered = [TrainCommitIn(sha=c["sha"]) for c in reversed(commits)] or []
+    with cp.engine.connect() as conn:
+        new = gitpushes.get(conn, push_id)["new_sha"]
+    if not ordered or ordered[-1].sha != new:
+        ordered = [TrainCommitIn(sha=new)]
+    try:
+        try:
+            ridden = trains.enqueue(cp, app, url, ordered, trigger=f"git push by {actor or 'someone'}", actor=actor,
+                                    origin=origin, env=env)
+        except ValueError:  # not one line of history (a merge brought side commits): the pushed head alone
+            ridden = trains.enqueue(cp, app, url, [TrainCommitIn(sha=new)], trigger=f"git push by {actor or 'someone'}",
+                                    actor=actor, origin=origin, env=env)
+    except (Conflict, ValueError, NotFound) as exc:
+        return f"not batched: {exc}"
+    train = ridden[-1].id if ridden else None
+    with cp.engine.begin() as conn:
+        gitpushes.finish(conn, push_id, "batched", cp.clock(),
+                         detail=f"{env} is deploying: {len(ordered)} commit(s) ride in train {train} "
+                                f"(`conveyor trains {app}`)")
+    return None
+
+
+def received(cp: ControlPlane, app: str, body: PushReceived, actor: str, origin: str = "") -> GitPushView:
+    """The post-receive hook: the branch has moved to ``body.new``; ship the push that brought it (a
+    deployment of its image), or put it in the next deploy train when its environment is deploying."""
+    with cp.engine.connect() as conn:
+        row = gitpushes.accepted(conn, repo.get_app(conn, app)["id"], body.ref, body.new)
+    if row is None:
+        raise NotFound(f"no accepted push of {body.ref} to {body.new[:10]} for {app}")
+    _ship_build(cp, app, int(row["id"]), int(row["build_id"]), list(row["commits"] or []), actor, origin)
+    return read(cp, int(row["id"]))
 
 
 def view(row: Any) -> GitPushView:
@@ -81,15 +141,18 @@ def record_push(cp: ControlPlane, app: str, body: GitPushIn, actor: str, origin:
             build = build_rows.get(conn, deploy.build)
             if build is None or build["app_id"] != app_row["id"]:
                 raise Conflict(f"build {deploy.build} is not a build of app {app!r}")
+        later = deploy is not None and deploy.received and not deploy.detach
         push_id = gitpushes.add(conn, app_row["id"], ref=body.ref, old=body.old, new=body.new, commits=commits,
-                                action=body.action, state="building" if deploy else "stored",
+                                action=body.action, state="accepted" if later else "building" if deploy else "stored",
                                 detach=bool(deploy and deploy.detach), build_id=deploy.build if deploy else None,
                                 pushed_by=actor, at=cp.clock())
         if deploy is None:
             repo.record_event(conn, "git_push_stored", f"git push by {actor or 'someone'}: {body.ref} "
                               f"({len(commits)} commit(s)) stored, not deployed", app=app, actor=actor,
                               origin=origin, data={"push": push_id, "ref": body.ref, "new": body.new})
-    if build is not None:
+    if build is not None and later:
+        pass  # shipped by received(), once git has moved the branch (the post-receive hook asks)
+    elif build is not None:
         if build["state"] in ("succeeded", "failed"):
             _ship_build(cp, app, push_id, int(build["id"]), commits, actor, origin)
         else:
@@ -127,6 +190,12 @@ def _ship_build(cp: ControlPlane, app: str, push_id: int, build_id: int, commits
         problem = f"build {build_id} {b['state']}: {b.get('error') or 'see its log'}"
     elif image.get("test_status") == "failed":
         problem = f"image {image['digest'][7:19]} failed its tests"
+    if problem is None:
+        env = entry_env(cp, app, image["digest"])
+        if busy(cp, app, env):
+            problem = _batch(cp, app, push_id, env, commits, actor, origin)
+            if problem is None:
+                return
     if problem is None:
         try:
             dep_id = ship(cp, app, image["digest"], commits, f"git push by {actor or 'someone'}", actor, origin)

@@ -80,16 +80,25 @@ def _private_dir(path: Path) -> Path:
 
 
 def install_hook(cp: ControlPlane) -> Path:
-    """Write our pre-receive hook (the only hook git will run for these repositories)."""
+    """Write our hooks (the only ones git will run for these repositories): pre-receive builds and
+    tests a push (and may reject it); post-receive, once the branch has moved, ships it or puts it
+    in the next deploy train."""
     hooks = _private_dir(hooks_dir(cp))
-    hook = hooks / "pre-receive"
-    script = f"#!/bin/sh\n# Conveyor's pre-receive hook (services/gitremote.py writes it)\nexec '{sys.executable}' -m {HOOK_MODULE}\n"
-    if not hook.exists() or hook.read_text() != script:
-        tmp = hooks / f".pre-receive.{uuid.uuid4().hex}"
-        tmp.write_text(script)
-        os.chmod(tmp, 0o700)
-        os.replace(tmp, hook)
+    for name, arg in (("pre-receive", ""), ("post-receive", " post-receive")):
+        hook = hooks / name
+        script = (f"#!/bin/sh\n# Conveyor's {name} hook (services/gitremote.py writes it)\n"
+                  f"exec '{sys.executable}' -m {HOOK_MODULE}{arg}\n")
+        if not hook.exists() or hook.read_text() != script:
+            tmp = hooks / f".{name}.{uuid.uuid4().hex}"
+            tmp.write_text(script)
+            os.chmod(tmp, 0o700)
+            os.replace(tmp, hook)
     return hooks
+
+
+def repo_path(cp: ControlPlane, app: str) -> Path:
+    """Where the app's bare repository is (``ensure_repo`` makes it)."""
+    return repos_dir(cp) / f"{app}.git"
 
 
 def ensure_repo(cp: ControlPlane, app: str, branch: str) -> Path:
@@ -129,6 +138,8 @@ def git_env(cp: ControlPlane) -> dict[str, str]:
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_CONFIG_COUNT": str(len(config)),
     }
+    if os.environ.get("PYTHONPATH"):  # the hooks import the same conveyor as this process
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     for i, (key, value) in enumerate(config.items()):
         env[f"GIT_CONFIG_KEY_{i}"] = key
         env[f"GIT_CONFIG_VALUE_{i}"] = value

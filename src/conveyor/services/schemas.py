@@ -661,6 +661,15 @@ class DeployPushIn(_PushBase):
     action: Literal["deploy"]
     build: int = Field(ge=1, le=INT64_MAX, description="the build of `new`")
     detach: bool = Field(False, description="the hook did not wait for the build: ship it when it ends")
+    received: bool = Field(False, description="the build passed: accept the push and ship it once the branch has "
+                                              "moved (the post-receive hook asks: POST /apps/{app}/pushes/received)")
+
+
+class PushReceived(_Body):
+    """The post-receive hook: the deploy branch has moved to ``new``; ship the push that brought it."""
+
+    ref: str = Field(max_length=200, pattern=r"^refs/[\x21-\x7e]{1,195}$")
+    new: str = Field(pattern=OID)
 
 
 class StorePushIn(_PushBase):

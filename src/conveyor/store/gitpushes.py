@@ -67,3 +67,10 @@ def commits_by_deployment(conn: Connection, deployment_ids: list[int]) -> dict[i
         for r in conn.execute(q):
             out.setdefault(int(r.deployment_id), []).extend(r.commits or [])
     return out
+
+
+def accepted(conn: Connection, app_id: int, ref: str, new: str) -> RowMapping | None:
+    """The newest push of ``ref`` to ``new`` that waits for its ref to move (state ``accepted``)."""
+    q = select(git_pushes).where(git_pushes.c.app_id == app_id, git_pushes.c.ref == ref, git_pushes.c.new_sha == new,
+                                 git_pushes.c.state == "accepted").order_by(git_pushes.c.id.desc()).limit(1)
+    return conn.execute(q).mappings().first()
