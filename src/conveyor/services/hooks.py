@@ -26,12 +26,10 @@ from conveyor.build.queue import BuildRequest
 from conveyor.domain import webhooks
 from conveyor.domain.manifest import ENV_NAME_RE
 from conveyor.domain.wire import API_PREFIX
-from conveyor.services import builds, deployments, trains
+from conveyor.services import builds, continuous, deployments, trains
 from conveyor.services.schemas import BRANCH, REPO_URL, HookAnswer, HookDelivery, RepoIn, RepoView, TrainCommitIn
 from conveyor.services.state import ControlPlane
-from conveyor.store import deployments as deployment_rows
 from conveyor.store import hooks as store
-from conveyor.store import trains as train_rows
 from conveyor.store import repo
 from conveyor.store.repo import Conflict, NotFound
 
@@ -160,7 +158,7 @@ async def _ship_delivery(cp: ControlPlane, app: str, url: str, sha: str, env: st
             store.update_delivery(conn, row_id, **values)
 
     try:
-        if _busy(cp, app, env):  # commits pushed while a deployment runs ride in the next train
+        if continuous.busy(cp, app, env):  # commits pushed while a deployment runs ride in the next train
             try:
                 ridden = await asyncio.to_thread(
                     trains.enqueue, cp, app, url, [TrainCommitIn(sha=sha)], trigger=f"webhook {push.provider}",
@@ -181,17 +179,6 @@ async def _ship_delivery(cp: ControlPlane, app: str, url: str, sha: str, env: st
         note(outcome="failed", reason=f"internal error: {exc}")
         return
     note(outcome="deploying", deployment_id=dep_id, reason=f"deployment {dep_id} of {sha[:12]} to {env}")
-
-
-def _busy(cp: ControlPlane, app: str, env: str) -> bool:
-    """A deployment of ``env`` is open (queued or running), or a train of it collects or runs."""
-    with cp.engine.connect() as conn:
-        app_row = repo.get_app(conn, app)
-        env_row = next((e for e in repo.envs_of_app(conn, app_row["id"]) if e["name"] == env), None)
-        if env_row is None:
-            return False
-        return bool(deployment_rows.open_in_env(conn, env_row["id"])) or any(
-            t["env_id"] == env_row["id"] for t in train_rows.open_trains(conn))
 
 
 class ShipFailed(Exception):
