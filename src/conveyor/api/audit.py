@@ -74,7 +74,7 @@ class AuditMiddleware:
 
 
 @router.get("/audit", response_model=list[AuditEntry], summary="The audit trail of calls, newest first")
-def get_audit(cp: CP, _p: Reader, app: str | None = Query(None, json_schema_extra={"pattern": NAME}),
+def get_audit(cp: CP, _p: Reader, app: str | None = Query(None, pattern=NAME),
               since: str | None = Query(None, description="e.g. 1h, 7d, or epoch seconds",
                                         json_schema_extra={"pattern": SINCE_PATTERN}),
               limit: int = Query(200, ge=1, le=audit.MAX_CALLS)) -> list[AuditEntry]:
