@@ -3,8 +3,9 @@ namespaces and real traffic through the router.
 
 Three hosts: the `conveyor up` agent ("local", no labels) and two agents in their own network
 namespaces, h1 (role=web, capacity 2) and h2 (role=web). An environment that selects role=web
-lands one instance on each of h1 and h2 and none on local; draining h2 moves its instance to h1
-(the only other role=web host) with no failed request, counting transport errors; a release that
+lands its instances on h1 and h2, spread, and none on local; draining the host of a release's only
+instance moves it with no failed request (its replacement is ready before it leaves the routing
+table), counting transport errors; a release that
 selects a label no host has fails at once, saying which constraint is unmet, and the live release
 keeps serving.
 """
@@ -48,9 +49,9 @@ def _instances(p: Platform) -> list[dict]:  # type: ignore[type-arg]
     return env["instances"]  # type: ignore[no-any-return]
 
 
-def _serving(p: Platform) -> list[str]:
-    """Hosts of the ready instances, sorted."""
-    return sorted(i["host"] for i in _instances(p) if i["state"] == "ready")
+def _serving(p: Platform, release: int | None = None) -> list[str]:
+    """Hosts of the ready instances (of ``release`` only, when given: the previous one is kept warm), sorted."""
+    return sorted(i["host"] for i in _instances(p) if i["state"] == "ready" and release in (None, i["release"]))
 
 
 def test_labels_spread_drain_and_an_unplaceable_release(tmp_path: Path) -> None:
@@ -75,42 +76,55 @@ def test_labels_spread_drain_and_an_unplaceable_release(tmp_path: Path) -> None:
         assert "role=web" in table and "0/2" in table and "drained" not in table
 
         p.cli("apps", "create", "placed", check=True)
-        dep = p.deploy("placed", p.app_copy("placed", "v1", conveyor__toml=TOML.format(selector="role=web")))
-        assert dep["state"] == "succeeded", dep
-        assert _serving(p) == ["h1", "h2"]  # spread over the role=web hosts; nothing on local
 
-        with Traffic(p, "placed", rate=60, threads=3, max_s=120) as traffic:
-            drained = p.cli_json("hosts", "drain", "h2")
+        def toml(selector: str = "role=web", instances: int = 2) -> str:
+            return TOML.format(selector=selector).replace("instances = 2", f"instances = {instances}")
+
+        dep = p.deploy("placed", p.app_copy("placed", "v1", conveyor__toml=toml(instances=1)))
+        assert dep["state"] == "succeeded", dep
+        assert _serving(p) == ["h1"]  # a role=web host (h1 and h2 tie; by name); never local
+
+        with Traffic(p, "placed", rate=60, threads=3, max_s=180) as traffic:
+            # its only instance moves: the replacement must be ready before the old one leaves the table
+            drained = p.cli_json("hosts", "drain", "h1")
             assert drained["drained"] is True and drained["drained_by"]
-            moved = wait_for(lambda: _serving(p) == ["h1", "h1"] and all(i["host"] == "h1" for i in _instances(p)),
-                             60, 0.2, "the instance on h2 replaced on h1, then gone from h2")
-            assert moved
-            # traffic goes on a little after the move, through the new instance
-            start = len(traffic.snapshot())
+            wait_for(lambda: _serving(p) == ["h2"] and all(i["host"] == "h2" for i in _instances(p)),
+                     60, 0.2, "the instance on h1 replaced on h2, then gone from h1")
+            assert p.cli_json("hosts", "undrain", "h1")["drained"] is False
+
+            dep = p.deploy("placed", p.app_copy("placed", "v2", conveyor__toml=toml()))
+            assert dep["state"] == "succeeded", dep
+            assert _serving(p, dep["release"]) == ["h1", "h2"]  # spread over the role=web hosts
+
+            p.cli_json("hosts", "drain", "h2")
+            v2 = dep["release"]
+            wait_for(lambda: _serving(p, v2) == ["h1", "h1"]
+                     and all(i["host"] == "h1" for i in _instances(p) if i["release"] == v2),
+                     60, 0.2, "the instance on h2 replaced on h1, then gone from h2")
+            start = len(traffic.snapshot())  # traffic goes on a little after the moves
             wait_for(lambda: len(traffic.snapshot()) >= start + 30, 20, 0.1, "traffic after the move")
         assert traffic.failures() == [], traffic.failures()[:5]
         assert traffic.count() >= 60
         kinds = [e["kind"] for e in p.api.get("/events", params={"app": "placed"}).json()]
-        assert "instances_moved" in kinds, kinds
+        assert kinds.count("instances_moved") >= 2, kinds
 
         # h1 is full (2/2) and h2 drained: a third instance has nowhere to go, and the deployment says so
-        dep = p.deploy("placed", p.app_copy("placed", "v2", conveyor__toml=TOML.format(selector="role=web").replace(
-            "instances = 2", "instances = 3")))
+        dep = p.deploy("placed", p.app_copy("placed", "v3", conveyor__toml=toml(instances=3)))
         assert dep["state"] == "failed", dep
-        assert "cannot be placed" in dep["reason"] and "h2" in dep["reason"], dep["reason"]
+        assert "cannot be placed" in dep["reason"] and "h2 drained" in dep["reason"], dep["reason"]
         # ... and a label no host has: at once, naming the selector and the hosts there are
-        dep = p.deploy("placed", p.app_copy("placed", "v3", conveyor__toml=TOML.format(selector="role=gpu")))
+        dep = p.deploy("placed", p.app_copy("placed", "v4", conveyor__toml=toml(selector="role=gpu")))
         assert dep["state"] == "failed", dep
         assert "no online host has labels role=gpu" in dep["reason"] and "h1 [role=web,zone=a]" in dep["reason"]
         assert dep["_exit"] != 0
-        assert p.get("placed.localhost").text == "hello from v1\n"  # v1 still serves
+        assert p.get("placed.localhost").text == "hello from v2\n"  # v2 still serves
 
         undrained = p.cli_json("hosts", "undrain", "h2")
         assert undrained["drained"] is False
         bad = p.cli("hosts", "drain", "nosuch")
         assert bad.returncode != 0 and "host 'nosuch' has never reported" in bad.stderr, bad.stderr
         bad = p.cli("deploy", "placed", "--source", str(p.app_copy(
-            "placed", "v4", conveyor__toml=TOML.format(selector="role=web,=x"))), "--wait")
+            "placed", "v5", conveyor__toml=TOML.format(selector="role=web,=x"))), "--wait")
         assert bad.returncode != 0 and "hosts" in bad.stderr and "invalid key or value" in bad.stderr, bad.stderr
     finally:
         p.stop_all()

@@ -6,6 +6,7 @@ Thin over the API (``GET /hosts``, ``GET /routers``, ``POST|DELETE /hosts/{host}
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -91,29 +92,21 @@ def drain(host: HostArg, json: JsonOpt = False) -> None:
     else to go stays where it is (the event log says why).
     """
 
-    def body() -> None:
-        with Api() as api:
-            h = api.post(f"/hosts/{host}/drain")
-        if json:
-            o.emit_json(h)
-            return
-        o.out.print(f"host {host} drained: its {len(h['instances'])} instance(s) move to other hosts "
-             "(`conveyor hosts` to watch; `conveyor hosts undrain` to take it back)")
-
-    run(body)
+    _set_drain(host, "POST", json, lambda h: f"host {host} drained: its {len(h['instances'])} instance(s) move to "
+               "other hosts (`conveyor hosts` to watch; `conveyor hosts undrain` to take it back)")
 
 
 @hosts_app.command("undrain")
 def undrain(host: HostArg, json: JsonOpt = False) -> None:
     """Let HOST take new instances again (instances moved away stay where they are)."""
+    _set_drain(host, "DELETE", json, lambda h: f"host {host} takes new instances again")
 
+
+def _set_drain(host: str, method: str, json: bool, said: Callable[[dict[str, Any]], str]) -> None:
     def body() -> None:
         with Api() as api:
-            h = api.request("DELETE", f"/hosts/{host}/drain")
-        if json:
-            o.emit_json(h)
-            return
-        o.out.print(f"host {host} takes new instances again")
+            h = api.request(method, f"/hosts/{host}/drain")
+        o.emit_json(h) if json else o.out.print(said(h))
 
     run(body)
 

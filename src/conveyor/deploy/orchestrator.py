@@ -391,13 +391,11 @@ class Orchestrator:
             changed |= instances.drain_ids(conn, stuck + ids[: len(ids) - count], now)
             stuck, ids = [], ids[len(ids) - count:]
         elif len(ids) < count:
-            changed |= self._add(conn, env_id, app, env, release, count - len(ids), role, process, now)
+            changed |= self._add(conn, env_id, app, env, release, count - len(ids), role, process, placed, now)
         if stuck and count == 0:
             changed |= instances.drain_ids(conn, stuck, now)
         elif stuck and len(ids) >= count:
-            status = hosts.instance_status_map(conn, now, self.started_at)
-            ready = sum(1 for iid in ids if status.get(iid, ("", {}))[1].get("state") == InstanceState.READY.value)
-            if ready >= count:
+            if _ready(hosts.instance_status_map(conn, now, self.started_at), ids) >= count:
                 changed |= instances.drain_ids(conn, stuck, now)
                 repo.record_event(
                     conn, "instances_moved",
@@ -407,7 +405,7 @@ class Orchestrator:
         return changed
 
     def _add(self, conn: Connection, env_id: int, app: str, env: str, release: int, n: int, role: str,
-             process: str, now: float) -> bool:
+             process: str, placed: list[tuple[str, str]], now: float) -> bool:
         """Place ``n`` new instances of a release; what cannot be placed is remembered with its reason.
         (A release without its row, as in tests that drive deployments alone, has no selector or limits.)"""
         try:
@@ -416,7 +414,7 @@ class Orchestrator:
             cfg = {}
         lim = (cfg.get("process_limits") or {}).get(process) or cfg.get("limits") or {}
         spread: dict[str, int] = {}
-        for _, host in instances.active_hosts(conn, env_id, release, role, process):
+        for _, host in placed:  # the release's instances per host: the spread counts them
             spread[host] = spread.get(host, 0) + 1
         result = place(hosts.fleet(conn, now), n, selector=parse_selector(cfg.get("hosts") or ""),
                        release_load=spread, memory=int(lim.get("memory") or 0) or None)
@@ -455,16 +453,7 @@ class Orchestrator:
         if not drained or not any(r.host in drained and r.release == release for r in instances.serving(conn, env_id)):
             return set()
         cfg = repo.get_release(conn, env_id, release)["config"] or {}
-        counts = {"web": int(cfg.get("instances", 1)), **{k: int(v) for k, v in (cfg.get("workers") or {}).items()}}
-        counts.update(config_vars.counts_of(conn, env_id))
-        restarting = config_vars.restarts_of(conn, env_id)
-        app, env_name = repo.app_env_names(conn, env_id)
-        touched: set[str] = set()
-        for action in processes.scale(release, {k: v for k, v in counts.items() if k not in restarting},
-                                      set(cfg.get("processes") or {"web": ""})):
-            if self._ensure(conn, env_id, app, env_name, action.release, action.count, action.role, action.process):
-                touched |= {"desired", "routing"}
-        return touched
+        return self._hold(conn, env_id, release, cfg, _counts(cfg, config_vars.counts_of(conn, env_id)))
 
     def _heal(self, conn: Connection, env_id: int) -> set[str]:
         """Replace the serving instances of a lost host on the hosts that are alive (domain/healing.py)."""
@@ -501,10 +490,14 @@ class Orchestrator:
         if env["current_release"] is None or not counts:
             return set()
         release = env["current_release"]
-        cfg = repo.get_release(conn, env_id, release)["config"] or {}
+        return self._hold(conn, env_id, release, repo.get_release(conn, env_id, release)["config"] or {}, counts)
+
+    def _hold(self, conn: Connection, env_id: int, release: int, cfg: dict[str, Any], counts: dict[str, int]) -> set[str]:
+        """Hold ``release`` at ``counts`` per process type (``domain/processes.scale``), but for the
+        process types a rolling restart holds (its own count: one surge)."""
         app, env_name = repo.app_env_names(conn, env_id)
         touched: set[str] = set()
-        restarting = config_vars.restarts_of(conn, env_id)  # a restart holds its own count (one surge)
+        restarting = config_vars.restarts_of(conn, env_id)
         for action in processes.scale(release, {k: v for k, v in counts.items() if k not in restarting},
                                       set(cfg.get("processes") or {"web": ""})):
             if self._ensure(conn, env_id, app, env_name, action.release, action.count, action.role, action.process):
@@ -525,9 +518,7 @@ class Orchestrator:
         if not rows or env["current_release"] is None:
             return set()
         release = env["current_release"]
-        cfg = repo.get_release(conn, env_id, release)["config"] or {}
-        counts = {"web": int(cfg.get("instances", 1)), **{k: int(v) for k, v in (cfg.get("workers") or {}).items()}}
-        counts.update(config_vars.counts_of(conn, env_id))
+        counts = _counts(repo.get_release(conn, env_id, release)["config"] or {}, config_vars.counts_of(conn, env_id))
         status = hosts.instance_status_map(conn, now, self.started_at)
         app, env_name = repo.app_env_names(conn, env_id)
         touched: set[str] = set()
@@ -535,16 +526,15 @@ class Orchestrator:
             process = row["process"]
             policy = autoscale.Policy.from_json(row["policy"])
             role = "main" if process == "web" else "worker"
-            ready = sum(1 for iid in instances.active_ids(conn, env_id, release, role, process)
-                        if status.get(iid, ("", {}))[1].get("state") == InstanceState.READY.value)
+            ready = _ready(status, instances.active_ids(conn, env_id, release, role, process))
+            if not ready:
+                continue  # nothing serves yet (starting, or crashing): no load to read, the count holds
             second = float(int(now))
             requests, hist = series.totals(conn, env_id, second - policy.window, second)
             sample = autoscale.Sample(requests, policy.window, hist.mean(), hist.quantile(0.95), ready)
             key = (env_id, process)
-            current = counts.get(process, 1)
-            if not ready:
-                continue  # nothing serves yet (starting, or crashing): no load to read, the count holds
-            d = autoscale.decide(policy, current, sample, now, self.autoscale_state.get(key, autoscale.State()))
+            d = autoscale.decide(policy, counts.get(process, 1), sample, now,
+                                 self.autoscale_state.get(key, autoscale.State()))
             self.autoscale_state[key] = d.state
             doc = {"current": d.current, "desired": d.desired, "recommendation": d.recommendation, "value": d.value,
                    "ready": ready, "reason": d.reason, "metric": policy.metric, "target": policy.target}
@@ -633,3 +623,14 @@ class Orchestrator:
                 app=app, env=env_name, actor="conveyor", data={"release": number},
             )
         return {"desired"}
+
+
+def _counts(cfg: dict[str, Any], scaled: dict[str, int]) -> dict[str, int]:
+    """The counts a release is held at: its own (web ``instances``, each worker's), overridden by the
+    `conveyor scale` (or autoscaler) counts."""
+    return {"web": int(cfg.get("instances", 1)), **{k: int(v) for k, v in (cfg.get("workers") or {}).items()}, **scaled}
+
+
+def _ready(status: dict[str, tuple[str, dict[str, Any]]], ids: list[str]) -> int:
+    """How many of ``ids`` their hosts last reported ready."""
+    return sum(1 for iid in ids if status.get(iid, ("", {}))[1].get("state") == InstanceState.READY.value)

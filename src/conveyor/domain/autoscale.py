@@ -140,9 +140,8 @@ def decide(p: Policy, current: int, sample: Sample | None, now: float, state: St
     """The count to hold now (see the module docstring); ``current`` is the count in force."""
     unit = UNITS[p.metric]
     value = sample.per_instance(p.metric) if sample is not None else None
-    if value is None:
-        # No traffic measured (or nothing ready): p95 has no sample, so it holds; a rate is 0.
-        value = None if p.metric == "p95" else 0.0
+    if value is None and p.metric != "p95":
+        value = 0.0  # no traffic measured: a rate of 0 (a latency has no sample, so the count holds)
     if value is None:
         rec, why = current, "no latency measured in the window: holding"
     else:

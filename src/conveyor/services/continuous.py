@@ -85,18 +85,14 @@ def _batch(cp: ControlPlane, app: str, push_id: int, env: str, commits: list[dic
     from conveyor.services import gitremote  # (gitremote imports this module: a late import)
 
     url = str(gitremote.repo_path(cp, app))
-    ordered = [TrainCommitIn(sha=c["sha"]) for c in reversed(commits)] or []
     with cp.engine.connect() as conn:
         new = gitpushes.get(conn, push_id)["new_sha"]
+    ordered = [TrainCommitIn(sha=c["sha"]) for c in reversed(commits)]
     if not ordered or ordered[-1].sha != new:
         ordered = [TrainCommitIn(sha=new)]
+    trigger = f"git push by {actor or 'someone'}"
     try:
-        try:
-            ridden = trains.enqueue(cp, app, url, ordered, trigger=f"git push by {actor or 'someone'}", actor=actor,
-                                    origin=origin, env=env)
-        except ValueError:  # not one line of history (a merge brought side commits): the pushed head alone
-            ridden = trains.enqueue(cp, app, url, [TrainCommitIn(sha=new)], trigger=f"git push by {actor or 'someone'}",
-                                    actor=actor, origin=origin, env=env)
+        ridden = _enqueue(cp, app, url, ordered, trigger, actor, origin, env)
     except (Conflict, ValueError, NotFound) as exc:
         return f"not batched: {exc}"
     train = ridden[-1].id if ridden else None
@@ -105,6 +101,18 @@ def _batch(cp: ControlPlane, app: str, push_id: int, env: str, commits: list[dic
                          detail=f"{env} is deploying: {len(ordered)} commit(s) ride in train {train} "
                                 f"(`conveyor trains {app}`)")
     return None
+
+
+def _enqueue(cp: ControlPlane, app: str, url: str, commits: list[TrainCommitIn], trigger: str, actor: str,
+             origin: str, env: str) -> list[Any]:
+    """``trains.enqueue``; a range that is not one line of history (a merge brought side commits)
+    rides as its head commit alone."""
+    try:
+        return trains.enqueue(cp, app, url, commits, trigger=trigger, actor=actor, origin=origin, env=env)
+    except ValueError:
+        if len(commits) == 1:
+            raise
+        return trains.enqueue(cp, app, url, commits[-1:], trigger=trigger, actor=actor, origin=origin, env=env)
 
 
 def received(cp: ControlPlane, app: str, body: PushReceived, actor: str, origin: str = "") -> GitPushView:
