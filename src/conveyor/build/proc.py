@@ -71,8 +71,13 @@ def run_streaming(
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    signal_group(proc.pid, signal.SIGKILL)
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """Signal a process group (a child started in its own session); gone already is fine."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conveyor.build.proc import signal_group
 from conveyor.build.builder import BuildResult
 from conveyor.build.sources import CommitInfo
 
@@ -192,7 +193,7 @@ class BuildQueue:
         job._cancelled = True
         if job._proc is not None:
             proc = job._proc
-            _killpg(proc.pid, signal.SIGTERM)
+            signal_group(proc.pid, signal.SIGTERM)
             # A worker that ignores SIGTERM gets SIGKILL a little later.
             asyncio.get_running_loop().call_later(10.0, _kill_if_running, proc)
         elif job.state == "queued" and job._task is not None:
@@ -262,7 +263,7 @@ class BuildQueue:
         )
         job._proc = proc
         if job._cancelled:  # cancel() came while the process was being spawned
-            _killpg(proc.pid, signal.SIGTERM)
+            signal_group(proc.pid, signal.SIGTERM)
         assert proc.stdout is not None
         try:
             with open(job.log_path, "a", encoding="utf-8") as log:  # noqa: ASYNC230 - local appends of one line
@@ -278,9 +279,9 @@ class BuildQueue:
             raise BuildFailed(job.id, "timeout", f"timed out after {self.timeout_s:.0f} s", job.log_path) from None
         finally:
             if proc.returncode is None:
-                _killpg(proc.pid, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
                 await proc.wait()
-            _killpg(proc.pid, signal.SIGKILL)  # anything the worker left behind in its group
+            signal_group(proc.pid, signal.SIGKILL)  # anything the worker left behind in its group
 
     def _outcome(self, job: BuildJob, code: int, result_path: Path) -> BuildResult:
         if job._cancelled:
@@ -299,11 +300,4 @@ class BuildQueue:
 
 def _kill_if_running(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
-        _killpg(proc.pid, signal.SIGKILL)
-
-
-def _killpg(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+        signal_group(proc.pid, signal.SIGKILL)

@@ -158,9 +158,7 @@ def record_push(cp: ControlPlane, app: str, body: GitPushIn, actor: str, origin:
             repo.record_event(conn, "git_push_stored", f"git push by {actor or 'someone'}: {body.ref} "
                               f"({len(commits)} commit(s)) stored, not deployed", app=app, actor=actor,
                               origin=origin, data={"push": push_id, "ref": body.ref, "new": body.new})
-    if build is not None and later:
-        pass  # shipped by received(), once git has moved the branch (the post-receive hook asks)
-    elif build is not None:
+    if build is not None and not later:  # (a later one ships from received(), once git has moved the branch)
         if build["state"] in ("succeeded", "failed"):
             _ship_build(cp, app, push_id, int(build["id"]), commits, actor, origin)
         else:

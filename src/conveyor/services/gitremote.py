@@ -37,6 +37,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from conveyor.build.proc import signal_group
 from conveyor.domain.gitpush import branch_problem
 from conveyor.services import auth
 from conveyor.services.continuous import pushes_of
@@ -322,24 +323,16 @@ async def serve(cp: ControlPlane, p: auth.Principal, token: str, app: str, path_
             finished = True
         finally:
             if not finished:  # the pusher went away (Ctrl-C): stop git and our hook with it
-                _kill_group(proc.pid)
+                signal_group(proc.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), timeout=30)
             except asyncio.TimeoutError:
-                _kill_group(proc.pid)
+                signal_group(proc.pid, signal.SIGTERM)
                 await proc.wait()
             feeder.cancel()
             await asyncio.gather(feeder, errors, return_exceptions=True)
 
     return CgiResponse(status, out_headers, stream())
-
-
-def _kill_group(pid: int) -> None:
-    """git http-backend runs in its own session: receive-pack and the hook go with it."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
 
 
 # -- settings as the API shows them -------------------------------------------------
