@@ -134,7 +134,7 @@ def supervise(children: list[Child], stop_flag: list[bool]) -> None:
 
 
 HOST_LOST_HELP = ("Seconds without a report after which a host is lost: its instances leave the routing table "
-                  "and are started elsewhere (agents report every 5 s; Kubernetes waits 40 s).")
+                  "and are started elsewhere (agents report every 5 s, so at least 10; Kubernetes waits 40 s).")
 
 
 def register(app: typer.Typer) -> None:
@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
         https_port: Annotated[int, typer.Option("--https-port", help="Also serve HTTPS on this port (0: no HTTPS).")] = 0,
         json: Annotated[bool, typer.Option("--json", help="Print the URLs as one JSON line when ready.")] = False,
         host_lost_after: Annotated[float, typer.Option(
-            "--host-lost-after", help=HOST_LOST_HELP, min=5, max=3600)] = HOST_LOST_AFTER,
+            "--host-lost-after", help=HOST_LOST_HELP, min=10, max=3600)] = HOST_LOST_AFTER,
         replace_client_config: Annotated[bool, typer.Option(
             "--replace-client-config", help="Overwrite the CLI's client.json even if it names another platform or token.")] = False,
     ) -> None:
@@ -261,7 +261,7 @@ def register(app: typer.Typer) -> None:
             help="A token that may look but not change anything (repeatable; shows in `ps`: prefer "
                  "CONVEYOR_VIEWER_TOKENS, space-separated, or `conveyor tokens create --role viewer`).")] = None,
         host_lost_after: Annotated[float, typer.Option(
-            "--host-lost-after", help=HOST_LOST_HELP, min=5, max=3600)] = HOST_LOST_AFTER,
+            "--host-lost-after", help=HOST_LOST_HELP, min=10, max=3600)] = HOST_LOST_AFTER,
     ) -> None:
         """Run the control plane alone (API, web UI, orchestrator, builds)."""
         from conveyor.server import create_app, serve

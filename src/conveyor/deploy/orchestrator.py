@@ -204,7 +204,6 @@ class Orchestrator:
                     touched |= self._restart(conn, env_id)
                     touched |= self._autoscale(conn, env_id)
                     touched |= self._scale(conn, env_id)
-                    touched |= self._evacuate(conn, env_id)
                 return touched
         except Exception:
             log.exception("orchestrator: environment %s failed this pass (rolled back); the others go on", env_id)
@@ -442,19 +441,6 @@ class Orchestrator:
         repo.record_event(conn, "placement_short", f"release {release} of {app}/{env}: {reason}",
                           app=app, env=env, actor="conveyor", data={"release": release, "reason": reason})
 
-    def _evacuate(self, conn: Connection, env_id: int) -> set[str]:
-        """Move the current release's instances off drained hosts (``conveyor hosts drain``), holding
-        its counts: the `conveyor scale` ones, else the release's own."""
-        env = repo.env_by_id(conn, env_id)
-        release = env["current_release"]
-        if release is None:
-            return set()
-        drained = hosts.drained_names(conn)
-        if not drained or not any(r.host in drained and r.release == release for r in instances.serving(conn, env_id)):
-            return set()
-        cfg = repo.get_release(conn, env_id, release)["config"] or {}
-        return self._hold(conn, env_id, release, cfg, _counts(cfg, config_vars.counts_of(conn, env_id)))
-
     def _heal(self, conn: Connection, env_id: int) -> set[str]:
         """Replace the serving instances of a lost host on the hosts that are alive (domain/healing.py)."""
         now = self.clock()
@@ -483,14 +469,23 @@ class Orchestrator:
         return {"desired", "routing"}
 
     def _scale(self, conn: Connection, env_id: int) -> set[str]:
-        """Hold the current release at the counts `conveyor scale` set (``domain/processes.scale``): more
-        instances start, extra ones drain (the router finishes their requests; workers get SIGTERM)."""
+        """Hold the current release at its counts (``_counts``: its own, or what `conveyor scale` or the
+        autoscaler set), level-triggered: more instances start, extra ones drain (the router finishes
+        their requests; workers get SIGTERM), and those on drained hosts move (``_ensure``).
+
+        Always, not only after `conveyor scale`: whatever took instances away (a lost host whose
+        replacements found no room at the time, a crash of this process between two steps) is made
+        good as soon as it can be placed, rather than leaving the environment short until the next
+        deployment."""
         env = repo.env_by_id(conn, env_id)
-        counts = config_vars.counts_of(conn, env_id)
-        if env["current_release"] is None or not counts:
+        if env["current_release"] is None:
             return set()
         release = env["current_release"]
-        return self._hold(conn, env_id, release, repo.get_release(conn, env_id, release)["config"] or {}, counts)
+        try:
+            cfg = repo.get_release(conn, env_id, release)["config"] or {}
+        except repo.NotFound:  # (tests that drive deployments alone have no release rows)
+            return set()
+        return self._hold(conn, env_id, release, cfg, _counts(cfg, config_vars.counts_of(conn, env_id)))
 
     def _hold(self, conn: Connection, env_id: int, release: int, cfg: dict[str, Any], counts: dict[str, int]) -> set[str]:
         """Hold ``release`` at ``counts`` per process type (``domain/processes.scale``), but for the

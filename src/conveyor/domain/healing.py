@@ -31,12 +31,19 @@ HOST_LOST_AFTER = 15.0
 _lost_after = HOST_LOST_AFTER
 
 
+#: The shortest deadline allowed: two agent reports (every 5 s). At one report period a healthy
+#: host is judged lost whenever its next report is a moment late (seen: both hosts of a test "lost"
+#: together, their instances drained with nowhere to go).
+MIN_LOST_AFTER = 10.0
+
+
 def set_lost_after(seconds: float) -> None:
     """Set the lost-host deadline of this process (the server does, from its settings, at start).
     Kubernetes waits 40 s before a node is NotReady; 15 s suits loopback and a LAN."""
     global _lost_after
-    if not 5.0 <= seconds <= 3600.0:
-        raise ValueError(f"the lost-host deadline must be between 5 s (agents report every 5 s) and 3600 s, got {seconds:g}")
+    if not MIN_LOST_AFTER <= seconds <= 3600.0:
+        raise ValueError(f"the lost-host deadline must be between {MIN_LOST_AFTER:g} s (two agent reports, "
+                         f"every 5 s) and 3600 s, got {seconds:g}")
     _lost_after = float(seconds)
 
 
