@@ -491,17 +491,24 @@ def tls_summary(res: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "keepalive_p99_router_vs_haproxy": ratio(rk["p99_ms"], hk["p99_ms"]),
         "handshakes_per_s_router_vs_haproxy": ratio(rh["rps"], hh["rps"]),
         "handshake_p99_router_vs_haproxy": ratio(rh["p99_ms"], hh["p99_ms"]),
+        # CPU per new connection (handshake + one request + close) in each process: the number
+        # that holds still when other processes on a shared machine starve one side of a round.
+        "handshake_cpu_router_vs_haproxy": ratio(rh["cpu_us_per_request"], hh["cpu_us_per_request"]),
     }
     goal = {"keepalive_ratio_min": 0.6, "handshake_ratio_min": 0.7, "p99_ratio_max": 2.0}
+    p99s = (ratios["keepalive_p99_router_vs_haproxy"], ratios["handshake_p99_router_vs_haproxy"])
     goal["met"] = bool(
         (ratios["keepalive_rps_router_vs_haproxy"] or 0) >= 0.6
         and (ratios["handshakes_per_s_router_vs_haproxy"] or 0) >= 0.7
-        and ratios["keepalive_p99_router_vs_haproxy"] is not None and ratios["keepalive_p99_router_vs_haproxy"] <= 2.0
+        and all(r is not None and r <= 2.0 for r in p99s)
         and rk["errors"] == 0 and rh["errors"] == 0
     )
     return {"haproxy_keepalive": hk, "router_keepalive": rk, "haproxy_handshake": hh, "router_handshake": rh,
             "ratios": ratios, "goal": goal,
-            "note": "handshake runs send Connection: close, so every request opens a connection and does a full TLS handshake"}
+            "note": "handshake runs send Connection: close, so every request opens a new connection and does a TLS "
+                    "handshake; wrk offers the session ticket of its previous connection, and both servers accept it "
+                    "(TLS 1.3 PSK with X25519 key exchange: no certificate signature, same for both; both issue the "
+                    "same tickets with OpenSSL's defaults), so these are resumed handshakes on both sides"}
 
 
 def main(argv: list[str] | None = None) -> int:

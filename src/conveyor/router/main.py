@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -131,7 +132,21 @@ def main(argv: list[str] | None = None) -> int:
         from conveyor.router.workers import supervise
 
         return asyncio.run(supervise(config, argv))
+    freeze_startup_objects()
     return asyncio.run(serve(config, advertise_admin=args.advertise_admin))
+
+
+def freeze_startup_objects() -> None:
+    """Move everything allocated so far (modules, classes, pydantic schemas: ~40,000 objects that
+    live as long as the process) out of the garbage collector's reach.
+
+    Why: a router opening thousands of connections a second triggers a full collection every
+    few thousand connections, and each walked all of them (~30 ms, measured under wrk with new
+    TLS connections: ~10 µs per connection). Frozen, a full collection walks only what the
+    connections themselves allocated.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 if __name__ == "__main__":  # pragma: no cover
