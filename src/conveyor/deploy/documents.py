@@ -95,6 +95,12 @@ def _compute_table(
     return table
 
 
+def desired_counter(engine: Engine) -> int:
+    """The version every host's desired state has now (one counter for all hosts)."""
+    with engine.connect() as conn:
+        return repo.counter(conn, "desired")[0]
+
+
 def desired_state(engine: Engine, host: str,
                   open_secrets: Callable[[dict[str, Any]], dict[str, str]] | None = None) -> DesiredState:
     """Everything ``host`` should run, versioned by the global ``desired`` counter.

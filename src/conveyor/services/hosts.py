@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conveyor.deploy.documents import desired_state, routing_table
+from conveyor.deploy.documents import desired_counter, desired_state, routing_table
 from conveyor.domain.healing import lost_after
 from conveyor.domain.wire import AgentStatus, DesiredState, RoutingTable
 from conveyor.services import config, domains
@@ -37,18 +37,42 @@ def _routing_view(status: dict[str, Any] | None) -> list[tuple[str, str, int | N
     )
 
 
-def routing(cp: ControlPlane, *, with_keys: bool = True) -> RoutingTable:
+def routing(cp: ControlPlane, *, with_keys: bool = True, shared: bool = False) -> RoutingTable:
     """The routing table now (versioned by content; see ``deploy.documents``).
 
     It carries the certificates' private keys, opened with the control plane's key ring: routers
     (the admin token) need them to terminate TLS. ``with_keys=False`` (every other reader, e.g. a
-    viewer's token) gets them redacted, and no key is opened; the version is the same either way."""
+    viewer's token) gets them redacted, and no key is opened; the version is the same either way.
+
+    ``shared``: the table the routers' long-polls share, computed at most once per poke of
+    ``routing`` or per second (``deploy.notify.Shared``); it may lack a change committed but not
+    poked yet (the poke follows the commit), so only readers who wait for the poke take it."""
     ring = cp.sealer if with_keys else None
-    return routing_table(cp.engine, cp.settings.domain, cp.clock(), cp.started_at, ring)
+
+    def read() -> RoutingTable:
+        return routing_table(cp.engine, cp.settings.domain, cp.clock(), cp.started_at, ring)
+
+    if shared:
+        table: RoutingTable = cp.shared(f"routing-table:{with_keys}", "routing").get(read)
+        return table
+    return read()
 
 
 def desired(cp: ControlPlane, host: str) -> DesiredState:
     return desired_state(cp.engine, host, lambda cfg: config.secret_environment(cp, cfg))
+
+
+def desired_moved(cp: ControlPlane, version: int, read: bool = False) -> bool | None:
+    """Whether the desired-state counter moved away from ``version``: one read a second (or per
+    poke of ``desired``), shared by every waiting agent. None when that is not known without a
+    read and ``read`` is False (the caller is on the event loop: it asks again from a thread)."""
+    counter = cp.shared("desired-counter", "desired")
+    value = counter.cached()
+    if value is None:
+        if not read:
+            return None
+        value = counter.get(lambda: desired_counter(cp.engine))
+    return bool(value != version)
 
 
 def routers(cp: ControlPlane) -> RoutersView:
