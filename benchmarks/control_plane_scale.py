@@ -311,15 +311,18 @@ class Simulation:
         self.args = args
         self.names = names
         self.admin = httpx.AsyncClient(base_url=url + API, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                                       timeout=60, limits=httpx.Limits(max_connections=20))
-        # the agents' long-polls hold one connection each; reports share a smaller pool
+                                       timeout=60, limits=httpx.Limits(max_connections=20, keepalive_expiry=2))
+        # the agents' long-polls hold one connection each; reports share a smaller pool. Connections
+        # idle for 2 s are dropped: uvicorn closes them at 5 s, and a request sent on one it just
+        # closed fails (ReadError) though the server never saw it
         self.polls = httpx.AsyncClient(base_url=url + API, timeout=httpx.Timeout(45, connect=10),
                                        limits=httpx.Limits(max_connections=len(names["hosts"]) + 10,
-                                                           max_keepalive_connections=len(names["hosts"]) + 10))
+                                                           max_keepalive_connections=len(names["hosts"]) + 10,
+                                                           keepalive_expiry=2))
         self.reports = httpx.AsyncClient(base_url=url + API, timeout=httpx.Timeout(30, connect=10),
-                                         limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+                                         limits=httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=2))
         self.router_http = httpx.AsyncClient(base_url=url + API, timeout=httpx.Timeout(45, connect=10),
-                                             limits=httpx.Limits(max_connections=args.routers + 2))
+                                             limits=httpx.Limits(max_connections=args.routers + 2, keepalive_expiry=2))
         self.hosts: dict[str, SimHost] = {}
         self.tokens: dict[str, str] = {}
         self.dirty: dict[str, asyncio.Event] = {}
@@ -334,6 +337,23 @@ class Simulation:
         self.lag: list[float] = []
         self.table_arrived = asyncio.Event()
 
+    async def get(self, path: str) -> httpx.Response:
+        """An admin GET, retried: on a loaded machine a keep-alive connection may close under it."""
+        for attempt in range(4):
+            try:
+                return await self.admin.get(path)
+            except httpx.TransportError:
+                if attempt == 3:
+                    raise
+                await asyncio.sleep(0.5)
+        raise AssertionError("unreachable")
+
+    async def post(self, path: str, **kw: Any) -> httpx.Response:
+        """An admin POST on a connection of its own (``Connection: close``): never sent on a
+        keep-alive connection the server is closing, so never lost nor sent twice."""
+        headers = {**kw.pop("headers", {}), "Connection": "close"}
+        return await self.admin.post(path, headers=headers, **kw)
+
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
 
@@ -341,10 +361,10 @@ class Simulation:
 
     async def join(self, host: str) -> None:
         """Join as ``conveyor agent --join`` does: a one-time join token traded for the host's credential."""
-        r = await self.admin.post("/join-tokens", json={"expires": "1h"})
+        r = await self.post("/join-tokens", json={"expires": "1h"})
         r.raise_for_status()
         once = r.json()["token"]
-        r = await self.admin.post("/hosts/join", json={"host": host}, headers={"Authorization": f"Bearer {once}"})
+        r = await self.post("/hosts/join", json={"host": host}, headers={"Authorization": f"Bearer {once}"})
         r.raise_for_status()
         self.tokens[host] = r.json()["token"]
 
@@ -429,7 +449,7 @@ class Simulation:
         out = []
         for i in range(self.args.routers):
             rid = f"sim-router-{i:02d}"
-            r = await self.admin.post(f"/hosts/{rid}/join-tokens", json={"role": "router"})
+            r = await self.post(f"/hosts/{rid}/join-tokens", json={"role": "router"})
             r.raise_for_status()
             out.append((rid, r.json()["token"]))
         return out
@@ -534,17 +554,17 @@ async def build_images(sim: Simulation, names: dict[str, Any], src_root: Path) -
         (src / "conveyor.toml").write_text(app_manifest(app, names["envs"], sim.args.instances))
         (src / "app.py").write_text("print('never run: the agents are simulated')\n")
         async with sem:
-            r = await sim.admin.post("/apps", json={"name": app})
+            r = await sim.post("/apps", json={"name": app})
             if r.status_code not in (201, 409):
                 raise RuntimeError(f"POST /apps {app}: {r.status_code} {r.text}")
-            r = await sim.admin.post(f"/apps/{app}/builds", content=pack_directory(src),
+            r = await sim.post(f"/apps/{app}/builds", content=pack_directory(src),
                                      headers={"Content-Type": "application/gzip"})
             if r.status_code != 201:
                 raise RuntimeError(f"build of {app}: {r.status_code} {r.text}")
             bid = r.json()["id"]
             deadline = time.monotonic() + sim.args.setup_timeout
             while time.monotonic() < deadline:
-                b = (await sim.admin.get(f"/builds/{bid}")).json()
+                b = (await sim.get(f"/builds/{bid}")).json()
                 if b["state"] in ("succeeded", "failed"):
                     if b["state"] != "succeeded":
                         raise RuntimeError(f"build of {app} failed: {b}")
@@ -592,7 +612,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
         async def deploy(app: str, env: str) -> None:
             async with sem:
-                r = await sim.admin.post(f"/apps/{app}/deployments", json={"image": digests[app], "env": env})
+                r = await sim.post(f"/apps/{app}/deployments", json={"image": digests[app], "env": env})
                 if r.status_code != 201:
                     sim.error(f"deploy {r.status_code}: {r.text[:200]}")
 
@@ -633,12 +653,12 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             for app, env in targets:
                 key = (app, env)
                 w, req = await sim.change(
-                    "scale down", lambda app=app, env=env: sim.admin.post(f"/apps/{app}/scale", json={"env": env, "counts": [f"web={n - 1}"]}),
+                    "scale down", lambda app=app, env=env: sim.post(f"/apps/{app}/scale", json={"env": env, "counts": [f"web={n - 1}"]}),
                     lambda v, key=key: sum(serving(v, key).values()) == n - 1)
                 downs.append(w)
                 scale_ms.append(req)
                 w, req = await sim.change(
-                    "scale up", lambda app=app, env=env: sim.admin.post(f"/apps/{app}/scale", json={"env": env, "counts": [f"web={n}"]}),
+                    "scale up", lambda app=app, env=env: sim.post(f"/apps/{app}/scale", json={"env": env, "counts": [f"web={n}"]}),
                     lambda v, key=key: sum(serving(v, key).values()) == n)
                 ups.append(w)
                 scale_ms.append(req)
@@ -649,7 +669,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 current = max(next(iter(sim.views.values())).get(key, {}) or {0: None})
                 new = current + 1
                 w, req = await sim.change(
-                    "deploy", lambda app=app, env=env: sim.admin.post(f"/apps/{app}/deployments",
+                    "deploy", lambda app=app, env=env: sim.post(f"/apps/{app}/deployments",
                                                                      json={"image": digests[app], "env": env}),
                     lambda v, key=key, new=new: serving(v, key) == {new: n})
                 deploys.append(w)
