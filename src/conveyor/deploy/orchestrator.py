@@ -272,9 +272,10 @@ class Orchestrator:
             return verdict
 
     def _observe(self, conn: Connection, env_id: int, now: float) -> dm.World:
-        status = hosts.instance_status_map(conn, now, self.started_at)
+        rows = instances.of_env(conn, env_id)
+        status = hosts.instance_status_map(conn, now, self.started_at, on={r["host"] for r in rows})
         observed = []
-        for row in instances.of_env(conn, env_id):
+        for row in rows:
             if row["draining_since"] is not None:
                 continue  # on its way out: neither counted nor routed
             st = status.get(row["id"], ("", {}))[1]
@@ -290,7 +291,7 @@ class Orchestrator:
                     exit_code=st.get("exit_code"),
                 )
             )
-        return dm.World(now=now, instances=tuple(observed), hosts_alive=len(hosts.alive(conn, now)))
+        return dm.World(now=now, instances=tuple(observed), hosts_alive=hosts.alive_count(conn, now))
 
     # -- applying actions -----------------------------------------------------
 
@@ -395,7 +396,8 @@ class Orchestrator:
         if stuck and count == 0:
             changed |= instances.drain_ids(conn, stuck, now)
         elif stuck and len(ids) >= count:
-            if _ready(hosts.instance_status_map(conn, now, self.started_at), ids) >= count:
+            on = {host for _, host in placed}
+            if _ready(hosts.instance_status_map(conn, now, self.started_at, on), ids) >= count:
                 changed |= instances.drain_ids(conn, stuck, now)
                 repo.record_event(
                     conn, "instances_moved",
