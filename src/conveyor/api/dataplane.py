@@ -5,10 +5,10 @@ else waits (up to ``wait`` seconds) for a poke on the topic and re-reads. Waits
 are capped at one second between re-reads so that changes made by another
 control-plane replica on the same database are seen too.
 
-Re-reads are shared by the waiters (``services.hosts``, ``deploy.notify.Shared``): a poke
-or a second passing costs one computation of the routing table for every waiting router,
-and one read of the desired-state counter for every waiting agent (each agent's own
-document is read again only when that counter moved).
+The routing table's re-reads are shared by the waiting routers (``services.hosts.routing``,
+``deploy.notify.Shared``): a poke or a second passing costs one computation of the table for
+all of them. Waiting agents are not woken every second: ``services.hosts.watch_desired`` reads
+the desired-state counter once a second for all of them and pokes when another replica moved it.
 """
 
 from __future__ import annotations
@@ -29,19 +29,17 @@ router = APIRouter(tags=["data plane"])
 MAX_WAIT = 60.0
 
 
-async def _long_poll(cp, topic: str, after: int | None, wait: float, read, reread=None, moved=None):  # type: ignore[no-untyped-def]
+async def _long_poll(cp, topic: str, after: int | None, wait: float, read, reread=None, recheck: float | None = 1.0):  # type: ignore[no-untyped-def]
     """``read`` the document; while its version is ``after``, wait for a poke of ``topic`` (at most
-    a second at a time) and read it again with ``reread`` (default ``read``). ``moved(version)``,
-    if given, tells without reading the document whether it may have changed since ``version``:
-    a wait that no poke ended re-reads only then."""
+    ``recheck`` seconds at a time: None when something else pokes for changes this process did not
+    make) and read it again with ``reread`` (default ``read``)."""
     deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
     doc = await run_in_threadpool(read)
     while True:
         remaining = deadline - time.monotonic()
         if after is None or doc.version != after or remaining <= 0:
             return doc
-        poked = await cp.notifier.wait(topic, min(remaining, 1.0))
-        if poked or moved is None or await moved(doc.version):
+        if await cp.notifier.wait(topic, remaining if recheck is None else min(remaining, recheck)) or recheck is not None:
             doc = await run_in_threadpool(reread or read)
 
 
@@ -98,13 +96,8 @@ async def get_desired(
     after: int | None = Query(None),
     wait: float = Query(0.0, ge=0, le=MAX_WAIT),
 ) -> DesiredState:
-    async def moved(version: int) -> bool:
-        known = hosts.desired_moved(cp, version)
-        if known is None:
-            known = await run_in_threadpool(hosts.desired_moved, cp, version, True)
-        return bool(known)
-
-    return await _long_poll(cp, "desired", after, wait, lambda: hosts.desired(cp, host), moved=moved)
+    # no re-read a second: ``hosts.watch_desired`` pokes for changes made by another replica
+    return await _long_poll(cp, "desired", after, wait, lambda: hosts.desired(cp, host), recheck=None)
 
 
 @router.put("/agents/{host}/status", summary="An agent's report of what runs on its host")
