@@ -349,10 +349,19 @@ class Simulation:
         raise AssertionError("unreachable")
 
     async def post(self, path: str, **kw: Any) -> httpx.Response:
-        """An admin POST on a connection of its own (``Connection: close``): never sent on a
-        keep-alive connection the server is closing, so never lost nor sent twice."""
+        """An admin POST on a connection of its own (``Connection: close``: never sent on a
+        keep-alive connection the server is closing). A connection the server drops (overloaded:
+        its 10 s head timeout runs from the connection's opening) is retried and counted."""
         headers = {**kw.pop("headers", {}), "Connection": "close"}
-        return await self.admin.post(path, headers=headers, **kw)
+        for attempt in range(4):
+            try:
+                return await self.admin.post(path, headers=headers, **kw)
+            except httpx.TransportError as exc:
+                self.error(f"POST retried after {type(exc).__name__}")
+                if attempt == 3:
+                    raise
+                await asyncio.sleep(1)
+        raise AssertionError("unreachable")
 
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
@@ -564,7 +573,12 @@ async def build_images(sim: Simulation, names: dict[str, Any], src_root: Path) -
             bid = r.json()["id"]
             deadline = time.monotonic() + sim.args.setup_timeout
             while time.monotonic() < deadline:
-                b = (await sim.get(f"/builds/{bid}")).json()
+                rb = await sim.get(f"/builds/{bid}")
+                if rb.status_code != 200:
+                    sim.error(f"GET /builds {rb.status_code}")
+                    await asyncio.sleep(1)
+                    continue
+                b = rb.json()
                 if b["state"] in ("succeeded", "failed"):
                     if b["state"] != "succeeded":
                         raise RuntimeError(f"build of {app} failed: {b}")
@@ -702,6 +716,10 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         result["simulation"]["cpu_s_per_s"] = None
         result["errors"] = sim.errors
         return result
+    except BaseException:
+        print(f"control_plane_scale: failed; the server's log ends:\n{server.log.read_text(errors='replace')[-4000:]}",
+              file=sys.stderr)
+        raise
     finally:
         if sim is not None:
             await sim.close()
