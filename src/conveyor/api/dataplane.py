@@ -29,10 +29,12 @@ router = APIRouter(tags=["data plane"])
 MAX_WAIT = 60.0
 
 
-async def _long_poll(cp, topic: str, after: int | None, wait: float, read, reread=None, recheck: float | None = 1.0):  # type: ignore[no-untyped-def]
+async def _long_poll(cp, topic: str, after: int | None, wait: float, read, reread=None, recheck: float | None = 1.0,  # type: ignore[no-untyped-def]
+                     unchanged=None):
     """``read`` the document; while its version is ``after``, wait for a poke of ``topic`` (at most
     ``recheck`` seconds at a time: None when something else pokes for changes this process did not
-    make) and read it again with ``reread`` (default ``read``)."""
+    make) and read it again with ``reread`` (default ``read``), unless ``unchanged()`` (a cheaper
+    check) says it is still ``after``."""
     deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
     doc = await run_in_threadpool(read)
     while True:
@@ -40,7 +42,8 @@ async def _long_poll(cp, topic: str, after: int | None, wait: float, read, rerea
         if after is None or doc.version != after or remaining <= 0:
             return doc
         if await cp.notifier.wait(topic, remaining if recheck is None else min(remaining, recheck)) or recheck is not None:
-            doc = await run_in_threadpool(reread or read)
+            if unchanged is None or not await run_in_threadpool(unchanged):
+                doc = await run_in_threadpool(reread or read)
 
 
 @router.get("/routing", response_model=RoutingTable, summary="The routing table (long-poll)")
@@ -97,7 +100,8 @@ async def get_desired(
     wait: float = Query(0.0, ge=0, le=MAX_WAIT),
 ) -> DesiredState:
     # no re-read a second: ``hosts.watch_desired`` pokes for changes made by another replica
-    return await _long_poll(cp, "desired", after, wait, lambda: hosts.desired(cp, host), recheck=None)
+    return await _long_poll(cp, "desired", after, wait, lambda: hosts.desired(cp, host), recheck=None,
+                            unchanged=lambda: after is not None and hosts.desired_unchanged(cp, host, after))
 
 
 @router.put("/agents/{host}/status", summary="An agent's report of what runs on its host")

@@ -12,7 +12,8 @@ import asyncio
 import logging
 from typing import Any
 
-from conveyor.deploy.documents import desired_counter, desired_state, routing_table
+from conveyor.deploy.documents import desired_counter, desired_rows, desired_state, routing_table
+from conveyor.deploy.documents import desired_unchanged as desired_unchanged_by
 from conveyor.domain.healing import lost_after
 from conveyor.domain.wire import AgentStatus, DesiredState, RoutingTable
 from conveyor.services import config, domains
@@ -64,6 +65,14 @@ def routing(cp: ControlPlane, *, with_keys: bool = True, shared: bool = False) -
 
 def desired(cp: ControlPlane, host: str) -> DesiredState:
     return desired_state(cp.engine, host, lambda cfg: config.secret_environment(cp, cfg))
+
+
+def desired_unchanged(cp: ControlPlane, host: str, version: int) -> bool:
+    """Whether ``host``'s desired state is still ``version``, by the rows of every host read once per
+    poke of ``desired`` for all the waiting agents (``deploy.notify.Shared``): a placement on a few
+    hosts costs one query, not one document per waiting agent."""
+    rows = cp.shared("desired-rows", "desired").get(lambda: desired_rows(cp.engine))
+    return desired_unchanged_by(cp.engine, host, rows, version)
 
 
 async def watch_desired(cp: ControlPlane, every: float = 1.0) -> None:
