@@ -48,7 +48,7 @@ import json
 import multiprocessing
 import os
 import random
-import statistics
+import signal
 import subprocess
 import sys
 import tempfile
@@ -86,7 +86,7 @@ def app_manifest(app: str, envs: list[str], instances: int) -> str:
     A short drain keeps the scale-down changes of one run from piling up drained rows."""
     sections = "".join(f"\n[env.{e}]\ninstances = {instances}\n" for e in envs)
     return (f'[app]\nname = "{app}"\n\n[run]\nweb = "python app.py"\n\n[health]\npath = "/"\n\n'
-            f'[deploy]\ndrain_timeout = "2s"\nbake = "2s"\n{sections}')
+            f'[deploy]\ndrain_timeout = "2s"\nbake = "2s"\nready_timeout = "10m"\n{sections}')
 
 
 def layout(hosts: int, apps: int, envs: int, instances: int) -> dict[str, Any]:
@@ -502,6 +502,17 @@ class Simulation:
             if self.recording:
                 self.lag.append(time.perf_counter() - t - 0.1)
 
+    async def progress(self, every: float = 15.0) -> None:
+        """A line on stderr every ``every`` seconds: reports sent, tables, errors so far."""
+        start, sent = time.monotonic(), self.reports_sent
+        while True:
+            await asyncio.sleep(every)
+            routed = min((total_routed(v) for v in self.views.values()), default=0)
+            print(f"[{time.monotonic() - start:6.0f} s] reports/s {(self.reports_sent - sent) / every:.1f} "
+                  f"routed {routed} tables {sorted(set(self.table_version.values()))[-3:]} errors {self.errors}",
+                  file=sys.stderr, flush=True)
+            sent = self.reports_sent
+
     async def until(self, cond: Callable[[], bool], timeout: float, what: str) -> bool:
         deadline = time.monotonic() + timeout
         while not cond():
@@ -604,6 +615,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         },
         "store": "postgresql" if args.database_url else "sqlite",
         "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
     }
     server = Server(root, args.database_url)
     sim: Simulation | None = None
@@ -615,6 +627,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         join_s = time.perf_counter() - t
         sim.start_agents()
         sim.tasks.append(asyncio.create_task(sim.watch_lag(), name="lag"))
+        sim.tasks.append(asyncio.create_task(sim.progress(), name="progress"))
         sim.start_routers(await sim.router_tokens())
         t = time.perf_counter()
         digests = await build_images(sim, names, root / "src")
@@ -622,20 +635,31 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
         # -- every environment deployed: 5,000 instances placed, ready and routed
         t = time.perf_counter()
-        sem = asyncio.Semaphore(8)
+        sem = asyncio.Semaphore(args.setup_concurrency)
 
         async def deploy(app: str, env: str) -> None:
-            async with sem:
+            async with sem:  # a few environments at a time, each until its deployment has ended
                 r = await sim.post(f"/apps/{app}/deployments", json={"image": digests[app], "env": env})
                 if r.status_code != 201:
                     sim.error(f"deploy {r.status_code}: {r.text[:200]}")
+                    return
+                dep, deadline = r.json()["id"], time.monotonic() + args.setup_timeout
+                while time.monotonic() < deadline:
+                    rd = await sim.get(f"/deployments/{dep}")
+                    state = rd.json().get("state") if rd.status_code == 200 else None
+                    if state in ("succeeded", "failed", "rolled_back", "cancelled"):
+                        if state != "succeeded":
+                            sim.error(f"setup deploy {state}: {str(rd.json().get('reason'))[:120]}")
+                        return
+                    await asyncio.sleep(1)
 
         await asyncio.gather(*(deploy(a, e) for a in names["apps"] for e in names["envs"]))
-        queued_s = time.perf_counter() - t
+        deployed_s = time.perf_counter() - t
         everything = names["instances"]
         await sim.until(lambda: sim.all_routers(lambda v: total_routed(v) >= everything), args.setup_timeout,
                         f"every router routing {everything} instances")
-        result["setup"] = {"join_s": round(join_s, 1), "build_s": round(build_s, 1), "deploys_queued_s": round(queued_s, 1),
+        result["setup"] = {"join_s": round(join_s, 1), "build_s": round(build_s, 1), "deploys_s": round(deployed_s, 1),
+                           "deploys": len(names["apps"]) * len(names["envs"]), "deploy_concurrency": args.setup_concurrency,
                            "all_routed_s": round(time.perf_counter() - t, 1),
                            "routed": min((total_routed(v) for v in sim.views.values()), default=0)}
         if sim.errors.get(f"timed out: every router routing {everything} instances"):
@@ -712,13 +736,14 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                                       "note": "from the API call to each simulated router's long-poll returning a table "
                                               "with the change; scale_up and deploy include the simulated agents' "
                                               f"{args.ready_delay} s to ready"}
+        result["load_average_at_end"] = os.getloadavg()  # the machine is shared: what else ran
         result["simulation"]["loop_lag_ms"] = quantiles(sim.lag, 1000)
         result["simulation"]["cpu_s_per_s"] = None
         result["errors"] = sim.errors
         return result
     except BaseException:
-        print(f"control_plane_scale: failed; the server's log ends:\n{server.log.read_text(errors='replace')[-4000:]}",
-              file=sys.stderr)
+        print(f"control_plane_scale: failed; the server's log ends:\n{server.log.read_text(errors='replace')[-4000:]}\n"
+              f"the simulation's errors: {sim.errors if sim is not None else None}", file=sys.stderr)
         raise
     finally:
         if sim is not None:
@@ -741,11 +766,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--changes", type=int, default=8, help="environments scaled down then up again")
     ap.add_argument("--deploys", type=int, default=3, help="blue/green deploys measured")
     ap.add_argument("--probe-rate", type=float, default=20.0, help="the prober's calls per second")
+    ap.add_argument("--setup-concurrency", type=int, default=10, help="environments deployed at once during setup")
     ap.add_argument("--settle", type=float, default=5.0, help="seconds between setup and measuring")
     ap.add_argument("--setup-timeout", type=float, default=900.0, help="bound on builds and on placing everything")
     ap.add_argument("--change-timeout", type=float, default=60.0, help="bound on one routing change reaching every router")
     ap.add_argument("--database-url", default=None, help="e.g. postgresql+psycopg://…; default SQLite in the data dir")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` or kill: still stop the server
     with tempfile.TemporaryDirectory(prefix="cvy-scale-bench-") as tmp:
         t = time.perf_counter()
         res = asyncio.run(run(args, Path(tmp)))
