@@ -303,6 +303,66 @@ def probe(url: str, apps: list[str], hosts: list[str], seconds: float, rate: flo
 # ---------------------------------------------------------------------------------------------
 
 
+class Wire:
+    """Keep-alive HTTP/1.1 connections on asyncio streams: a minimal client for the simulated
+    agents' and routers' calls, cheap in CPU (httpx costs several times more per request: on a
+    loaded 2-core machine the simulation, not the control plane, was what fell behind)."""
+
+    def __init__(self, url: str) -> None:
+        u = httpx.URL(url)
+        self.addr = (u.host, u.port or 80)
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def request(self, method: str, path: str, token: str, body: bytes = b"", timeout: float = 45.0) -> tuple[int, bytes]:
+        head = (f"{method} {API}{path} HTTP/1.1\r\nHost: control-plane\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        for attempt in range(2):
+            reused = bool(self.idle)
+            if reused:
+                reader, writer = self.idle.pop()
+            else:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(*self.addr), 10)
+            try:
+                writer.write(head + body)
+                async with asyncio.timeout(timeout):
+                    raw = await reader.readuntil(b"\r\n\r\n")
+                    lines = raw.decode("latin-1").split("\r\n")
+                    status = int(lines[0].split(" ", 2)[1])
+                    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+                    if headers.get("transfer-encoding", "").lower() == "chunked":
+                        chunks = []
+                        while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+                            chunks.append(await reader.readexactly(size))
+                            await reader.readexactly(2)
+                        await reader.readexactly(2)
+                        data = b"".join(chunks)
+                    else:
+                        data = await reader.readexactly(int(headers.get("content-length", "0")))
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                writer.close()
+                if reused and attempt == 0 and not (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                    continue  # the server closed an idle keep-alive connection under us: once more, fresh
+                raise
+            except BaseException:
+                writer.close()
+                raise
+            if headers.get("connection", "").lower() == "close":
+                writer.close()
+            else:
+                self.idle.append((reader, writer))
+            return status, data
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
+#: what a failed call of the simulation raises
+WIRE_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError, IndexError)
+
+
 class Simulation:
     """SIMULATED agents and routers, in one event loop, against the real control plane at ``url``."""
 
@@ -312,17 +372,9 @@ class Simulation:
         self.names = names
         self.admin = httpx.AsyncClient(base_url=url + API, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
                                        timeout=60, limits=httpx.Limits(max_connections=20, keepalive_expiry=2))
-        # the agents' long-polls hold one connection each; reports share a smaller pool. Connections
-        # idle for 2 s are dropped: uvicorn closes them at 5 s, and a request sent on one it just
-        # closed fails (ReadError) though the server never saw it
-        self.polls = httpx.AsyncClient(base_url=url + API, timeout=httpx.Timeout(45, connect=10),
-                                       limits=httpx.Limits(max_connections=len(names["hosts"]) + 10,
-                                                           max_keepalive_connections=len(names["hosts"]) + 10,
-                                                           keepalive_expiry=2))
-        self.reports = httpx.AsyncClient(base_url=url + API, timeout=httpx.Timeout(30, connect=10),
-                                         limits=httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=2))
-        self.router_http = httpx.AsyncClient(base_url=url + API, timeout=httpx.Timeout(45, connect=10),
-                                             limits=httpx.Limits(max_connections=args.routers + 2, keepalive_expiry=2))
+        self.polls = Wire(url)  # the agents' long-polls: one connection each
+        self.reports = Wire(url)  # the agents' reports
+        self.router_http = Wire(url)
         self.hosts: dict[str, SimHost] = {}
         self.tokens: dict[str, str] = {}
         self.dirty: dict[str, asyncio.Event] = {}
@@ -393,22 +445,24 @@ class Simulation:
 
     def start_agents(self) -> None:
         for i, host in enumerate(self.hosts):
-            self.tasks.append(asyncio.create_task(self.agent_poll(host), name=f"poll {host}"))
+            self.tasks.append(asyncio.create_task(self.agent_poll(host, i), name=f"poll {host}"))
             self.tasks.append(asyncio.create_task(self.agent_report(host, i), name=f"report {host}"))
 
-    async def agent_poll(self, host: str) -> None:
-        sim, headers = self.hosts[host], {"Authorization": f"Bearer {self.tokens[host]}"}
+    async def agent_poll(self, host: str, index: int) -> None:
+        sim, token = self.hosts[host], self.tokens[host]
         loop = asyncio.get_running_loop()
+        # a fleet's agents do not start in the same millisecond
+        await asyncio.sleep(self.args.heartbeat * index / max(len(self.hosts), 1))
         while True:
             try:
-                r = await self.polls.get(f"/agents/{host}/desired", headers=headers,
-                                         params={"after": sim.desired_version, "wait": 30})
-                if r.status_code != 200:
-                    self.error(f"desired {r.status_code}")
+                status, body = await self.polls.request(
+                    "GET", f"/agents/{host}/desired?after={sim.desired_version}&wait=30", token)
+                if status != 200:
+                    self.error(f"desired {status}")
                     await asyncio.sleep(1)
                     continue
-                doc = json.loads(r.content)
-            except httpx.HTTPError as exc:
+                doc = json.loads(body)
+            except WIRE_ERRORS as exc:
                 self.error(f"desired {type(exc).__name__}")
                 await asyncio.sleep(1)
                 continue
@@ -424,7 +478,7 @@ class Simulation:
 
     async def agent_report(self, host: str, index: int) -> None:
         sim, dirty = self.hosts[host], self.dirty[host]
-        headers = {"Authorization": f"Bearer {self.tokens[host]}", "Content-Type": "application/json"}
+        token = self.tokens[host]
         # spread the fleet's heartbeats over the period, as independently started agents are
         await asyncio.sleep(self.args.heartbeat * index / max(len(self.hosts), 1))
         while True:
@@ -434,14 +488,14 @@ class Simulation:
             except TimeoutError:
                 pass
             dirty.clear()
-            body = json.dumps(sim.status())
+            body = json.dumps(sim.status()).encode()
             t = time.perf_counter()
             try:
-                r = await self.reports.put(f"/agents/{host}/status", content=body, headers=headers)
-                ok = r.status_code == 200
+                status, _ = await self.reports.request("PUT", f"/agents/{host}/status", token, body, timeout=30)
+                ok = status == 200
                 if not ok:
-                    self.error(f"status {r.status_code}")
-            except httpx.HTTPError as exc:
+                    self.error(f"status {status}")
+            except WIRE_ERRORS as exc:
                 self.error(f"status {type(exc).__name__}")
                 ok = False
             if ok:
@@ -469,18 +523,17 @@ class Simulation:
             self.tasks.append(asyncio.create_task(self.router(rid, token), name=f"router {rid}"))
 
     async def router(self, rid: str, token: str) -> None:
-        headers = {"Authorization": f"Bearer {token}"}
         while True:
             try:
-                r = await self.router_http.get("/routing", headers=headers,
-                                               params={"after": self.table_version[rid], "wait": 30, "router": rid})
+                status, body = await self.router_http.request(
+                    "GET", f"/routing?after={self.table_version[rid]}&wait=30&router={rid}", token)
                 at = time.perf_counter()
-                if r.status_code != 200:
-                    self.error(f"routing {r.status_code}")
+                if status != 200:
+                    self.error(f"routing {status}")
                     await asyncio.sleep(1)
                     continue
-                table = json.loads(r.content)
-            except httpx.HTTPError as exc:
+                table = json.loads(body)
+            except WIRE_ERRORS as exc:
                 self.error(f"routing {type(exc).__name__}")
                 await asyncio.sleep(1)
                 continue
@@ -557,8 +610,9 @@ class Simulation:
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        for c in (self.admin, self.polls, self.reports, self.router_http):
-            await c.aclose()
+        await self.admin.aclose()
+        for w in (self.polls, self.reports, self.router_http):
+            w.close()
 
 
 async def build_images(sim: Simulation, names: dict[str, Any], src_root: Path) -> dict[str, str]:
