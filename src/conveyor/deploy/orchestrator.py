@@ -462,9 +462,11 @@ class Orchestrator:
         now = self.clock()
         if healing.lost_cutoff(now, self.started_at) <= 0:  # just started: hosts have not had time to report yet
             return set()
-        alive = hosts.alive_names(conn, now)
         env = repo.env_by_id(conn, env_id)
         placed = [healing.PlacedInstance(r.id, r.release, r.role, r.host) for r in instances.serving(conn, env_id)]
+        alive = hosts.alive_names(conn, now, among={i.host for i in placed})  # not every host's name, per environment
+        if not alive and hosts.alive_count(conn, now):  # all of its hosts are lost, not every host: the rule needs the others
+            alive = hosts.alive_names(conn, now)
         serving = healing.serving_releases(env["current_release"], repo.routes_of(env))
         lost = healing.lost_instances(placed, serving, alive)
         if not lost:
