@@ -311,15 +311,27 @@ class Wire:
     def __init__(self, url: str) -> None:
         u = httpx.URL(url)
         self.addr = (u.host, u.port or 80)
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        #: (reader, writer, when it fell idle); uvicorn closes a connection idle for 5 s, so one idle
+        #: for 2 s is dropped rather than reused
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+
+    def _take(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        now = time.monotonic()
+        while self.idle:
+            reader, writer, since = self.idle.pop()
+            if now - since < 2.0 and not writer.is_closing():
+                return reader, writer
+            writer.close()
+        return None
 
     async def request(self, method: str, path: str, token: str, body: bytes = b"", timeout: float = 45.0) -> tuple[int, bytes]:
         head = (f"{method} {API}{path} HTTP/1.1\r\nHost: control-plane\r\nAuthorization: Bearer {token}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-        for attempt in range(2):
-            reused = bool(self.idle)
-            if reused:
-                reader, writer = self.idle.pop()
+        for attempt in range(3):
+            conn = self._take()
+            reused = conn is not None
+            if conn is not None:
+                reader, writer = conn
             else:
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(*self.addr), 10)
             try:
@@ -340,7 +352,7 @@ class Wire:
                         data = await reader.readexactly(int(headers.get("content-length", "0")))
             except (asyncio.IncompleteReadError, ConnectionError) as exc:
                 writer.close()
-                if reused and attempt == 0 and not (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                if reused and attempt < 2 and not (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
                     continue  # the server closed an idle keep-alive connection under us: once more, fresh
                 raise
             except BaseException:
@@ -349,12 +361,12 @@ class Wire:
             if headers.get("connection", "").lower() == "close":
                 writer.close()
             else:
-                self.idle.append((reader, writer))
+                self.idle.append((reader, writer, time.monotonic()))
             return status, data
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        for _, writer in self.idle:
+        for _, writer, _ in self.idle:
             writer.close()
         self.idle.clear()
 
@@ -661,7 +673,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     result: dict[str, Any] = {
         "benchmark": "control_plane_scale",
         "simulation": {
-            "what": "SIMULATED agents and routers (one asyncio process, httpx); the control plane is a real "
+            "what": "SIMULATED agents and routers (one asyncio process, a minimal HTTP/1.1 client); the control plane is a real "
                     "`conveyor server` process over real HTTP",
             "hosts": args.hosts, "instances": names["instances"], "apps": args.apps, "envs_per_app": args.envs,
             "instances_per_env": args.instances, "routers": args.routers, "heartbeat_s": args.heartbeat,
