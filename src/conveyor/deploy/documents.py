@@ -104,23 +104,25 @@ def desired_counter(engine: Engine) -> int:
         return repo.counter(conn, "desired")[0]
 
 
-def desired_rows(engine: Engine) -> dict[str, list[Any]]:
-    """host → its :func:`conveyor.store.instances.desired_on` rows (without configs), every host in
-    one query: what :func:`desired_unchanged` compares with."""
-    out: dict[str, list[Any]] = {}
+def desired_rows(engine: Engine) -> tuple[dict[str, list[Any]], dict[str, tuple[int, str]]]:
+    """Every host's :func:`conveyor.store.instances.desired_on` rows (without configs) and desired-state
+    counter, in two queries: what :func:`desired_unchanged` compares, for every waiting agent at once.
+    The counters are read first, so rows newer than a counter only make a host look changed."""
+    rows: dict[str, list[Any]] = {}
     with engine.connect() as conn:
+        counters = {name.removeprefix("desired:"): held for name, held in repo.counters_with_prefix(conn, "desired:").items()}
         for r in instances.desired_on(conn, None, config=False):
-            out.setdefault(r.host, []).append(r)
-    return out
+            rows.setdefault(r.host, []).append(r)
+    return rows, counters
 
 
-def desired_unchanged(engine: Engine, host: str, rows_by_host: dict[str, list[Any]], version: int) -> bool:
-    """Whether ``host``'s desired state is still ``version`` by ``rows_by_host`` (:func:`desired_rows`,
-    read once for every waiting agent after a change): one counter read instead of the host's
-    document. Rows older than a change only make this False, and the document is read afresh."""
-    with engine.connect() as conn:
-        held, note = repo.counter(conn, f"desired:{host}")
-    return bool(version and held == version and note == desired_key(rows_by_host.get(host, [])))
+def desired_unchanged(host: str, read: tuple[dict[str, list[Any]], dict[str, tuple[int, str]]], version: int) -> bool:
+    """Whether ``host``'s desired state is still ``version`` by ``read`` (:func:`desired_rows`, read
+    once for every waiting agent after a poke): no query of its own. A read older than a change
+    only makes this False, and the document is read afresh."""
+    rows, counters = read
+    held, note = counters.get(host, (0, ""))
+    return bool(version and held == version and note == desired_key(rows.get(host, [])))
 
 
 def desired_key(rows: list[Any]) -> str:

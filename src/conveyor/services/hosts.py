@@ -71,26 +71,26 @@ def desired_unchanged(cp: ControlPlane, host: str, version: int) -> bool:
     """Whether ``host``'s desired state is still ``version``, by the rows of every host read once per
     poke of ``desired`` for all the waiting agents (``deploy.notify.Shared``): a placement on a few
     hosts costs one query, not one document per waiting agent."""
-    rows = cp.shared("desired-rows", "desired").get(lambda: desired_rows(cp.engine))
-    return desired_unchanged_by(cp.engine, host, rows, version)
+    read = cp.shared("desired-rows", "desired").get(lambda: desired_rows(cp.engine))
+    return desired_unchanged_by(host, read, version)
 
 
 async def watch_desired(cp: ControlPlane, every: float = 1.0) -> None:
-    """Poke ``desired`` when the desired-state counter moved and this process did not poke it: a
-    change made by another replica sharing the database. One read a second for every waiting
+    """Poke ``desired`` when the desired-state counter moved: changes made by another replica
+    sharing the database are seen within a second (this process's own changes were poked at once;
+    the extra check costs the waiting agents one shared read). One read a second for every waiting
     agent together; before, each waiting agent re-read its whole document every second (500
     hosts: 500 reads a second while nothing changed)."""
-    seen, generation = None, cp.notifier.generation("desired")
+    seen = None
     while True:
         try:
             value = await asyncio.to_thread(desired_counter, cp.engine)
         except Exception:  # noqa: BLE001 - a database hiccup: try again next time
             log.warning("reading the desired-state counter failed; retrying", exc_info=True)
         else:
-            poked_here = cp.notifier.generation("desired") != generation
-            if seen is not None and value != seen and not poked_here:
+            if seen is not None and value != seen:
                 cp.notifier.poke("desired")
-            seen, generation = value, cp.notifier.generation("desired")
+            seen = value
         await asyncio.sleep(every)
 
 

@@ -56,11 +56,12 @@ def test_the_waiting_agents_check_agrees_with_a_fresh_read(tmp_path: Path) -> No
     engine = _engine(tmp_path)
     a, b = desired_state(engine, "a"), desired_state(engine, "b")
     rows = desired_rows(engine)
-    assert desired_unchanged(engine, "a", rows, a.version) and desired_unchanged(engine, "b", rows, b.version)
-    assert not desired_unchanged(engine, "a", rows, a.version - 1)  # the agent holds an older one: answer it
+    assert desired_unchanged("a", rows, a.version) and desired_unchanged("b", rows, b.version)
+    assert not desired_unchanged("a", rows, a.version - 1)  # the agent holds an older one: answer it
+    assert not desired_unchanged("nobody", rows, 1)  # never read: no version to hold
     _add(engine, "i-b2", "b")
-    assert desired_unchanged(engine, "b", rows, b.version)  # rows read before the change: they cannot tell ...
+    assert desired_unchanged("b", rows, b.version)  # rows read before the change: they cannot tell ...
     rows = desired_rows(engine)  # ... the read after its poke can
-    assert not desired_unchanged(engine, "b", rows, b.version)
-    assert desired_unchanged(engine, "a", rows, a.version)
+    assert not desired_unchanged("b", rows, b.version)
+    assert desired_unchanged("a", rows, a.version)
     assert desired_state(engine, "b").version == b.version + 1
