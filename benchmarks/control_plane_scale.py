@@ -43,9 +43,12 @@ Prints one JSON object (a progress line every 15 s on stderr). Every phase is bo
 Measured on the shared 2-core machine (2026-12-02, load average 10-26 from other work): at 100
 simulated hosts and 1,000 instances everything is measured (docs/ARCHITECTURE.md, Capacity: PUT
 status p50 0.2 s, a scale-down at every router in 1.7 s p50, a blue/green deploy in 2.9 s; `main`
-before this benchmark's fixes: 1.2 s, 4.3 s, 11.4 s). At 500 hosts the placement of the 5,000
-instances collapsed past ~2,300 (SQLite) or ~3,100 (PostgreSQL) instances: reports fell behind,
-hosts were judged lost and their instances moved, which added work (what is left is listed there).
+before this benchmark's fixes: 1.2 s, 4.3 s, 11.4 s). At 500 hosts and 5,000 instances (SQLite,
+machine quiet): all routed in 358 s, the server CPU-bound at 1.1 cores, PUT status p50 / p99
+0.65 / 3.4 s, a scale-down at every router in 5.6 s p50, a deploy in 11.2 s. With the machine
+loaded, the placement collapsed past ~2,300 (SQLite) or ~3,100 (PostgreSQL) instances: reports fell
+behind, hosts were judged lost and their instances moved, which added work (what is left is
+listed there).
 """
 
 from __future__ import annotations
