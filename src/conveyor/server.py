@@ -38,6 +38,7 @@ from conveyor.services import acme, train_runner
 from conveyor.services import hooks as hook_service
 from conveyor.services import notifications as notify_service
 from conveyor.services import builds as build_service
+from conveyor.services import hosts as hosts_service
 from conveyor.services import metrics as metrics_service
 from conveyor.services import pipelines
 from conveyor.services.errors import Forbidden, RegistryFull, SignInRefused
@@ -75,6 +76,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         )
         cp.tasks.append(asyncio.create_task(cp.orchestrator.run(), name="orchestrator"))
         for starter in (build_service.start, metrics_service.start, acme.start,  # acme: only with a directory
+                        hosts_service.start,
                         train_runner.start, hook_service.start, notify_service.start):
             await starter(cp)
         log.info("control plane ready (database %s)", engine.url.render_as_string(hide_password=True))

@@ -4,6 +4,11 @@ Long-polls: the handler returns at once when the caller's version is stale,
 else waits (up to ``wait`` seconds) for a poke on the topic and re-reads. Waits
 are capped at one second between re-reads so that changes made by another
 control-plane replica on the same database are seen too.
+
+The routing table's re-reads are shared by the waiting routers (``services.hosts.routing``,
+``deploy.notify.Shared``): a poke or a second passing costs one computation of the table for
+all of them. Waiting agents are not woken every second: ``services.hosts.watch_desired`` reads
+the desired-state counter once a second for all of them and pokes when another replica moved it.
 """
 
 from __future__ import annotations
@@ -24,14 +29,21 @@ router = APIRouter(tags=["data plane"])
 MAX_WAIT = 60.0
 
 
-async def _long_poll(cp, topic: str, after: int | None, wait: float, read):  # type: ignore[no-untyped-def]
+async def _long_poll(cp, topic: str, after: int | None, wait: float, read, reread=None, recheck: float | None = 1.0,  # type: ignore[no-untyped-def]
+                     unchanged=None):
+    """``read`` the document; while its version is ``after``, wait for a poke of ``topic`` (at most
+    ``recheck`` seconds at a time: None when something else pokes for changes this process did not
+    make) and read it again with ``reread`` (default ``read``), unless ``unchanged()`` (a cheaper
+    check) says it is still ``after``."""
     deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
+    doc = await run_in_threadpool(read)
     while True:
-        doc = await run_in_threadpool(read)
         remaining = deadline - time.monotonic()
         if after is None or doc.version != after or remaining <= 0:
             return doc
-        await cp.notifier.wait(topic, min(remaining, 1.0))
+        if await cp.notifier.wait(topic, remaining if recheck is None else min(remaining, recheck)) or recheck is not None:
+            if unchanged is None or not await run_in_threadpool(unchanged):
+                doc = await run_in_threadpool(reread or read)
 
 
 @router.get("/routing", response_model=RoutingTable, summary="The routing table (long-poll)")
@@ -51,7 +63,11 @@ async def get_routing(
     auth.register_router(cp, p, router_id, admin, request.client.host if request.client else "", server[0] or "",
                          after or 0)
     with_keys = p.role in ("router", "admin")
-    table = await _long_poll(cp, "routing", after, wait, lambda: hosts.routing(cp, with_keys=with_keys))
+    # A router's first read may be the shared one too: if a change committed but not yet poked is
+    # missing from it, the poke that follows wakes the router. A person's read (no ``after``) is fresh.
+    shared = lambda: hosts.routing(cp, with_keys=with_keys, shared=True)  # noqa: E731
+    first = shared if after is not None else (lambda: hosts.routing(cp, with_keys=with_keys))
+    table = await _long_poll(cp, "routing", after, wait, first, shared)
     if router_id:
         cp.saw_router(router_id, admin, after or 0)
     return table
@@ -83,7 +99,9 @@ async def get_desired(
     after: int | None = Query(None),
     wait: float = Query(0.0, ge=0, le=MAX_WAIT),
 ) -> DesiredState:
-    return await _long_poll(cp, "desired", after, wait, lambda: hosts.desired(cp, host))
+    # no re-read a second: ``hosts.watch_desired`` pokes for changes made by another replica
+    return await _long_poll(cp, "desired", after, wait, lambda: hosts.desired(cp, host), recheck=None,
+                            unchanged=lambda: after is not None and hosts.desired_unchanged(cp, host, after))
 
 
 @router.put("/agents/{host}/status", summary="An agent's report of what runs on its host")

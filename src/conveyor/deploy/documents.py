@@ -9,6 +9,8 @@ agents see no change at all.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -95,15 +97,72 @@ def _compute_table(
     return table
 
 
+def desired_counter(engine: Engine) -> int:
+    """The counter the orchestrator and the services bump whenever any host's desired state may
+    have changed (``services.hosts.watch_desired`` watches it for other replicas' changes)."""
+    with engine.connect() as conn:
+        return repo.counter(conn, "desired")[0]
+
+
+def desired_rows(engine: Engine) -> tuple[dict[str, list[Any]], dict[str, tuple[int, str]]]:
+    """Every host's :func:`conveyor.store.instances.desired_on` rows (without configs) and desired-state
+    counter, in two queries: what :func:`desired_unchanged` compares, for every waiting agent at once.
+    The counters are read first, so rows newer than a counter only make a host look changed."""
+    rows: dict[str, list[Any]] = {}
+    with engine.connect() as conn:
+        counters = {name.removeprefix("desired:"): held for name, held in repo.counters_with_prefix(conn, "desired:").items()}
+        for r in instances.desired_on(conn, None, config=False):
+            rows.setdefault(r.host, []).append(r)
+    return rows, counters
+
+
+def desired_unchanged(host: str, read: tuple[dict[str, list[Any]], dict[str, tuple[int, str]]], version: int) -> bool:
+    """Whether ``host``'s desired state is still ``version`` by ``read`` (:func:`desired_rows`, read
+    once for every waiting agent after a poke): no query of its own. A read older than a change
+    only makes this False, and the document is read afresh."""
+    rows, counters = read
+    held, note = counters.get(host, (0, ""))
+    return bool(version and held == version and note == desired_key(rows.get(host, [])))
+
+
+def desired_key(rows: list[Any]) -> str:
+    """What a host's desired state is made of, as a short stable key: its instances' ids, releases,
+    images, process types, commands and interrupt counts. A release's config is not in it: what a
+    release runs never changes (``repo.set_release_config`` only re-seals its secrets)."""
+    parts = [(r.id, r.app, r.env, r.release, r.image_digest, r.process or "web", r.command or "", int(r.interrupts or 0))
+             for r in rows]
+    return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()
+
+
 def desired_state(engine: Engine, host: str,
                   open_secrets: Callable[[dict[str, Any]], dict[str, str]] | None = None) -> DesiredState:
-    """Everything ``host`` should run, versioned by the global ``desired`` counter.
+    """Everything ``host`` should run, with a version of its own that changes only with its content
+    (counter ``desired:HOST``, its note the :func:`desired_key`), so a change on other hosts does
+    not answer this host's agent (500 hosts: every placement answered 500 agents, which each
+    took their unchanged document and reported back). As with the routing table, the counter is
+    read before the content and advanced by compare-and-set, so a stale document never gets a
+    newer number.
 
     ``open_secrets`` turns a release's config into its secrets in clear (``services.config``); each
     host's document carries the secrets of its own instances only."""
-    with engine.connect() as conn:
-        version, _ = repo.counter(conn, "desired")
-        rows = instances.desired_on(conn, host)
+    name = f"desired:{host}"
+    for _ in range(20):
+        try:
+            with engine.begin() as conn:
+                version, note = repo.counter(conn, name)
+                rows = instances.desired_on(conn, host)
+                key = desired_key(rows)
+                if not (version and note == key):
+                    if not repo.advance_counter(conn, name, version, key):
+                        continue
+                    version += 1
+            return DesiredState(version=version, host=host, instances=_desired_instances(rows, open_secrets))
+        except (OperationalError, IntegrityError):  # another reader advanced it first: read again
+            pass
+    raise RuntimeError(f"the desired state version of {host} kept moving under 20 attempts")
+
+
+def _desired_instances(rows: list[Any], open_secrets: Callable[[dict[str, Any]], dict[str, str]] | None) -> list[DesiredInstance]:
     out = []
     for r in rows:
         cfg = r.config or {}
@@ -133,7 +192,7 @@ def desired_state(engine: Engine, host: str,
                 limits=_limits(cfg, process),
             )
         )
-    return DesiredState(version=version, host=host, instances=out)
+    return out
 
 
 def _limits(cfg: dict[str, Any], process: str) -> ResourceLimits | None:

@@ -10,6 +10,12 @@ within that period even though it cannot poke us.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class Notifier:
@@ -18,6 +24,12 @@ class Notifier:
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: pokes per topic so far: a value read before a poke is stale after it (see :class:`Shared`)
+        self._generations: dict[str, int] = {}
+
+    def generation(self, topic: str) -> int:
+        """How many times ``topic`` was poked (readable from any thread)."""
+        return self._generations.get(topic, 0)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -44,6 +56,7 @@ class Notifier:
 
     def _poke_now(self, topics: tuple[str, ...]) -> None:
         for topic in topics:
+            self._generations[topic] = self._generations.get(topic, 0) + 1
             ev = self._events.pop(topic, None)
             if ev is not None:
                 ev.set()
@@ -56,3 +69,54 @@ class Notifier:
             return True
         except TimeoutError:
             return False
+
+
+class Shared(Generic[T]):
+    """One read shared by every concurrent reader: the value is read again only when its topic was
+    poked since it was read, or when it is older than ``max_age`` seconds (changes made by another
+    replica, or by the clock alone, as a host going lost). One reader reads at a time; the others
+    wait for it and take its value.
+
+    Why: every long-poll of a topic re-reads when it wakes. With 10 routers, one poke cost 10
+    computations of the same routing table (each over every host's report), and the 1 s re-checks
+    10 more per second; with 500 agents, 500 reads of the desired-state counter a second.
+
+    A value read across a poke is never reused: the topic's generation is taken *before* the read,
+    so a read that began before a change committed (and its poke) is stored under the old
+    generation and ignored by readers who come after the poke.
+    """
+
+    def __init__(self, notifier: Notifier, topic: str, max_age: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.notifier = notifier
+        self.topic = topic
+        self.max_age = max_age
+        self.clock = clock
+        self._lock = threading.Lock()
+        #: (value, the topic's generation before it was read, when it was read): one tuple, swapped whole
+        self._entry: tuple[T, int, float] | None = None
+        self.reads = 0
+
+    def _fresh(self, generation: int, now: float) -> T | None:
+        entry = self._entry
+        if entry is not None and entry[1] == generation and now - entry[2] < self.max_age:
+            return entry[0]
+        return None
+
+    def cached(self) -> T | None:
+        """The value if it is fresh, else None (never blocks: callable on the event loop)."""
+        return self._fresh(self.notifier.generation(self.topic), self.clock())
+
+    def get(self, read: Callable[[], T]) -> T:
+        """The shared value, reading it with ``read`` if it is stale (blocking: call from a worker thread)."""
+        value = self._fresh(self.notifier.generation(self.topic), self.clock())
+        if value is not None:
+            return value
+        with self._lock:
+            generation, now = self.notifier.generation(self.topic), self.clock()
+            value = self._fresh(generation, now)  # another reader may have read it while this one waited
+            if value is None:
+                value = read()
+                self.reads += 1
+                self._entry = (value, generation, now)
+            return value

@@ -271,9 +271,10 @@ class Orchestrator:
             return verdict
 
     def _observe(self, conn: Connection, env_id: int, now: float) -> dm.World:
-        status = hosts.instance_status_map(conn, now, self.started_at)
+        rows = instances.of_env(conn, env_id)
+        status = hosts.instance_status_map(conn, now, self.started_at, on={r["host"] for r in rows})
         observed = []
-        for row in instances.of_env(conn, env_id):
+        for row in rows:
             if row["draining_since"] is not None:
                 continue  # on its way out: neither counted nor routed
             st = status.get(row["id"], ("", {}))[1]
@@ -289,7 +290,7 @@ class Orchestrator:
                     exit_code=st.get("exit_code"),
                 )
             )
-        return dm.World(now=now, instances=tuple(observed), hosts_alive=len(hosts.alive(conn, now)))
+        return dm.World(now=now, instances=tuple(observed), hosts_alive=hosts.alive_count(conn, now))
 
     # -- applying actions -----------------------------------------------------
 
@@ -394,7 +395,8 @@ class Orchestrator:
         if stuck and count == 0:
             changed |= instances.drain_ids(conn, stuck, now)
         elif stuck and len(ids) >= count:
-            if _ready(hosts.instance_status_map(conn, now, self.started_at), ids) >= count:
+            on = {host for _, host in placed}
+            if _ready(hosts.instance_status_map(conn, now, self.started_at, on), ids) >= count:
                 changed |= instances.drain_ids(conn, stuck, now)
                 repo.record_event(
                     conn, "instances_moved",
@@ -446,9 +448,11 @@ class Orchestrator:
         now = self.clock()
         if healing.lost_cutoff(now, self.started_at) <= 0:  # just started: hosts have not had time to report yet
             return set()
-        alive = hosts.alive_names(conn, now)
         env = repo.env_by_id(conn, env_id)
         placed = [healing.PlacedInstance(r.id, r.release, r.role, r.host) for r in instances.serving(conn, env_id)]
+        alive = hosts.alive_names(conn, now, among={i.host for i in placed})  # not every host's name, per environment
+        if not alive and hosts.alive_count(conn, now):  # all of its hosts are lost, not every host: the rule needs the others
+            alive = hosts.alive_names(conn, now)
         serving = healing.serving_releases(env["current_release"], repo.routes_of(env))
         lost = healing.lost_instances(placed, serving, alive)
         if not lost:

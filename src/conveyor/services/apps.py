@@ -94,17 +94,20 @@ def status_of(cp: ControlPlane, app: str) -> AppStatus:
     router_url = cp.settings.router_url
     with cp.engine.connect() as conn:
         app_row = repo.get_app(conn, app)
-        status = hosts.instance_status_map(conn, cp.clock(), cp.started_at)
+        envs = repo.envs_of_app(conn, app_row["id"])
+        placed = {e["id"]: instances.of_env(conn, e["id"]) for e in envs}
+        status = hosts.instance_status_map(conn, cp.clock(), cp.started_at,
+                                           on={i["host"] for rows in placed.values() for i in rows})
         all_locks = locks.locks_in(conn, app)
         in_force = [f for f in locks.freezes_in(conn, app, cp.clock()) if f.active]
         out = []
-        for env in repo.envs_of_app(conn, app_row["id"]):
+        for env in envs:
             rel = None
             if env["current_release"] is not None:
                 rel = repo.get_release(conn, env["id"], env["current_release"])
             commit = repo.image_commit(conn, app_row["id"], rel["image_digest"]) if rel is not None else None
             inst_views = []
-            for i in instances.of_env(conn, env["id"]):
+            for i in placed[env["id"]]:
                 addr, st = status.get(i["id"], (None, {}))
                 inst_views.append(
                     InstanceView(

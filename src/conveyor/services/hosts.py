@@ -8,9 +8,12 @@ control plane's clock (``cp.clock``), and the grace period after a restart from
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
-from conveyor.deploy.documents import desired_state, routing_table
+from conveyor.deploy.documents import desired_counter, desired_rows, desired_state, routing_table
+from conveyor.deploy.documents import desired_unchanged as desired_unchanged_by
 from conveyor.domain.healing import lost_after
 from conveyor.domain.wire import AgentStatus, DesiredState, RoutingTable
 from conveyor.services import config, domains
@@ -18,6 +21,8 @@ from conveyor.services.schemas import RoutersView, RouterView
 from conveyor.services.state import ControlPlane, router_sync
 from conveyor.store import hosts, instances, repo
 from conveyor.store.repo import NotFound
+
+log = logging.getLogger("conveyor.server")
 
 def record_report(cp: ControlPlane, host: str, report: AgentStatus) -> None:
     """Store an agent's report (registering its host on the first); poke whoever routes or
@@ -37,18 +42,61 @@ def _routing_view(status: dict[str, Any] | None) -> list[tuple[str, str, int | N
     )
 
 
-def routing(cp: ControlPlane, *, with_keys: bool = True) -> RoutingTable:
+def routing(cp: ControlPlane, *, with_keys: bool = True, shared: bool = False) -> RoutingTable:
     """The routing table now (versioned by content; see ``deploy.documents``).
 
     It carries the certificates' private keys, opened with the control plane's key ring: routers
     (the admin token) need them to terminate TLS. ``with_keys=False`` (every other reader, e.g. a
-    viewer's token) gets them redacted, and no key is opened; the version is the same either way."""
+    viewer's token) gets them redacted, and no key is opened; the version is the same either way.
+
+    ``shared``: the table the routers' long-polls share, computed at most once per poke of
+    ``routing`` or per second (``deploy.notify.Shared``); it may lack a change committed but not
+    poked yet (the poke follows the commit), so only readers who wait for the poke take it."""
     ring = cp.sealer if with_keys else None
-    return routing_table(cp.engine, cp.settings.domain, cp.clock(), cp.started_at, ring)
+
+    def read() -> RoutingTable:
+        return routing_table(cp.engine, cp.settings.domain, cp.clock(), cp.started_at, ring)
+
+    if shared:
+        table: RoutingTable = cp.shared(f"routing-table:{with_keys}", "routing").get(read)
+        return table
+    return read()
 
 
 def desired(cp: ControlPlane, host: str) -> DesiredState:
     return desired_state(cp.engine, host, lambda cfg: config.secret_environment(cp, cfg))
+
+
+def desired_unchanged(cp: ControlPlane, host: str, version: int) -> bool:
+    """Whether ``host``'s desired state is still ``version``, by the rows of every host read once per
+    poke of ``desired`` for all the waiting agents (``deploy.notify.Shared``): a placement on a few
+    hosts costs one query, not one document per waiting agent."""
+    read = cp.shared("desired-rows", "desired").get(lambda: desired_rows(cp.engine))
+    return desired_unchanged_by(host, read, version)
+
+
+async def watch_desired(cp: ControlPlane, every: float = 1.0) -> None:
+    """Poke ``desired`` when the desired-state counter moved: changes made by another replica
+    sharing the database are seen within a second (this process's own changes were poked at once;
+    the extra check costs the waiting agents one shared read). One read a second for every waiting
+    agent together; before, each waiting agent re-read its whole document every second (500
+    hosts: 500 reads a second while nothing changed)."""
+    seen = None
+    while True:
+        try:
+            value = await asyncio.to_thread(desired_counter, cp.engine)
+        except Exception:  # noqa: BLE001 - a database hiccup: try again next time
+            log.warning("reading the desired-state counter failed; retrying", exc_info=True)
+        else:
+            if seen is not None and value != seen:
+                cp.notifier.poke("desired")
+            seen = value
+        await asyncio.sleep(every)
+
+
+async def start(cp: ControlPlane) -> None:
+    """Start-up hook: :func:`watch_desired`."""
+    cp.tasks.append(asyncio.create_task(watch_desired(cp), name="desired-watch"))
 
 
 def routers(cp: ControlPlane) -> RoutersView:

@@ -150,7 +150,7 @@ def control_plane_numbers(cp: ControlPlane) -> ControlPlaneNumbers:
             builds=builds.count_by_state(conn),
             apps=repo.count_apps(conn),
             images=builds.count_images(conn),
-            hosts_alive=len(hosts.alive(conn, now)),
+            hosts_alive=hosts.alive_count(conn, now),
             instances=dict(sorted(counts.items())),
             routers_connected=sum(1 for r in cp.routers.values() if now - r.last_seen < 90),
             orchestrator_ticks=cp.orchestrator.ticks if cp.orchestrator else 0,

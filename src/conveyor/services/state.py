@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from conveyor.config import ServerSettings
-from conveyor.deploy.notify import Notifier
+from conveyor.deploy.notify import Notifier, Shared
 from conveyor.deploy.orchestrator import Orchestrator
 from conveyor.store.sealing import Sealer
 from conveyor.store.web_sessions import SessionStore
@@ -94,6 +94,7 @@ class ControlPlane:
     #: conveyor.services.auth.Authenticator (its failure limiter and token cache), made on first use
     auth: Any = None
     _sealer: Sealer | None = field(default=None, init=False, repr=False)
+    _shared: dict[str, Shared[Any]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.started_at = self.clock()
@@ -106,6 +107,11 @@ class ControlPlane:
         if self._sealer is None:
             self._sealer = Sealer.for_data_dir(self.settings.data_dir)
         return self._sealer
+
+    def shared(self, name: str, topic: str) -> Shared[Any]:
+        """The read called ``name``, shared by the long-polls of ``topic`` (``deploy.notify.Shared``)."""
+        found = self._shared.get(name)
+        return found if found is not None else self._shared.setdefault(name, Shared(self.notifier, topic))
 
     def saw_router(self, router_id: str, admin_url: str | None, version: int) -> bool:
         """Record a router's poll; False when the registration is refused (too many routers).

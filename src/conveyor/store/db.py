@@ -19,7 +19,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # A pool as large as the threads that query at once (the API's worker threads, the
+        # orchestrator, the scraper): connections beyond pool_size were closed on return and opened
+        # again, each opening running the PRAGMAs below (journal_mode takes a lock) — under 500
+        # agents' reports that churn was a tenth of the server's time.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20,
+                               max_overflow=30)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]

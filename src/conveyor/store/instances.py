@@ -173,33 +173,22 @@ def not_draining(conn: Connection) -> list[Row]:  # type: ignore[type-arg]
     )
 
 
-def desired_on(conn: Connection, host: str) -> list[Row]:  # type: ignore[type-arg]
-    """What ``host`` should run: (id, release, env, app, image_digest, config) per instance, by id."""
-    return list(
-        conn.execute(
-            select(
-                instances.c.id,
-                instances.c.release,
-                instances.c.process,
-                instances.c.command,
-                instances.c.interrupts,
-                environments.c.name.label("env"),
-                apps.c.name.label("app"),
-                releases.c.image_digest,
-                releases.c.config,
-            )
-            .select_from(
-                instances.join(environments, environments.c.id == instances.c.env_id)
-                .join(apps, apps.c.id == environments.c.app_id)
-                .join(
-                    releases,
-                    (releases.c.env_id == instances.c.env_id) & (releases.c.number == instances.c.release),
-                )
-            )
-            .where(instances.c.host == host)
-            .order_by(instances.c.id)
-        ).all()
+def desired_on(conn: Connection, host: str | None, config: bool = True) -> list[Row]:  # type: ignore[type-arg]
+    """What ``host`` should run (None: every host, with the column ``host``): (id, release, env,
+    app, image_digest, config) per instance, by id; ``config=False`` leaves the release's config out."""
+    columns = [instances.c.host, instances.c.id, instances.c.release, instances.c.process, instances.c.command,
+               instances.c.interrupts, environments.c.name.label("env"), apps.c.name.label("app"),
+               releases.c.image_digest, *([releases.c.config] if config else [])]
+    q = (
+        select(*columns)
+        .select_from(
+            instances.join(environments, environments.c.id == instances.c.env_id)
+            .join(apps, apps.c.id == environments.c.app_id)
+            .join(releases, (releases.c.env_id == instances.c.env_id) & (releases.c.number == instances.c.release))
+        )
+        .order_by(instances.c.id)
     )
+    return list(conn.execute(q if host is None else q.where(instances.c.host == host)).all())
 
 
 def owners(conn: Connection) -> dict[str, tuple[str, str, int, str]]:

@@ -59,6 +59,12 @@ def counter(conn: Connection, name: str) -> tuple[int, str]:
     return (int(row.value), str(row.note)) if row else (0, "")
 
 
+def counters_with_prefix(conn: Connection, prefix: str) -> dict[str, tuple[int, str]]:
+    """name → (value, note) of the counters whose name starts with ``prefix``."""
+    rows = conn.execute(select(counters.c.name, counters.c.value, counters.c.note).where(counters.c.name.startswith(prefix)))
+    return {r.name: (int(r.value), str(r.note)) for r in rows}
+
+
 def _insert_counter(conn: Connection, name: str, note: str) -> Insert:
     """``INSERT`` of counter ``name`` at 1 in this database's dialect (for ``ON CONFLICT``)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
