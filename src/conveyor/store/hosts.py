@@ -26,7 +26,9 @@ def alive(conn: Connection, now: float) -> list[RowMapping]:
 
 
 def alive_names(conn: Connection, now: float) -> list[str]:
-    return [h["name"] for h in alive(conn, now)]
+    """The names of :func:`alive` hosts (without their reports: those are large)."""
+    return [r.name for r in conn.execute(select(hosts.c.name).where(hosts.c.last_seen >= alive_cutoff(now))
+                                         .order_by(hosts.c.name)).all()]
 
 
 def instance_status_map(conn: Connection, now: float, started_at: float) -> dict[str, tuple[str, dict[str, Any]]]:
