@@ -254,10 +254,16 @@ AREAS = (
 )
 
 
+#: Leaf frames of a thread that waits (py-spy samples some waits as active): not CPU, left out.
+IDLE_LEAVES = ("Condition.wait (threading.py", "Runner.run (asyncio/runners.py", "_worker (concurrent/futures/thread.py",
+               "select (selectors.py", "Event.wait (threading.py")
+
+
 def profile_summary(collapsed: str) -> dict[str, Any]:
-    """From py-spy's raw (collapsed) output: the share of samples in SQL (SQLAlchemy or sqlite3 on the
-    stack), the share per area of the control plane, and the conveyor functions most often running."""
-    total = sql = 0
+    """From py-spy's raw (collapsed) output: the share of busy samples in SQL (SQLAlchemy or sqlite3
+    on the stack), the share per area of the control plane, and the conveyor functions most often
+    running. Samples of waiting threads (``IDLE_LEAVES``) are counted apart, as ``idle_samples``."""
+    total = sql = idle = 0
     areas: Counter[str] = Counter()
     sql_by_area: Counter[str] = Counter()
     own: Counter[str] = Counter()
@@ -266,8 +272,11 @@ def profile_summary(collapsed: str) -> dict[str, Any]:
         if not stack or not n.isdigit():
             continue
         count = int(n)
-        total += count
         frames = stack.split(";")
+        if frames[-1].startswith(IDLE_LEAVES):
+            idle += count
+            continue
+        total += count
         area = next((name for frag, name in AREAS if any(frag in f for f in frames)), "other")
         areas[area] += count
         if any("sqlalchemy" in f or "sqlite3" in f for f in frames):
@@ -283,6 +292,7 @@ def profile_summary(collapsed: str) -> dict[str, Any]:
 
     return {
         "samples": total,
+        "idle_samples": idle,
         "sql_share": round(sql / total, 3) if total else None,
         "areas": share(areas) if total else {},
         "sql_by_area": share(sql_by_area) if total else {},
@@ -558,7 +568,7 @@ def main() -> None:
             if args.keep:
                 keep = Path(args.keep)
                 keep.mkdir(parents=True, exist_ok=True)
-                for log in [tmp / "p" / "up.log", *tmp.glob("*-agent.log")]:
+                for log in [tmp / "p" / "up.log", *tmp.glob("*-agent.log"), *(p.data_dir / "platform-logs").glob("*.log")]:
                     if log.exists():
                         shutil.copy(log, keep / log.name)
     many = result.get("many_apps", {})

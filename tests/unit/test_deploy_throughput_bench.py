@@ -92,9 +92,10 @@ def test_profile_summary_shares() -> None:
         "main (server.py:1);tick (conveyor/deploy/orchestrator.py:160);execute (sqlalchemy/engine/base.py:1) 6",
         "main (server.py:1);tick (conveyor/deploy/orchestrator.py:160);step (conveyor/domain/deploy_machine.py:9) 2",
         "run (uvicorn/server.py:1);record_report (conveyor/services/hosts.py:30) 2",
+        "_bootstrap (threading.py:1);Condition.wait (threading.py:327) 5",
     ])
     s = bench.profile_summary(raw)
-    assert s["samples"] == 10 and s["sql_share"] == 0.6
+    assert s["samples"] == 10 and s["idle_samples"] == 5 and s["sql_share"] == 0.6
     assert s["areas"] == {"orchestrator tick": 0.8, "agents' reports and routers": 0.2}
     assert s["sql_by_area"] == {"orchestrator tick": 0.6}
     assert s["top_conveyor_frames"]["tick (deploy/orchestrator.py:160)"] == 0.6
