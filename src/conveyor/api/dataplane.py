@@ -27,11 +27,12 @@ MAX_WAIT = 60.0
 async def _long_poll(cp, topic: str, after: int | None, wait: float, read):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
     while True:
+        seen = cp.notifier.generation(topic)
         doc = await run_in_threadpool(read)
         remaining = deadline - time.monotonic()
         if after is None or doc.version != after or remaining <= 0:
             return doc
-        await cp.notifier.wait(topic, min(remaining, 1.0))
+        await cp.notifier.wait(topic, min(remaining, 1.0), since=seen)
 
 
 @router.get("/routing", response_model=RoutingTable, summary="The routing table (long-poll)")
@@ -68,11 +69,12 @@ async def get_routers(
     requests sent next reach the new release."""
     deadline = time.monotonic() + wait
     while True:
+        seen = cp.notifier.generation("routers")
         view = await run_in_threadpool(hosts.routers, cp)
         remaining = deadline - time.monotonic()
         if view.synced or remaining <= 0:
             return view
-        await cp.notifier.wait("routers", min(remaining, 0.5))
+        await cp.notifier.wait("routers", min(remaining, 0.5), since=seen)
 
 
 @router.get("/agents/{host}/desired", response_model=DesiredState, summary="A host's desired state (long-poll)")

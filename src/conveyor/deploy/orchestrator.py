@@ -193,6 +193,7 @@ class Orchestrator:
     async def run(self) -> None:
         try:
             while True:
+                seen = self.notifier.generation("orchestrator")
                 try:
                     touched = await asyncio.to_thread(self.tick)
                     if touched:
@@ -201,7 +202,7 @@ class Orchestrator:
                     raise
                 except Exception:  # one bad tick must not stop deployments everywhere
                     log.exception("orchestrator tick failed; retrying")
-                await self.notifier.wait("orchestrator", self.interval)
+                await self.notifier.wait("orchestrator", self.interval, since=seen)
         finally:
             if self.leader:
                 with self.engine.begin() as conn:
