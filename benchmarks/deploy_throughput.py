@@ -34,6 +34,13 @@ the busiest functions).
 
 Needs root (network namespaces) and iproute2; prints one JSON object. Goal (issue
 13): >= 120 deploys a minute across the 50 apps, 0 failed requests.
+
+Measured on the shared 2-core dev machine (defaults, twice; other engineers' runs took
+55-61 % of the CPU): 66.8 and 104.8 deploys a minute (p50 6.4 / 4.0 s, p99 14.6 / 9.0 s),
+0 failed of ~23,600 requests each; the single-app peer 44 and 60 a minute (p50 1.1 / 0.8 s);
+0.69 / 0.50 CPU-seconds of our processes per deploy, the control plane the largest share
+(0.24 / 0.18 s, 71-73 % of its busy samples in SQL). Short of 120 a minute: CPU-bound.
+docs/ARCHITECTURE.md (Capacity) has the breakdown and what changed to get here.
 """
 
 from __future__ import annotations
@@ -212,6 +219,21 @@ def cpu_by_family(first: ProcSample, last: ProcSample, middle: list[ProcSample],
     ours = sum(v for k, v in out.items() if not k.startswith("other"))
     out["other (not this benchmark's)"] = max(0.0, total - ours)
     return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
+def per_deploy(cpu: dict[str, float], deploys: int) -> dict[str, float] | None:
+    """CPU seconds per succeeded deploy: all of this benchmark's processes, and the control plane's,
+    the agents' (the agent processes alone) and the app instances' and log writers' share."""
+    if not deploys:
+        return None
+    def total(pred: Callable[[str], bool]) -> float:
+        return round(sum(v for k, v in cpu.items() if pred(k)) / deploys, 3)
+    return {
+        "ours": total(lambda k: not k.startswith("other")),
+        "control_plane": total(lambda k: k == "control plane"),
+        "agents": total(lambda k: k.startswith("agent") and ":" not in k),
+        "instances_and_log_writers": total(lambda k: k.startswith("agent") and ":" in k),
+    }
 
 
 def load_summary(by_app: dict[str, list[Any]], late: int) -> dict[str, Any]:
@@ -469,6 +491,9 @@ def phase(name: str, p: Platform, groups: list[list[str]], images: dict[str, str
                              sum(loop.late for loop in loops.values()) - late_before),
         "cpu_s": cpu,
         "cpu_cores_busy": {k: round(v / span, 2) for k, v in cpu.items()},
+        # what a deploy costs this benchmark's processes (steady work included: probes, the load):
+        # less noisy than a rate on a machine others share
+        "cpu_s_per_deploy": per_deploy(cpu, stats["succeeded"]),
         "sampled_s": round(span, 1),
     }
     failed = [(app, smp) for app, loop in loops.items() for smp in loop.samples[before[app]:] if smp.status != 200]

@@ -99,3 +99,11 @@ def test_profile_summary_shares() -> None:
     assert s["areas"] == {"orchestrator tick": 0.8, "agents' reports and routers": 0.2}
     assert s["sql_by_area"] == {"orchestrator tick": 0.6}
     assert s["top_conveyor_frames"]["tick (deploy/orchestrator.py:160)"] == 0.6
+
+
+def test_cpu_per_deploy() -> None:
+    cpu = {"control plane": 4.0, "agent h1": 1.0, "agent h1: app instances": 2.0, "router": 1.0,
+           "other (not this benchmark's)": 50.0}
+    assert bench.per_deploy(cpu, 4) == {"ours": 2.0, "control_plane": 1.0, "agents": 0.25,
+                                        "instances_and_log_writers": 0.5}
+    assert bench.per_deploy(cpu, 0) is None
