@@ -146,7 +146,17 @@ class _Pool:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def get(self) -> tuple[int, str]:
-        conn = self.idle.pop() if self.idle else await asyncio.open_connection(*self.addr)
+        conn = None
+        while self.idle and conn is None:
+            conn = self.idle.pop()
+            if conn[0].at_eof() or conn[1].is_closing():
+                # The router closed it while it sat idle (its keep-alive timeout, 60 s: after a burst the
+                # pool holds more connections than the steady rate uses). Every HTTP client checks this
+                # before reusing a connection; writing on it would count a request the router never saw.
+                conn[1].close()
+                conn = None
+        if conn is None:
+            conn = await asyncio.open_connection(*self.addr)
         reader, writer = conn
         try:
             writer.write(self.request)

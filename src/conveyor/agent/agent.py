@@ -29,8 +29,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from conveyor import logfile
 from conveyor.agent import policy, statefile
 from conveyor.agent.client import ControlPlaneClient
@@ -135,7 +133,6 @@ class Agent:
         self._stop = asyncio.Event()
         self._shipper = LogShipper(config.host, config.logs_dir)
         self._offsets_saved: dict[str, int] = {}
-        self._probe_http: httpx.AsyncClient | None = None
         self._loaded = False
         self._orphans: list[Process] = []
 
@@ -178,8 +175,6 @@ class Agent:
 
     async def run(self) -> None:
         """Run until :meth:`request_stop`; then stop every instance and return."""
-        if self._probe_http is None:
-            self._probe_http = httpx.AsyncClient(trust_env=False)  # probes never go through a proxy
         if not self._loaded:
             self.load()
         for sup in self.supervisors.values():
@@ -211,18 +206,14 @@ class Agent:
             await asyncio.gather(*reporters, return_exceptions=True)
             await self._final_report()
             await self.client.aclose()
-            await self._probe_http.aclose()
 
     def _context(self) -> SupervisorContext:
-        if self._probe_http is None:
-            self._probe_http = httpx.AsyncClient(trust_env=False)  # probes never go through a proxy
         return SupervisorContext(
             images=self.images,
             agent_dir=str(self.config.data_dir),
             logs_dir=self.config.logs_dir,
             address=self.config.address,
             home=os.environ.get("HOME", "/"),
-            http=self._probe_http,
             on_change=self._dirty.set,
             on_process=self.save,
             log_max_bytes=self.config.log_max_bytes,

@@ -8,7 +8,11 @@ that stopped accepting cannot hide behind a kept-alive socket.
 
 from __future__ import annotations
 
-import httpx
+import asyncio
+from urllib.parse import urlsplit
+
+#: A health response is read to its end (the app must not see its write fail) up to this many bytes.
+MAX_RESPONSE_BYTES = 64 * 1024
 
 
 def probe_host(address: str) -> str:
@@ -16,16 +20,48 @@ def probe_host(address: str) -> str:
     return "127.0.0.1" if address in ("", "0.0.0.0") else address  # noqa: S104 - comparing, not binding
 
 
-async def probe(client: httpx.AsyncClient, url: str, timeout: float) -> str | None:
-    """``None`` when ``GET url`` answers 2xx within ``timeout`` seconds, else a one-line reason."""
-    try:
-        response = await client.get(url, timeout=timeout, headers={"Connection": "close"})
-    except httpx.ConnectError:
-        return "connection refused"
-    except httpx.TimeoutException:
-        return f"no answer within {timeout:g}s"
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}"[:200]
-    if 200 <= response.status_code < 300:
+def status_of(head: bytes) -> int | None:
+    """The status code of an HTTP/1.x status line, or None when it is not one."""
+    parts = head.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not (parts[1].isdigit() and len(parts[1]) == 3):
         return None
-    return f"HTTP {response.status_code}"
+    return int(parts[1])
+
+
+async def probe(url: str, timeout: float) -> str | None:
+    """``None`` when ``GET url`` answers 2xx within ``timeout`` seconds, else a one-line reason.
+
+    One HTTP/1.1 request on asyncio streams, ``Connection: close``, the response read to its end
+    (at most ``MAX_RESPONSE_BYTES``). An agent probes every instance every second: through httpx
+    (pools, redirects, auth, a transport stack) that was a third of an agent's CPU with 50 apps.
+    """
+    u = urlsplit(url)
+    host, port = u.hostname or "127.0.0.1", u.port or 80
+    target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    request = (f"GET {target} HTTP/1.1\r\nHost: {u.netloc}\r\nUser-Agent: conveyor-agent\r\n"
+               "Accept: */*\r\nConnection: close\r\n\r\n").encode("latin-1")
+    writer = None
+    try:
+        async with asyncio.timeout(timeout):
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                return "connection refused"
+            writer.write(request)
+            head = await reader.readline()
+            read = len(head)
+            while read < MAX_RESPONSE_BYTES and (chunk := await reader.read(MAX_RESPONSE_BYTES - read)):
+                read += len(chunk)
+    except TimeoutError:
+        return f"no answer within {timeout:g}s"
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"[:200]
+    finally:
+        if writer is not None:
+            writer.close()
+    status = status_of(head)
+    if status is None:
+        return "no HTTP response" if not head else f"not an HTTP response: {head[:60]!r}"
+    if 200 <= status < 300:
+        return None
+    return f"HTTP {status}"

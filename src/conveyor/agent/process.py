@@ -146,8 +146,18 @@ def group_members(pgid: int) -> list[int]:
     The instance's shell is the group leader, but the app is often its child
     (dash does not ``exec`` the last command), so "stopped" means the whole
     group is gone, not just the leader.
+
+    A group with no process at all (the usual case once an instance stopped) is answered by one
+    ``killpg(pgid, 0)`` instead of reading every process's ``/proc/PID/stat`` (a thousand files on
+    a busy host, each poll of :func:`terminate`).
     """
     members: list[int] = []
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return members  # no process, not even a zombie, is in the group
+    except PermissionError:
+        pass  # some member is another user's: look at each
     try:
         entries = os.listdir("/proc")
     except OSError:

@@ -27,8 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from conveyor.agent import policy
 from conveyor.agent.health import probe, probe_host
 from conveyor.agent.images import ImageError, ImageProvider
@@ -53,7 +51,6 @@ class SupervisorContext:
     logs_dir: Path
     address: str
     home: str
-    http: httpx.AsyncClient
     on_change: Callable[[], None]
     on_process: Callable[[], None]
     log_max_bytes: int = logfile.DEFAULT_MAX_BYTES  # per instance (see conveyor.logfile)
@@ -281,7 +278,7 @@ class Supervisor:
         ready = self._ready_mono is not None
         failures = 0
         while not ready:
-            reason = await probe(self._ctx.http, url, timeout)
+            reason = await probe(url, timeout)
             if reason is None:
                 ready = True
                 self._ready_mono = time.monotonic()
@@ -293,7 +290,7 @@ class Supervisor:
             await asyncio.sleep(policy.READINESS_PERIOD_S)
         while True:
             await asyncio.sleep(max(0.05, health.interval_s))
-            reason = await probe(self._ctx.http, url, timeout)
+            reason = await probe(url, timeout)
             failures = 0 if reason is None else failures + 1
             state = policy.after_liveness(self.status.state, failures)
             if state == InstanceState.UNHEALTHY:

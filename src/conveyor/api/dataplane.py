@@ -36,12 +36,15 @@ async def _long_poll(cp, topic: str, after: int | None, wait: float, read, rerea
     make) and read it again with ``reread`` (default ``read``), unless ``unchanged()`` (a cheaper
     check) says it is still ``after``."""
     deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
+    seen = cp.notifier.generation(topic)
     doc = await run_in_threadpool(read)
     while True:
         remaining = deadline - time.monotonic()
         if after is None or doc.version != after or remaining <= 0:
             return doc
-        if await cp.notifier.wait(topic, remaining if recheck is None else min(remaining, recheck)) or recheck is not None:
+        if await cp.notifier.wait(topic, remaining if recheck is None else min(remaining, recheck), since=seen) \
+                or recheck is not None:
+            seen = cp.notifier.generation(topic)  # before reading: a poke during the read is not lost
             if unchanged is None or not await run_in_threadpool(unchanged):
                 doc = await run_in_threadpool(reread or read)
 
@@ -84,11 +87,12 @@ async def get_routers(
     requests sent next reach the new release."""
     deadline = time.monotonic() + wait
     while True:
+        seen = cp.notifier.generation("routers")
         view = await run_in_threadpool(hosts.routers, cp)
         remaining = deadline - time.monotonic()
         if view.synced or remaining <= 0:
             return view
-        await cp.notifier.wait("routers", min(remaining, 0.5))
+        await cp.notifier.wait("routers", min(remaining, 0.5), since=seen)
 
 
 @router.get("/agents/{host}/desired", response_model=DesiredState, summary="A host's desired state (long-poll)")

@@ -58,11 +58,12 @@ async def get_deployment(
 ) -> Deployment:
     deadline = time.monotonic() + wait
     while True:
+        poked = cp.notifier.generation("deployments")
         dep = await run_in_threadpool(deployments.read, cp, dep_id)
         remaining = deadline - time.monotonic()
         if seen is None or fingerprint(dep) != seen or remaining <= 0:
             return dep
-        await cp.notifier.wait("deployments", min(remaining, 0.5))
+        await cp.notifier.wait("deployments", min(remaining, 0.5), since=poked)
 
 
 def fingerprint(dep: Deployment) -> str:

@@ -23,13 +23,10 @@ class Notifier:
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        #: pokes per topic so far: a value read before a poke is stale after it (see :class:`Shared`)
+        #: how many times each topic was poked: a waiter that read the state after seeing generation
+        #: N and is poked before it waits must not sleep through that poke (see :meth:`wait`)
         self._generations: dict[str, int] = {}
-
-    def generation(self, topic: str) -> int:
-        """How many times ``topic`` was poked (readable from any thread)."""
-        return self._generations.get(topic, 0)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -54,6 +51,11 @@ class Notifier:
         else:
             loop.call_soon_threadsafe(self._poke_now, topics)
 
+    def generation(self, topic: str) -> int:
+        """The topic's poke count, to hand to :meth:`wait` (read it before reading the state the wait
+        is about); readable from any thread. A value read before a poke is stale after it (:class:`Shared`)."""
+        return self._generations.get(topic, 0)
+
     def _poke_now(self, topics: tuple[str, ...]) -> None:
         for topic in topics:
             self._generations[topic] = self._generations.get(topic, 0) + 1
@@ -61,8 +63,15 @@ class Notifier:
             if ev is not None:
                 ev.set()
 
-    async def wait(self, topic: str, timeout: float) -> bool:
-        """Wait until the topic is poked or ``timeout`` passes. True when poked."""
+    async def wait(self, topic: str, timeout: float, since: int | None = None) -> bool:
+        """Wait until the topic is poked or ``timeout`` passes. True when poked.
+
+        ``since``: the :meth:`generation` read before the caller read its state. A poke that came
+        after that (while the state was being read, or a tick ran) returns at once: without it, the
+        poke woke nobody and the change waited out the whole timeout (a deployment's readiness, a
+        new table: up to a second each under load)."""
+        if since is not None and self._generations.get(topic, 0) != since:
+            return True
         ev = self._event(topic)
         try:
             await asyncio.wait_for(ev.wait(), timeout)

@@ -26,7 +26,7 @@ import os
 import secrets
 import socket
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from collections.abc import Callable
 from typing import Any
 
@@ -102,6 +102,63 @@ def judge_error_verdict(exc: BaseException) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class EnvFacts:
+    """What a few queries over every environment say of one at the start of a tick (see
+    :func:`idle_steps`): its current release and routed releases, and its instance rows as
+    (release, host, draining)."""
+
+    current: int | None = None
+    routed: frozenset[int] = frozenset()
+    instances: tuple[tuple[int, str, bool], ...] = ()
+    restarting: bool = False
+    scaled: bool = False
+    autoscaled: bool = False
+
+
+#: The steps of an environment's pass between deployments, in the order they run.
+IDLE_STEPS = ("retire", "reap", "heal", "restart", "autoscale", "scale")
+
+#: Seconds between passes that run every step in every environment, whatever the facts say (the
+#: resync of Kubernetes' informers): the steps are level-triggered, and what the facts cannot see
+#: (a release short of its counts after a lost host's replacements found no room) is made good
+#: within this period. 1 tick in 20 at the default interval.
+RESYNC = 5.0
+
+
+def idle_steps(facts: EnvFacts, alive: set[str], drained: set[str], heal: bool) -> frozenset[str]:
+    """Pure: the between-deployments steps that may have work in an environment, from the facts
+    read for every environment at once. Each step left out would find nothing to do:
+
+    * ``retire``: only the current and routed releases have instances (they are always kept);
+    * ``reap``: no instance is draining;
+    * ``heal`` (only once hosts may be judged lost: ``heal``): every serving instance is on a live host;
+    * ``restart``, ``autoscale``: no rolling restart or autoscaler;
+    * ``scale``: no `conveyor scale` count and no serving instance on a drained host (``_scale`` holds
+      the current release at its counts, which moves instances off drained hosts).
+
+    What the facts cannot show (a release short of its counts) the periodic full pass (``RESYNC``) finds.
+
+    Each step is level-triggered and reads its own rows again when it runs, so facts gone stale
+    since they were read cost at most one tick (whoever changes them pokes the orchestrator).
+    """
+    out: set[str] = set()
+    keep = facts.routed | ({facts.current} if facts.current is not None else set())
+    if any(release not in keep for release, _, _ in facts.instances):
+        out.add("retire")
+    if any(draining for _, _, draining in facts.instances):
+        out.add("reap")
+    if heal and any(not draining and host not in alive for _, host, draining in facts.instances):
+        out.add("heal")
+    if facts.restarting:
+        out.add("restart")
+    if facts.autoscaled:
+        out.add("autoscale")
+    if facts.scaled or (drained and any(not draining and host in drained for _, host, draining in facts.instances)):
+        out.add("scale")
+    return frozenset(out)
+
+
 class Orchestrator:
     def __init__(
         self,
@@ -130,6 +187,8 @@ class Orchestrator:
             verdicts = verdict_for
         self.verdicts = verdicts
         self.ticks = 0
+        #: when the last full pass ran (``RESYNC``); the first tick is one (a restart after a crash)
+        self._resynced = float("-inf")
         #: Who this replica is, for the lease. The server passes host:address:port, so a restarted
         #: control plane reclaims its own lease at once instead of waiting for it to expire.
         self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -143,6 +202,7 @@ class Orchestrator:
     async def run(self) -> None:
         try:
             while True:
+                seen = self.notifier.generation("orchestrator")
                 try:
                     touched = await asyncio.to_thread(self.tick)
                     if touched:
@@ -151,7 +211,7 @@ class Orchestrator:
                     raise
                 except Exception:  # one bad tick must not stop deployments everywhere
                     log.exception("orchestrator tick failed; retrying")
-                await self.notifier.wait("orchestrator", self.interval)
+                await self.notifier.wait("orchestrator", self.interval, since=seen)
         finally:
             if self.leader:
                 with self.engine.begin() as conn:
@@ -178,9 +238,21 @@ class Orchestrator:
                 repo.bump_counter(conn, "desired")
                 touched.add("desired")
             driven = set(deployments.open_env_ids(conn))
-            env_ids = repo.env_ids(conn)
-        for env_id in env_ids:
-            touched |= self._pass(env_id, env_id in driven)
+            facts = self._facts(conn)
+            now = self.clock()
+            alive = set(hosts.alive_names(conn, now))
+            drained = hosts.drained_names(conn)
+        heal = healing.lost_cutoff(now, self.started_at) > 0
+        resync = now - self._resynced >= RESYNC
+        if resync:
+            self._resynced = now
+        for env_id, env_facts in facts.items():
+            if env_id in driven:
+                touched |= self._pass(env_id, True)
+            elif resync:
+                touched |= self._pass(env_id, False)
+            elif steps := idle_steps(env_facts, alive, drained, heal):
+                touched |= self._pass(env_id, False, steps)
         if self.promotions is not None:
             try:
                 with self.engine.begin() as conn:
@@ -189,21 +261,44 @@ class Orchestrator:
                 log.exception("orchestrator: the pipelines' pass failed (rolled back); the next tick retries")
         return touched
 
-    def _pass(self, env_id: int, driven: bool) -> set[str]:
+    @staticmethod
+    def _facts(conn: Connection) -> dict[int, EnvFacts]:
+        """Every environment's :class:`EnvFacts`, from one query per table."""
+        rows: dict[int, list[tuple[int, str, bool]]] = {}
+        for r in instances.placements(conn):
+            rows.setdefault(r.env_id, []).append((r.release, r.host, r.draining_since is not None))
+        restarting = config_vars.env_ids_restarting(conn)
+        scaled = config_vars.env_ids_scaled(conn)
+        autoscaled = autoscalers.env_ids(conn)
+        return {
+            env["id"]: EnvFacts(env["current_release"], frozenset(repo.routes_of(env)), tuple(rows.get(env["id"], ())),
+                                env["id"] in restarting, env["id"] in scaled, env["id"] in autoscaled)
+            for env in repo.env_states(conn)
+        }
+
+    def _pass(self, env_id: int, driven: bool, steps: frozenset[str] | None = None) -> set[str]:
         """One environment's share of a tick, in its own transaction: if it fails, it is rolled back
-        and logged, and the other environments are driven all the same (the next tick retries)."""
+        and logged, and the other environments are driven all the same (the next tick retries).
+        Between deployments only ``steps`` run (``idle_steps``: the others have nothing to do)."""
+        run = frozenset(IDLE_STEPS) if steps is None else steps
         try:
             with self.engine.begin() as conn:
                 touched: set[str] = set()
                 if driven:
                     touched |= self._drive(conn, env_id)
-                touched |= self._retire(conn, env_id)
-                touched |= self._reap_drained(conn, env_id)
+                if driven or "retire" in run:
+                    touched |= self._retire(conn, env_id)
+                if driven or "reap" in run:
+                    touched |= self._reap_drained(conn, env_id)
                 if not driven:  # a running deployment owns its environment's counts
-                    touched |= self._heal(conn, env_id)
-                    touched |= self._restart(conn, env_id)
-                    touched |= self._autoscale(conn, env_id)
-                    touched |= self._scale(conn, env_id)
+                    if "heal" in run:
+                        touched |= self._heal(conn, env_id)
+                    if "restart" in run:
+                        touched |= self._restart(conn, env_id)
+                    if "autoscale" in run:
+                        touched |= self._autoscale(conn, env_id)
+                    if "scale" in run:
+                        touched |= self._scale(conn, env_id)
                 return touched
         except Exception:
             log.exception("orchestrator: environment %s failed this pass (rolled back); the others go on", env_id)

@@ -84,6 +84,16 @@ def set_count(conn: Connection, env_id: int, process: str, count: int, actor: st
 # --- rolling restarts ----------------------------------------------------------
 
 
+def env_ids_scaled(conn: Connection) -> set[int]:
+    """Environments with a `conveyor scale` (or autoscaler) count for some process type."""
+    return {r.env_id for r in conn.execute(select(process_counts.c.env_id).distinct())}
+
+
+def env_ids_restarting(conn: Connection) -> set[int]:
+    """Environments with a rolling restart in progress."""
+    return {r.env_id for r in conn.execute(select(restarts.c.env_id).distinct())}
+
+
 def restarts_of(conn: Connection, env_id: int) -> dict[str, tuple[float, int]]:
     """process type → (requested_at, count) of the restarts in progress."""
     return {r.process: (float(r.requested_at), int(r.count)) for r in

@@ -33,6 +33,13 @@ def ids_of_app(conn: Connection, app_id: int) -> set[str]:
     return {r.id for r in conn.execute(q)}
 
 
+def placements(conn: Connection) -> list[Row]:  # type: ignore[type-arg]
+    """(env_id, release, host, draining_since) of every instance: the orchestrator's facts per tick."""
+    return list(
+        conn.execute(select(instances.c.env_id, instances.c.release, instances.c.host, instances.c.draining_since)).all()
+    )
+
+
 def serving(conn: Connection, env_id: int) -> list[Row]:  # type: ignore[type-arg]
     """(id, release, role, host) of an environment's instances that are not draining."""
     return list(

@@ -199,8 +199,10 @@ def routed_envs(conn: Connection) -> list[RowMapping]:
     ]
 
 
-def env_ids(conn: Connection) -> list[int]:
-    return [r.id for r in conn.execute(select(environments.c.id)).all()]
+def env_states(conn: Connection) -> list[RowMapping]:
+    """(id, current_release, routes) of every environment, by id."""
+    return list(conn.execute(select(environments.c.id, environments.c.current_release, environments.c.routes)
+                             .order_by(environments.c.id)).mappings().all())
 
 
 def envs_of_app(conn: Connection, app_id: int) -> list[RowMapping]:
