@@ -35,7 +35,7 @@ from sqlalchemy import Connection, Engine
 from conveyor.deploy.notify import Notifier
 from conveyor.domain import deploy_machine as dm
 from conveyor.domain import config_vars as config_vars_rules
-from conveyor.domain import autoscale, gate, healing, processes
+from conveyor.domain import autoscale, gate, healing, processes, shares
 from conveyor.domain.manifest import DEFAULT_BAKE, DEFAULT_DRAIN_TIMEOUT
 from conveyor.domain.placement import parse_selector, place
 from conveyor.domain.wire import InstanceState
@@ -195,11 +195,14 @@ class Orchestrator:
         try:
             with self.engine.begin() as conn:
                 touched: set[str] = set()
-                if driven:
+                if driven:  # the autoscaler decides the total; the deployment's releases share it
+                    touched |= self._autoscale(conn, env_id)
+                    touched |= self._follow(conn, env_id)
                     touched |= self._drive(conn, env_id)
+                    touched |= self._share(conn, env_id)
                 touched |= self._retire(conn, env_id)
                 touched |= self._reap_drained(conn, env_id)
-                if not driven:  # a running deployment owns its environment's counts
+                if not driven:  # a running deployment owns its environment's counts (but for _share's)
                     touched |= self._heal(conn, env_id)
                     touched |= self._restart(conn, env_id)
                     touched |= self._autoscale(conn, env_id)
@@ -507,8 +510,10 @@ class Orchestrator:
     def _autoscale(self, conn: Connection, env_id: int) -> set[str]:
         """Once a second per environment: each autoscaled process type's count, by HPA's rule
         (``domain/autoscale.py``) on the load the routers measured; a change is written as the
-        `conveyor scale` count (``_scale`` then starts or drains instances) and an event saying why.
-        Between deployments only: a deployment owns its environment's counts while it runs."""
+        `conveyor scale` count and an event saying why. Between deployments ``_scale`` then starts or
+        drains instances of the current release; during one the count is the environment's total,
+        which the deployment's releases share by traffic weight (:meth:`_follow`, :meth:`_share`).
+        The base is the ready web instances of every routed release (a canary, its baseline)."""
         now = self.clock()
         if now - self._autoscaled_at.get(env_id, -math.inf) < AUTOSCALE_EVERY:
             return set()
@@ -525,8 +530,7 @@ class Orchestrator:
         for row in rows:
             process = row["process"]
             policy = autoscale.Policy.from_json(row["policy"])
-            role = "main" if process == "web" else "worker"
-            ready = _ready(status, instances.active_ids(conn, env_id, release, role, process))
+            ready = self._serving_ready(conn, env_id, repo.routes_of(env) or {release: 100}, release, status, process)
             if not ready:
                 continue  # nothing serves yet (starting, or crashing): no load to read, the count holds
             second = float(int(now))
@@ -546,6 +550,71 @@ class Orchestrator:
                 repo.record_event(conn, "autoscaled", f"{app}/{env_name} {process} {d.reason}", app=app, env=env_name,
                                   actor="autoscaler", data={**doc, "process": process, "release": release})
                 touched.add("deployments")
+        return touched
+
+    def _serving_ready(self, conn: Connection, env_id: int, routes: dict[int, int], release: int,
+                       status: dict[str, tuple[str, dict[str, Any]]], process: str) -> int:
+        """Ready instances serving ``process``'s load: for web, those of every release with traffic
+        (a baseline's route is ``-release``, its instances the ``baseline`` role); workers take no
+        routed traffic, so the current release's."""
+        if process != "web":
+            return _ready(status, instances.active_ids(conn, env_id, release, "worker", process))
+        serving = [(-key, "baseline") if key < 0 else (key, "main") for key, weight in routes.items() if weight > 0]
+        return sum(_ready(status, instances.active_ids(conn, env_id, rel, role)) for rel, role in serving)
+
+    def _active(self, conn: Connection, env_id: int) -> tuple[dm.Deployment, int] | None:
+        """The running deployment of an environment whose web process is autoscaled, with the
+        autoscaler's total (the count in force); None when there is no such pair."""
+        if not any(r["process"] == "web" for r in autoscalers.of_env(conn, env_id)):
+            return None
+        dep = next((deployments.machine(r) for r in deployments.open_in_env(conn, env_id) if r["state"] in dm.ACTIVE), None)
+        env = repo.env_by_id(conn, env_id)
+        if dep is None or env["current_release"] is None:
+            return None
+        cfg = repo.get_release(conn, env_id, env["current_release"])["config"] or {}
+        return dep, _counts(cfg, config_vars.counts_of(conn, env_id))["web"]
+
+    def _follow(self, conn: Connection, env_id: int) -> set[str]:
+        """A running deployment's web count (``params["instances"]``) follows the autoscaler's total,
+        so what the deployment machine sizes is sized from it too: a canary's first instances, its
+        full size when promoted, a blue/green release before its switch, and the stable release a
+        rollback restores, at once. Not a rolling deployment (its batches are its counts) nor a
+        `conveyor rollback` (it returns to a warm release as it is; ``_scale`` sizes it after)."""
+        active = self._active(conn, env_id)
+        if active is None:
+            return set()
+        dep, total = active
+        if dep.kind == "rollback" or dm.strategy_of(dep) == "rolling":
+            return set()
+        return {"deployments"} if deployments.follow_count(conn, dep.id, dep.state, total) else set()
+
+    def _share(self, conn: Connection, env_id: int) -> set[str]:
+        """During a deployment, size each routed release of an autoscaled environment for its share of
+        the traffic (``domain/shares.py``: ``ceil(total × weight)``, start new then drain old), but for
+        the releases the deployment machine holds this phase and releases being drained."""
+        active = self._active(conn, env_id)
+        if active is None:
+            return set()
+        dep, total = active
+        held = shares.held_releases(dm.strategy_of(dep), dep.state, dep.progress.get("phase"), dep.to_release,
+                                    baseline=bool(dep.params.get("baseline")))
+        if held is None:
+            return set()
+        status = hosts.instance_status_map(conn, self.clock(), self.started_at)
+        rows = [r for r in instances.of_env(conn, env_id) if r["role"] == "main" and r["process"] == "web"]
+        releases: dict[int, shares.Release] = {}
+        for number, weight in repo.routes_of(repo.env_by_id(conn, env_id)).items():
+            if number <= 0:
+                continue  # a baseline: the strategy's
+            ids = [r["id"] for r in rows if r["release"] == number and r["draining_since"] is None]
+            releases[number] = shares.Release(weight, len(ids), _ready(status, ids))
+        draining = {r["release"] for r in rows if r["draining_since"] is not None} - {
+            r["release"] for r in rows if r["draining_since"] is None}
+        app, env_name = repo.app_env_names(conn, env_id)
+        touched: set[str] = set()
+        for number, count in shares.release_counts(total, releases, held=held, draining=draining).items():
+            if self._ensure(conn, env_id, app, env_name, number, count, "main", "web"):
+                touched |= {"desired", "routing"}
         return touched
 
     def _restart(self, conn: Connection, env_id: int) -> set[str]:
