@@ -40,7 +40,7 @@ from conveyor.domain.manifest import DEFAULT_BAKE, DEFAULT_DRAIN_TIMEOUT
 from conveyor.domain.placement import parse_selector, place
 from conveyor.domain.wire import InstanceState
 from conveyor.domain.strategies import analysis_request
-from conveyor.store import autoscalers, config_vars, deployments, hosts, instances, locks, repo, series
+from conveyor.store import autoscalers, config_vars, deployments, hosts, instance_counts, instances, locks, repo, series
 
 log = logging.getLogger("conveyor.orchestrator")
 
@@ -139,6 +139,9 @@ class Orchestrator:
         #: the autoscalers' memory (recommendations in the stabilisation window, last steps) and pace
         self.autoscale_state: dict[tuple[int, str], autoscale.State] = {}
         self._autoscaled_at: dict[int, float] = {}
+        #: the instance counts last recorded per environment (process → (ready, count)), and when sampled
+        self._counted: dict[int, dict[str, tuple[int, int]]] = {}
+        self._counted_at: dict[int, float] = {}
 
     async def run(self) -> None:
         try:
@@ -166,6 +169,7 @@ class Orchestrator:
         with self.engine.begin() as conn:
             leader = repo.take_lease(conn, LEASE, self.identity, self.clock(), LEASE_TTL)
         if leader != self.leader:
+            self._counted.clear()  # another replica may have recorded counts meanwhile
             log.info("orchestrator %s: %s", self.identity, "leading" if leader else "standing by (another replica leads)")
             self.leader = leader
         if not leader:
@@ -208,9 +212,11 @@ class Orchestrator:
                     touched |= self._autoscale(conn, env_id)
                     touched |= self._scale(conn, env_id)
                     touched |= self._evacuate(conn, env_id)
+                self._sample_counts(conn, env_id)
                 return touched
         except Exception:
             log.exception("orchestrator: environment %s failed this pass (rolled back); the others go on", env_id)
+            self._counted.pop(env_id, None)  # what it recorded was rolled back too: read it again
             return set()
 
     def _drive(self, conn: Connection, env_id: int) -> set[str]:
@@ -552,6 +558,37 @@ class Orchestrator:
                 touched.add("deployments")
         return touched
 
+    def _sample_counts(self, conn: Connection, env_id: int) -> None:
+        """Once a second: record each process type's ready instances and count in force when either
+        changed (``store/instance_counts``), for the metrics page's graph of instances against load.
+        Every release's instances count (a canary, its baseline), but not those draining."""
+        now = self.clock()
+        if now - self._counted_at.get(env_id, -math.inf) < AUTOSCALE_EVERY:
+            return
+        self._counted_at[env_id] = now
+        env = repo.env_by_id(conn, env_id)
+        if env["current_release"] is None:
+            return
+        try:
+            cfg = repo.get_release(conn, env_id, env["current_release"])["config"] or {}
+        except repo.NotFound:
+            cfg = {}
+        status = hosts.instance_status_map(conn, now, self.started_at)
+        counts = _counts(cfg, config_vars.counts_of(conn, env_id))
+        ready = dict.fromkeys(counts, 0)
+        for r in instances.of_env(conn, env_id):
+            if r["draining_since"] is None and r["role"] != dm.RELEASE_ROLE:
+                ready[r["process"]] = ready.get(r["process"], 0) + _ready(status, [r["id"]])
+        last = self._counted.get(env_id)
+        if last is None:
+            last = self._counted[env_id] = instance_counts.newest(conn, env_id)
+        second = float(int(now))
+        for process, n in sorted(ready.items()):
+            value = (n, counts.get(process, 0))
+            if last.get(process) != value:
+                instance_counts.record(conn, env_id, process, second, *value)
+                last[process] = value
+
     def _serving_ready(self, conn: Connection, env_id: int, routes: dict[int, int], release: int,
                        status: dict[str, tuple[str, dict[str, Any]]], process: str) -> int:
         """Ready instances serving ``process``'s load: for web, those of every release with traffic
@@ -563,11 +600,13 @@ class Orchestrator:
         return sum(_ready(status, instances.active_ids(conn, env_id, rel, role)) for rel, role in serving)
 
     def _active(self, conn: Connection, env_id: int) -> tuple[dm.Deployment, int] | None:
-        """The running deployment of an environment whose web process is autoscaled, with the
-        autoscaler's total (the count in force); None when there is no such pair."""
+        """The running deployment of an environment whose web process is autoscaled (else the one to
+        start next: it starts its instances from the total too), with the autoscaler's total (the
+        count in force); None when there is no such pair."""
         if not any(r["process"] == "web" for r in autoscalers.of_env(conn, env_id)):
             return None
-        dep = next((deployments.machine(r) for r in deployments.open_in_env(conn, env_id) if r["state"] in dm.ACTIVE), None)
+        machines = [deployments.machine(r) for r in deployments.open_in_env(conn, env_id)]
+        dep = next((m for m in machines if m.state in dm.ACTIVE), None) or dm.next_to_start(machines)
         env = repo.env_by_id(conn, env_id)
         if dep is None or env["current_release"] is None:
             return None
