@@ -71,6 +71,8 @@ METRICS_GRACE = 10.0
 #: a decision that did not change the count at most this often (`conveyor autoscale APP` shows it).
 AUTOSCALE_EVERY = 1.0
 AUTOSCALE_RECORD_EVERY = 5.0
+#: Instance counts are sampled this often per environment (a row is written only on a change).
+COUNTS_EVERY = 1.0
 
 
 def metrics_pending(window_end: float, newest_point: float | None, now: float) -> bool:
@@ -142,6 +144,7 @@ class Orchestrator:
         #: the instance counts last recorded per environment (process → (ready, count)), and when sampled
         self._counted: dict[int, dict[str, tuple[int, int]]] = {}
         self._counted_at: dict[int, float] = {}
+        self._status_tick: tuple[int, dict[str, tuple[str, dict[str, Any]]]] | None = None
 
     async def run(self) -> None:
         try:
@@ -563,7 +566,7 @@ class Orchestrator:
         changed (``store/instance_counts``), for the metrics page's graph of instances against load.
         Every release's instances count (a canary, its baseline), but not those draining."""
         now = self.clock()
-        if now - self._counted_at.get(env_id, -math.inf) < AUTOSCALE_EVERY:
+        if now - self._counted_at.get(env_id, -math.inf) < COUNTS_EVERY:
             return
         self._counted_at[env_id] = now
         env = repo.env_by_id(conn, env_id)
@@ -573,7 +576,11 @@ class Orchestrator:
             cfg = repo.get_release(conn, env_id, env["current_release"])["config"] or {}
         except repo.NotFound:
             cfg = {}
-        status = hosts.instance_status_map(conn, now, self.started_at)
+        # every host's report, read once per tick for all the environments' samples (a graph can be
+        # a tick late; reading it per environment would cost environments × hosts a second)
+        if self._status_tick is None or self._status_tick[0] != self.ticks:
+            self._status_tick = (self.ticks, hosts.instance_status_map(conn, now, self.started_at))
+        status = self._status_tick[1]
         counts = _counts(cfg, config_vars.counts_of(conn, env_id))
         ready = dict.fromkeys(counts, 0)
         for r in instances.of_env(conn, env_id):
