@@ -60,7 +60,7 @@ SLOW = json.dumps({"extra_latency_ms": 100})
 MAX = 8
 
 
-def toml(strategy: str = "canary", step: str = "10s") -> str:
+def toml(strategy: str = "canary", step: str = "12s") -> str:
     return TOML.format(strategy=strategy, step=step)
 
 
@@ -144,9 +144,9 @@ def test_a_canary_shares_the_autoscalers_count_by_weight_and_a_rollback_restores
         good = _queue(p, "v2", toml(), behaviour__json=SLOW)
         with Watch(p) as watch:
             wait_for(lambda: _in_step(p, good["id"], 0), 60, 0.1, "the canary's first step (25 %)")
-            wait_for(lambda: _shared(p, 1, 2, 25), 8, 0.2, "the canary at 25 % of the count, the stable side at 75 %")
+            wait_for(lambda: _shared(p, 1, 2, 25), 10, 0.2, "the canary at 25 % of the count, the stable side at 75 %")
             wait_for(lambda: _in_step(p, good["id"], 1), 30, 0.1, "the canary's second step (50 %)")
-            wait_for(lambda: _shared(p, 1, 2, 50), 8, 0.2, "the canary at 50 % of the count, the stable side at 50 %")
+            wait_for(lambda: _shared(p, 1, 2, 50), 10, 0.2, "the canary at 50 % of the count, the stable side at 50 %")
             done = wait_for(lambda: (d := _dep(p, good["id"])) and d["state"] not in ("starting", "canary", "baking")
                             and d, 60, 0.2, "the canary to be promoted")
         assert done["state"] == "succeeded", done
@@ -179,6 +179,6 @@ def test_a_canary_shares_the_autoscalers_count_by_weight_and_a_rollback_restores
         out = wait_for(lambda: (d := _dep(p, blue["id"])) and d["state"] not in ("queued", "starting") and d,
                        60, 0.1, "the blue/green deployment")
         assert out["state"] == "succeeded", out
-        assert out["params"]["instances"] == _total(p) > 2, out["params"]  # not the manifest's 2
+        assert out["params"]["instances"] > 2, out["params"]  # the autoscaler's count, not the manifest's 2
         wait_for(lambda: _web(p).get(4) == (_total(p), _total(p)), 20, 0.2, "release 4 at the autoscaler's count")
         assert [f for f in traffic.failures() if f[0] >= since] == [], traffic.failures()[-5:]

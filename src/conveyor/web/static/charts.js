@@ -124,6 +124,10 @@
     if (load.pts.length) {
       const d = load.pts.map((p, i) => (i && p.t - load.pts[i - 1].t <= 2.5 * load.step ? "L" : "M") + x(p.t).toFixed(1) + " " + yL(p.v).toFixed(1)).join(" ");
       svg.appendChild(el("path", { class: "series load", d, stroke: "#8a94a3" }));
+      load.pts.forEach((p, i) => {  // a point with no neighbour would be invisible as a line: draw it as a dot
+        const near = (j) => j >= 0 && j < load.pts.length && Math.abs(load.pts[j].t - p.t) <= 2.5 * load.step;
+        if (!near(i - 1) && !near(i + 1)) svg.appendChild(el("circle", { class: "load-dot", cx: x(p.t), cy: yL(p.v), r: 2.5, fill: "#8a94a3" }));
+      });
     }
     for (const c of counts) {
       const ready = stepPath(c.rows.map((r) => ({ t: r.t, v: r.ready })), x, yN, lo, hi);
