@@ -568,10 +568,10 @@ class Orchestrator:
         now = self.clock()
         if now - self._counted_at.get(env_id, -math.inf) < COUNTS_EVERY:
             return
-        self._counted_at[env_id] = now
         env = repo.env_by_id(conn, env_id)
         if env["current_release"] is None:
-            return
+            return  # nothing deployed yet: sampled from the first pass that has a release
+        self._counted_at[env_id] = now
         try:
             cfg = repo.get_release(conn, env_id, env["current_release"])["config"] or {}
         except repo.NotFound:
