@@ -139,8 +139,11 @@ def metrics_fixture(now: float) -> dict[str, Any]:
             series["2"].append({"t": t, "requests": 240, "errors": 12, "p50": 0.025, "p99": 0.300})
     markers = [{"t": now - 1800, "kind": "deployed", "release": 2, "actor": "grace", "message": "switched", "deployment": 77},
                {"t": now - 600, "kind": "rollback", "release": 1, "actor": "linus", "message": "rolled back", "deployment": 78}]
+    # 2 instances, then 4 (count 4, 3 ready first) from the deploy on
+    instances = {"web": [{"t": now - 3600, "ready": 2, "count": 2}, {"t": now - 1800, "ready": 3, "count": 4},
+                         {"t": now - 1790, "ready": 4, "count": 4}]}
     return {"app": "hello", "env": "production", "window": 3600, "resolution": 1, "step": step,
-            "series": series, "markers": markers}
+            "series": series, "markers": markers, "instances": instances}
 
 
 def test_metrics_chart_draws_series_markers_and_hover_values(platform: Platform, browser: Any, hello: str) -> None:
@@ -168,15 +171,29 @@ def test_metrics_chart_draws_series_markers_and_hover_values(platform: Platform,
     errors_axis = " ".join(page.locator(".chart[data-kind=errors] text.axis").all_text_contents())
     assert "%" in errors_axis
     # hover over the last quarter: both releases' values appear, with units
+    rate.scroll_into_view_if_needed()
     box = rate.locator("svg").bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.6)
     tip = rate.locator(".tip")
     tip.wait_for(state="visible")
     assert "r2: 20.0 req/s" in tip.inner_text()
     p99 = page.locator(".chart[data-kind=p99]")
+    p99.scroll_into_view_if_needed()  # below the fold since the capacity chart comes first
     pbox = p99.locator("svg").bounding_box()
     page.mouse.move(pbox["x"] + pbox["width"] * 0.75, pbox["y"] + pbox["height"] * 0.6)
     assert "r2: 300 ms" in p99.locator(".tip").inner_text()
+    # instance count against load: the ready instances as steps, the load, the deploy markers
+    capacity = page.locator(".chart[data-kind=capacity]")
+    assert capacity.locator("path.series.instances[data-process='web']").count() == 1
+    assert capacity.locator("path.series.count[data-process='web']").count() == 1
+    assert capacity.locator("path.series.load").count() == 1
+    assert "▲ r2 · grace" in capacity.locator(".marker-label").all_text_contents()
+    assert "req/s" in " ".join(capacity.locator("text.load-axis").all_text_contents())
+    capacity.scroll_into_view_if_needed()
+    cbox = capacity.locator("svg").bounding_box()
+    page.mouse.move(cbox["x"] + cbox["width"] * 0.75, cbox["y"] + cbox["height"] * 0.6)
+    tip = capacity.locator(".tip").inner_text()
+    assert "web: 4 ready (count 4)" in tip and "load: 20.0 req/s" in tip, tip
     shot(page, "metrics-with-traffic-1280")
     page.close()
 
@@ -232,6 +249,11 @@ def test_metrics_page_draws_real_traffic_through_the_router(platform: Platform, 
     rate = page.locator(".chart[data-kind=rate]")
     rate.locator(f"path.series[data-release='{current}']").wait_for(state="attached")
     assert "no requests in this window" not in rate.inner_text()
+    # the orchestrator's recorded instance counts, drawn against the same load
+    capacity = page.locator(".chart[data-kind=capacity]")
+    capacity.locator("path.series.instances[data-process='web']").wait_for(state="attached")
+    assert capacity.locator("path.series.load").count() == 1
+    assert "no instance counts in this window" not in capacity.inner_text()
     shot(page, "metrics-real-traffic-1280")
     page.close()
 

@@ -30,7 +30,7 @@ from sqlalchemy import create_engine, insert
 from conveyor.server import create_app
 from conveyor.config import ServerSettings
 from conveyor.domain.histogram import Histogram
-from conveyor.store import repo, series
+from conveyor.store import instance_counts, repo, series
 from conveyor.store.db import migrate
 from conveyor.store.tables import images
 
@@ -143,6 +143,14 @@ def test_deploy_route_rollback_and_series_on_each_backend(client: TestClient) ->
     (point,) = m["series"]["1"]
     assert point["requests"] == 6 and point["errors"] == 2 and abs(point["p99"] - 0.5) / 0.5 < 0.05
     assert [mk["kind"] for mk in m["markers"]] == ["deployed", "deployed", "rollback"]
+    # instance counts: the orchestrator recorded them as they changed; pruning keeps each newest row
+    web = m["instances"]["web"]
+    assert web and web[-1]["count"] == 2 and all(p["ready"] >= 0 for p in web), web
+    with cp.engine.begin() as conn:
+        instance_counts.prune(conn, time.time() + 3600)
+    with cp.engine.connect() as conn:
+        assert list(instance_counts.newest(conn, env_id)) == ["web"]
+        assert len(instance_counts.window(conn, env_id, 0.0)["web"]) == 1
 
 
 def test_only_one_replica_gets_the_lease_on_postgresql(postgres_url: str) -> None:

@@ -17,7 +17,7 @@ from conveyor.services import metrics
 router = APIRouter(tags=["metrics"])
 
 
-@router.get("/apps/{app}/metrics", summary="Request rate, errors and latency per release, with deploy markers")
+@router.get("/apps/{app}/metrics", summary="Request rate, errors and latency per release, instance counts, with deploy markers")
 def app_metrics(
     app: str,
     cp: CP,

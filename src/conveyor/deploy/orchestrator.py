@@ -35,12 +35,12 @@ from sqlalchemy import Connection, Engine
 from conveyor.deploy.notify import Notifier
 from conveyor.domain import deploy_machine as dm
 from conveyor.domain import config_vars as config_vars_rules
-from conveyor.domain import autoscale, gate, healing, processes
+from conveyor.domain import autoscale, gate, healing, processes, shares
 from conveyor.domain.manifest import DEFAULT_BAKE, DEFAULT_DRAIN_TIMEOUT
 from conveyor.domain.placement import parse_selector, place
 from conveyor.domain.wire import InstanceState
 from conveyor.domain.strategies import analysis_request
-from conveyor.store import autoscalers, config_vars, deployments, hosts, instances, locks, repo, series
+from conveyor.store import autoscalers, config_vars, deployments, hosts, instance_counts, instances, locks, repo, series
 
 log = logging.getLogger("conveyor.orchestrator")
 
@@ -71,6 +71,8 @@ METRICS_GRACE = 10.0
 #: a decision that did not change the count at most this often (`conveyor autoscale APP` shows it).
 AUTOSCALE_EVERY = 1.0
 AUTOSCALE_RECORD_EVERY = 5.0
+#: Instance counts are sampled this often per environment (a row is written only on a change).
+COUNTS_EVERY = 1.0
 
 
 def metrics_pending(window_end: float, newest_point: float | None, now: float) -> bool:
@@ -198,6 +200,9 @@ class Orchestrator:
         #: the autoscalers' memory (recommendations in the stabilisation window, last steps) and pace
         self.autoscale_state: dict[tuple[int, str], autoscale.State] = {}
         self._autoscaled_at: dict[int, float] = {}
+        #: the instance counts last recorded per environment (process → (ready, count)), and when sampled
+        self._counted: dict[int, dict[str, tuple[int, int]]] = {}
+        self._counted_at: dict[int, float] = {}
 
     async def run(self) -> None:
         try:
@@ -226,6 +231,7 @@ class Orchestrator:
         with self.engine.begin() as conn:
             leader = repo.take_lease(conn, LEASE, self.identity, self.clock(), LEASE_TTL)
         if leader != self.leader:
+            self._counted.clear()  # another replica may have recorded counts meanwhile
             log.info("orchestrator %s: %s", self.identity, "leading" if leader else "standing by (another replica leads)")
             self.leader = leader
         if not leader:
@@ -284,13 +290,16 @@ class Orchestrator:
         try:
             with self.engine.begin() as conn:
                 touched: set[str] = set()
-                if driven:
+                if driven:  # the autoscaler decides the total; the deployment's releases share it
+                    touched |= self._autoscale(conn, env_id)
+                    touched |= self._follow(conn, env_id)
                     touched |= self._drive(conn, env_id)
+                    touched |= self._share(conn, env_id)
                 if driven or "retire" in run:
                     touched |= self._retire(conn, env_id)
                 if driven or "reap" in run:
                     touched |= self._reap_drained(conn, env_id)
-                if not driven:  # a running deployment owns its environment's counts
+                if not driven:  # a running deployment owns its environment's counts (but for _share's)
                     if "heal" in run:
                         touched |= self._heal(conn, env_id)
                     if "restart" in run:
@@ -299,9 +308,13 @@ class Orchestrator:
                         touched |= self._autoscale(conn, env_id)
                     if "scale" in run:
                         touched |= self._scale(conn, env_id)
+                # an idle environment is sampled by the full pass (RESYNC): its counts change only
+                # through a step that runs a pass, or an instance dying, seen within RESYNC
+                self._sample_counts(conn, env_id)
                 return touched
         except Exception:
             log.exception("orchestrator: environment %s failed this pass (rolled back); the others go on", env_id)
+            self._counted.pop(env_id, None)  # what it recorded was rolled back too: read it again
             return set()
 
     def _drive(self, conn: Connection, env_id: int) -> set[str]:
@@ -601,8 +614,10 @@ class Orchestrator:
     def _autoscale(self, conn: Connection, env_id: int) -> set[str]:
         """Once a second per environment: each autoscaled process type's count, by HPA's rule
         (``domain/autoscale.py``) on the load the routers measured; a change is written as the
-        `conveyor scale` count (``_scale`` then starts or drains instances) and an event saying why.
-        Between deployments only: a deployment owns its environment's counts while it runs."""
+        `conveyor scale` count and an event saying why. Between deployments ``_scale`` then starts or
+        drains instances of the current release; during one the count is the environment's total,
+        which the deployment's releases share by traffic weight (:meth:`_follow`, :meth:`_share`).
+        The base is the ready web instances of every routed release (a canary, its baseline)."""
         now = self.clock()
         if now - self._autoscaled_at.get(env_id, -math.inf) < AUTOSCALE_EVERY:
             return set()
@@ -619,8 +634,7 @@ class Orchestrator:
         for row in rows:
             process = row["process"]
             policy = autoscale.Policy.from_json(row["policy"])
-            role = "main" if process == "web" else "worker"
-            ready = _ready(status, instances.active_ids(conn, env_id, release, role, process))
+            ready = self._serving_ready(conn, env_id, repo.routes_of(env) or {release: 100}, release, status, process)
             if not ready:
                 continue  # nothing serves yet (starting, or crashing): no load to read, the count holds
             second = float(int(now))
@@ -640,6 +654,106 @@ class Orchestrator:
                 repo.record_event(conn, "autoscaled", f"{app}/{env_name} {process} {d.reason}", app=app, env=env_name,
                                   actor="autoscaler", data={**doc, "process": process, "release": release})
                 touched.add("deployments")
+        return touched
+
+    def _sample_counts(self, conn: Connection, env_id: int) -> None:
+        """Once a second: record each process type's ready instances and count in force when either
+        changed (``store/instance_counts``), for the metrics page's graph of instances against load.
+        Every release's instances count (a canary, its baseline), but not those draining."""
+        now = self.clock()
+        if now - self._counted_at.get(env_id, -math.inf) < COUNTS_EVERY:
+            return
+        env = repo.env_by_id(conn, env_id)
+        if env["current_release"] is None:
+            return  # nothing deployed yet: sampled from the first pass that has a release
+        self._counted_at[env_id] = now
+        try:
+            cfg = repo.get_release(conn, env_id, env["current_release"])["config"] or {}
+        except repo.NotFound:
+            cfg = {}
+        rows = instances.of_env(conn, env_id)
+        # only the reports of the hosts this environment's instances are on (each is a JSON document)
+        status = hosts.instance_status_map(conn, now, self.started_at, on={r["host"] for r in rows})
+        counts = _counts(cfg, config_vars.counts_of(conn, env_id))
+        ready = dict.fromkeys(counts, 0)
+        for r in rows:
+            if r["draining_since"] is None and r["role"] != dm.RELEASE_ROLE:
+                ready[r["process"]] = ready.get(r["process"], 0) + _ready(status, [r["id"]])
+        last = self._counted.get(env_id)
+        if last is None:
+            last = self._counted[env_id] = instance_counts.newest(conn, env_id)
+        second = float(int(now))
+        for process, n in sorted(ready.items()):
+            value = (n, counts.get(process, 0))
+            if last.get(process) != value:
+                instance_counts.record(conn, env_id, process, second, *value)
+                last[process] = value
+
+    def _serving_ready(self, conn: Connection, env_id: int, routes: dict[int, int], release: int,
+                       status: dict[str, tuple[str, dict[str, Any]]], process: str) -> int:
+        """Ready instances serving ``process``'s load: for web, those of every release with traffic
+        (a baseline's route is ``-release``, its instances the ``baseline`` role); workers take no
+        routed traffic, so the current release's."""
+        if process != "web":
+            return _ready(status, instances.active_ids(conn, env_id, release, "worker", process))
+        serving = [(-key, "baseline") if key < 0 else (key, "main") for key, weight in routes.items() if weight > 0]
+        return sum(_ready(status, instances.active_ids(conn, env_id, rel, role)) for rel, role in serving)
+
+    def _active(self, conn: Connection, env_id: int) -> tuple[dm.Deployment, int] | None:
+        """The running deployment of an environment whose web process is autoscaled (else the one to
+        start next: it starts its instances from the total too), with the autoscaler's total (the
+        count in force); None when there is no such pair."""
+        if not any(r["process"] == "web" for r in autoscalers.of_env(conn, env_id)):
+            return None
+        machines = [deployments.machine(r) for r in deployments.open_in_env(conn, env_id)]
+        dep = next((m for m in machines if m.state in dm.ACTIVE), None) or dm.next_to_start(machines)
+        env = repo.env_by_id(conn, env_id)
+        if dep is None or env["current_release"] is None:
+            return None
+        cfg = repo.get_release(conn, env_id, env["current_release"])["config"] or {}
+        return dep, _counts(cfg, config_vars.counts_of(conn, env_id))["web"]
+
+    def _follow(self, conn: Connection, env_id: int) -> set[str]:
+        """A running deployment's web count (``params["instances"]``) follows the autoscaler's total,
+        so what the deployment machine sizes is sized from it too: a canary's first instances, its
+        full size when promoted, a blue/green release before its switch, and the stable release a
+        rollback restores, at once. Not a rolling deployment (its batches are its counts) nor a
+        `conveyor rollback` (it returns to a warm release as it is; ``_scale`` sizes it after)."""
+        active = self._active(conn, env_id)
+        if active is None:
+            return set()
+        dep, total = active
+        if dep.kind == "rollback" or dm.strategy_of(dep) == "rolling":
+            return set()
+        return {"deployments"} if deployments.follow_count(conn, dep.id, dep.state, total) else set()
+
+    def _share(self, conn: Connection, env_id: int) -> set[str]:
+        """During a deployment, size each routed release of an autoscaled environment for its share of
+        the traffic (``domain/shares.py``: ``ceil(total × weight)``, start new then drain old), but for
+        the releases the deployment machine holds this phase and releases being drained."""
+        active = self._active(conn, env_id)
+        if active is None:
+            return set()
+        dep, total = active
+        held = shares.held_releases(dm.strategy_of(dep), dep.state, dep.progress.get("phase"), dep.to_release,
+                                    baseline=bool(dep.params.get("baseline")))
+        if held is None:
+            return set()
+        status = hosts.instance_status_map(conn, self.clock(), self.started_at)
+        rows = [r for r in instances.of_env(conn, env_id) if r["role"] == "main" and r["process"] == "web"]
+        releases: dict[int, shares.Release] = {}
+        for number, weight in repo.routes_of(repo.env_by_id(conn, env_id)).items():
+            if number <= 0:
+                continue  # a baseline: the strategy's
+            ids = [r["id"] for r in rows if r["release"] == number and r["draining_since"] is None]
+            releases[number] = shares.Release(weight, len(ids), _ready(status, ids))
+        draining = {r["release"] for r in rows if r["draining_since"] is not None} - {
+            r["release"] for r in rows if r["draining_since"] is None}
+        app, env_name = repo.app_env_names(conn, env_id)
+        touched: set[str] = set()
+        for number, count in shares.release_counts(total, releases, held=held, draining=draining).items():
+            if self._ensure(conn, env_id, app, env_name, number, count, "main", "web"):
+                touched |= {"desired", "routing"}
         return touched
 
     def _restart(self, conn: Connection, env_id: int) -> set[str]:

@@ -29,7 +29,7 @@ from sqlalchemy import Engine
 
 from conveyor.deploy.notify import Notifier
 from conveyor.domain.histogram import Histogram
-from conveyor.store import repo, series
+from conveyor.store import instance_counts, repo, series
 
 log = logging.getLogger("conveyor.scraper")
 
@@ -162,3 +162,4 @@ class Scraper:
         with self.engine.begin() as conn:
             series.prune(conn, 1, now - HOUR)
             series.prune(conn, 60, now - MONTH)
+            instance_counts.prune(conn, now - MONTH)  # the orchestrator's samples, kept as long as the 60 s points

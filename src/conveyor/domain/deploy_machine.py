@@ -232,9 +232,14 @@ def _first_size(dep: Deployment) -> int:
 
 
 def canary_size(dep: Deployment) -> int:
-    """Enough instances for the canary's largest step weight (at least one)."""
+    """Enough instances for the canary's largest step weight (at least one), started before any
+    traffic moves. An autoscaled environment's canary (``params["autoscaled"]``, written by the
+    orchestrator with the autoscaler's total as ``instances``) starts at its first step's share
+    instead, and grows with each step's weight (``domain/shares.py``)."""
     steps = dep.params.get("steps") or []
     top = max((int(s.get("weight", 0)) for s in steps), default=10)
+    if dep.params.get("autoscaled") and not dep.params.get("baseline"):
+        top = int(steps[0].get("weight", 0)) if steps else 10
     return max(1, min(_instances(dep), -(-_instances(dep) * top // 100)))
 
 

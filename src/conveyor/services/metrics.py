@@ -16,7 +16,7 @@ from conveyor.deploy.scraper import Scraper
 from conveyor.domain import dora
 from conveyor.services.hosts import scrape_targets
 from conveyor.services.state import ControlPlane
-from conveyor.store import builds, deployments, gitpushes, hosts, repo, series
+from conveyor.store import builds, deployments, gitpushes, hosts, instance_counts, repo, series
 from conveyor.store.repo import NotFound
 
 MARKER_KINDS = ("deployed", "rollback", "rolled_back", "deploy_failed")
@@ -31,7 +31,9 @@ async def start(cp: ControlPlane) -> None:
 
 def app_metrics(cp: ControlPlane, app: str, env: str = "production", window: int = 900) -> dict[str, Any]:
     """Request rate, errors and latency per release over ``window`` seconds, with deploy markers:
-    1 s points up to an hour, 60 s beyond, merged into at most ~``MAX_STEPS`` steps."""
+    1 s points up to an hour, 60 s beyond, merged into at most ~``MAX_STEPS`` steps. ``instances``:
+    per process type, the ready instances and the count in force as a step function (``{t, ready,
+    count}`` from the value at the window's start), to graph against the load."""
     now = cp.clock()
     since = now - window
     resolution = 1 if window <= 3600 else 60
@@ -42,13 +44,14 @@ def app_metrics(cp: ControlPlane, app: str, env: str = "production", window: int
         app_row = repo.get_app(conn, app)
         env_row = repo.get_env(conn, app_row["id"], env)
         data = series.window(conn, env_row["id"], since, resolution=resolution, bucket=bucket)
+        counts = instance_counts.window(conn, env_row["id"], since)
         markers = [
             {"t": e["at"], "kind": e["kind"], "release": (e["data"] or {}).get("release"), "actor": e["actor"],
              "message": e["message"], "deployment": (e["data"] or {}).get("deployment")}
             for e in repo.list_events(conn, app=app, env=env, since=since, kinds=MARKER_KINDS, order="time")
         ]
     return {"app": app, "env": env, "window": window, "resolution": resolution, "step": bucket,
-            "series": {str(k): v for k, v in data.items()}, "markers": markers}
+            "series": {str(k): v for k, v in data.items()}, "markers": markers, "instances": counts}
 
 
 def request_rates(cp: ControlPlane, window: float = 60.0) -> dict[tuple[int, int], float]:

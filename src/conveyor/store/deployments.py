@@ -245,6 +245,19 @@ def advance(conn: Connection, dep_id: int, expected_state: str, values: dict[str
     return bool(changed)
 
 
+def follow_count(conn: Connection, dep_id: int, state: str, instances: int) -> bool:
+    """Set a running deployment's web ``instances`` to the autoscaler's count (and mark it
+    ``autoscaled``), only while it is still in ``state``. True when written."""
+    row = conn.execute(select(deployments.c.params).where(deployments.c.id == dep_id,
+                                                          deployments.c.state == state)).first()
+    if row is None:
+        return False
+    params = dict(row.params or {})
+    if params.get("instances") == instances and params.get("autoscaled"):
+        return False
+    return advance(conn, dep_id, state, {"params": {**params, "instances": instances, "autoscaled": True}})
+
+
 def busy_releases(conn: Connection, env_id: int) -> set[int]:
     """Releases an open deployment of the environment moves from or to."""
     busy: set[int] = set()

@@ -574,3 +574,19 @@ git_pushes = Table(
     Column("created_at", Float, nullable=False),
     Column("finished_at", Float, nullable=True),
 )
+
+# How many instances of each process type were ready, and the count in force (`conveyor scale` or
+# the autoscaler's), over time: a row when either changes (a step function, so one row may hold
+# for hours), sampled once a second by the orchestrator; pruned after 30 days like the 60 s series.
+# The metrics page graphs it against the load (migration 0012_instance_counts).
+instance_counts = Table(
+    "instance_counts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("env_id", Integer, ForeignKey("environments.id", ondelete="CASCADE"), nullable=False),
+    Column("process", String(40), nullable=False),
+    Column("t", Float, nullable=False),
+    Column("ready", Integer, nullable=False),
+    Column("count", Integer, nullable=False),
+    UniqueConstraint("env_id", "process", "t", name="uq_instance_counts_key"),
+)

@@ -11,6 +11,7 @@ import pytest
 
 from sqlalchemy import insert, select
 
+from conveyor.store import instance_counts, repo
 from conveyor.store.tables import builds, deployments, events
 
 from web_site import ADMIN, Site, app_id
@@ -388,6 +389,20 @@ def test_metrics_page_is_a_chart_shell_for_the_metrics_api(web: Site) -> None:
     assert "/static/charts.js" in page.text
     odd = web.client.get("/apps/hello/metrics?window=17")
     assert 'data-window="3600"' in odd.text  # unknown windows fall back to an hour
+    assert 'data-charts="capacity,' in page.text  # instance count against load comes first
+
+
+def test_metrics_twin_has_the_instance_counts_the_capacity_chart_draws(web: Site) -> None:
+    web.finish(web.deploy("hello", "production", web.add_image("hello", "a"))["id"])
+    now = web.cp.clock()
+    with web.cp.engine.begin() as conn:
+        env_id = repo.get_env(conn, app_id(web), "production")["id"]
+        instance_counts.record(conn, env_id, "web", float(int(now)) - 7200, 2, 2)  # in force when the window opens
+        instance_counts.record(conn, env_id, "web", float(int(now)) - 60, 3, 4)
+    twin = web.client.get("/api/v1/apps/hello/metrics?env=production&window=900").json()
+    since = twin["instances"]["web"][0]["t"]
+    assert abs(since - (now - 900)) < 5
+    assert [(p["ready"], p["count"]) for p in twin["instances"]["web"]] == [(2, 2), (3, 4)]
 
 
 def test_dora_page_and_twin_agree(web: Site) -> None:

@@ -1,4 +1,5 @@
-// Conveyor charts: request rate, error rate and latency per release, as SVG, with deploy markers.
+// Conveyor charts: request rate, error rate and latency per release, and instance count against
+// load, as SVG, with deploy markers.
 // Reads GET /api/v1/apps/{app}/metrics?env=&window= ; without that endpoint it still draws the
 // deploy and rollback markers from the audit log (GET /api/v1/events), with no series.
 "use strict";
@@ -50,7 +51,148 @@
     return { step, points: [...out.values()].sort((a, b) => a.t - b.t).map((b) => ({ t: b.t, requests: b.requests, errors: b.errors, p50: b.p50n ? b.p50w / b.p50n : null, p99: b.p99 })) };
   }
 
+  // deploy and rollback markers, labels staggered on three rows so neighbours do not overlap
+  function drawMarkers(svg, data, lo, hi, x) {
+    let lastX = -1e9, row = 0;
+    for (const m of (data.markers || []).filter((m) => m.t >= lo && m.t <= hi).sort((a, b) => a.t - b.t)) {
+      const mx = x(m.t);
+      row = mx - lastX < 90 ? (row + 1) % 3 : 0;
+      lastX = mx;
+      const g = el("g", { class: "marker-group" });
+      const line = el("line", { class: "marker " + m.kind, x1: mx, x2: mx, y1: MT - 4 - row * 13 + 4, y2: H - MB, "data-release": m.release });
+      line.appendChild(el("title", {}, (MARKER_KINDS[m.kind] || m.kind) + " r" + m.release + " by " + (m.actor || "?") + " at " + new Date(m.t * 1000).toLocaleString() + (m.message ? ": " + m.message : "")));
+      g.appendChild(line);
+      const icon = { deployed: "▲ ", deploy_failed: "✕ " }[m.kind] || "↶ ";
+      const label = icon + "r" + m.release + " · " + (m.actor || "?");
+      g.appendChild(el("text", { class: "marker-label", x: mx + 3, y: MT - 8 - row * 13, "text-anchor": mx > W - 90 ? "end" : "start" }, label));
+      svg.appendChild(g);
+    }
+  }
+
+  // The environment's load (requests/s over every release) in the chart's steps.
+  function loadOf(data, lo, hi) {
+    const res = data.step || data.resolution || 1;
+    const merged = [];
+    for (const r in data.series || {}) merged.push(...data.series[r]);
+    const ds = downsample(merged, res, lo, hi, 320);
+    return { step: ds.step, pts: ds.points.filter((p) => p.t >= lo - ds.step && p.t <= hi).map((p) => ({ t: p.t, v: p.requests / ds.step })) };
+  }
+
+  // A step function (each value holds until the next) from {t, v} changes, up to hi.
+  function stepPath(pts, x, y, lo, hi) {
+    let d = "";
+    pts.forEach((p, i) => {
+      const t0 = Math.max(lo, p.t), t1 = i + 1 < pts.length ? Math.min(hi, pts[i + 1].t) : hi;
+      if (t1 < lo || t0 > hi) return;
+      d += (d ? "L" : "M") + x(t0).toFixed(1) + " " + y(p.v).toFixed(1) + " L" + x(t1).toFixed(1) + " " + y(p.v).toFixed(1) + " ";
+    });
+    return d.trim();
+  }
+
+  // Instance count against load: ready instances per process type (solid steps) and the count in
+  // force (dashed: the autoscaler's or `conveyor scale`'s) on the left axis; requests/s (grey) on
+  // the right; the deploy markers as on the other charts.
+  function drawCapacity(data, lo, hi) {
+    const procs = Object.keys(data.instances || {}).sort((a, b) => (a !== "web") - (b !== "web") || a.localeCompare(b));
+    const counts = procs.map((name, i) => ({ name, color: COLORS[i % COLORS.length], rows: data.instances[name] }));
+    const load = loadOf(data, lo, hi);
+    const maxN = niceMax(Math.max(1, ...counts.flatMap((c) => c.rows.flatMap((r) => [r.ready, r.count]))));
+    const maxL = niceMax(Math.max(0, ...load.pts.map((p) => p.v)));
+    const x = (t) => ML + (W - ML - MR - 30) * (t - lo) / (hi - lo);
+    const yN = (v) => H - MB - (H - MT - MB) * v / maxN;
+    const yL = (v) => H - MB - (H - MT - MB) * v / maxL;
+    const box = document.createElement("div");
+    box.className = "chart";
+    box.dataset.kind = "capacity";
+    const h = document.createElement("h3");
+    h.textContent = "Instances and load (ready instances, req/s)";
+    box.appendChild(h);
+    const svg = el("svg", { viewBox: "0 0 " + W + " " + H, role: "img", tabindex: "0",
+      "aria-label": "Ready instances per process type against requests per second, " + (data.markers || []).length + " deploy markers" });
+    for (let i = 0; i <= 4; i++) {
+      const yy = yN(maxN * i / 4);
+      svg.appendChild(el("line", { class: "grid-line", x1: ML, x2: W - MR - 30, y1: yy, y2: yy }));
+      svg.appendChild(el("text", { class: "axis", x: ML - 6, y: yy + 4, "text-anchor": "end" }, String(+(maxN * i / 4).toPrecision(3)) + (i === 4 ? " inst." : "")));
+      svg.appendChild(el("text", { class: "axis load-axis", x: W - MR - 26, y: yy + 4, "text-anchor": "start" }, String(+(maxL * i / 4).toPrecision(3)) + (i === 4 ? " req/s" : "")));
+    }
+    const span = hi - lo;
+    for (let i = 0; i <= 4; i++) {
+      const t = lo + span * i / 4;
+      svg.appendChild(el("text", { class: "axis", x: x(t), y: H - 6, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, timeLabel(t, span)));
+    }
+    drawMarkers(svg, data, lo, hi, x);
+    if (load.pts.length) {
+      const d = load.pts.map((p, i) => (i && p.t - load.pts[i - 1].t <= 2.5 * load.step ? "L" : "M") + x(p.t).toFixed(1) + " " + yL(p.v).toFixed(1)).join(" ");
+      svg.appendChild(el("path", { class: "series load", d, stroke: "#8a94a3" }));
+      load.pts.forEach((p, i) => {  // a point with no neighbour would be invisible as a line: draw it as a dot
+        const near = (j) => j >= 0 && j < load.pts.length && Math.abs(load.pts[j].t - p.t) <= 2.5 * load.step;
+        if (!near(i - 1) && !near(i + 1)) svg.appendChild(el("circle", { class: "load-dot", cx: x(p.t), cy: yL(p.v), r: 2.5, fill: "#8a94a3" }));
+      });
+    }
+    for (const c of counts) {
+      const ready = stepPath(c.rows.map((r) => ({ t: r.t, v: r.ready })), x, yN, lo, hi);
+      const count = stepPath(c.rows.map((r) => ({ t: r.t, v: r.count })), x, yN, lo, hi);
+      if (count) svg.appendChild(el("path", { class: "series count", d: count, stroke: c.color, "stroke-dasharray": "4 3", "data-process": c.name }));
+      if (ready) svg.appendChild(el("path", { class: "series instances", d: ready, stroke: c.color, "data-process": c.name }));
+    }
+    if (!counts.length) {
+      svg.appendChild(el("text", { class: "empty", x: (ML + W - MR) / 2, y: (MT + H - MB) / 2, "text-anchor": "middle" }, "no instance counts in this window"));
+    }
+    const hover = el("line", { class: "hover-line", y1: MT, y2: H - MB, visibility: "hidden" });
+    svg.appendChild(hover);
+    svg.appendChild(el("rect", { x: ML, y: MT, width: W - ML - MR - 30, height: H - MT - MB, fill: "transparent" }));
+    box.appendChild(svg);
+    const tip = document.createElement("div");
+    tip.className = "tip"; tip.hidden = true;
+    box.appendChild(tip);
+    function showAt(t) {
+      const rows = [];
+      for (const c of counts) {
+        const at = c.rows.filter((r) => r.t <= t).pop();
+        if (at) rows.push(c.name + ": " + at.ready + " ready (count " + at.count + ")");
+      }
+      let best = null;
+      for (const p of load.pts) if (!best || Math.abs(p.t - t) < Math.abs(best.t - t)) best = p;
+      if (best && Math.abs(best.t - t) <= Math.max(2 * load.step, span / 100)) rows.push("load: " + KINDS.rate.fmt(best.v) + " req/s");
+      hover.setAttribute("x1", x(t)); hover.setAttribute("x2", x(t)); hover.setAttribute("visibility", "visible");
+      tip.textContent = "";
+      const head = document.createElement("strong");
+      head.textContent = new Date(t * 1000).toLocaleString();
+      tip.appendChild(head);
+      for (const r of rows.length ? rows : ["no data"]) { tip.appendChild(document.createElement("br")); tip.appendChild(document.createTextNode(r)); }
+      tip.hidden = false;
+      tip.style.left = Math.min(Math.max(0, (x(t) / W) * svg.clientWidth + 12), svg.clientWidth - 180) + "px";
+      tip.style.top = "2.2rem";
+    }
+    svg.addEventListener("mousemove", (ev) => {
+      const r = svg.getBoundingClientRect();
+      const vx = (ev.clientX - r.left) * W / r.width;
+      if (vx >= ML && vx <= W - MR - 30) showAt(lo + (vx - ML) / (W - ML - MR - 30) * span);
+    });
+    svg.addEventListener("mouseleave", () => { tip.hidden = true; hover.setAttribute("visibility", "hidden"); });
+    svg.addEventListener("focus", () => showAt(hi));
+    svg.addEventListener("blur", () => { tip.hidden = true; hover.setAttribute("visibility", "hidden"); });
+    const legend = document.createElement("div");
+    legend.className = "legend";
+    for (const c of counts) {
+      const item = document.createElement("span");
+      const sw = document.createElement("i"); sw.style.background = c.color;
+      item.appendChild(sw); item.appendChild(document.createTextNode(c.name + " ready (dashed: count)"));
+      legend.appendChild(item);
+    }
+    const ld = document.createElement("span");
+    const lsw = document.createElement("i"); lsw.style.background = "#8a94a3";
+    ld.appendChild(lsw); ld.appendChild(document.createTextNode("requests/s (right axis)"));
+    legend.appendChild(ld);
+    const mk = document.createElement("span");
+    mk.textContent = "┆ green: deploy · red: rollback or failure";
+    legend.appendChild(mk);
+    box.appendChild(legend);
+    return box;
+  }
+
   function draw(container, kind, data, lo, hi, onlyReleases) {
+    if (kind === "capacity") return drawCapacity(data, lo, hi);
     const spec = KINDS[kind];
     const releases = Object.keys(data.series || {}).filter((r) => !onlyReleases || onlyReleases.includes(r)).sort((a, b) => b - a);
     const series = releases.map((r, i) => {
@@ -80,21 +222,7 @@
       const t = lo + span * i / 4;
       svg.appendChild(el("text", { class: "axis", x: x(t), y: H - 6, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, timeLabel(t, span)));
     }
-    // deploy and rollback markers, labels staggered on three rows so neighbours do not overlap
-    let lastX = -1e9, row = 0;
-    for (const m of (data.markers || []).filter((m) => m.t >= lo && m.t <= hi).sort((a, b) => a.t - b.t)) {
-      const mx = x(m.t);
-      row = mx - lastX < 90 ? (row + 1) % 3 : 0;
-      lastX = mx;
-      const g = el("g", { class: "marker-group" });
-      const line = el("line", { class: "marker " + m.kind, x1: mx, x2: mx, y1: MT - 4 - row * 13 + 4, y2: H - MB, "data-release": m.release });
-      line.appendChild(el("title", {}, (MARKER_KINDS[m.kind] || m.kind) + " r" + m.release + " by " + (m.actor || "?") + " at " + new Date(m.t * 1000).toLocaleString() + (m.message ? ": " + m.message : "")));
-      g.appendChild(line);
-      const icon = { deployed: "▲ ", deploy_failed: "✕ " }[m.kind] || "↶ ";
-      const label = icon + "r" + m.release + " · " + (m.actor || "?");
-      g.appendChild(el("text", { class: "marker-label", x: mx + 3, y: MT - 8 - row * 13, "text-anchor": mx > W - 90 ? "end" : "start" }, label));
-      svg.appendChild(g);
-    }
+    drawMarkers(svg, data, lo, hi, x);
     for (const s of series) {
       if (!s.pts.length) continue;
       // a gap in the data (no traffic to this release) is a gap in the line, not a slope across it
@@ -191,7 +319,7 @@
       // No metrics endpoint (or no data for this environment): still show when deploys happened.
       const markers = (ev.body || []).filter((e) => e.kind in MARKER_KINDS).map((e) => ({
         t: e.at, kind: e.kind, release: (e.data || {}).release, actor: e.actor, message: e.message, deployment: (e.data || {}).deployment }));
-      data = { series: {}, markers, resolution: 60 };
+      data = { series: {}, markers, resolution: 60, instances: {} };
       note = r.status === 404 ? "No request metrics for this environment yet; deploy markers come from the audit log." : "Could not load metrics (HTTP " + r.status + ").";
     }
     for (const m of data.markers || []) if (m.deployment != null && who[m.deployment]) m.actor = who[m.deployment];
