@@ -525,6 +525,9 @@ class Orchestrator:
         for row in rows:
             process = row["process"]
             policy = autoscale.Policy.from_json(row["policy"])
+            key = (env_id, process)
+            if now - self.autoscale_state.get(key, autoscale.State()).decided < policy.period - 0.01:
+                continue  # a slower control loop than the orchestrator's second (HPA's: 15 s)
             role = "main" if process == "web" else "worker"
             ready = _ready(status, instances.active_ids(conn, env_id, release, role, process))
             if not ready:
@@ -532,7 +535,6 @@ class Orchestrator:
             second = float(int(now))
             requests, hist = series.totals(conn, env_id, second - policy.window, second)
             sample = autoscale.Sample(requests, policy.window, hist.mean(), hist.quantile(0.95), ready)
-            key = (env_id, process)
             d = autoscale.decide(policy, counts.get(process, 1), sample, now,
                                  self.autoscale_state.get(key, autoscale.State()))
             self.autoscale_state[key] = d.state

@@ -71,7 +71,16 @@ def test_bounds_and_no_traffic() -> None:
 
 def test_hpa_defaults_are_kubernetes_defaults() -> None:
     h = hpa_defaults(1, 10, "rps", 50)
-    assert (h.tolerance, h.up_period, h.down_window, h.window) == (0.1, 15.0, 300.0, 15.0)
+    assert (h.tolerance, h.up_period, h.down_window, h.window, h.period) == (0.1, 15.0, 300.0, 15.0, 15.0)
+    assert check_policy(h) is h
+
+
+def test_a_decision_remembers_when_it_was_taken_for_the_loop_period() -> None:
+    assert Policy(min=1, max=2, metric="rps", target=1.0).period == 1.0  # ours: every second
+    d = decide(P, 3, load(3 * 8, 3), now=42.5)
+    assert d.state.decided == 42.5
+    assert decide(P, 3, load(3 * 8, 3), now=43.5, state=d.state).state.decided == 43.5
+    assert State().decided == float("-inf")  # a fresh policy decides at once
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -82,6 +91,7 @@ def test_hpa_defaults_are_kubernetes_defaults() -> None:
     ({"down_window": -1}, "--down-window must be"),
     ({"max": 0, "min": 0}, "--max must be between 1"),
     ({"up_step": 0}, "--up-step and --down-step"),
+    ({"period": 0.5}, "--period must be between 1 s"),
 ])
 def test_bad_policies_say_what_to_fix(kwargs: dict, words: str) -> None:  # type: ignore[type-arg]
     base = dict(min=1, max=10, metric="inflight", target=8.0)
