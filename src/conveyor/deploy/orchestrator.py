@@ -526,7 +526,7 @@ class Orchestrator:
             process = row["process"]
             policy = autoscale.Policy.from_json(row["policy"])
             key = (env_id, process)
-            if now - self.autoscale_state.get(key, autoscale.State()).decided < policy.period - 0.01:
+            if not autoscale.due(policy, self.autoscale_state.get(key, autoscale.State()), now):
                 continue  # a slower control loop than the orchestrator's second (HPA's: 15 s)
             role = "main" if process == "web" else "worker"
             ready = _ready(status, instances.active_ids(conn, env_id, release, role, process))

@@ -142,6 +142,12 @@ class Decision:
         return self.desired != self.current
 
 
+def due(p: Policy, state: State, now: float) -> bool:
+    """Is a decision due at ``now``? Once per ``period``, on a fixed grid of the clock (multiples of
+    the period, like HPA's ticker), so the loop's phase does not drift with the caller's pace."""
+    return state.decided == -math.inf or now // p.period != state.decided // p.period
+
+
 def decide(p: Policy, current: int, sample: Sample | None, now: float, state: State = State()) -> Decision:
     """The count to hold now (see the module docstring); ``current`` is the count in force."""
     unit = UNITS[p.metric]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor.domain.autoscale import Policy, PolicyError, Sample, State, check_policy, decide, hpa_defaults
+from conveyor.domain.autoscale import Policy, PolicyError, Sample, State, check_policy, decide, due, hpa_defaults
 
 P = Policy(min=2, max=20, metric="inflight", target=8.0, tolerance=0.1, window=10, up_step=4, up_percent=100,
            up_period=5, down_window=60, down_step=1, down_period=10)
@@ -81,6 +81,11 @@ def test_a_decision_remembers_when_it_was_taken_for_the_loop_period() -> None:
     assert d.state.decided == 42.5
     assert decide(P, 3, load(3 * 8, 3), now=43.5, state=d.state).state.decided == 43.5
     assert State().decided == float("-inf")  # a fresh policy decides at once
+    hpa = hpa_defaults(1, 10, "rps", 50)
+    assert due(hpa, State(), 7.0)
+    at = decide(hpa, 3, load(3 * 8, 3), now=31.0).state  # on a fixed 15 s grid: 30, 45, 60 ...
+    assert not due(hpa, at, 44.9) and due(hpa, at, 45.0) and due(hpa, at, 50.0)
+    assert due(P, d.state, 43.0) and not due(P, d.state, 42.9)  # every second
 
 
 @pytest.mark.parametrize("kwargs, words", [
