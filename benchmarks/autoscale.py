@@ -37,7 +37,7 @@ What It Is Not", ICAC 2013; SPEC RG's "Ready for Rain?", 2015):
   up, then down, and never reverses inside a phase);
 * ``failed_requests``: non-200 answers and transport errors, by kind.
 
-    python benchmarks/autoscale.py [--base 20] [--factor 4] [--high 90] [--cpu-ms 3] [--service-ms 20]
+    python benchmarks/autoscale.py [--base 20] [--factor 4] [--high 90] [--cpu-ms 1] [--service-ms 20]
                                    [--metric rps] [--target 25] [--time-scale 1]
 
 Prints one JSON object. ``--time-scale`` multiplies every time constant of both policies and of
@@ -309,7 +309,7 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=30.0,
                     help="end once both apps have held the needed count this long after the step down")
     ap.add_argument("--phase", type=float, default=7.5, help="the step, seconds into a period of HPA's loop")
-    ap.add_argument("--cpu-ms", type=float, default=3.0, help="CPU per request, ms")
+    ap.add_argument("--cpu-ms", type=float, default=1.0, help="CPU burnt per request, ms (the HTTP handling adds ~0.5 ms)")
     ap.add_argument("--service-ms", type=float, default=20.0, help="a request's time on its instance's CPU share, ms")
     ap.add_argument("--metric", choices=("rps", "inflight"), default="rps")
     ap.add_argument("--target", type=float, default=25.0, help="the autoscalers' target (per instance)")
