@@ -526,17 +526,16 @@ class Orchestrator:
             process = row["process"]
             policy = autoscale.Policy.from_json(row["policy"])
             key = (env_id, process)
-            if not autoscale.due(policy, self.autoscale_state.get(key, autoscale.State()), now):
-                continue  # a slower control loop than the orchestrator's second (HPA's: 15 s)
             role = "main" if process == "web" else "worker"
             ready = _ready(status, instances.active_ids(conn, env_id, release, role, process))
-            if not ready:
-                continue  # nothing serves yet (starting, or crashing): no load to read, the count holds
-            second = float(int(now))
-            requests, hist = series.totals(conn, env_id, second - policy.window, second)
-            sample = autoscale.Sample(requests, policy.window, hist.mean(), hist.quantile(0.95), ready)
-            d = autoscale.decide(policy, counts.get(process, 1), sample, now,
-                                 self.autoscale_state.get(key, autoscale.State()))
+            state = self.autoscale_state[key] = autoscale.observe(self.autoscale_state.get(key, autoscale.State()),
+                                                                  ready, now)
+            if not ready or not autoscale.due(policy, state, now):
+                continue  # nothing serves yet (no load to read: the count holds), or a slower loop (HPA's: 15 s)
+            since, until = autoscale.span(policy, state, now)
+            requests, hist = series.totals(conn, env_id, since, until)
+            sample = autoscale.Sample(requests, until - since, hist.mean(), hist.quantile(0.95), ready)
+            d = autoscale.decide(policy, counts.get(process, 1), sample, now, state)
             self.autoscale_state[key] = d.state
             doc = {"current": d.current, "desired": d.desired, "recommendation": d.recommendation, "value": d.value,
                    "ready": ready, "reason": d.reason, "metric": policy.metric, "target": policy.target}

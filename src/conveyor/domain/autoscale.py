@@ -126,6 +126,9 @@ class State:
     started: float | None = None
     #: when the last decision was taken (the loop runs every ``Policy.period`` seconds)
     decided: float = -math.inf
+    #: the ready instances last seen, and when that count last rose (``observe``, ``span``)
+    ready: int = 0
+    ready_rose: float = -math.inf
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,32 @@ class Decision:
     @property
     def changed(self) -> bool:
         return self.desired != self.current
+
+
+#: After the ready count rose, a decision reads at least this many seconds of metrics (see ``span``).
+FRESH = 3.0
+
+
+def observe(state: State, ready: int, now: float) -> State:
+    """Note the ready instances seen at ``now`` (every second, decision due or not)."""
+    if ready == state.ready:
+        return state
+    fresh = state.ready == 0 and state.decided == -math.inf  # a new policy or control plane: not a rise
+    return replace(state, ready=ready, ready_rose=now if ready > state.ready and not fresh else state.ready_rose)
+
+
+def span(p: Policy, state: State, now: float) -> tuple[float, float]:
+    """The whole seconds ``[since, until)`` of metrics a decision at ``now`` reads: the last ``window``
+    seconds, but none from before the ready count last rose, down to ``FRESH`` seconds. Why: the
+    metrics are the environment's totals divided by the instances ready now; seconds served by fewer
+    instances, saturated, understate the load (requests/s are capped by what they could serve), so
+    a scale-up step read through them stalls in the tolerance band until the window has forgotten
+    them. (HPA averages each pod's own metrics, so a new pod's do not mix with the old count's.)"""
+    until = float(int(now))
+    since = until - p.window
+    if state.ready_rose > since:
+        since = min(float(math.ceil(state.ready_rose)), until - min(p.window, FRESH))
+    return since, until
 
 
 def due(p: Policy, state: State, now: float) -> bool:
