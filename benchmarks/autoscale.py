@@ -37,8 +37,8 @@ What It Is Not", ICAC 2013; SPEC RG's "Ready for Rain?", 2015):
   up, then down, and never reverses inside a phase);
 * ``failed_requests``: non-200 answers and transport errors, by kind.
 
-    python benchmarks/autoscale.py [--base 20] [--factor 4] [--high 90] [--cpu-ms 1] [--service-ms 20]
-                                   [--metric rps] [--target 25] [--time-scale 1]
+    python benchmarks/autoscale.py [--base 8] [--factor 4] [--high 90] [--cpu-ms 1] [--service-ms 50]
+                                   [--metric rps] [--target 10] [--time-scale 1]
 
 Prints one JSON object. ``--time-scale`` multiplies every time constant of both policies and of
 the load's phases (``"time_scale"`` in the JSON); 1 (real values) by default.
@@ -301,7 +301,7 @@ def policies(args: argparse.Namespace) -> dict[str, autoscale.Policy]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base", type=float, default=20.0, help="base load, requests/s per app")
+    ap.add_argument("--base", type=float, default=8.0, help="base load, requests/s per app")
     ap.add_argument("--factor", type=float, default=4.0, help="the step: factor × base")
     ap.add_argument("--before", type=float, default=30.0, help="seconds at base before the step")
     ap.add_argument("--high", type=float, default=90.0, help="seconds of the step")
@@ -310,14 +310,14 @@ def main() -> None:
                     help="end once both apps have held the needed count this long after the step down")
     ap.add_argument("--phase", type=float, default=7.5, help="the step, seconds into a period of HPA's loop")
     ap.add_argument("--cpu-ms", type=float, default=1.0, help="CPU burnt per request, ms (the HTTP handling adds ~0.5 ms)")
-    ap.add_argument("--service-ms", type=float, default=20.0, help="a request's time on its instance's CPU share, ms")
+    ap.add_argument("--service-ms", type=float, default=50.0, help="a request's time on its instance's CPU share, ms")
     ap.add_argument("--metric", choices=("rps", "inflight"), default="rps")
-    ap.add_argument("--target", type=float, default=25.0, help="the autoscalers' target (per instance)")
+    ap.add_argument("--target", type=float, default=10.0, help="the autoscalers' target (per instance)")
     ap.add_argument("--min", type=int, default=1)
     ap.add_argument("--max", type=int, default=8)
-    ap.add_argument("--p95-target", type=float, default=250.0,
-                    help="the clients' p95 target, ms (a well-provisioned instance: 20-30 ms alone, 50-250 ms on a busy "
-                         "shared machine)")
+    ap.add_argument("--p95-target", type=float, default=500.0,
+                    help="the clients' p95 target, ms (10 × the service time: a busy shared machine stalls "
+                         "processes for hundreds of ms)")
     ap.add_argument("--time-scale", type=float, default=1.0, help="× every time constant of both sides")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--events", action="store_true", help="include the autoscalers' events in the output")

@@ -1,6 +1,6 @@
 """The autoscaling benchmark's app: every request costs a fixed amount of CPU on a small CPU share.
 
-Each instance is one worker with a CPU share of ``cpu_ms / service_ms`` of a core (0.05 by
+Each instance is one worker with a CPU share of ``cpu_ms / service_ms`` of a core (0.02 by
 default), like a container with a CPU limit: a request burns ``cpu_ms`` of CPU time (measured with
 ``time.thread_time``, so it is CPU actually spent, however busy the machine is), then holds the
 worker until ``service_ms`` have passed since it started, as the limit would make it wait for its
@@ -16,7 +16,7 @@ behind the worker: an overloaded instance is slow, not unhealthy. A request whos
 while it queued (the client gave up, so the router closed it) is dropped rather than served: without
 that, an overload leaves a queue of abandoned work longer than the clients' timeout, and every later
 request times out even once the load is back down (a metastable failure, seen in the first runs).
-``work.json`` next to this file: ``{"cpu_ms": 1, "service_ms": 20}``.
+``work.json`` next to this file: ``{"cpu_ms": 1, "service_ms": 50}``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 WORK = json.loads((HERE / "work.json").read_text()) if (HERE / "work.json").exists() else {}
 CPU_S = float(WORK.get("cpu_ms", 1.0)) / 1000.0
-SERVICE_S = float(WORK.get("service_ms", 20.0)) / 1000.0
+SERVICE_S = float(WORK.get("service_ms", 50.0)) / 1000.0
 
 
 def response(body: bytes) -> bytes:

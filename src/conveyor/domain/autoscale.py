@@ -145,8 +145,9 @@ class Decision:
         return self.desired != self.current
 
 
-#: After the ready count rose, a decision reads at least this many seconds of metrics (see ``span``).
-FRESH = 3.0
+#: After the ready count rose, a decision reads at least this many seconds of metrics (see ``span``):
+#: fewer are too noisy at a few requests/s (3 s chained scale-ups on a stall's catch-up burst).
+FRESH = 5.0
 
 
 def observe(state: State, ready: int, now: float) -> State:
