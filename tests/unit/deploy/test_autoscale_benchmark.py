@@ -40,6 +40,10 @@ def test_elasticity_of_a_synthetic_run() -> None:
     assert f["needed_instance_s"] == pytest.approx(10 + 4 * 20 + 30, abs=0.3)
     assert (f["first_scale_up_s"], f["first_ready_s"]) == (1.0, 3.0)
     assert (f["p95_recovered_s"], f["p95_seconds_over_target"]) == (5, 5)  # before the step does not count
+    blip = fast + [(22.0, None)]  # one failure in 10 s of fast requests: p95 still under the target
+    assert bench.elasticity(STEP, 25, 1, 8, supply, changes, slow + blip, 0.25, end=60)["p95_recovered_s"] == 5
+    late = bench.elasticity(STEP, 25, 1, 8, supply, changes, slow + fast, 0.25, end=60, hold=16)
+    assert late["p95_recovered_s"] is None  # 15 s of fast requests: never 16 s under the target within the step
     assert (f["scaling_changes"], f["scale_ups"], f["scale_downs"]) == (4, 2, 2)
     assert (f["direction_reversals"], f["oscillations"]) == (1, 0)  # up with the load, down with it: no oscillation
     assert f["peak_ready"] == 4
@@ -49,7 +53,7 @@ def test_a_reversal_within_one_load_phase_is_an_oscillation() -> None:
     changes = [(11.0, 1, 4), (20.0, 4, 3), (25.0, 3, 4), (45.0, 4, 1)]
     f = bench.elasticity(STEP, 25, 1, 8, [(0.0, 1)], changes, [], 0.25, end=60)
     assert (f["direction_reversals"], f["oscillations"]) == (3, 2)
-    assert f["p95_recovered_s"] == 0 and f["first_ready_s"] is None
+    assert f["p95_recovered_s"] == 0 and f["first_ready_s"] is None  # no request: nothing over the target
 
 
 def test_the_goal_verdict() -> None:
@@ -60,5 +64,10 @@ def test_the_goal_verdict() -> None:
     slow = bench.verdict({**ours, "p95_recovered_s": 15, "oscillations": 1}, hpa)
     assert not slow["recovery_at_least_2x_faster"] and not slow["no_oscillation"]
     assert bench.verdict({**ours, "p95_recovered_s": 0}, {**hpa, "p95_recovered_s": 0})["recovery_speedup"] is None
-    assert bench.verdict({**ours, "p95_recovered_s": 0}, hpa)["recovery_speedup"] == math.inf
+    assert bench.verdict({**ours, "p95_recovered_s": 0}, hpa)["recovery_at_least_2x_faster"]
+    never = bench.verdict(ours, {**hpa, "p95_recovered_s": None})  # HPA's never recovered within the step
+    assert never["recovery_speedup"] is None and never["recovery_at_least_2x_faster"]
+    assert not bench.verdict({**ours, "p95_recovered_s": None}, hpa)["recovery_at_least_2x_faster"]
+    both = bench.verdict({**ours, "p95_recovered_s": None}, {**hpa, "p95_recovered_s": None})
+    assert not both["recovery_at_least_2x_faster"]
     assert bench.p95([0.1] * 19 + [math.inf]) == 0.1 and bench.p95([0.1] * 18 + [math.inf] * 2) == math.inf
