@@ -61,6 +61,7 @@ def autoscale(
     down_window: Annotated[str, typer.Option("--down-window", help="Stabilisation window before scaling down (HPA: 5m).")] = "60s",
     down_step: Annotated[int, typer.Option("--down-step", help="Scale down by at most this many a step.")] = 1,
     down_period: Annotated[str, typer.Option("--down-period", help="Time between two scale-downs.")] = "10s",
+    period: Annotated[str, typer.Option("--period", help="Time between two decisions (HPA's sync loop: 15s).")] = "1s",
     off: Annotated[bool, typer.Option("--off", help="Turn autoscaling off (the count stays where it is).")] = False,
     json: JsonOpt = False,
 ) -> None:
@@ -88,7 +89,7 @@ def autoscale(
                     "tolerance": tolerance, "window": _duration(window, "--window"), "up_step": up_step,
                     "up_percent": up_percent, "up_period": _duration(up_period, "--up-period"),
                     "down_window": _duration(down_window, "--down-window"), "down_step": down_step,
-                    "down_period": _duration(down_period, "--down-period")})
+                    "down_period": _duration(down_period, "--down-period"), "period": _duration(period, "--period")})
         if json:
             o.emit_json(view)
         else:

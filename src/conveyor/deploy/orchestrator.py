@@ -634,15 +634,16 @@ class Orchestrator:
         for row in rows:
             process = row["process"]
             policy = autoscale.Policy.from_json(row["policy"])
-            ready = self._serving_ready(conn, env_id, repo.routes_of(env) or {release: 100}, release, status, process)
-            if not ready:
-                continue  # nothing serves yet (starting, or crashing): no load to read, the count holds
-            second = float(int(now))
-            requests, hist = series.totals(conn, env_id, second - policy.window, second)
-            sample = autoscale.Sample(requests, policy.window, hist.mean(), hist.quantile(0.95), ready)
             key = (env_id, process)
-            d = autoscale.decide(policy, counts.get(process, 1), sample, now,
-                                 self.autoscale_state.get(key, autoscale.State()))
+            ready = self._serving_ready(conn, env_id, repo.routes_of(env) or {release: 100}, release, status, process)
+            state = self.autoscale_state[key] = autoscale.observe(self.autoscale_state.get(key, autoscale.State()),
+                                                                  ready, now)
+            if not ready or not autoscale.due(policy, state, now):
+                continue  # nothing serves yet (no load to read: the count holds), or a slower loop (HPA's: 15 s)
+            since, until = autoscale.span(policy, state, now)
+            requests, hist = series.totals(conn, env_id, since, until)
+            sample = autoscale.Sample(requests, until - since, hist.mean(), hist.quantile(0.95), ready)
+            d = autoscale.decide(policy, counts.get(process, 1), sample, now, state)
             self.autoscale_state[key] = d.state
             doc = {"current": d.current, "desired": d.desired, "recommendation": d.recommendation, "value": d.value,
                    "ready": ready, "reason": d.reason, "metric": policy.metric, "target": policy.target}

@@ -11,7 +11,8 @@ same controller with Kubernetes' default parameters as the peer). The rule:
 * **scale-down only after a stabilisation window**: the highest recommendation of the last
   ``down_window`` seconds (HPA: 300 s) wins, so a dip must last that long; then by at most
   ``down_step`` instances per ``down_period`` (small steps: capacity moves "in small increments");
-* always within ``[min, max]``.
+* always within ``[min, max]``;
+* a decision every ``period`` seconds (HPA's sync loop: 15 s; ours: every second).
 
 The metrics (per instance, over the last ``window`` seconds of the environment's serving
 releases, from the series the control plane scrapes from the routers): requests in flight
@@ -50,6 +51,8 @@ class Policy:
     down_window: float = 60.0
     down_step: int = 1
     down_period: float = 10.0
+    #: seconds between two decisions (the control loop's period; the orchestrator ticks each second)
+    period: float = 1.0
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -64,7 +67,7 @@ class Policy:
 #: resolution is ~15 s: the window.)
 def hpa_defaults(min_: int, max_: int, metric: Metric, target: float) -> Policy:
     return Policy(min_, max_, metric, target, tolerance=0.1, window=15.0, up_step=4, up_percent=100.0,
-                  up_period=15.0, down_window=300.0, down_step=MAX_INSTANCES, down_period=15.0)
+                  up_period=15.0, down_window=300.0, down_step=MAX_INSTANCES, down_period=15.0, period=15.0)
 
 
 def check_policy(p: Policy) -> Policy:
@@ -79,10 +82,11 @@ def check_policy(p: Policy) -> Policy:
         raise PolicyError(f"the target must be a positive number, got {p.target:g}: e.g. --target-inflight 8")
     if not 0 <= p.tolerance < 1:
         raise PolicyError(f"--tolerance must be at least 0 and below 1 (a fraction: 0.1 is ±10 %), got {p.tolerance:g}")
-    for name in ("window", "up_period", "down_window", "down_period"):
+    for name in ("window", "up_period", "down_window", "down_period", "period"):
         value = getattr(p, name)
-        if not 0 <= value <= 86400 or (name == "window" and value < 1):
-            raise PolicyError(f"--{name.replace('_', '-')} must be between {1 if name == 'window' else 0} s and 1 day, got {value:g}")
+        least = 1 if name in ("window", "period") else 0
+        if not least <= value <= 86400:
+            raise PolicyError(f"--{name.replace('_', '-')} must be between {least} s and 1 day, got {value:g}")
     if p.up_step < 1 or p.down_step < 1 or p.up_percent < 0:
         raise PolicyError("--up-step and --down-step must be at least 1 instance, --up-percent at least 0")
     return p
@@ -120,6 +124,11 @@ class State:
     #: the first decision: a window that has not been watched whole (a fresh start, a restarted
     #: control plane) holds the count, as if its unseen part had recommended it
     started: float | None = None
+    #: when the last decision was taken (the loop runs every ``Policy.period`` seconds)
+    decided: float = -math.inf
+    #: the ready instances last seen, and when that count last rose (``observe``, ``span``)
+    ready: int = 0
+    ready_rose: float = -math.inf
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,39 @@ class Decision:
     @property
     def changed(self) -> bool:
         return self.desired != self.current
+
+
+#: After the ready count rose, a decision reads at least this many seconds of metrics (see ``span``):
+#: fewer are too noisy at a few requests/s (3 s chained scale-ups on a stall's catch-up burst).
+FRESH = 5.0
+
+
+def observe(state: State, ready: int, now: float) -> State:
+    """Note the ready instances seen at ``now`` (every second, decision due or not)."""
+    if ready == state.ready:
+        return state
+    fresh = state.ready == 0 and state.decided == -math.inf  # a new policy or control plane: not a rise
+    return replace(state, ready=ready, ready_rose=now if ready > state.ready and not fresh else state.ready_rose)
+
+
+def span(p: Policy, state: State, now: float) -> tuple[float, float]:
+    """The whole seconds ``[since, until)`` of metrics a decision at ``now`` reads: the last ``window``
+    seconds, but none from before the ready count last rose, down to ``FRESH`` seconds. Why: the
+    metrics are the environment's totals divided by the instances ready now; seconds served by fewer
+    instances, saturated, understate the load (requests/s are capped by what they could serve), so
+    a scale-up step read through them stalls in the tolerance band until the window has forgotten
+    them. (HPA averages each pod's own metrics, so a new pod's do not mix with the old count's.)"""
+    until = float(int(now))
+    since = until - p.window
+    if state.ready_rose > since:
+        since = min(float(math.ceil(state.ready_rose)), until - min(p.window, FRESH))
+    return since, until
+
+
+def due(p: Policy, state: State, now: float) -> bool:
+    """Is a decision due at ``now``? Once per ``period``, on a fixed grid of the clock (multiples of
+    the period, like HPA's ticker), so the loop's phase does not drift with the caller's pace."""
+    return state.decided == -math.inf or now // p.period != state.decided // p.period
 
 
 def decide(p: Policy, current: int, sample: Sample | None, now: float, state: State = State()) -> Decision:
@@ -156,7 +198,7 @@ def decide(p: Policy, current: int, sample: Sample | None, now: float, state: St
     rec = max(p.min, min(p.max, rec))
     history = tuple((t, r) for t, r in state.recommendations if t > now - p.down_window) + ((now, rec),)
     started = now if state.started is None else state.started
-    state = replace(state, recommendations=history, started=started)
+    state = replace(state, recommendations=history, started=started, decided=now)
     if now - started < p.down_window:
         history += ((now, current),)
     if current < p.min or current > p.max:  # a changed policy: into bounds at once

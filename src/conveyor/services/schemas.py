@@ -451,6 +451,7 @@ class AutoscaleRequest(_Body):
     down_window: float = Field(60.0, ge=0, le=86400, description="stabilisation window before a scale-down (seconds)")
     down_step: int = Field(1, ge=1, le=1000, description="scale down by at most this many instances a step")
     down_period: float = Field(10.0, ge=0, le=86400, description="seconds between two scale-downs")
+    period: float = Field(1.0, ge=1, le=86400, description="seconds between two decisions (HPA's sync loop: 15)")
 # --- deploy trains (services/trains.py) ---------------------------------------------------
 
 

@@ -3,9 +3,12 @@ scale-down after the stabilisation window by small steps, the bounds, and bad po
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from conveyor.domain.autoscale import Policy, PolicyError, Sample, State, check_policy, decide, hpa_defaults
+from conveyor.domain.autoscale import (FRESH, Policy, PolicyError, Sample, State, check_policy, decide, due, hpa_defaults,
+                                       observe, span)
 
 P = Policy(min=2, max=20, metric="inflight", target=8.0, tolerance=0.1, window=10, up_step=4, up_percent=100,
            up_period=5, down_window=60, down_step=1, down_period=10)
@@ -71,7 +74,21 @@ def test_bounds_and_no_traffic() -> None:
 
 def test_hpa_defaults_are_kubernetes_defaults() -> None:
     h = hpa_defaults(1, 10, "rps", 50)
-    assert (h.tolerance, h.up_period, h.down_window, h.window) == (0.1, 15.0, 300.0, 15.0)
+    assert (h.tolerance, h.up_period, h.down_window, h.window, h.period) == (0.1, 15.0, 300.0, 15.0, 15.0)
+    assert check_policy(h) is h
+
+
+def test_a_decision_remembers_when_it_was_taken_for_the_loop_period() -> None:
+    assert Policy(min=1, max=2, metric="rps", target=1.0).period == 1.0  # ours: every second
+    d = decide(P, 3, load(3 * 8, 3), now=42.5)
+    assert d.state.decided == 42.5
+    assert decide(P, 3, load(3 * 8, 3), now=43.5, state=d.state).state.decided == 43.5
+    assert State().decided == float("-inf")  # a fresh policy decides at once
+    hpa = hpa_defaults(1, 10, "rps", 50)
+    assert due(hpa, State(), 7.0)
+    at = decide(hpa, 3, load(3 * 8, 3), now=31.0).state  # on a fixed 15 s grid: 30, 45, 60 ...
+    assert not due(hpa, at, 44.9) and due(hpa, at, 45.0) and due(hpa, at, 50.0)
+    assert due(P, d.state, 43.0) and not due(P, d.state, 42.9)  # every second
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -82,6 +99,7 @@ def test_hpa_defaults_are_kubernetes_defaults() -> None:
     ({"down_window": -1}, "--down-window must be"),
     ({"max": 0, "min": 0}, "--max must be between 1"),
     ({"up_step": 0}, "--up-step and --down-step"),
+    ({"period": 0.5}, "--period must be between 1 s"),
 ])
 def test_bad_policies_say_what_to_fix(kwargs: dict, words: str) -> None:  # type: ignore[type-arg]
     base = dict(min=1, max=10, metric="inflight", target=8.0)
@@ -93,3 +111,27 @@ def test_instances_still_starting_count_once_ready() -> None:
     # 6 wanted, only 3 ready and serving 3 × 16 in flight: the load needs ceil(48 / 8) = 6, not 12
     d = decide(P, 6, load(48, 3), now=100)
     assert d.recommendation == 6 and not d.changed
+
+
+def test_after_the_ready_count_rose_decisions_read_only_the_seconds_since_down_to_fresh() -> None:
+    # seconds served by fewer, saturated instances understate the load: 1 instance capped at 50/s of
+    # 80/s offered, then 2 ready serving all 80; a 10 s window mixing them (3 s of the base 20/s, 4 s
+    # of 50/s, 3 s of 80/s) reads 25/s per instance (on target: stuck), the seconds since the rise
+    # read 40/s (→ 4)
+    s = observe(State(), 1, 100.2)
+    assert s.ready_rose == float("-inf")  # the first sight of a new policy is no rise
+    assert span(P, s, 100.7) == (90.0, 100.0)
+    s = observe(replace(s, decided=100.0), 2, 103.4)
+    assert (s.ready, s.ready_rose) == (2, 103.4)
+    assert span(P, s, 104.5) == (104.0 - FRESH, 104.0)  # at least FRESH seconds
+    assert span(P, s, 109.5) == (104.0, 109.0)  # whole seconds after the rise
+    assert span(P, s, 115.5) == (105.0, 115.0)  # the window again once past it
+    down = observe(s, 1, 120.0)
+    assert down.ready_rose == 103.4  # a fall mixes nothing away: the totals are the same load
+    assert observe(down, 1, 121.0) is down
+    mixed = Sample(requests=3 * 20 + 4 * 50 + 3 * 80, seconds=10, mean_latency=0.02, p95_latency=0.04, ready=2)
+    since, until = span(P, s, 109.5)
+    fresh = Sample(requests=int(80 * (until - since)), seconds=until - since, mean_latency=0.02, p95_latency=0.04, ready=2)
+    rps = Policy(min=1, max=8, metric="rps", target=25.0)
+    assert not decide(rps, 2, mixed, now=109.5).changed
+    assert decide(rps, 2, fresh, now=109.5).desired == 4
