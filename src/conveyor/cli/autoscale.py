@@ -62,6 +62,12 @@ def autoscale(
     down_step: Annotated[int, typer.Option("--down-step", help="Scale down by at most this many a step.")] = 1,
     down_period: Annotated[str, typer.Option("--down-period", help="Time between two scale-downs.")] = "10s",
     period: Annotated[str, typer.Option("--period", help="Time between two decisions (HPA's sync loop: 15s).")] = "1s",
+    up_sigma: Annotated[float, typer.Option(
+        "--up-sigma", help="Scale up on a rate only when it is above the band by more than this many standard "
+                           "deviations of the window's request count (noise at a few requests/s; 0: HPA's rule).")] = 2.0,
+    up_window: Annotated[str, typer.Option(
+        "--up-window", help="A scale-up also reads this last part of the window when it shows more load "
+                            "(a step is seen whole at once; 0s: the window only, HPA's rule).")] = "5s",
     off: Annotated[bool, typer.Option("--off", help="Turn autoscaling off (the count stays where it is).")] = False,
     json: JsonOpt = False,
 ) -> None:
@@ -89,7 +95,8 @@ def autoscale(
                     "tolerance": tolerance, "window": _duration(window, "--window"), "up_step": up_step,
                     "up_percent": up_percent, "up_period": _duration(up_period, "--up-period"),
                     "down_window": _duration(down_window, "--down-window"), "down_step": down_step,
-                    "down_period": _duration(down_period, "--down-period"), "period": _duration(period, "--period")})
+                    "down_period": _duration(down_period, "--down-period"), "period": _duration(period, "--period"),
+                    "up_sigma": up_sigma, "up_window": _duration(up_window, "--up-window")})
         if json:
             o.emit_json(view)
         else:

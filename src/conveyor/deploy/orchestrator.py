@@ -641,9 +641,14 @@ class Orchestrator:
             if not ready or not autoscale.due(policy, state, now):
                 continue  # nothing serves yet (no load to read: the count holds), or a slower loop (HPA's: 15 s)
             since, until = autoscale.span(policy, state, now)
-            requests, hist = series.totals(conn, env_id, since, until)
-            sample = autoscale.Sample(requests, until - since, hist.mean(), hist.quantile(0.95), ready)
-            d = autoscale.decide(policy, counts.get(process, 1), sample, now, state)
+            requests, arrivals, hist = series.totals(conn, env_id, since, until)
+            sample = autoscale.Sample(requests, until - since, hist.mean(), hist.quantile(0.95), ready, arrivals)
+            recent = None
+            if 0 < policy.up_window < until - since:  # a scale-up also reads the last seconds (Policy.up_window)
+                r_requests, r_arrivals, r_hist = series.totals(conn, env_id, until - policy.up_window, until)
+                recent = autoscale.Sample(r_requests, policy.up_window, r_hist.mean(), r_hist.quantile(0.95), ready,
+                                          r_arrivals)
+            d = autoscale.decide(policy, counts.get(process, 1), sample, now, state, recent)
             self.autoscale_state[key] = d.state
             doc = {"current": d.current, "desired": d.desired, "recommendation": d.recommendation, "value": d.value,
                    "ready": ready, "reason": d.reason, "metric": policy.metric, "target": policy.target}

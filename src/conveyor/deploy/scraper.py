@@ -46,11 +46,14 @@ class Reading:
     requests: int
     errors: int
     latency: Histogram
+    #: requests sent and not yet answered at the snapshot (a gauge)
+    in_flight: int = 0
 
     @classmethod
     def of(cls, rel: dict[str, Any]) -> Reading:
         status = rel.get("status") or {}
-        return cls(int(rel.get("requests", 0)), int(status.get("5xx", 0)), Histogram.from_json(rel.get("latency") or {}))
+        return cls(int(rel.get("requests", 0)), int(status.get("5xx", 0)), Histogram.from_json(rel.get("latency") or {}),
+                   int(rel.get("in_flight", 0)))
 
 
 @dataclass
@@ -58,11 +61,18 @@ class Delta:
     requests: int = 0
     errors: int = 0
     latency: Histogram = field(default_factory=Histogram)
+    #: requests that arrived: completions plus the in-flight gauge's change. Why: a router counts a
+    #: request when it completes, so completions are capped by what saturated instances can serve
+    #: (the load looks smaller than it is) and, once new instances drain the backlog, exceed what
+    #: arrives (it looks larger: the autoscaler overshot a load step by 1-2 instances on that).
+    #: Summed over seconds the gauge telescopes: the arrivals of a window, exactly.
+    arrivals: int = 0
 
     def add(self, now: Reading, before: Reading | None) -> None:
         if before is None or now.requests < before.requests or now.errors < before.errors:
             before = None  # new baseline (router restarted, or a worker's counters reset)
         self.requests += now.requests - (before.requests if before else 0)
+        self.arrivals += (now.requests + now.in_flight) - ((before.requests + before.in_flight) if before else 0)
         self.errors += now.errors - (before.errors if before else 0)
         self.latency.merge(now.latency.minus(before.latency) if before else now.latency)
 
@@ -91,7 +101,7 @@ def deltas(previous: dict[str, tuple[float, dict[Key, Reading]]], snapshots: dic
             d = out.setdefault(key, Delta())
             d.add(reading, prev.get(key))
         kept[router_id] = (started, readings)
-    return {k: d for k, d in out.items() if d.requests or d.errors}, kept
+    return {k: d for k, d in out.items() if d.requests or d.errors or d.arrivals}, kept
 
 
 class Scraper:
@@ -156,7 +166,7 @@ class Scraper:
                     continue
                 for resolution in (1, 60):
                     t = second - (second % resolution)
-                    series.add_point(conn, env_id, release, resolution, t, d.requests, d.errors, d.latency)
+                    series.add_point(conn, env_id, release, resolution, t, d.requests, d.errors, d.latency, d.arrivals)
 
     def _prune(self, now: float) -> None:
         with self.engine.begin() as conn:

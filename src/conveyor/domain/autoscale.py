@@ -16,7 +16,9 @@ same controller with Kubernetes' default parameters as the peer). The rule:
 
 The metrics (per instance, over the last ``window`` seconds of the environment's serving
 releases, from the series the control plane scrapes from the routers): requests in flight
-(mean concurrency, by Little's law: requests/s × mean latency), requests/s, or the p95 latency
+(mean concurrency, by Little's law: arrivals/s × mean latency), requests/s (arrivals: requests
+completed plus the change of the routers' in-flight gauge, so neither capped by saturated instances
+nor inflated by a backlog draining), or the p95 latency
 (Heroku's target), whose desired count is taken the same way (latency grows with load per instance).
 """
 
@@ -53,6 +55,16 @@ class Policy:
     down_period: float = 10.0
     #: seconds between two decisions (the control loop's period; the orchestrator ticks each second)
     period: float = 1.0
+    #: a scale-up of a rate metric needs the window's request count above the band's upper edge by
+    #: more than this many of its standard deviations (Poisson: √count); 0 is HPA's rule. Why: at a
+    #: few requests/s a 10 s window's count varies by ±10-15 %, as much as the band, and a decision
+    #: every second finds the outlier: 1 → 2 at 80 % of the target, 2 → 1 a minute later.
+    up_sigma: float = 2.0
+    #: a scale-up of a rate metric also reads the last ``up_window`` seconds, when they say more than
+    #: the whole window (0: the window only, HPA's rule). Why: a load step shows in a 10 s window's
+    #: mean only bit by bit (1 → 2, then 2 → 4 one up period later); its last 5 s see it whole, and
+    #: ``up_sigma`` keeps the shorter count from acting on noise.
+    up_window: float = 5.0
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -67,7 +79,8 @@ class Policy:
 #: resolution is ~15 s: the window.)
 def hpa_defaults(min_: int, max_: int, metric: Metric, target: float) -> Policy:
     return Policy(min_, max_, metric, target, tolerance=0.1, window=15.0, up_step=4, up_percent=100.0,
-                  up_period=15.0, down_window=300.0, down_step=MAX_INSTANCES, down_period=15.0, period=15.0)
+                  up_period=15.0, down_window=300.0, down_step=MAX_INSTANCES, down_period=15.0, period=15.0,
+                  up_sigma=0.0, up_window=0.0)
 
 
 def check_policy(p: Policy) -> Policy:
@@ -87,6 +100,10 @@ def check_policy(p: Policy) -> Policy:
         least = 1 if name in ("window", "period") else 0
         if not least <= value <= 86400:
             raise PolicyError(f"--{name.replace('_', '-')} must be between {least} s and 1 day, got {value:g}")
+    if not 0 <= p.up_window <= 86400:
+        raise PolicyError(f"--up-window must be between 0 (the window only) and 1 day, got {p.up_window:g}")
+    if not 0 <= p.up_sigma <= 10:
+        raise PolicyError(f"--up-sigma must be between 0 (HPA's rule) and 10 standard deviations, got {p.up_sigma:g}")
     if p.up_step < 1 or p.down_step < 1 or p.up_percent < 0:
         raise PolicyError("--up-step and --down-step must be at least 1 instance, --up-percent at least 0")
     return p
@@ -101,11 +118,19 @@ class Sample:
     mean_latency: float | None  # seconds
     p95_latency: float | None  # seconds
     ready: int  # ready instances that served it (the current count)
+    #: requests that arrived (completions + the in-flight gauge's change, ``scraper.Delta``): the
+    #: load, where completions are capped by saturated instances and inflated by a draining backlog
+    arrivals: int | None = None
+
+    @property
+    def count(self) -> int:
+        """The requests the rate is estimated from (arrivals, else completions)."""
+        return self.requests if self.arrivals is None else self.arrivals
 
     def per_instance(self, metric: Metric) -> float | None:
         if self.seconds <= 0 or self.ready <= 0:
             return None
-        rps = self.requests / self.seconds
+        rps = self.count / self.seconds
         if metric == "rps":
             return rps / self.ready
         if metric == "inflight":
@@ -178,23 +203,15 @@ def due(p: Policy, state: State, now: float) -> bool:
     return state.decided == -math.inf or now // p.period != state.decided // p.period
 
 
-def decide(p: Policy, current: int, sample: Sample | None, now: float, state: State = State()) -> Decision:
-    """The count to hold now (see the module docstring); ``current`` is the count in force."""
-    unit = UNITS[p.metric]
-    value = sample.per_instance(p.metric) if sample is not None else None
-    if value is None and p.metric != "p95":
-        value = 0.0  # no traffic measured: a rate of 0 (a latency has no sample, so the count holds)
-    if value is None:
-        rec, why = current, "no latency measured in the window: holding"
-    else:
-        ratio = value / p.target
-        if abs(ratio - 1.0) <= p.tolerance:
-            rec, why = current, f"{value:.1f} {unit} vs target {p.target:g}: within ±{p.tolerance:.0%}"
-        else:
-            # the base is the instances that served the load: ones still starting count once ready
-            base = sample.ready if sample is not None and sample.ready > 0 else max(current, 1)
-            rec = math.ceil(base * ratio - 1e-9)
-            why = f"{value:.1f} {unit} vs target {p.target:g}"
+def decide(p: Policy, current: int, sample: Sample | None, now: float, state: State = State(),
+           recent: Sample | None = None) -> Decision:
+    """The count to hold now (see the module docstring); ``current`` is the count in force.
+    ``recent``: the last ``up_window`` seconds, read for a scale-up only (``Policy.up_window``)."""
+    rec, value, why = _recommend(p, current, sample)
+    if recent is not None and p.metric != "p95":
+        fast, fast_value, fast_why = _recommend(p, current, recent)
+        if fast > max(rec, current):
+            rec, value, why = fast, fast_value, f"{fast_why} (the last {recent.seconds:g} s)"
     rec = max(p.min, min(p.max, rec))
     history = tuple((t, r) for t, r in state.recommendations if t > now - p.down_window) + ((now, rec),)
     started = now if state.started is None else state.started
@@ -225,6 +242,41 @@ def decide(p: Policy, current: int, sample: Sample | None, now: float, state: St
         return Decision(current, current, rec, value,
                         f"{why}; down to {rec} only once it holds for {p.down_window:g} s", state)
     return Decision(current, current, rec, value, why, state)
+
+
+def noise_free(p: Policy, ratio: float, count: int) -> bool:
+    """Is a rate ``ratio`` × the target, estimated from ``count`` requests, above the tolerance band
+    by more than ``p.up_sigma`` standard deviations? The count at the band's edge over the same
+    window is ``count × (1 + tolerance) / ratio``; a Poisson count's deviation is its square root.
+    The p95 metric is not a count: always True. A real step clears it at once (4× on one instance:
+    152 requests in 10 s against an edge of 110 ± 21)."""
+    if p.metric == "p95" or p.up_sigma <= 0 or ratio <= 0:
+        return True
+    edge = count * (1.0 + p.tolerance) / ratio
+    return count - edge > p.up_sigma * math.sqrt(edge)
+
+
+def _recommend(p: Policy, current: int, sample: Sample | None) -> tuple[int, float | None, str]:
+    """HPA's recommendation from one sample (before the bounds), its metric value and why."""
+    unit = UNITS[p.metric]
+    value = sample.per_instance(p.metric) if sample is not None else None
+    if value is None and p.metric != "p95":
+        value = 0.0  # no traffic measured: a rate of 0 (a latency has no sample, so the count holds)
+    if value is None:
+        rec, why = current, "no latency measured in the window: holding"
+    else:
+        ratio = value / p.target
+        if abs(ratio - 1.0) <= p.tolerance:
+            rec, why = current, f"{value:.1f} {unit} vs target {p.target:g}: within ±{p.tolerance:.0%}"
+        else:
+            # the base is the instances that served the load: ones still starting count once ready
+            base = sample.ready if sample is not None and sample.ready > 0 else max(current, 1)
+            rec = math.ceil(base * ratio - 1e-9)
+            why = f"{value:.1f} {unit} vs target {p.target:g}"
+            if rec > current and sample is not None and not noise_free(p, ratio, sample.count):
+                rec, why = current, (f"{value:.1f} {unit} vs target {p.target:g}: above the band by less than "
+                                     f"{p.up_sigma:g} standard deviations of {sample.count} requests (noise)")
+    return rec, value, why
 
 
 def _moved(state: State, current: int, desired: int, now: float) -> State:

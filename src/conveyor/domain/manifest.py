@@ -16,8 +16,10 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
+from conveyor.domain.autoscale import Policy, PolicyError, check_policy
 from conveyor.domain.bisection import DEFAULT_MAX_COMMITS, MAX_COMMITS, MIN_COMMITS
 from conveyor.domain.limits import Capacity, LimitError, Limits, parse_limits
 from conveyor.domain.placement import SelectorError, parse_selector
@@ -197,6 +199,47 @@ class DeploySection(_Section):
     max_commits: int = Field(default=DEFAULT_MAX_COMMITS, ge=MIN_COMMITS, le=MAX_COMMITS)
 
 
+class AutoscaleSection(_Section):
+    """``[env.NAME.autoscale.PROCESS]``: the policy `conveyor autoscale` sets, kept with the code. The
+    same names and defaults as its options (durations as "10s", "5m"); exactly one target."""
+
+    min: int = Field(ge=0, le=1000)
+    max: int = Field(ge=1, le=1000)
+    target_inflight: float | None = None
+    target_rps: float | None = None
+    target_p95: float | None = None
+    tolerance: float = 0.1
+    window: Duration = 10.0
+    up_step: int = 4
+    up_percent: float = 100.0
+    up_period: Duration = 5.0
+    down_window: Duration = 60.0
+    down_step: int = 1
+    down_period: Duration = 10.0
+    period: Duration = 1.0
+    up_sigma: float = 2.0
+    up_window: Duration = 5.0
+
+    @model_validator(mode="after")
+    def _a_policy_that_works(self) -> AutoscaleSection:
+        self.policy()
+        return self
+
+    def policy(self) -> Policy:
+        """The checked :class:`Policy` (ValueError naming what to fix)."""
+        targets = {m: v for m, v in (("inflight", self.target_inflight), ("rps", self.target_rps),
+                                     ("p95", self.target_p95)) if v is not None}
+        if len(targets) != 1:
+            raise ValueError("give exactly one of target_inflight, target_rps or target_p95 (ms), "
+                             f"got {len(targets)}")
+        [(metric, target)] = targets.items()
+        fields = self.model_dump(exclude={"target_inflight", "target_rps", "target_p95"})
+        try:
+            return check_policy(Policy(metric=metric, target=target, **fields))  # type: ignore[arg-type]
+        except PolicyError as exc:
+            raise ValueError(str(exc).replace("--", "").replace("-", "_")) from None
+
+
 class EnvSection(DeploySection):
     """Per-environment settings; any deploy setting here overrides ``[deploy]``."""
 
@@ -221,6 +264,8 @@ class EnvSection(DeploySection):
     auto_promote_after: Duration | None = None  # type: ignore[assignment]
     hosts: HostSelector | None = None  # type: ignore[assignment]
     max_commits: int | None = Field(default=None, ge=MIN_COMMITS, le=MAX_COMMITS)  # type: ignore[assignment]
+    #: autoscaling policies per process type, applied when a deployment of this manifest is queued
+    autoscale: dict[str, AutoscaleSection] = Field(default_factory=dict)
 
 
 class AppManifest(_Section):
@@ -348,6 +393,11 @@ def parse_manifest(data: dict[str, Any], *, source: str = MANIFEST_NAME) -> AppM
     for proc, command in manifest.run.items():
         if not command.strip():
             raise ManifestError(f"{source}: [run] {proc}: expected a command, got an empty string")
+    for name, env in sorted(manifest.env.items()):
+        for proc in sorted(env.autoscale):
+            if manifest.run and proc not in manifest.run:
+                raise ManifestError(f"{source}: [env.{name}.autoscale.{proc}]: no process type {proc!r} in [run] "
+                                    f"(it has {', '.join(sorted(manifest.run))})")
     problems = _analysis_problems(manifest, source)
     if problems:
         raise ManifestError("\n".join(problems))

@@ -18,12 +18,12 @@ from sqlalchemy import Connection
 from conveyor import logfile
 from conveyor.analysis import AnalysisConfigError, parse_analysis_config
 from conveyor.domain import deploy_machine as dm
-from conveyor.domain.manifest import ENV_NAME_RE, AppManifest, parse_manifest
+from conveyor.domain.manifest import ENV_NAME_RE, MANIFEST_NAME, AppManifest, parse_manifest
 from conveyor.services import locks
 from conveyor.services.schemas import Deployment, ReleaseOutput
 from conveyor.services.state import ControlPlane
 from conveyor.services.trains import ref_of_deployment
-from conveyor.store import config_vars, deployments, repo
+from conveyor.store import autoscalers, config_vars, deployments, repo
 from conveyor.store.repo import Conflict
 
 
@@ -39,7 +39,7 @@ def deploy_params(manifest: AppManifest, env: str, strategy: str | None,
                   scaled: dict[str, int] | None = None) -> dict[str, Any]:
     """The strategy settings of a deployment, frozen when it is queued."""
     settings = manifest.environment(env)
-    params = settings.model_dump(by_alias=True, exclude={"vars", "after", "approval"})
+    params = settings.model_dump(by_alias=True, exclude={"vars", "after", "approval", "autoscale"})
     params["instances"], params["workers"] = process_counts(manifest, env, scaled or {})
     if manifest.release.command:
         params["release_command"] = manifest.release.command
@@ -88,6 +88,28 @@ def release_config(manifest: AppManifest, env: str, app: str, number: int,
     }
 
 
+def apply_manifest_autoscale(conn: Connection, env_id: int, manifest: AppManifest, app: str, env: str,
+                             actor: str, origin: str) -> list[str]:
+    """Store the manifest's ``[env.ENV.autoscale.PROCESS]`` policies, as `conveyor autoscale` would,
+    when a deployment of it is queued; a policy equal to the stored one is left alone (no event).
+    Process types the manifest does not name keep what `conveyor autoscale` set. Returns the
+    process types changed."""
+    stored = {r["process"]: r["policy"] for r in autoscalers.of_env(conn, env_id)}
+    changed = []
+    for process, section in sorted(manifest.environment(env).autoscale.items()):
+        policy = section.policy()
+        if stored.get(process) == policy.to_json():
+            continue
+        autoscalers.put(conn, env_id, process, policy.to_json(), actor or "someone", repo.now())
+        repo.record_event(conn, "autoscale_set",
+                          f"{app}/{env} {process} autoscaled from {MANIFEST_NAME} by {actor or 'someone'}: "
+                          f"{policy.min}..{policy.max} instances, target {policy.target:g} {policy.metric}",
+                          app=app, env=env, actor=actor, origin=origin,
+                          data={"process": process, "policy": policy.to_json(), "from": MANIFEST_NAME})
+        changed.append(process)
+    return changed
+
+
 def queue_deploy(
     conn: Connection,
     app_name: str,
@@ -124,6 +146,7 @@ def queue_deploy(
     repo.lock_env(conn, env["id"])
     env = repo.env_by_id(conn, env["id"])  # as of the lock: current_release may have moved
     number = repo.next_release_number(conn, env["id"])
+    apply_manifest_autoscale(conn, env["id"], manifest, app_name, env_name, actor, origin)
     scaled = config_vars.counts_of(conn, env["id"])
     now = repo.now()
     repo.add_release(conn, env["id"], number, image["digest"], release_config(manifest, env_name, app_name, number,

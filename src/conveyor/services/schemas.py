@@ -452,6 +452,10 @@ class AutoscaleRequest(_Body):
     down_step: int = Field(1, ge=1, le=1000, description="scale down by at most this many instances a step")
     down_period: float = Field(10.0, ge=0, le=86400, description="seconds between two scale-downs")
     period: float = Field(1.0, ge=1, le=86400, description="seconds between two decisions (HPA's sync loop: 15)")
+    up_sigma: float = Field(2.0, ge=0, le=10, description="a rate's scale-up needs its count above the band by more "
+                            "than this many standard deviations (Poisson noise at low rates; 0: HPA's rule)")
+    up_window: float = Field(5.0, ge=0, le=86400, description="a rate's scale-up also reads the last this many "
+                             "seconds when they say more than the window (0: the window only, HPA's rule)")
 # --- deploy trains (services/trains.py) ---------------------------------------------------
 
 

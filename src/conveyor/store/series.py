@@ -24,8 +24,12 @@ class Point:
 
 
 def add_point(
-    conn: Connection, env_id: int, release: int, resolution: int, t: float, requests: int, errors: int, latency: Histogram
+    conn: Connection, env_id: int, release: int, resolution: int, t: float, requests: int, errors: int, latency: Histogram,
+    arrivals: int | None = None,
 ) -> None:
+    """Add to the point (env, release, resolution, t). ``arrivals`` (requests that arrived, see
+    ``scraper.Delta``) defaults to ``requests``."""
+    arrivals = requests if arrivals is None else arrivals
     key = (
         (metric_points.c.env_id == env_id)
         & (metric_points.c.release == release)
@@ -33,12 +37,12 @@ def add_point(
         & (metric_points.c.t == t)
     )
     row = conn.execute(select(metric_points.c.id, metric_points.c.requests, metric_points.c.errors,
-                              metric_points.c.latency).where(key)).first()
+                              metric_points.c.latency, metric_points.c.arrivals).where(key)).first()
     if row is None:
         conn.execute(
             insert(metric_points).values(
                 env_id=env_id, release=release, resolution=resolution, t=t,
-                requests=requests, errors=errors, latency=latency.to_json(),
+                requests=requests, errors=errors, latency=latency.to_json(), arrivals=arrivals,
             )
         )
         return
@@ -47,7 +51,8 @@ def add_point(
     conn.execute(
         update(metric_points)
         .where(metric_points.c.id == row.id)
-        .values(requests=row.requests + requests, errors=row.errors + errors, latency=merged.to_json())
+        .values(requests=row.requests + requests, errors=row.errors + errors, latency=merged.to_json(),
+                arrivals=(row.requests if row.arrivals is None else row.arrivals) + arrivals)
     )
 
 
@@ -123,15 +128,16 @@ def prune(conn: Connection, resolution: int, before: float) -> None:
     conn.execute(delete(metric_points).where(metric_points.c.resolution == resolution, metric_points.c.t < before))
 
 
-def totals(conn: Connection, env_id: int, since: float, until: float) -> tuple[int, Histogram]:
-    """Requests and their latency histogram over every release of an environment in [since, until)
-    (1 s points): what the environment served, for the autoscaler."""
+def totals(conn: Connection, env_id: int, since: float, until: float) -> tuple[int, int, Histogram]:
+    """Requests served, requests that arrived, and the served ones' latency histogram over every
+    release of an environment in [since, until) (1 s points), for the autoscaler."""
     hist = Histogram()
-    requests = 0
-    q = select(metric_points.c.requests, metric_points.c.latency).where(
+    requests = arrivals = 0
+    q = select(metric_points.c.requests, metric_points.c.latency, metric_points.c.arrivals).where(
         metric_points.c.env_id == env_id, metric_points.c.resolution == 1,
         metric_points.c.t >= since, metric_points.c.t < until)
     for r in conn.execute(q):
         requests += int(r.requests)
+        arrivals += int(r.requests if r.arrivals is None else r.arrivals)
         hist.merge(Histogram.from_json(r.latency))
-    return requests, hist
+    return requests, max(arrivals, 0), hist

@@ -221,6 +221,9 @@ metric_points = Table(
     Column("requests", Integer, nullable=False),
     Column("errors", Integer, nullable=False),
     Column("latency", JSON, nullable=False),
+    # Requests that arrived (completions + the change of the routers' in-flight gauge): the
+    # autoscaler's load. NULL in points stored before migration 0013 (read as ``requests``).
+    Column("arrivals", Integer, nullable=True),
     UniqueConstraint("env_id", "release", "resolution", "t", name="uq_metric_points_key"),
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 from conveyor.agent.health import probe, status_of
@@ -86,3 +87,31 @@ def test_status_line_parsing() -> None:
     assert status_of(b"HTTP/2 200\r\n") is None
     assert status_of(b"HTTP/1.1 2000 OK\r\n") is None
     assert status_of(b"") is None
+
+
+def test_a_server_that_keeps_the_connection_open_is_answered_by_its_length() -> None:
+    """``Connection: close`` asked, but the app keeps the socket open (benchmarks/cpuwork did: every
+    instance was "no answer within 2s" and never became ready). The Content-Length ends the response."""
+    async def keep_open(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+        await w.drain()
+        await asyncio.sleep(5)  # waits for a next request that never comes
+
+    async def keep_open_503(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+        await w.drain()
+        await asyncio.sleep(5)
+
+    started = time.monotonic()
+    assert run_probe(keep_open, timeout=2.0)[0] is None
+    assert run_probe(keep_open_503, timeout=2.0)[0] == "HTTP 503"
+    assert time.monotonic() - started < 1.5, "the probe waited for the server to close"
+
+
+def test_a_status_that_arrived_in_time_decides_even_if_the_body_did_not() -> None:
+    async def slow_body(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
+        await w.drain()
+        await asyncio.sleep(5)
+
+    assert run_probe(slow_body, timeout=0.3)[0] is None

@@ -110,3 +110,20 @@ def test_nothing_new_gives_no_delta_but_keeps_the_readings() -> None:
     found, kept = deltas(prev, {"r1": _snap(100.0, 101.5, _rel(2, 7, 1))})
     assert found == {}
     assert kept["r1"][1][KEY].requests == 7
+
+
+def test_arrivals_are_completions_plus_the_change_in_flight_and_telescope_over_scrapes() -> None:
+    """Routers count a request when it completes; what arrived is that plus the in-flight gauge's
+    change. Saturated: 20 completed a second while the queue grew by 12 (32 arrived); draining:
+    48 completed while the queue shrank by 12 (36 arrived, not 48)."""
+    def rel(requests: int, in_flight: int) -> dict[str, Any]:
+        return {**_rel(2, requests, 0), "in_flight": in_flight}
+
+    _, prev = deltas({}, {"r1": _snap(100.0, 101.0, rel(1000, 0))})
+    saturated, prev = deltas(prev, {"r1": _snap(100.0, 102.0, rel(1020, 12))})
+    assert (saturated[KEY].requests, saturated[KEY].arrivals) == (20, 32)
+    draining, prev = deltas(prev, {"r1": _snap(100.0, 103.0, rel(1068, 0))})
+    assert (draining[KEY].requests, draining[KEY].arrivals) == (48, 36)
+    # a second in which only the queue grew still says that requests arrived
+    stuck, _ = deltas(prev, {"r1": _snap(100.0, 104.0, rel(1068, 5))})
+    assert (stuck[KEY].requests, stuck[KEY].arrivals) == (0, 5)

@@ -11,7 +11,7 @@ from conveyor.domain.autoscale import (FRESH, Policy, PolicyError, Sample, State
                                        observe, span)
 
 P = Policy(min=2, max=20, metric="inflight", target=8.0, tolerance=0.1, window=10, up_step=4, up_percent=100,
-           up_period=5, down_window=60, down_step=1, down_period=10)
+           up_period=5, down_window=60, down_step=1, down_period=10, up_sigma=0.0)  # HPA's rule: no noise guard
 
 
 def load(inflight_total: float, ready: int, latency: float = 0.1) -> Sample:
@@ -135,3 +135,62 @@ def test_after_the_ready_count_rose_decisions_read_only_the_seconds_since_down_t
     rps = Policy(min=1, max=8, metric="rps", target=25.0)
     assert not decide(rps, 2, mixed, now=109.5).changed
     assert decide(rps, 2, fresh, now=109.5).desired == 4
+
+
+def test_the_load_is_what_arrived_not_what_saturated_or_draining_instances_completed() -> None:
+    """A 4× step on one instance that serves 20 req/s, target 10 req/s each: completions say 20
+    (capped by the saturated instance: 2 instances, then another step), arrivals say 32 (4 at
+    once). Once 4 are ready they drain the backlog at 48 req/s for a while: completions would ask
+    for 5 (the overshoot seen in benchmarks/autoscale.py), arrivals hold 4."""
+    rps = Policy(min=1, max=10, metric="rps", target=10.0, tolerance=0.1, window=5, up_step=4, up_percent=100,
+                 up_period=3, down_window=60, down_step=1, down_period=10, up_sigma=0.0)
+    saturated = Sample(requests=100, seconds=5, mean_latency=1.0, p95_latency=2.0, ready=1)
+    assert decide(rps, 1, saturated, now=10).desired == 2
+    assert decide(rps, 1, replace(saturated, arrivals=160), now=10).desired == 4
+    draining = Sample(requests=240, seconds=5, mean_latency=0.3, p95_latency=1.0, ready=4)
+    assert decide(rps, 4, draining, now=20).desired == 5
+    assert decide(rps, 4, replace(draining, arrivals=160), now=20).desired == 4
+
+
+def test_a_scale_up_on_a_rate_needs_more_than_the_noise_of_its_count() -> None:
+    """At 8 req/s on one instance (target 10, ±10 %), a 10 s window holds ~80 requests ± 9: now and
+    then 111 of them (11.1/s) leave the band, and HPA's rule (up_sigma 0) scales 1 → 2 on noise
+    (seen in benchmarks/autoscale.py at base load, then 2 → 1 a minute later). With 2 standard
+    deviations the edge is 110 + 2 × √110 ≈ 131; a real 4× step (152 in the window) still passes."""
+    rps = Policy(min=1, max=10, metric="rps", target=10.0, tolerance=0.1, window=10)
+    assert rps.up_sigma == 2.0  # the default
+    noise = Sample(requests=111, seconds=10, mean_latency=0.05, p95_latency=0.1, ready=1)
+    held = decide(rps, 1, noise, now=10)
+    assert not held.changed and "noise" in held.reason and "111 requests" in held.reason
+    assert decide(replace(rps, up_sigma=0.0), 1, noise, now=10).desired == 2
+    assert decide(rps, 1, replace(noise, requests=152), now=10).desired == 2
+    assert decide(rps, 1, replace(noise, requests=129), now=10).desired == 1
+    assert decide(rps, 1, replace(noise, requests=133), now=10).desired == 2
+    # many requests: the noise is small, the band alone decides (100 instances, +13 %: 11,300 requests)
+    assert decide(replace(rps, max=200), 100, Sample(11_300, 10, 0.05, 0.1, 100), now=10).desired == 113
+    # a latency is not a count: no guard
+    p95 = Policy(min=1, max=10, metric="p95", target=200.0, tolerance=0.1, window=10)
+    assert decide(p95, 1, Sample(3, 10, 0.3, 0.25, 1), now=10).desired == 2
+    with pytest.raises(PolicyError, match="--up-sigma"):
+        check_policy(replace(rps, up_sigma=-1))
+    assert hpa_defaults(1, 5, "rps", 10).up_sigma == 0.0
+
+
+def test_a_scale_up_also_reads_the_last_seconds_when_they_show_more_load() -> None:
+    """3 s into a 4× step (8 → 32 req/s, one instance, target 10): the 10 s window's mean is 15.2/s
+    (1 → 2), its last 5 s 22.4/s (1 → 3). ``up_window`` takes the larger, for a scale-up only; the
+    noise guard applies to the shorter count too; HPA's rule (``up_window`` 0) reads the window."""
+    rps = Policy(min=1, max=10, metric="rps", target=10.0, tolerance=0.1, window=10)
+    window = Sample(requests=7 * 8 + 3 * 32, seconds=10, mean_latency=0.05, p95_latency=0.1, ready=1)
+    last = Sample(requests=2 * 8 + 3 * 32, seconds=5, mean_latency=0.05, p95_latency=0.1, ready=1)
+    assert decide(rps, 1, window, now=10).desired == 2
+    d = decide(rps, 1, window, now=10, recent=last)
+    assert d.desired == 3 and d.reason == "1 → 3: 22.4 requests/s per instance vs target 10 (the last 5 s)"
+    # never down from the last seconds: a lull there changes nothing the window says
+    assert decide(rps, 1, window, now=10, recent=replace(last, requests=10)).desired == 2
+    # noise in 5 s (61 requests: 12.2/s, +11 % over the band's edge of 55 ± 15) adds nothing
+    quiet = Sample(requests=80, seconds=10, mean_latency=0.05, p95_latency=0.1, ready=1)
+    assert decide(rps, 1, quiet, now=10, recent=replace(last, requests=61)).desired == 1
+    with pytest.raises(PolicyError, match="--up-window"):
+        check_policy(replace(rps, up_window=-1))
+    assert hpa_defaults(1, 5, "rps", 10).up_window == 0.0
