@@ -61,6 +61,17 @@ class Platform(UpPlatform):
         got = self.get(host).text
         assert got == text, f"{host} served {got!r}, expected {text!r} right after the deployment ended"
 
+    def instances(self, app: str, env: str = "production") -> list[dict[str, Any]]:
+        """The environment's instance rows as GET /apps/{app} shows them (host, state, release...)."""
+        [row] = [e for e in self.api.get(f"/apps/{app}").json()["environments"] if e["name"] == env]
+        return row["instances"]  # type: ignore[no-any-return]
+
+    def routed(self, app: str) -> dict[str, str]:
+        """Instance id → address, of ``app``'s instances the routing table sends traffic to."""
+        table = self.api.get("/routing").json()
+        return {i["id"]: i["address"] for e in table["environments"] if e["app"] == app
+                for r in e["releases"] for i in r["instances"]}
+
     def app_copy(self, name: str = "hello", version: str = "v1", **files: str) -> Path:
         """A copy of examples/hello with a VERSION and extra or replaced files."""
         dest = self.root / "src" / f"{name}-{version}-{time.monotonic_ns()}"

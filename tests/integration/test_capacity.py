@@ -44,14 +44,10 @@ drain_timeout = "2s"
 """
 
 
-def _instances(p: Platform) -> list[dict]:  # type: ignore[type-arg]
-    [env] = [e for e in p.api.get("/apps/placed").json()["environments"] if e["name"] == "production"]
-    return env["instances"]  # type: ignore[no-any-return]
-
 
 def _serving(p: Platform, release: int | None = None) -> list[str]:
     """Hosts of the ready instances (of ``release`` only, when given: the previous one is kept warm), sorted."""
-    return sorted(i["host"] for i in _instances(p) if i["state"] == "ready" and release in (None, i["release"]))
+    return sorted(i["host"] for i in p.instances("placed") if i["state"] == "ready" and release in (None, i["release"]))
 
 
 def test_labels_spread_drain_and_an_unplaceable_release(tmp_path: Path) -> None:
@@ -88,7 +84,7 @@ def test_labels_spread_drain_and_an_unplaceable_release(tmp_path: Path) -> None:
             # its only instance moves: the replacement must be ready before the old one leaves the table
             drained = p.cli_json("hosts", "drain", "h1")
             assert drained["drained"] is True and drained["drained_by"]
-            wait_for(lambda: _serving(p) == ["h2"] and all(i["host"] == "h2" for i in _instances(p)),
+            wait_for(lambda: _serving(p) == ["h2"] and all(i["host"] == "h2" for i in p.instances("placed")),
                      60, 0.2, "the instance on h1 replaced on h2, then gone from h1")
             assert p.cli_json("hosts", "undrain", "h1")["drained"] is False
 
@@ -99,7 +95,7 @@ def test_labels_spread_drain_and_an_unplaceable_release(tmp_path: Path) -> None:
             p.cli_json("hosts", "drain", "h2")
             v2 = dep["release"]
             wait_for(lambda: _serving(p, v2) == ["h1", "h1"]
-                     and all(i["host"] == "h1" for i in _instances(p) if i["release"] == v2),
+                     and all(i["host"] == "h1" for i in p.instances("placed") if i["release"] == v2),
                      60, 0.2, "the instance on h2 replaced on h1, then gone from h2")
             start = len(traffic.snapshot())  # traffic goes on a little after the moves
             wait_for(lambda: len(traffic.snapshot()) >= start + 30, 20, 0.1, "traffic after the move")

@@ -37,15 +37,6 @@ instances = 3
 """
 
 
-def _instances(p: Platform) -> list[dict]:  # type: ignore[type-arg]
-    [env] = [e for e in p.api.get("/apps/spread").json()["environments"] if e["name"] == "production"]
-    return env["instances"]  # type: ignore[no-any-return]
-
-
-def _routed_ids(p: Platform) -> set[str]:
-    table = p.api.get("/routing").json()
-    return {i["id"] for e in table["environments"] if e["app"] == "spread" for r in e["releases"] for i in r["instances"]}
-
 
 def test_three_hosts_share_the_traffic_and_one_can_power_off(tmp_path: Path) -> None:
     require_netns()
@@ -63,7 +54,7 @@ def test_three_hosts_share_the_traffic_and_one_can_power_off(tmp_path: Path) -> 
         p.cli("apps", "create", "spread", check=True)
         dep = p.deploy("spread", p.app_copy("spread", "v1", conveyor__toml=TOML))
         assert dep["state"] == "succeeded", dep
-        placed = {i["host"]: i for i in _instances(p)}
+        placed = {i["host"]: i for i in p.instances("spread")}
         assert set(placed) == {"local", "h1", "h2"}, placed  # one per host
         assert placed["h1"]["address"] == net.hosts[0].address and placed["h2"]["address"] == net.hosts[1].address
 
@@ -78,7 +69,7 @@ def test_three_hosts_share_the_traffic_and_one_can_power_off(tmp_path: Path) -> 
         # Every request is counted, transport errors too (a wait helper would read them as "not yet").
         with Traffic(p, "spread", rate=60, threads=3, max_s=90) as traffic:
             net.power_off(net.hosts[1])
-            wait_for(lambda: lost not in _routed_ids(p), 60, 0.1,
+            wait_for(lambda: lost not in p.routed("spread"), 60, 0.1,
                      f"instance {lost} of the powered-off host leaving the routing table")
         assert traffic.failures() == [], traffic.failures()[:5]
         assert traffic.count() >= 20
@@ -86,13 +77,13 @@ def test_three_hosts_share_the_traffic_and_one_can_power_off(tmp_path: Path) -> 
         assert hosts["h2"]["online"] is False and hosts["h1"]["online"] is True
 
         def healed() -> list[dict]:  # type: ignore[type-arg]
-            ready = [i for i in _instances(p) if i["state"] == "ready" and i["host"] != "h2"]
+            ready = [i for i in p.instances("spread") if i["state"] == "ready" and i["host"] != "h2"]
             return ready if len(ready) == 3 else []
 
         ready = wait_for(healed, 60, 0.2, "a replacement instance on a live host")
         assert lost not in {i["id"] for i in ready}
         assert {i["host"] for i in ready} == {"local", "h1"}
-        assert lost not in _routed_ids(p) and len(_routed_ids(p)) == 3
+        assert lost not in p.routed("spread") and len(p.routed("spread")) == 3
         events = p.api.get("/events", params={"app": "spread"}).json()
         assert any(e["kind"] == "instances_replaced" and "h2" in e["message"] for e in events), events
         with httpx.Client() as client:

@@ -46,17 +46,6 @@ drain_timeout = "2s"
 """
 
 
-def _instances(p: Platform) -> list[dict]:  # type: ignore[type-arg]
-    [env] = [e for e in p.api.get("/apps/cutoff").json()["environments"] if e["name"] == "production"]
-    return env["instances"]  # type: ignore[no-any-return]
-
-
-def _routed(p: Platform) -> dict[str, str]:
-    """Instance id → address, of the instances the routing table sends traffic to."""
-    table = p.api.get("/routing").json()
-    return {i["id"]: i["address"] for e in table["environments"] if e["app"] == "cutoff"
-            for r in e["releases"] for i in r["instances"]}
-
 
 def _online(p: Platform) -> dict[str, bool]:
     return {h["name"]: h["online"] for h in p.api.get("/hosts").json()["hosts"]}
@@ -94,18 +83,18 @@ def test_a_host_cut_off_from_the_control_plane_is_replaced_and_its_surplus_stopp
         p.cli("apps", "create", "cutoff", check=True)
         dep = p.deploy("cutoff", p.app_copy("cutoff", "v1", conveyor__toml=TOML))
         assert dep["state"] == "succeeded", dep
-        placed = {i["host"]: i for i in _instances(p)}
+        placed = {i["host"]: i for i in p.instances("cutoff")}
         assert sorted(placed) == ["h1", "h2"], placed
         cut_id = placed["h2"]["id"]
-        cut_address = _routed(p)[cut_id]  # address:port
+        cut_address = p.routed("cutoff")[cut_id]  # address:port
 
         with Traffic(p, "cutoff", rate=40, threads=2, max_s=150) as traffic:
             _cut_control_plane(h2, p.api_port, cut=True)
             try:
                 wait_for(lambda: _online(p)["h2"] is False, 30, 0.2, "h2 judged lost after 10 s without a report")
-                wait_for(lambda: cut_id not in _routed(p) and len(_routed(p)) == 2, 60, 0.2,
+                wait_for(lambda: cut_id not in p.routed("cutoff") and len(p.routed("cutoff")) == 2, 60, 0.2,
                          "h2's instance out of the routing table and a replacement routed")
-                assert all(a.startswith(h1.address + ":") for a in _routed(p).values()), _routed(p)
+                assert all(a.startswith(h1.address + ":") for a in p.routed("cutoff").values()), p.routed("cutoff")
                 # cut off, h2 still runs (and serves) its instance: nothing reached it to stop it
                 assert _answers(cut_address), f"{cut_address} stopped answering while cut off"
                 events = p.api.get("/events", params={"app": "cutoff"}).json()
@@ -116,9 +105,9 @@ def test_a_host_cut_off_from_the_control_plane_is_replaced_and_its_surplus_stopp
             wait_for(lambda: _online(p)["h2"] is True, 30, 0.2, "h2 reporting again")
             # its instance is surplus now: stopped, not a third instance counted or routed
             wait_for(lambda: not _answers(cut_address), 60, 0.2, f"the surplus instance {cut_address} on h2 stopped")
-            wait_for(lambda: all(i["host"] == "h1" for i in _instances(p)), 30, 0.2, "no instance left on h2")
-            ready = [i for i in _instances(p) if i["state"] == "ready"]
-            assert len(ready) == 2 and len(_routed(p)) == 2, (ready, _routed(p))
+            wait_for(lambda: all(i["host"] == "h1" for i in p.instances("cutoff")), 30, 0.2, "no instance left on h2")
+            ready = [i for i in p.instances("cutoff") if i["state"] == "ready"]
+            assert len(ready) == 2 and len(p.routed("cutoff")) == 2, (ready, p.routed("cutoff"))
             start = traffic.count()
             wait_for(lambda: traffic.count() >= start + 20, 20, 0.1, "traffic after h2 came back")
         assert traffic.failures() == [], traffic.failures()[:5]
@@ -127,26 +116,26 @@ def test_a_host_cut_off_from_the_control_plane_is_replaced_and_its_surplus_stopp
         # h2 takes new instances again: the next release spreads over both hosts
         dep = p.deploy("cutoff", p.app_copy("cutoff", "v2", conveyor__toml=TOML))
         assert dep["state"] == "succeeded", dep
-        assert sorted(i["host"] for i in _instances(p) if i["release"] == dep["release"]) == ["h1", "h2"]
+        assert sorted(i["host"] for i in p.instances("cutoff") if i["release"] == dep["release"]) == ["h1", "h2"]
 
         # The whole link, now: h2's veth down, so neither the control plane nor the router reach it.
         v2 = dep["release"]
-        [on_h2] = [i for i in _instances(p) if i["release"] == v2 and i["host"] == "h2"]
-        on_h2_address = _routed(p)[on_h2["id"]]
+        [on_h2] = [i for i in p.instances("cutoff") if i["release"] == v2 and i["host"] == "h2"]
+        on_h2_address = p.routed("cutoff")[on_h2["id"]]
         veth = f"cvy{net.tag}v2"
         subprocess.run(["ip", "link", "set", veth, "down"], check=True, capture_output=True, timeout=20)
         try:
-            wait_for(lambda: _online(p)["h2"] is False and on_h2["id"] not in _routed(p) and len(_routed(p)) == 2,
-                     60, 0.2, "h2 lost and its instance replaced on h1")
+            wait_for(lambda: _online(p)["h2"] is False and on_h2["id"] not in (routed := p.routed("cutoff"))
+                     and len(routed) == 2, 60, 0.2, "h2 lost and its instance replaced on h1")
             with httpx.Client() as client:  # the router no longer tries h2: every request answers at once
                 assert all(p.get("cutoff.localhost", client=client).text == "hello from v2\n" for _ in range(20))
         finally:
             subprocess.run(["ip", "link", "set", veth, "up"], check=True, capture_output=True, timeout=20)
         wait_for(lambda: _online(p)["h2"] is True, 30, 0.2, "h2 reporting again after its link came back")
         wait_for(lambda: not _answers(on_h2_address)
-                 and all(i["host"] == "h1" for i in _instances(p) if i["release"] == v2),
+                 and all(i["host"] == "h1" for i in p.instances("cutoff") if i["release"] == v2),
                  60, 0.2, "the surplus instance on h2 stopped")
-        assert len(_routed(p)) == 2 and len([i for i in _instances(p) if i["release"] == v2]) == 2
+        assert len(p.routed("cutoff")) == 2 and len([i for i in p.instances("cutoff") if i["release"] == v2]) == 2
     finally:
         p.stop_all()
         net.destroy()

@@ -593,10 +593,7 @@ class Orchestrator:
         if env["current_release"] is None:
             return set()
         release = env["current_release"]
-        try:
-            cfg = repo.get_release(conn, env_id, release)["config"] or {}
-        except repo.NotFound:  # (tests that drive deployments alone have no release rows)
-            return set()
+        cfg = repo.get_release(conn, env_id, release)["config"] or {}
         return self._hold(conn, env_id, release, cfg, _counts(cfg, config_vars.counts_of(conn, env_id)))
 
     def _hold(self, conn: Connection, env_id: int, release: int, cfg: dict[str, Any], counts: dict[str, int]) -> set[str]:
@@ -673,10 +670,7 @@ class Orchestrator:
         if env["current_release"] is None:
             return  # nothing deployed yet: sampled from the first pass that has a release
         self._counted_at[env_id] = now
-        try:
-            cfg = repo.get_release(conn, env_id, env["current_release"])["config"] or {}
-        except repo.NotFound:
-            cfg = {}
+        cfg = repo.get_release(conn, env_id, env["current_release"])["config"] or {}
         rows = instances.of_env(conn, env_id)
         # only the reports of the hosts this environment's instances are on (each is a JSON document)
         status = hosts.instance_status_map(conn, now, self.started_at, on={r["host"] for r in rows})

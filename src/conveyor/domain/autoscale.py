@@ -25,6 +25,7 @@ nor inflated by a backlog draining), or the p95 latency
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -83,29 +84,39 @@ def hpa_defaults(min_: int, max_: int, metric: Metric, target: float) -> Policy:
                   up_sigma=0.0, up_window=0.0)
 
 
-def check_policy(p: Policy) -> Policy:
-    """``p`` if it can work, else PolicyError naming what to fix (nothing is stored then)."""
+def cli_flag(setting: str) -> str:
+    """How `conveyor autoscale` names a setting: ``up_window`` → ``--up-window``."""
+    return "--" + setting.replace("_", "-")
+
+
+def check_policy(p: Policy, name: Callable[[str], str] = cli_flag) -> Policy:
+    """``p`` if it can work, else PolicyError naming what to fix (nothing is stored then). ``name``
+    spells a setting as the user wrote it: a CLI flag (the default), or a conveyor.toml key."""
     if p.metric not in METRICS:
-        raise PolicyError(f"unknown metric {p.metric!r}: use --target-inflight, --target-rps or --target-p95")
+        raise PolicyError(f"unknown metric {p.metric!r}: use {name('target_inflight')}, {name('target_rps')} "
+                          f"or {name('target_p95')}")
     if not 0 <= p.min <= p.max:
-        raise PolicyError(f"--min {p.min} is above --max {p.max}: give 0 <= min <= max")
+        raise PolicyError(f"{name('min')} {p.min} is above {name('max')} {p.max}: give 0 <= min <= max")
     if p.max < 1 or p.max > MAX_INSTANCES:
-        raise PolicyError(f"--max must be between 1 and {MAX_INSTANCES}, got {p.max}")
+        raise PolicyError(f"{name('max')} must be between 1 and {MAX_INSTANCES}, got {p.max}")
     if not (p.target > 0 and math.isfinite(p.target)):
-        raise PolicyError(f"the target must be a positive number, got {p.target:g}: e.g. --target-inflight 8")
+        raise PolicyError(f"the target must be a positive number, got {p.target:g}: e.g. {name('target_inflight')} 8")
     if not 0 <= p.tolerance < 1:
-        raise PolicyError(f"--tolerance must be at least 0 and below 1 (a fraction: 0.1 is ±10 %), got {p.tolerance:g}")
-    for name in ("window", "up_period", "down_window", "down_period", "period"):
-        value = getattr(p, name)
-        least = 1 if name in ("window", "period") else 0
+        raise PolicyError(f"{name('tolerance')} must be at least 0 and below 1 (a fraction: 0.1 is ±10 %), "
+                          f"got {p.tolerance:g}")
+    for setting in ("window", "up_period", "down_window", "down_period", "period"):
+        value = getattr(p, setting)
+        least = 1 if setting in ("window", "period") else 0
         if not least <= value <= 86400:
-            raise PolicyError(f"--{name.replace('_', '-')} must be between {least} s and 1 day, got {value:g}")
+            raise PolicyError(f"{name(setting)} must be between {least} s and 1 day, got {value:g}")
     if not 0 <= p.up_window <= 86400:
-        raise PolicyError(f"--up-window must be between 0 (the window only) and 1 day, got {p.up_window:g}")
+        raise PolicyError(f"{name('up_window')} must be between 0 (the window only) and 1 day, got {p.up_window:g}")
     if not 0 <= p.up_sigma <= 10:
-        raise PolicyError(f"--up-sigma must be between 0 (HPA's rule) and 10 standard deviations, got {p.up_sigma:g}")
+        raise PolicyError(f"{name('up_sigma')} must be between 0 (HPA's rule) and 10 standard deviations, "
+                          f"got {p.up_sigma:g}")
     if p.up_step < 1 or p.down_step < 1 or p.up_percent < 0:
-        raise PolicyError("--up-step and --down-step must be at least 1 instance, --up-percent at least 0")
+        raise PolicyError(f"{name('up_step')} and {name('down_step')} must be at least 1 instance, "
+                          f"{name('up_percent')} at least 0")
     return p
 
 

@@ -235,9 +235,9 @@ class AutoscaleSection(_Section):
         [(metric, target)] = targets.items()
         fields = self.model_dump(exclude={"target_inflight", "target_rps", "target_p95"})
         try:
-            return check_policy(Policy(metric=metric, target=target, **fields))  # type: ignore[arg-type]
+            return check_policy(Policy(metric=metric, target=target, **fields), name=str)  # type: ignore[arg-type]
         except PolicyError as exc:
-            raise ValueError(str(exc).replace("--", "").replace("-", "_")) from None
+            raise ValueError(str(exc)) from None
 
 
 class EnvSection(DeploySection):

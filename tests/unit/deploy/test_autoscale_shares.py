@@ -11,22 +11,14 @@ from sqlalchemy import Engine, create_engine, insert, select, update
 
 from conveyor.deploy.notify import Notifier
 from conveyor.deploy.orchestrator import Orchestrator
-from conveyor.store import hosts, instance_counts
+from conveyor.store import instance_counts
 from conveyor.store.db import migrate
 from conveyor.store.tables import (
     apps, autoscalers, deployments, environments, instances, process_counts, releases,
 )
+from orchestrator_fixtures import T0, Clock, report_ready
 
-T0 = 1_000_000.0
 STEPS = [{"weight": 10, "for": 600.0}, {"weight": 50, "for": 600.0}]
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def _world(tmp_path: Path, total: int = 8) -> Engine:
@@ -52,15 +44,8 @@ def _world(tmp_path: Path, total: int = 8) -> Engine:
         conn.execute(insert(autoscalers).values(env_id=1, process="web", updated_at=T0, updated_by="t", policy={
             "min": 1, "max": 20, "metric": "inflight", "target": 2.0, "down_window": 600.0}))
         conn.execute(insert(process_counts).values(env_id=1, process="web", count=total, updated_at=T0, updated_by="t"))
-    _report(engine, T0)
+    report_ready(engine, T0)
     return engine
-
-
-def _report(engine: Engine, now: float) -> None:
-    """h1 reports every instance it was given as ready."""
-    with engine.begin() as conn:
-        ids = [r.id for r in conn.execute(select(instances.c.id))]
-        hosts.save_report(conn, "h1", "127.0.0.1", 0, {"instances": [{"id": i, "state": "ready"} for i in ids]}, now)
 
 
 def _counts(engine: Engine) -> dict[int, int]:
@@ -88,7 +73,7 @@ def test_a_canary_step_grows_the_canary_first_then_the_stable_side_shrinks_to_it
     clock.t += 1
     orch.tick()
     assert _counts(engine) == {1: 8, 2: 4}  # the new ones are not ready yet: nothing more
-    _report(engine, clock.t)
+    report_ready(engine, clock.t)
     clock.t += 1
     orch.tick()
     assert _counts(engine) == {1: 4, 2: 4}  # now the stable side drains to its share
@@ -103,7 +88,7 @@ def test_a_rollback_asks_for_the_stable_release_at_the_autoscalers_count_at_once
     clock = Clock(T0 + 1)
     orch = _orchestrator(engine, clock)
     orch.tick()
-    _report(engine, clock.t)
+    report_ready(engine, clock.t)
     clock.t += 1
     orch.tick()
     assert _counts(engine) == {1: 4, 2: 4}
@@ -124,7 +109,7 @@ def test_instance_counts_are_recorded_when_they_change(tmp_path: Path) -> None:
     orch.tick()
     with engine.connect() as conn:
         assert instance_counts.newest(conn, 1) == {"web": (9, 8)}  # 9 ready (8 + the canary), count 8
-    _report(engine, clock.t)
+    report_ready(engine, clock.t)
     clock.t += 2
     orch.tick()
     clock.t += 2

@@ -13,21 +13,7 @@ import gc
 from conveyor.router.config import RouterConfig
 from conveyor.router.metrics import Metrics
 from conveyor.router.proxy import ClientConnection, Proxy
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out: list[bytes] = []
-        self.closed = False
-
-    def get_extra_info(self, name: str) -> object:
-        return ("127.0.0.1", 5000) if name == "peername" else None
-
-    def write(self, data: bytes) -> None:
-        self.out.append(data)
-
-    def close(self) -> None:
-        self.closed = True
+from router_fakes import FakeTransport
 
 
 def _unreachable_after(make: object) -> int:

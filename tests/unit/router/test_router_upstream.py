@@ -10,21 +10,7 @@ from conveyor.router.metrics import Metrics
 from conveyor.router.proxy import ClientConnection, Proxy
 from conveyor.router.table import Target
 from conveyor.router.upstream import UpstreamConnection
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out: list[bytes] = []
-        self.closed = False
-
-    def get_extra_info(self, name: str) -> object:
-        return ("127.0.0.1", 5000) if name == "peername" else None
-
-    def write(self, data: bytes) -> None:
-        self.out.append(data)
-
-    def close(self) -> None:
-        self.closed = True
+from router_fakes import FakeTransport
 
 
 def exchange_and_conn() -> tuple[Exchange, UpstreamConnection, Target]:

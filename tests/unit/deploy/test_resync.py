@@ -1,0 +1,54 @@
+"""The orchestrator's full pass (``RESYNC``): between deployments an environment whose facts show
+nothing to do (``idle_steps``) still gets every step every 5 s, so a release short of its count (a
+lost host's replacements that found no room, a crash between two steps) is made good without a
+deployment. On an in-process database, tick by tick, with a fake clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, delete, insert, select
+
+from conveyor.deploy.notify import Notifier
+from conveyor.deploy.orchestrator import RESYNC, Orchestrator
+from conveyor.store.db import migrate
+from conveyor.store.tables import apps, environments, instances, releases
+from orchestrator_fixtures import T0, Clock, report_ready
+
+def _world(tmp_path: Path) -> Engine:
+    """Release 1 of hello/production asks for 2 instances; one runs, on h1, which reports it ready."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(apps).values(id=1, name="hello", created_at=T0, created_by="t"))
+        conn.execute(insert(environments).values(id=1, app_id=1, name="production", routes={"1": 100},
+                                                 current_release=1, created_at=T0))
+        conn.execute(insert(releases).values(env_id=1, number=1, image_digest="sha256:" + "1" * 64, status="live",
+                                             config={"instances": 2, "drain": 10.0, "bake": 0.0}, created_at=T0,
+                                             live_at=T0))
+        conn.execute(insert(instances).values(id="r1-0", env_id=1, release=1, host="h1", role="main", created_at=T0))
+    report_ready(engine, T0)
+    return engine
+
+
+def _serving(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return len(conn.execute(select(instances.c.id).where(instances.c.draining_since.is_(None))).all())
+
+
+def test_a_release_short_of_its_count_is_made_good_by_the_full_pass(tmp_path: Path) -> None:
+    engine = _world(tmp_path)
+    clock = Clock(T0 + 1)
+    orch = Orchestrator(engine, Notifier(), clock=clock, verdicts=lambda *_: None, started_at=T0 - 3600)
+    orch.tick()  # the first tick is a full pass (a restarted control plane)
+    assert _serving(engine) == 2
+    with engine.begin() as conn:  # an instance vanishes without any fact saying so (no draining row left)
+        conn.execute(delete(instances).where(instances.c.id != "r1-0"))
+    report_ready(engine, clock.t)
+    clock.t += 1
+    orch.tick()
+    assert _serving(engine) == 1  # idle_steps sees nothing to do: no transaction for this environment
+    clock.t = T0 + 1 + RESYNC
+    report_ready(engine, clock.t)
+    orch.tick()
+    assert _serving(engine) == 2  # the full pass held release 1 at its count
