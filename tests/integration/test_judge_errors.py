@@ -25,7 +25,7 @@ from conveyor.deploy.notify import Notifier
 from conveyor.deploy.orchestrator import JUDGE_ERROR, Orchestrator
 from conveyor.domain import deploy_machine as dm
 from conveyor.store.db import make_engine, migrate
-from conveyor.store.tables import apps, deployments, environments, leases, verdicts
+from conveyor.store.tables import apps, deployments, environments, leases, releases, verdicts
 
 from test_store_backends import postgres_url  # noqa: F401  (fixture: a throwaway PostgreSQL)
 
@@ -41,6 +41,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     migrate(eng)
     with eng.begin() as conn:  # the PostgreSQL cluster is shared by the module's tests: start clean
         conn.execute(deployments.delete())
+        conn.execute(releases.delete())
         conn.execute(environments.delete())
         conn.execute(apps.delete())
         conn.execute(update(leases).values(expires_at=0.0))  # the previous test's orchestrator would still lead
@@ -55,6 +56,10 @@ def _canary(engine: Engine, app: str, now: float, progress: dict[str, Any] | Non
         env_id = conn.execute(insert(environments).values(
             app_id=app_id, name="production", routes={"1": 90, "2": 10}, current_release=1, created_at=now,
         )).inserted_primary_key[0]
+        for number, status in ((1, "live"), (2, "pending")):  # the releases the environment and canary name
+            conn.execute(insert(releases).values(
+                env_id=env_id, number=number, image_digest="sha256:" + str(number) * 64, status=status,
+                config={"command": ["true"], "instances": 1}, created_at=now - 10, created_by="t"))
         return int(conn.execute(insert(deployments).values(
             env_id=env_id, kind="deploy", strategy="canary", state="canary", from_release=1, to_release=2,
             params={"strategy": "canary", "steps": STEPS, "bake": 5.0},
