@@ -23,17 +23,12 @@ from conveyor.domain import deploy_machine as dm
 from conveyor.domain.histogram import Histogram
 from conveyor.store.tables import metric_points
 
+from store_world import Clock
 from test_judge_errors import _canary, _row, engine, postgres_url  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 
 
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_metrics_pending_is_pure_and_bounded() -> None:

@@ -12,22 +12,17 @@ from fastapi.testclient import TestClient
 from conveyor.config import ServerSettings
 from conveyor.domain.wire import AgentStatus
 from conveyor.server import create_app
+from store_world import Clock
 
 ADMIN = {"Authorization": "Bearer adm-token-0123456789"}
 VIEWER = {"Authorization": "Bearer view-token-0123456789"}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 2_000_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(2_000_000_000.0)
 
 
 @pytest.fixture

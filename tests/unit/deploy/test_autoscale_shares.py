@@ -7,16 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, insert, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from conveyor.deploy.notify import Notifier
 from conveyor.deploy.orchestrator import Orchestrator
 from conveyor.store import instance_counts
-from conveyor.store.db import migrate
-from conveyor.store.tables import (
-    apps, autoscalers, deployments, environments, instances, process_counts, releases,
-)
-from orchestrator_fixtures import T0, Clock, report_ready
+from conveyor.store.tables import autoscalers, deployments, instances, process_counts
+from store_world import T0, Clock, add_release, hello_world, report_ready
 
 STEPS = [{"weight": 10, "for": 600.0}, {"weight": 50, "for": 600.0}]
 
@@ -24,18 +21,10 @@ STEPS = [{"weight": 10, "for": 600.0}, {"weight": 50, "for": 600.0}]
 def _world(tmp_path: Path, total: int = 8) -> Engine:
     """Release 1 serves with 8 instances; a canary of release 2 has just moved to its 50 % step with
     its 1 instance; the web process is autoscaled and the autoscaler's count is ``total``."""
-    engine = create_engine(f"sqlite:///{tmp_path / 'c.db'}")
-    migrate(engine)
+    config = {"drain": 10.0, "bake": 0.0}
+    engine = hello_world(tmp_path, config, [(f"r1-{i}", "h1") for i in range(8)], routes={"1": 50, "2": 50})
     with engine.begin() as conn:
-        conn.execute(insert(apps).values(id=1, name="hello", created_at=T0, created_by="t"))
-        conn.execute(insert(environments).values(id=1, app_id=1, name="production", routes={"1": 50, "2": 50},
-                                                 current_release=1, created_at=T0))
-        for n in (1, 2):
-            conn.execute(insert(releases).values(env_id=1, number=n, image_digest="sha256:" + str(n) * 64,
-                                                 config={"drain": 10.0, "bake": 0.0}, status="live" if n == 1 else "new",
-                                                 created_at=T0, live_at=T0 if n == 1 else None))
-        for i in range(8):
-            conn.execute(insert(instances).values(id=f"r1-{i}", env_id=1, release=1, host="h1", role="main", created_at=T0))
+        add_release(conn, 2, config, live=False)
         conn.execute(insert(instances).values(id="r2-0", env_id=1, release=2, host="h1", role="main", created_at=T0))
         conn.execute(insert(deployments).values(
             id=1, env_id=1, kind="deploy", strategy="canary", state="canary", from_release=1, to_release=2,

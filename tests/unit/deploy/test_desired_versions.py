@@ -6,27 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, delete, insert, update
+from sqlalchemy import Engine, delete, insert, update
 
 from conveyor.deploy.documents import desired_rows, desired_state, desired_unchanged
-from conveyor.store.db import migrate
-from conveyor.store.tables import apps, environments, instances, releases
-
-T0 = 1_000_000.0
+from conveyor.store.tables import instances
+from store_world import T0, hello_world
 
 
 def _engine(tmp_path: Path) -> Engine:
-    engine = create_engine(f"sqlite:///{tmp_path / 'c.db'}")
-    migrate(engine)
-    with engine.begin() as conn:
-        conn.execute(insert(apps).values(id=1, name="hello", created_at=T0, created_by="t"))
-        conn.execute(insert(environments).values(id=1, app_id=1, name="production", routes={"1": 100},
-                                                 current_release=1, created_at=T0))
-        conn.execute(insert(releases).values(env_id=1, number=1, image_digest="sha256:" + "0" * 64,
-                                             config={"command": "python app.py"}, status="live", created_at=T0))
-        for iid, host in (("i-a1", "a"), ("i-b1", "b")):
-            conn.execute(insert(instances).values(id=iid, env_id=1, release=1, host=host, role="main", created_at=T0))
-    return engine
+    return hello_world(tmp_path, {"command": "python app.py"}, [("i-a1", "a"), ("i-b1", "b")])
 
 
 def _add(engine: Engine, iid: str, host: str) -> None:

@@ -7,18 +7,13 @@ import asyncio
 import threading
 
 from conveyor.deploy.notify import Notifier, Shared
+from store_world import Clock
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 async def test_one_read_serves_every_waiter_until_a_poke_or_its_age() -> None:
-    notifier, clock = Notifier(), Clock()
+    notifier, clock = Notifier(), Clock(100.0)
     notifier.bind(asyncio.get_running_loop())
     shared: Shared[int] = Shared(notifier, "routing", max_age=1.0, clock=clock)
     reads = iter(range(1, 100))

@@ -7,26 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, delete, insert, select
+from sqlalchemy import Engine, delete, select
 
 from conveyor.deploy.notify import Notifier
 from conveyor.deploy.orchestrator import RESYNC, Orchestrator
-from conveyor.store.db import migrate
-from conveyor.store.tables import apps, environments, instances, releases
-from orchestrator_fixtures import T0, Clock, report_ready
+from conveyor.store.tables import instances
+from store_world import T0, Clock, hello_world, report_ready
 
 def _world(tmp_path: Path) -> Engine:
     """Release 1 of hello/production asks for 2 instances; one runs, on h1, which reports it ready."""
-    engine = create_engine(f"sqlite:///{tmp_path / 'c.db'}")
-    migrate(engine)
-    with engine.begin() as conn:
-        conn.execute(insert(apps).values(id=1, name="hello", created_at=T0, created_by="t"))
-        conn.execute(insert(environments).values(id=1, app_id=1, name="production", routes={"1": 100},
-                                                 current_release=1, created_at=T0))
-        conn.execute(insert(releases).values(env_id=1, number=1, image_digest="sha256:" + "1" * 64, status="live",
-                                             config={"instances": 2, "drain": 10.0, "bake": 0.0}, created_at=T0,
-                                             live_at=T0))
-        conn.execute(insert(instances).values(id="r1-0", env_id=1, release=1, host="h1", role="main", created_at=T0))
+    engine = hello_world(tmp_path, {"instances": 2, "drain": 10.0, "bake": 0.0}, [("r1-0", "h1")])
     report_ready(engine, T0)
     return engine
 

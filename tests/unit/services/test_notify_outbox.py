@@ -18,14 +18,9 @@ from conveyor.services.schemas import NotifyIn
 from conveyor.services.state import ControlPlane
 from conveyor.store import repo
 from conveyor.store.db import make_engine, migrate
+from store_world import Clock
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
@@ -34,7 +29,7 @@ def cp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ControlPlane:
     settings = ServerSettings(data_dir=tmp_path, admin_token="adm-token-0123456789", public_url="https://cvy.test")
     engine = make_engine(settings.db_url)
     migrate(engine)
-    plane = ControlPlane(settings=settings, engine=engine, clock=Clock())
+    plane = ControlPlane(settings=settings, engine=engine, clock=Clock(1_000_000.0))
     with engine.begin() as conn:
         repo.create_app(conn, "shop", None, "admin", time.time())
         repo.record_event(conn, "deployed", "an old event", app="shop", env="production")  # before the target

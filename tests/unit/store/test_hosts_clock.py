@@ -6,26 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, insert, select
+from sqlalchemy import Engine, select
 
 from conveyor.deploy.notify import Notifier
 from conveyor.deploy.orchestrator import Orchestrator
 from conveyor.domain.healing import HOST_LOST_AFTER, lost_cutoff
 from conveyor.store import hosts, repo
-from conveyor.store.db import migrate
-from conveyor.store.tables import apps, environments, events, instances, releases
+from conveyor.store.tables import events, instances
 
-#: Far from the wall clock on purpose: a rule that read time.time() anywhere would see every host
-#: as silent for decades, or as reporting from the future.
-T0 = 1_000_000.0
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+from store_world import T0, Clock, hello_world
 
 
 def test_lost_cutoff_has_a_grace_period_from_the_callers_start() -> None:
@@ -35,17 +24,8 @@ def test_lost_cutoff_has_a_grace_period_from_the_callers_start() -> None:
 
 def _world(tmp_path: Path, clock: Clock) -> Engine:
     """An environment serving release 1 with one instance on h1; h1 fell silent long ago, h2 reports now."""
-    engine = create_engine(f"sqlite:///{tmp_path / 'c.db'}")
-    migrate(engine)
+    engine = hello_world(tmp_path, {"drain": 10.0, "bake": 120.0}, [("hello-production-r1-aaaaaa", "h1")])
     with engine.begin() as conn:
-        conn.execute(insert(apps).values(id=1, name="hello", created_at=T0, created_by="t"))
-        conn.execute(insert(environments).values(id=1, app_id=1, name="production", routes={"1": 100},
-                                                 current_release=1, created_at=T0))
-        conn.execute(insert(releases).values(env_id=1, number=1, image_digest="sha256:" + "0" * 64,
-                                             config={"drain": 10.0, "bake": 120.0}, status="live",
-                                             created_at=T0, live_at=T0))
-        conn.execute(insert(instances).values(id="hello-production-r1-aaaaaa", env_id=1, release=1, host="h1",
-                                              role="main", created_at=T0))
         hosts.save_report(conn, "h1", "10.0.0.1", 0, {"instances": []}, clock.t - 600)
         hosts.save_report(conn, "h2", "10.0.0.2", 0, {"instances": []}, clock.t)
     return engine

@@ -11,14 +11,9 @@ from conveyor.deploy.orchestrator import LEASE, LEASE_TTL, Orchestrator
 from conveyor.store import repo
 from conveyor.store.db import migrate
 from conveyor.store.tables import apps, environments, instances
+from store_world import Clock
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_take_renew_and_expire(tmp_path: Path) -> None:
@@ -52,7 +47,7 @@ def _instance_ids(engine: object) -> set[str]:
 def test_only_the_leader_orchestrates_and_a_standby_takes_over(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'c.db'}")
     migrate(engine)
-    clock = Clock()
+    clock = Clock(1_800_000_000.0)
     _drained_instance(engine, "i-1", clock.t - 3600)
     first = Orchestrator(engine, Notifier(), clock=clock, verdicts=lambda *a: None)
     second = Orchestrator(engine, Notifier(), clock=clock, verdicts=lambda *a: None)
