@@ -89,8 +89,8 @@ def held_releases(strategy: str, state: str, phase: str | None, new: int, *, bas
     if strategy == "rolling":
         return None
     held = {new}
-    if strategy == "canary" and state in ("canary", "paused") and phase != "promoting" and not baseline:
-        held.discard(new)  # a canary in its steps is sized by its weight
+    if strategy == "canary" and state in ("canary", "paused") and phase not in ("promoting", "sizing") and not baseline:
+        held.discard(new)  # a canary in its steps is sized by its weight (growing for the next one: the machine's)
     if state == "baking":
         held.discard(new)  # live with all the traffic: the total, like between deployments
     return frozenset(held)

@@ -5,7 +5,8 @@ analysis verdict in ``World.verdict`` (computed for the window that
 :func:`analysis_request` names) and applies the returned actions.
 
 Canary:  starting (canary instances ready) → canary step 0..n-1, each with its
-weight and analysis → promoting (full size, then all traffic) → baking
+weight and analysis (an autoscaled canary first grows to the next step's share:
+phase ``sizing``, the weight moves once those instances are ready) → promoting (full size, then all traffic) → baking
 (monitoring continues, previous release warm) → succeeded. A failed verdict,
 a crash loop or an abort at any point rolls back: traffic first, then drain.
 That includes a pause: a paused canary keeps its share of traffic, so its
@@ -35,6 +36,7 @@ from conveyor.domain.deploy_machine import (
     canary_size,
     roll_back,
 )
+from conveyor.domain.shares import share
 from conveyor.domain.wire import InstanceState, baseline_route
 
 DEFAULT_STEPS = [{"weight": 10, "for": 30.0}, {"weight": 50, "for": 30.0}]
@@ -62,6 +64,10 @@ def analysis_request(dep: Deployment) -> AnalysisRequest | None:
     p = dep.progress
     if dep.state == "canary" and p.get("phase") == "step":
         return AnalysisRequest("step", float(p["step_started"]), float(steps_of(dep)[p["step"]]["for"]), int(p["step"]))
+    if dep.state == "canary" and p.get("phase") == "sizing":
+        # Growing for the next step, the canary still serves the last step's share: watched, but
+        # only a failure acts (the clock never ends this window; ready instances do).
+        return AnalysisRequest("step", float(p["sizing_started"]), PAUSED_WATCH, int(p["step"]))
     if dep.state == "baking":
         return AnalysisRequest("bake", float(p["bake_started"]), float(dep.params.get("bake", 0.0)), -1)
     from conveyor.domain import preview
@@ -100,6 +106,55 @@ def enter_canary_step(dep: Deployment, progress: dict[str, Any], index: int, now
     )
 
 
+def step_size(dep: Deployment, index: int) -> int | None:
+    """The instances the canary needs before step ``index``'s weight moves to it, when it grows step
+    by step (an autoscaled environment's canary without a baseline: ``domain/shares.py``); None when
+    it started at the size of its largest step (``canary_size``)."""
+    if not dep.params.get("autoscaled") or dep.params.get("baseline"):
+        return None
+    return share(_instances(dep), steps_of(dep)[index]["weight"])
+
+
+def next_canary_step(dep: Deployment, progress: dict[str, Any], index: int, world: World) -> Step:
+    """Go to canary step ``index``, growing the canary first when it is short of that step's share.
+
+    Why: moving the weight first sends the step's traffic (50 % of it, say) to instances sized for
+    the last step's 10 % until the new ones are ready; overloaded, the canary looks slow and its
+    analysis blames the release. Argo Rollouts likewise waits for the canary's pods to be available
+    before it sets a step's weight."""
+    need = step_size(dep, index)
+    if need is None or world.ready(dep.to_release) >= need:
+        return enter_canary_step(dep, progress, index, world.now)
+    weight = steps_of(dep)[index]["weight"]
+    progress = {**progress, "phase": "sizing", "sizing_step": index, "sizing_started": world.now}
+    return Step("canary", progress, [
+        EnsureInstances(dep.to_release, need),
+        Event("canary_sizing", f"release {dep.to_release} grows to {need} instances before step {index + 1} "
+              f"sends it {weight}% of traffic", {"release": dep.to_release, "step": index, "instances": need}),
+    ])
+
+
+def _sizing(dep: Deployment, world: World, progress: dict[str, Any]) -> Step:
+    """Wait for the canary's instances for the next step (see :func:`next_canary_step`): then move the
+    weight; a failed analysis meanwhile rolls back; short of them past the ready timeout, roll back."""
+    index = int(progress["sizing_step"])
+    verdict = world.verdict or {}
+    if verdict.get("outcome") == "fail":
+        return roll_back(dep, progress, f"analysis failed at step {int(progress['step']) + 1}: {verdict.get('reason')}",
+                         was_current=False)
+    need = step_size(dep, index)
+    if need is None or world.ready(dep.to_release) >= need:
+        return enter_canary_step(dep, progress, index, world.now)
+    timeout = float(dep.params.get("ready_timeout", 60.0))
+    unplaceable = world.unplaceable(dep.to_release, timeout)
+    if unplaceable:
+        return roll_back(dep, progress, unplaceable, was_current=False)
+    if world.now - float(progress["sizing_started"]) > timeout:
+        return roll_back(dep, progress, f"release {dep.to_release} did not grow to {need} ready instances for step "
+                         f"{index + 1} within {timeout:g}s", was_current=False)
+    return Step("canary", progress, [EnsureInstances(dep.to_release, need)])
+
+
 def _enter_promoting(dep: Deployment, progress: dict[str, Any], now: float, why: str) -> Step:
     progress = {**progress, "phase": "promoting", "promote_started": now}
     return Step("canary", progress, [EnsureInstances(dep.to_release, _instances(dep)),
@@ -129,9 +184,11 @@ def _canary(dep: Deployment, world: World) -> Step:
         if cmd.get("full") or progress["step"] + 1 >= len(steps_of(dep)):
             step = _enter_promoting(dep, progress, world.now, f"promoted by {cmd.get('by') or 'someone'}")
         else:
-            step = enter_canary_step(dep, progress, progress["step"] + 1, world.now)
+            step = next_canary_step(dep, progress, progress["step"] + 1, world)
         step.consumed_command = True
         return step
+    if progress.get("phase") == "sizing":
+        return _sizing(dep, world, progress)
     verdict = world.verdict
     if verdict is None:
         return Step("canary", progress)
@@ -144,7 +201,7 @@ def _canary(dep: Deployment, world: World) -> Step:
         return _pause(dep, progress, world.now, f"analysis inconclusive at step {progress['step'] + 1}: {verdict.get('reason')}")
     if outcome == "pass":
         if progress["step"] + 1 < len(steps_of(dep)):
-            return enter_canary_step(dep, progress, progress["step"] + 1, world.now)
+            return next_canary_step(dep, progress, progress["step"] + 1, world)
         return _enter_promoting(dep, progress, world.now, "every canary step passed its analysis")
     return Step("canary", progress)
 
@@ -246,7 +303,7 @@ def _paused(dep: Deployment, world: World) -> Step:
         if cmd.get("full") or int(progress.get("step", 0)) + 1 >= len(steps_of(dep)):
             step = _enter_promoting(dep, progress, world.now, f"promoted by {by}")
         else:
-            step = enter_canary_step(dep, progress, int(progress.get("step", 0)) + 1, world.now)
+            step = next_canary_step(dep, progress, int(progress.get("step", 0)) + 1, world)
     else:
         return Step("paused", progress, consumed_command=action == "pause")
     step.consumed_command = True

@@ -84,6 +84,8 @@ def deployment_progress(dep: dict[str, Any], ready_new: int = 0) -> dict[str, An
         pct = round(100 * (current + 0.5) / (len(steps) + 1))
         phase = progress.get("phase")
         what = "baking" if state == "baking" else ("promoting" if phase == "promoting" else f"step {current + 1} of {len(steps)}")
+        if phase == "sizing" and state != "paused":
+            what += f", growing for step {int(progress.get('sizing_step', current)) + 1}"
         return {"percent": max(5, min(95, pct)), "label": ("paused at " if state == "paused" else "") + what}
     want = max(1, int(params.get("instances", 1)))
     pct = round(90 * min(ready_new, want) / want)

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, insert, select, update
 from conveyor.deploy.notify import Notifier
 from conveyor.deploy.orchestrator import Orchestrator
 from conveyor.store import instance_counts
-from conveyor.store.tables import autoscalers, deployments, instances, process_counts
+from conveyor.store.tables import autoscalers, deployments, environments, instances, process_counts
 from store_world import T0, Clock, add_release, hello_world, report_ready
 
 STEPS = [{"weight": 10, "for": 600.0}, {"weight": 50, "for": 600.0}]
@@ -70,6 +70,36 @@ def test_a_canary_step_grows_the_canary_first_then_the_stable_side_shrinks_to_it
     clock.t += 1
     orch.tick()
     assert _counts(engine) == before  # level-triggered: nothing to do
+
+
+def _state(engine: Engine) -> tuple[dict[str, int], dict[str, object]]:
+    """The environment's routes and the deployment's progress."""
+    with engine.connect() as conn:
+        return (conn.execute(select(environments.c.routes)).scalar_one(),
+                conn.execute(select(deployments.c.progress)).scalar_one())
+
+
+def test_a_passed_step_grows_the_canary_before_the_next_weight_moves(tmp_path: Path) -> None:
+    engine = _world(tmp_path)
+    with engine.begin() as conn:  # back in step 1 (10 %), its one canary instance ready
+        conn.execute(update(deployments).values(progress={
+            "phase": "step", "step": 0, "steps": 2, "step_started": T0, "weights": {"1": 90, "2": 10}}))
+        conn.execute(update(environments).values(routes={"1": 90, "2": 10}))
+    clock = Clock(T0 + 1)
+    orch = Orchestrator(engine, Notifier(), clock=clock, started_at=T0 - 3600,
+                        verdicts=lambda *_: {"outcome": "pass", "reason": "within its limits", "numbers": {}})
+    orch.tick()  # the step passes: the canary is asked for 50 % of 8, the weight stays
+    routes, progress = _state(engine)
+    assert routes == {"1": 90, "2": 10} and progress["phase"] == "sizing", (routes, progress)
+    assert _counts(engine) == {1: 8, 2: 4}
+    clock.t += 1
+    orch.tick()
+    assert _state(engine)[0] == {"1": 90, "2": 10}  # 1 of 4 ready: still waiting
+    report_ready(engine, clock.t)
+    clock.t += 1
+    orch.tick()
+    routes, progress = _state(engine)
+    assert routes == {"1": 50, "2": 50} and progress["phase"] == "step" and progress["step"] == 1, (routes, progress)
 
 
 def test_a_rollback_asks_for_the_stable_release_at_the_autoscalers_count_at_once(tmp_path: Path) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 
 from conveyor.domain import deploy_machine as dm
 from conveyor.domain.shares import Release, ShareError, held_releases, release_counts, share
+from conveyor.domain.strategies import PAUSED_WATCH, analysis_request
+from conveyor.domain.wire import InstanceState
 
 
 def settled(**weights: int) -> dict[int, Release]:
@@ -88,6 +91,8 @@ def test_which_releases_the_deployment_machine_holds() -> None:
     assert held_releases("canary", "canary", "step", new, baseline=False) == frozenset()
     assert held_releases("canary", "paused", "step", new, baseline=False) == frozenset()
     assert held_releases("canary", "canary", "step", new, baseline=True) == {2}
+    # growing for its next step: the machine asks for that step's share (the weight has not moved)
+    assert held_releases("canary", "canary", "sizing", new, baseline=False) == {2}
     # live through its bake: the total, like between deployments
     assert held_releases("canary", "baking", "baking", new, baseline=True) == frozenset()
     # a rolling deployment's batches are its counts
@@ -103,3 +108,64 @@ def test_an_autoscaled_canary_starts_at_its_first_steps_share() -> None:
     assert dm.canary_size(_canary(instances=8)) == 4  # not autoscaled: warm for its largest step
     assert dm.canary_size(_canary(instances=8, autoscaled=True)) == 1  # 10 % of 8
     assert dm.canary_size(_canary(instances=8, autoscaled=True, baseline=True)) == 4  # the strategy's
+
+
+def _in_step(step: int = 0, **params: object) -> dm.Deployment:
+    """An autoscaled canary (total 8) in step ``step`` of 10 % → 50 %, started 60 s ago."""
+    weights = {"1": 90, "2": 10} if step == 0 else {"1": 50, "2": 50}
+    return dm.Deployment(id=1, kind="deploy", strategy="canary", state="canary", from_release=1, to_release=2,
+                         params={"steps": [{"weight": 10, "for": 30}, {"weight": 50, "for": 30}], "instances": 8,
+                                 "autoscaled": True, "ready_timeout": 60.0, **params},
+                         progress={"phase": "step", "step": step, "step_started": 0.0, "steps": 2, "weights": weights},
+                         created_at=0.0)
+
+
+def _world(now: float, ready: int, verdict: str | None = None) -> dm.World:
+    inst = tuple(dm.ObservedInstance(f"r2-{i}", 2, "main", InstanceState.READY) for i in range(ready))
+    return dm.World(now=now, instances=inst, verdict={"outcome": verdict, "reason": "r"} if verdict else None)
+
+
+def _apply(dep: dm.Deployment, result: dm.Step) -> dm.Deployment:
+    return dataclasses.replace(dep, state=result.state, progress=result.progress)
+
+
+def test_an_autoscaled_canary_grows_to_the_next_steps_share_before_its_weight_moves() -> None:
+    dep = _in_step(0)
+    result = dm.step(dep, _world(60.0, ready=1, verdict="pass"))  # step 1 passed; the canary has 1 instance
+    assert result.state == "canary" and result.progress["phase"] == "sizing"
+    assert dm.EnsureInstances(2, 4) in result.actions  # 50 % of 8
+    assert not [a for a in result.actions if isinstance(a, dm.SetRoutes)]  # the weight stays at 10 %
+    assert result.progress["weights"] == {"1": 90, "2": 10}
+    dep = _apply(dep, result)
+    assert analysis_request(dep).duration == PAUSED_WATCH  # still watched: only a failure acts
+    waiting = dm.step(dep, _world(62.0, ready=3))
+    assert waiting.progress["phase"] == "sizing" and not [a for a in waiting.actions if isinstance(a, dm.SetRoutes)]
+    moved = dm.step(dep, _world(63.0, ready=4))  # the 4 are ready: now the step's weight moves
+    assert moved.progress["phase"] == "step" and moved.progress["step"] == 1
+    assert dm.SetRoutes({1: 50, 2: 50}) in moved.actions
+
+
+def test_a_canary_already_at_its_share_moves_at_once_and_a_fixed_size_canary_never_waits() -> None:
+    assert dm.step(_in_step(0), _world(60.0, ready=4, verdict="pass")).progress["phase"] == "step"
+    fixed = _in_step(0, autoscaled=False)  # started at its largest step's size before any traffic moved
+    assert dm.step(fixed, _world(60.0, ready=1, verdict="pass")).progress["step"] == 1
+
+
+def test_growing_for_a_step_rolls_back_on_a_failed_analysis_or_past_the_ready_timeout() -> None:
+    dep = _apply(_in_step(0), dm.step(_in_step(0), _world(60.0, ready=1, verdict="pass")))
+    failed = dm.step(dep, _world(61.0, ready=2, verdict="fail"))
+    assert failed.state == "rolled_back" and "analysis failed at step 1" in failed.reason
+    late = dm.step(dep, _world(60.0 + 61.0, ready=2))
+    assert late.state == "rolled_back"
+    assert late.reason == "release 2 did not grow to 4 ready instances for step 2 within 60s"
+    assert dm.step(dep, _world(60.0 + 59.0, ready=2)).state == "canary"  # within it: still waiting
+
+
+def test_commands_while_growing_for_a_step() -> None:
+    dep = _apply(_in_step(0), dm.step(_in_step(0), _world(60.0, ready=1, verdict="pass")))
+    paused = dm.step(dataclasses.replace(dep, command={"action": "pause", "by": "ann"}), _world(61.0, ready=2))
+    assert paused.state == "paused" and paused.consumed_command
+    aborted = dm.step(dataclasses.replace(dep, command={"action": "abort", "by": "ann"}), _world(61.0, ready=2))
+    assert aborted.state == "rolled_back" and "aborted by ann" in aborted.reason
+    full = dm.step(dataclasses.replace(dep, command={"action": "promote", "full": True, "by": "ann"}), _world(61.0, ready=2))
+    assert full.progress["phase"] == "promoting" and dm.EnsureInstances(2, 8) in full.actions
