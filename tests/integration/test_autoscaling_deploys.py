@@ -4,7 +4,8 @@ The app answers every request after 100 ms, so 60 requests/s hold 6 in flight (m
 machine): at a target of 2 per instance the autoscaler wants 3 or 4 instances. Under that load:
 
 * a canary (25 %, then 50 %) is sized by its weight × the autoscaler's count (1, then 2 of 4),
-  the stable side keeps its share (3, then 2), never its maximum, and no request fails;
+  grows to the 50 % step's share before that weight moves to it, the stable side keeps its share
+  (3, then 2), never its maximum, and no request fails;
 * a broken canary is rolled back, and the stable release is back at the autoscaler's count at
   once (not after a stabilisation window), every failed request being the broken release's own;
 * a blue/green deployment during autoscaling comes up at the autoscaler's count, not the
@@ -105,17 +106,22 @@ def _shared(p: Platform, old: int, new: int, weight: int) -> bool:
 
 
 class Watch:
-    """Samples (autoscaler's count, per-release web instances) every 0.2 s until stopped."""
+    """Samples (autoscaler's count, per-release web instances) every 0.2 s until stopped, and the
+    deployment's canary step when it is in one (``phase == "step"``)."""
 
-    def __init__(self, p: Platform) -> None:
-        self.p = p
+    def __init__(self, p: Platform, dep_id: int) -> None:
+        self.p, self.dep_id = p, dep_id
         self.samples: list[tuple[int, dict[int, tuple[int, int]]]] = []
+        self.steps: list[tuple[int | None, dict[int, tuple[int, int]]]] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self.stop.wait(0.2):
-            self.samples.append((_total(self.p), _web(self.p)))
+            progress = _dep(self.p, self.dep_id)["progress"]
+            web = _web(self.p)
+            self.samples.append((_total(self.p), web))
+            self.steps.append((progress.get("step") if progress.get("phase") == "step" else None, web))
 
     def __enter__(self) -> Watch:
         self.thread.start()
@@ -142,7 +148,7 @@ def test_a_canary_shares_the_autoscalers_count_by_weight_and_a_rollback_restores
 
         # a good canary: sized by its weight, step by step; the stable side keeps its share
         good = _queue(p, "v2", toml(), behaviour__json=SLOW)
-        with Watch(p) as watch:
+        with Watch(p, good["id"]) as watch:
             wait_for(lambda: _in_step(p, good["id"], 0), 60, 0.1, "the canary's first step (25 %)")
             wait_for(lambda: _shared(p, 1, 2, 25), 10, 0.2, "the canary at 25 % of the count, the stable side at 75 %")
             wait_for(lambda: _in_step(p, good["id"], 1), 30, 0.1, "the canary's second step (50 %)")
@@ -157,6 +163,12 @@ def test_a_canary_shares_the_autoscalers_count_by_weight_and_a_rollback_restores
         # never both at full size
         assert not [(total, web) for total, web in during if web[1][0] >= total and web[2][0] >= total], during
         assert traffic.failures() == [], traffic.failures()[:5]
+        # grow, then move the weight: read before the step, the canary already had the 50 % step's
+        # share of 3-4 (2) ready when its weight moved (it had 1 at 25 %; a new one takes ~1 s)
+        first = next(web for step, web in watch.steps if step == 1)
+        assert first[2][1] >= 2, watch.steps
+        kinds = [e["kind"] for e in p.api.get("/events", params={"app": APP}).json()]
+        assert "canary_sizing" in kinds, kinds
         wait_for(lambda: _web(p).get(2) == (_total(p), _total(p)), 20, 0.2, "release 2 at the autoscaler's count")
 
         # a broken canary: rolled back, and the stable release is back at the count at once
