@@ -260,20 +260,19 @@ class Orchestrator:
         self._resynced = {e: t for e, t in self._resynced.items() if e in facts}  # deleted ones
         due = sorted((e for e in facts if e not in driven and now - self._resynced.get(e, -math.inf) >= RESYNC),
                      key=lambda e: self._resynced.get(e, -math.inf))
-        for env_id, env_facts in facts.items():
-            if env_id in driven:
-                touched |= self._pass(env_id, True)
-            elif env_id not in due and (steps := idle_steps(env_facts, alive, drained, heal)):
-                touched |= self._pass(env_id, False, steps)
+        for env_id in (e for e in facts if e in driven):  # in the environments' order
+            touched |= self._pass(env_id, True)
+        full: set[int] = set()
         started = time.monotonic()
-        for i, env_id in enumerate(due):  # full passes, the longest-waiting first, within RESYNC_BUDGET
-            if i and time.monotonic() - started > RESYNC_BUDGET:
-                for rest in due[i:]:  # still due next tick; meanwhile what their facts show
-                    if steps := idle_steps(facts[rest], alive, drained, heal):
-                        touched |= self._pass(rest, False, steps)
-                break
+        for env_id in due:  # full passes, the longest-waiting first, within RESYNC_BUDGET (at least one)
+            if full and time.monotonic() - started > RESYNC_BUDGET:
+                break  # the rest stay due for the next tick
             touched |= self._pass(env_id, False)
             self._resynced[env_id] = now
+            full.add(env_id)
+        for env_id, env_facts in facts.items():  # the others: only the steps their facts say may have work
+            if env_id not in driven and env_id not in full and (steps := idle_steps(env_facts, alive, drained, heal)):
+                touched |= self._pass(env_id, False, steps)
         if self.promotions is not None:
             try:
                 with self.engine.begin() as conn:
@@ -653,14 +652,11 @@ class Orchestrator:
             if not ready or not autoscale.due(policy, state, now):
                 continue  # nothing serves yet (no load to read: the count holds), or a slower loop (HPA's: 15 s)
             since, until = autoscale.span(policy, state, now)
-            requests, arrivals, hist = series.totals(conn, env_id, since, until)
-            sample = autoscale.Sample(requests, until - since, hist.mean(), hist.quantile(0.95), ready, arrivals)
-            recent = None
-            if 0 < policy.up_window < until - since:  # a scale-up also reads the last seconds (Policy.up_window)
-                r_requests, r_arrivals, r_hist = series.totals(conn, env_id, until - policy.up_window, until)
-                recent = autoscale.Sample(r_requests, policy.up_window, r_hist.mean(), r_hist.quantile(0.95), ready,
-                                          r_arrivals)
-            d = autoscale.decide(policy, counts.get(process, 1), sample, now, state, recent)
+            # a scale-up also reads the last seconds (Policy.up_window), from the same rows
+            tail = policy.up_window if 0 < policy.up_window < until - since else 0.0
+            whole, last = series.totals(conn, env_id, since, until, tail)
+            d = autoscale.decide(policy, counts.get(process, 1), _sample(whole, until - since, ready), now, state,
+                                 _sample(last, tail, ready) if tail else None)
             self.autoscale_state[key] = d.state
             doc = {"current": d.current, "desired": d.desired, "recommendation": d.recommendation, "value": d.value,
                    "ready": ready, "reason": d.reason, "metric": policy.metric, "target": policy.target}
@@ -852,6 +848,10 @@ def _counts(cfg: dict[str, Any], scaled: dict[str, int]) -> dict[str, int]:
     """The counts a release is held at: its own (web ``instances``, each worker's), overridden by the
     `conveyor scale` (or autoscaler) counts."""
     return {"web": int(cfg.get("instances", 1)), **{k: int(v) for k, v in (cfg.get("workers") or {}).items()}, **scaled}
+
+
+def _sample(t: series.Totals, seconds: float, ready: int) -> autoscale.Sample:
+    return autoscale.Sample(t.requests, seconds, t.latency.mean(), t.latency.quantile(0.95), ready, t.arrivals)
 
 
 def _ready(status: dict[str, tuple[str, dict[str, Any]]], ids: list[str]) -> int:

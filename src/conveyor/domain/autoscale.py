@@ -104,13 +104,11 @@ def check_policy(p: Policy, name: Callable[[str], str] = cli_flag) -> Policy:
     if not 0 <= p.tolerance < 1:
         raise PolicyError(f"{name('tolerance')} must be at least 0 and below 1 (a fraction: 0.1 is ±10 %), "
                           f"got {p.tolerance:g}")
-    for setting in ("window", "up_period", "down_window", "down_period", "period"):
+    for setting in ("window", "up_period", "down_window", "down_period", "period", "up_window"):
         value = getattr(p, setting)
         least = 1 if setting in ("window", "period") else 0
         if not least <= value <= 86400:
             raise PolicyError(f"{name(setting)} must be between {least} s and 1 day, got {value:g}")
-    if not 0 <= p.up_window <= 86400:
-        raise PolicyError(f"{name('up_window')} must be between 0 (the window only) and 1 day, got {p.up_window:g}")
     if not 0 <= p.up_sigma <= 10:
         raise PolicyError(f"{name('up_sigma')} must be between 0 (HPA's rule) and 10 standard deviations, "
                           f"got {p.up_sigma:g}")

@@ -208,17 +208,17 @@ class AutoscaleSection(_Section):
     target_inflight: float | None = None
     target_rps: float | None = None
     target_p95: float | None = None
-    tolerance: float = 0.1
-    window: Duration = 10.0
-    up_step: int = 4
-    up_percent: float = 100.0
-    up_period: Duration = 5.0
-    down_window: Duration = 60.0
-    down_step: int = 1
-    down_period: Duration = 10.0
-    period: Duration = 1.0
-    up_sigma: float = 2.0
-    up_window: Duration = 5.0
+    tolerance: float = Policy.tolerance
+    window: Duration = Policy.window
+    up_step: int = Policy.up_step
+    up_percent: float = Policy.up_percent
+    up_period: Duration = Policy.up_period
+    down_window: Duration = Policy.down_window
+    down_step: int = Policy.down_step
+    down_period: Duration = Policy.down_period
+    period: Duration = Policy.period
+    up_sigma: float = Policy.up_sigma
+    up_window: Duration = Policy.up_window
 
     @model_validator(mode="after")
     def _a_policy_that_works(self) -> AutoscaleSection:

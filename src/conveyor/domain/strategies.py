@@ -143,16 +143,23 @@ def _sizing(dep: Deployment, world: World, progress: dict[str, Any]) -> Step:
         return roll_back(dep, progress, f"analysis failed at step {int(progress['step']) + 1}: {verdict.get('reason')}",
                          was_current=False)
     need = step_size(dep, index)
-    if need is None or world.ready(dep.to_release) >= need:
-        return enter_canary_step(dep, progress, index, world.now)
+    waiting = None if need is None else _grow(dep, world, progress, need, float(progress["sizing_started"]),
+                                              f"grow to {need} ready instances for step {index + 1}")
+    return waiting if waiting is not None else enter_canary_step(dep, progress, index, world.now)
+
+
+def _grow(dep: Deployment, world: World, progress: dict[str, Any], want: int, since: float, what: str) -> Step | None:
+    """None once the new release has ``want`` ready instances; until then, ask for them, or roll back
+    when they cannot be placed or are not ready within the ready timeout (``what`` says what it did not do)."""
+    if world.ready(dep.to_release) >= want:
+        return None
     timeout = float(dep.params.get("ready_timeout", 60.0))
     unplaceable = world.unplaceable(dep.to_release, timeout)
     if unplaceable:
         return roll_back(dep, progress, unplaceable, was_current=False)
-    if world.now - float(progress["sizing_started"]) > timeout:
-        return roll_back(dep, progress, f"release {dep.to_release} did not grow to {need} ready instances for step "
-                         f"{index + 1} within {timeout:g}s", was_current=False)
-    return Step("canary", progress, [EnsureInstances(dep.to_release, need)])
+    if world.now - since > timeout:
+        return roll_back(dep, progress, f"release {dep.to_release} did not {what} within {timeout:g}s", was_current=False)
+    return Step("canary", progress, [EnsureInstances(dep.to_release, want)])
 
 
 def _enter_promoting(dep: Deployment, progress: dict[str, Any], now: float, why: str) -> Step:
@@ -208,17 +215,9 @@ def _canary(dep: Deployment, world: World) -> Step:
 
 def _promoting(dep: Deployment, world: World, progress: dict[str, Any]) -> Step:
     want = _instances(dep)
-    if world.ready(dep.to_release) < want:
-        waited = world.now - float(progress.get("promote_started", world.now))
-        timeout = float(dep.params.get("ready_timeout", 60.0))
-        unplaceable = world.unplaceable(dep.to_release, timeout)
-        if unplaceable:
-            return roll_back(dep, progress, unplaceable, was_current=False)
-        if waited > timeout:
-            return roll_back(dep, progress, f"release {dep.to_release} did not scale to {want} ready instances within {timeout:g}s",
-                             was_current=False)
-        return Step("canary", progress, [EnsureInstances(dep.to_release, want)])
-    return _go_live(dep, progress, world.now)
+    waiting = _grow(dep, world, progress, want, float(progress.get("promote_started", world.now)),
+                    f"scale to {want} ready instances")
+    return waiting if waiting is not None else _go_live(dep, progress, world.now)
 
 
 def _go_live(dep: Deployment, progress: dict[str, Any], now: float) -> Step:

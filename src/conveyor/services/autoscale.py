@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Connection
+
 from conveyor.domain.autoscale import Policy, PolicyError, check_policy
 from conveyor.services.state import ControlPlane
 from conveyor.store import autoscalers, config_vars, repo
@@ -30,13 +32,22 @@ def set_policy(cp: ControlPlane, app: str, env: str, process: str, policy: Polic
             known = set(cfg.get("processes") or {"web": ""})
             if process not in known:
                 raise ValueError(f"process type {process!r} is unknown: {app}/{env} runs {', '.join(sorted(known))}")
-        autoscalers.put(conn, env_row["id"], process, policy.to_json(), actor or "someone", cp.clock())
-        repo.record_event(conn, "autoscale_set",
-                          f"{app}/{env} {process} autoscaled by {actor or 'someone'}: {policy.min}..{policy.max} "
-                          f"instances, target {policy.target:g} {policy.metric}", app=app, env=env, actor=actor,
-                          origin=origin, data={"process": process, "policy": policy.to_json()})
+        store_policy(conn, env_row["id"], app, env, process, policy, actor, origin, cp.clock())
     cp.notifier.poke("orchestrator")
     return show(cp, app, env)
+
+
+def store_policy(conn: Connection, env_id: int, app: str, env: str, process: str, policy: Policy, actor: str,
+                 origin: str, now: float, source: str = "") -> None:
+    """Store a checked policy and its ``autoscale_set`` event (``source``: where it was written, when
+    not on the command line, e.g. conveyor.toml)."""
+    autoscalers.put(conn, env_id, process, policy.to_json(), actor or "someone", now)
+    where = f" from {source}" if source else ""
+    repo.record_event(conn, "autoscale_set",
+                      f"{app}/{env} {process} autoscaled{where} by {actor or 'someone'}: {policy.min}..{policy.max} "
+                      f"instances, target {policy.target:g} {policy.metric}", app=app, env=env, actor=actor,
+                      origin=origin, data={"process": process, "policy": policy.to_json(),
+                                           **({"from": source} if source else {})})
 
 
 def remove(cp: ControlPlane, app: str, env: str, process: str, actor: str = "", origin: str = "") -> dict[str, Any]:

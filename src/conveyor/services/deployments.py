@@ -20,6 +20,7 @@ from conveyor.analysis import AnalysisConfigError, parse_analysis_config
 from conveyor.domain import deploy_machine as dm
 from conveyor.domain.manifest import ENV_NAME_RE, MANIFEST_NAME, AppManifest, parse_manifest
 from conveyor.services import locks
+from conveyor.services.autoscale import store_policy
 from conveyor.services.schemas import Deployment, ReleaseOutput
 from conveyor.services.state import ControlPlane
 from conveyor.services.trains import ref_of_deployment
@@ -100,12 +101,7 @@ def apply_manifest_autoscale(conn: Connection, env_id: int, manifest: AppManifes
         policy = section.policy()
         if stored.get(process) == policy.to_json():
             continue
-        autoscalers.put(conn, env_id, process, policy.to_json(), actor or "someone", repo.now())
-        repo.record_event(conn, "autoscale_set",
-                          f"{app}/{env} {process} autoscaled from {MANIFEST_NAME} by {actor or 'someone'}: "
-                          f"{policy.min}..{policy.max} instances, target {policy.target:g} {policy.metric}",
-                          app=app, env=env, actor=actor, origin=origin,
-                          data={"process": process, "policy": policy.to_json(), "from": MANIFEST_NAME})
+        store_policy(conn, env_id, app, env, process, policy, actor, origin, repo.now(), source=MANIFEST_NAME)
         changed.append(process)
     return changed
 

@@ -7,7 +7,7 @@ write a second's delta in pieces and the 60 s roll-up is maintained on write.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
@@ -128,16 +128,36 @@ def prune(conn: Connection, resolution: int, before: float) -> None:
     conn.execute(delete(metric_points).where(metric_points.c.resolution == resolution, metric_points.c.t < before))
 
 
-def totals(conn: Connection, env_id: int, since: float, until: float) -> tuple[int, int, Histogram]:
-    """Requests served, requests that arrived, and the served ones' latency histogram over every
-    release of an environment in [since, until) (1 s points), for the autoscaler."""
-    hist = Histogram()
-    requests = arrivals = 0
-    q = select(metric_points.c.requests, metric_points.c.latency, metric_points.c.arrivals).where(
+@dataclass
+class Totals:
+    """What an environment's releases served in a span: requests, requests that arrived (see
+    ``scraper.Delta``), and the served ones' latency histogram."""
+
+    requests: int = 0
+    arrivals: int = 0
+    latency: Histogram = field(default_factory=Histogram)
+
+    def add(self, requests: int, arrivals: int, latency: Histogram) -> None:
+        self.requests += requests
+        self.arrivals += arrivals
+        self.latency.merge(latency)
+
+
+def totals(conn: Connection, env_id: int, since: float, until: float, tail: float = 0.0) -> tuple[Totals, Totals]:
+    """The :class:`Totals` of every release of an environment in [since, until) (1 s points), and
+    of its last ``tail`` seconds, [until - tail, until), from the same rows: for the autoscaler
+    (``Policy.up_window``). Points stored before migration 0013 count their requests as arrivals."""
+    whole, last = Totals(), Totals()
+    q = select(metric_points.c.t.label("second"), metric_points.c.requests, metric_points.c.latency,
+               metric_points.c.arrivals).where(
         metric_points.c.env_id == env_id, metric_points.c.resolution == 1,
         metric_points.c.t >= since, metric_points.c.t < until)
     for r in conn.execute(q):
-        requests += int(r.requests)
-        arrivals += int(r.requests if r.arrivals is None else r.arrivals)
-        hist.merge(Histogram.from_json(r.latency))
-    return requests, max(arrivals, 0), hist
+        arrivals = int(r.requests if r.arrivals is None else r.arrivals)
+        latency = Histogram.from_json(r.latency)
+        whole.add(int(r.requests), arrivals, latency)
+        if r.second >= until - tail:  # (not ``r.t``: a Row's own attribute)
+            last.add(int(r.requests), arrivals, latency)
+    for t in (whole, last):
+        t.arrivals = max(t.arrivals, 0)  # the gauge's change can make a span's sum negative
+    return whole, last

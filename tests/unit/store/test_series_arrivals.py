@@ -21,8 +21,16 @@ def test_arrivals_add_up_per_point_and_default_to_the_requests_served() -> None:
         series.add_point(conn, 1, 2, 1, 102.0, 10, 0, Histogram())  # no in-flight known: as served
         conn.execute(insert(metric_points).values(env_id=1, release=2, resolution=1, t=103.0, requests=7, errors=0,
                                                   latency=Histogram().to_json()))  # a row from before 0013
-        requests, arrivals, _ = series.totals(conn, 1, 100.0, 104.0)
-        assert (requests, arrivals) == (20 + 5 + 48 + 2 + 10 + 7, 32 + 5 + 32 + 1 + 10 + 7)
-        assert series.totals(conn, 1, 101.0, 102.0)[:2] == (50, 33)
+        whole, _ = series.totals(conn, 1, 100.0, 104.0)
+        assert (whole.requests, whole.arrivals) == (20 + 5 + 48 + 2 + 10 + 7, 32 + 5 + 32 + 1 + 10 + 7)
+        whole, _ = series.totals(conn, 1, 101.0, 102.0)
+        assert (whole.requests, whole.arrivals) == (50, 33)
         series.add_point(conn, 1, 2, 1, 103.0, 1, 0, Histogram(), 3)  # merged into the old row
-        assert series.totals(conn, 1, 103.0, 104.0)[:2] == (8, 10)
+        whole, _ = series.totals(conn, 1, 103.0, 104.0)
+        assert (whole.requests, whole.arrivals) == (8, 10)
+        # the last 2 s of a window, from the same rows: as if asked for on their own
+        whole, last = series.totals(conn, 1, 100.0, 104.0, tail=2.0)
+        alone, _ = series.totals(conn, 1, 102.0, 104.0)
+        assert (last.requests, last.arrivals) == (alone.requests, alone.arrivals) == (10 + 8, 10 + 10)
+        assert whole.requests == 20 + 5 + 48 + 2 + 10 + 8
+        assert series.totals(conn, 1, 100.0, 104.0)[1].requests == 0  # no tail asked for
