@@ -62,16 +62,19 @@ def test_full_passes_past_the_budget_wait_for_the_next_tick_longest_waiting_firs
     clock = Clock(T0 + 1)
     orch = Orchestrator(engine, Notifier(), clock=clock, verdicts=lambda *_: None, started_at=T0 - 3600)
     seen = []
-    for _ in range(3):
+    for _ in range(3):  # a tick every RESYNC: env 1 is due again each time, but env 2 and 3 waited longer
+        report_ready(engine, clock.t)  # h1 stays alive
         orch.tick()
         seen.append([_serving(engine, e) for e in (1, 2, 3)])
-        clock.t += 0.25
-    assert seen == [[2, 0, 0], [2, 2, 0], [2, 2, 2]]  # one full pass a tick, none skipped
+        clock.t += RESYNC
+    assert seen == [[2, 0, 0], [2, 2, 0], [2, 2, 2]]  # one full pass a tick, none starved
     with engine.begin() as conn:
         conn.execute(delete(instances).where(instances.c.env_id == 2))  # env 2: short again, unseen by facts
-    clock.t = T0 + 1 + RESYNC  # env 1 is due first (resynced longest ago), then env 2, then env 3
+    clock.t = T0 + 1 + 3 * RESYNC  # env 1 is due first (resynced longest ago), then env 2, then env 3
+    report_ready(engine, clock.t)
     orch.tick()
     assert _serving(engine, 2) == 0
-    clock.t += 0.25
+    clock.t += RESYNC
+    report_ready(engine, clock.t)
     orch.tick()
     assert _serving(engine, 2) == 2
